@@ -1,0 +1,260 @@
+//! Timings and limits of the protocol, with defaults tuned for a LAN.
+
+use std::time::Duration;
+
+/// Timings and limits of a [`Node`](crate::Node). Every field has a documented default
+/// ([`Config::default`]) chosen for a LAN or a single data centre.
+///
+/// # Why the defaults are fast and still safe
+///
+/// HashiCorp memberlist's LAN profile probes every 1 s with a 500 ms timeout and a suspicion
+/// of 4–6 probe periods, so a silent node is declared dead after about 5–7 s; Akka's
+/// phi-accrual detector takes about 5.5 s. Those timeouts are sized for GC pauses and for
+/// gossip that reaches the whole cluster only after several rounds. Solo has neither:
+///
+/// * a Rust process does not pause for GC, and a LAN round trip is well under a millisecond,
+///   so a 100 ms probe timeout is still a hundred round trips of slack;
+/// * a suspicion is sent **directly** to every member (the suspect included), so the suspect
+///   hears of it within one round trip and refutes at once; 800 ms of suspicion leaves room
+///   for hundreds of refutation round trips;
+/// * every node is watched by [`monitors`](Config::monitors) ring neighbours each period, so
+///   the time until someone probes a silent node is bounded, not a matter of chance as in
+///   random-target SWIM.
+///
+/// A silent node is therefore declared `Down` by every survivor within
+/// [`silent_failure_bound`](Config::silent_failure_bound) (1.3 s by default) plus one network
+/// delay. A node whose connection closes (a killed process: the kernel sends FIN/RST) is
+/// declared `Down` as soon as the transport reports it, with no timeout at all
+/// ([`link_down_grace`](Config::link_down_grace) is zero).
+///
+/// A false `Down` is not fatal: the wrongly accused node refutes with a higher version and is
+/// `Up` again; ownership safety never rests on the failure detector alone (`Exclusive` mode
+/// uses leases).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// How often a node probes each of its ring monitors' targets. Default 200 ms.
+    pub probe_interval: Duration,
+    /// How long to wait for a direct probe's ack before asking others to probe. Default 100 ms.
+    pub probe_timeout: Duration,
+    /// How long after `probe_timeout` indirect probes may still answer before the target is
+    /// suspected. Default 200 ms.
+    pub indirect_timeout: Duration,
+    /// How many other members are asked to probe a target that missed a direct probe
+    /// (SWIM's `k`). Default 3.
+    pub indirect_probes: usize,
+    /// How many ring successors each node probes every period, so how many watchers each
+    /// node has. Default 3.
+    pub monitors: usize,
+    /// How long a suspect has to refute before it is declared `Down`. Default 800 ms.
+    pub suspicion_timeout: Duration,
+    /// How long a peer whose transport link went down stays merely suspected. Zero (the
+    /// default) declares it `Down` at once: a closed connection from a live peer is rare
+    /// and refutable, a killed process is common and should fail over in milliseconds.
+    pub link_down_grace: Duration,
+    /// How often a node exchanges its whole member table with one random member, and tries
+    /// one random `Down` member (this is what heals a partition). Default 1 s.
+    pub sync_interval: Duration,
+    /// How often a node with no live peer asks its seeds to let it in. Default 500 ms.
+    pub join_retry_interval: Duration,
+    /// How long a `Down` or `Left` member is remembered (to refuse stale gossip and to retry
+    /// across a healed partition). Default 1 h.
+    pub tombstone_ttl: Duration,
+    /// The most members (live and remembered) a node keeps. Default 4096.
+    pub max_members: usize,
+    /// The most membership updates piggybacked on one probe message. Default 16.
+    pub max_piggyback: usize,
+    /// Each update is piggybacked `retransmit_mult × ⌈log2(n + 1)⌉` times. Default 3.
+    pub retransmit_mult: usize,
+    /// The most outgoing messages queued before new gossip is dropped (gossip is
+    /// loss-tolerant; the caller should drain `poll_transmit` after every input). Default 65 536.
+    pub max_queued_transmits: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            probe_interval: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(100),
+            indirect_timeout: Duration::from_millis(200),
+            indirect_probes: 3,
+            monitors: 3,
+            suspicion_timeout: Duration::from_millis(800),
+            link_down_grace: Duration::ZERO,
+            sync_interval: Duration::from_secs(1),
+            join_retry_interval: Duration::from_millis(500),
+            tombstone_ttl: Duration::from_secs(3600),
+            max_members: 4096,
+            max_piggyback: 16,
+            retransmit_mult: 3,
+            max_queued_transmits: 65_536,
+        }
+    }
+}
+
+/// A [`Config`] that cannot work. Nothing was built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A duration that must be positive is zero.
+    #[error("config field `{0}` must be greater than zero")]
+    Zero(&'static str),
+    /// A limit is too small to run a cluster.
+    #[error("config field `{field}` is {value}, the minimum is {min}")]
+    TooSmall {
+        /// The field's name.
+        field: &'static str,
+        /// The value given.
+        value: usize,
+        /// The smallest value that works.
+        min: usize,
+    },
+    /// The probe would be retried before it could have been answered.
+    #[error("probe_timeout + indirect_timeout must not exceed suspicion_timeout")]
+    SuspicionShorterThanProbe,
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+        }
+    }
+
+    /// The longest a silent node stays undetected by its monitors, network delay aside: the
+    /// next probe, its timeout, the indirect probes, then the suspicion.
+    pub fn silent_failure_bound(&self) -> Duration {
+        self.probe_interval + self.probe_timeout + self.indirect_timeout + self.suspicion_timeout
+    }
+
+    /// Checks that the configuration can work.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] names the first field that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("probe_interval", self.probe_interval),
+            ("probe_timeout", self.probe_timeout),
+            ("indirect_timeout", self.indirect_timeout),
+            ("suspicion_timeout", self.suspicion_timeout),
+            ("sync_interval", self.sync_interval),
+            ("join_retry_interval", self.join_retry_interval),
+            ("tombstone_ttl", self.tombstone_ttl),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(field));
+            }
+        }
+        for (field, value, min) in [
+            ("monitors", self.monitors, 1),
+            ("max_members", self.max_members, 2),
+            ("max_piggyback", self.max_piggyback, 1),
+            ("retransmit_mult", self.retransmit_mult, 1),
+            ("max_queued_transmits", self.max_queued_transmits, 16),
+        ] {
+            if value < min {
+                return Err(ConfigError::TooSmall { field, value, min });
+            }
+        }
+        if self.probe_timeout + self.indirect_timeout > self.suspicion_timeout {
+            return Err(ConfigError::SuspicionShorterThanProbe);
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Config`]; [`build`](ConfigBuilder::build) validates it.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.config.$field = value;
+                self
+            }
+        )*
+    };
+}
+
+impl ConfigBuilder {
+    setters! {
+        /// Sets [`Config::probe_interval`].
+        probe_interval: Duration,
+        /// Sets [`Config::probe_timeout`].
+        probe_timeout: Duration,
+        /// Sets [`Config::indirect_timeout`].
+        indirect_timeout: Duration,
+        /// Sets [`Config::indirect_probes`].
+        indirect_probes: usize,
+        /// Sets [`Config::monitors`].
+        monitors: usize,
+        /// Sets [`Config::suspicion_timeout`].
+        suspicion_timeout: Duration,
+        /// Sets [`Config::link_down_grace`].
+        link_down_grace: Duration,
+        /// Sets [`Config::sync_interval`].
+        sync_interval: Duration,
+        /// Sets [`Config::join_retry_interval`].
+        join_retry_interval: Duration,
+        /// Sets [`Config::tombstone_ttl`].
+        tombstone_ttl: Duration,
+        /// Sets [`Config::max_members`].
+        max_members: usize,
+        /// Sets [`Config::max_piggyback`].
+        max_piggyback: usize,
+        /// Sets [`Config::retransmit_mult`].
+        retransmit_mult: usize,
+        /// Sets [`Config::max_queued_transmits`].
+        max_queued_transmits: usize,
+    }
+
+    /// Validates and returns the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when a field cannot work; see [`Config::validate`].
+    pub fn build(self) -> Result<Config, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_detect_a_silent_node_in_under_two_seconds() {
+        let config = Config::default();
+        assert!(config.validate().is_ok());
+        assert!(config.silent_failure_bound() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn builder_rejects_what_cannot_work() {
+        assert_eq!(
+            Config::builder().probe_interval(Duration::ZERO).build(),
+            Err(ConfigError::Zero("probe_interval"))
+        );
+        assert!(matches!(
+            Config::builder().monitors(0).build(),
+            Err(ConfigError::TooSmall {
+                field: "monitors",
+                ..
+            })
+        ));
+        assert_eq!(
+            Config::builder()
+                .suspicion_timeout(Duration::from_millis(10))
+                .build(),
+            Err(ConfigError::SuspicionShorterThanProbe)
+        );
+    }
+}

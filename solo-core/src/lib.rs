@@ -1,0 +1,49 @@
+//! The sans-IO core of [solo](https://docs.rs/solo): membership, failure detection and the
+//! wire codec, as a plain state machine.
+//!
+//! Nothing in this crate reads a clock, opens a socket, spawns a task or draws ambient
+//! randomness (its `clippy.toml` forbids it). A [`Node`] is driven by its caller: every input
+//! carries the time, every output is data to poll. The `solo` crate drives it with tokio and
+//! a transport; a test drives it by hand; the simulator in [`testing`] drives thousands of
+//! them through seeded faults in one thread.
+//!
+//! # The protocol in one page
+//!
+//! * **Identity.** A [`NodeId`] is a [`NodeName`] and an [`Incarnation`] the process picks at
+//!   start. A restarted process is a new member and retires its former self.
+//! * **Join.** A new node sends its table to its seeds; a seed answers with the whole table,
+//!   and the newcomer announces itself to every member directly.
+//! * **Failure detection.** Each node probes its [`Config::monitors`] successors on a
+//!   hash-ordered ring every [`Config::probe_interval`]. A missed probe is retried through
+//!   [`Config::indirect_probes`] other members (SWIM's `ping-req`); still silent, the target
+//!   is suspected, and every member, the suspect included, is told at once. The suspect
+//!   refutes by raising its version; otherwise it is declared `Down` after
+//!   [`Config::suspicion_timeout`]. A transport's [`Link::Down`] skips all of that.
+//! * **Dissemination.** News is sent straight to every member by whoever first knew it,
+//!   piggybacked on probes for a few rounds in case of loss, and reconciled by a full-table
+//!   exchange with one random member every [`Config::sync_interval`]; the same exchange with
+//!   one `Down` member heals partitions.
+//! * **Convergence.** Updates merge by a total order (see [`wire::MemberUpdate`]), so tables
+//!   converge whatever order gossip arrives in.
+//!
+//! # Limits
+//!
+//! Every table and queue has a cap ([`Config::max_members`],
+//! [`Config::max_queued_transmits`], frames of at most [`wire::MAX_FRAME_LEN`] bytes), and no
+//! input, however malformed, panics a node.
+
+mod config;
+mod id;
+mod membership;
+mod node;
+mod rng;
+pub mod wire;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{Config, ConfigBuilder, ConfigError};
+pub use id::{Incarnation, MAX_NODE_NAME_LEN, NodeId, NodeName, NodeNameError};
+pub use membership::{Member, MemberEvent, MemberState};
+pub use node::{Action, CommandError, Link, Node, NodeBuilder, Status, TableSizes, Transmit};
+pub use rng::Rng;

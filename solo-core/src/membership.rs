@@ -1,0 +1,415 @@
+//! The member table: what one node believes of every other, and the merge rule that makes
+//! gossip converge whatever order it arrives in.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{NodeId, NodeName};
+use crate::wire::MemberUpdate;
+
+/// What a node believes of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe and its indirect probes; it has `suspicion_timeout` to refute.
+    Suspect,
+    /// Declared failed (silent past its suspicion, or its connection closed). It may still
+    /// refute with a higher version if it was wrongly accused.
+    Down,
+    /// Announced a graceful leave. Final for this incarnation.
+    Left,
+}
+
+impl MemberState {
+    /// Whether the member counts as part of the cluster (`Alive` or `Suspect`).
+    pub fn is_live(self) -> bool {
+        matches!(self, MemberState::Alive | MemberState::Suspect)
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            MemberState::Alive => 0,
+            MemberState::Suspect => 1,
+            MemberState::Down => 2,
+            MemberState::Left => 3,
+        }
+    }
+}
+
+/// A change in membership, as seen by one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemberEvent {
+    /// A member joined, or came back after a false `Down`.
+    Up(NodeId),
+    /// A member missed its probes and is suspected.
+    Suspect(NodeId),
+    /// A suspected member proved it is alive.
+    Refuted(NodeId),
+    /// A member was declared failed, or was replaced by a newer incarnation of its name.
+    Down(NodeId),
+    /// A member left gracefully.
+    Left(NodeId),
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    id: NodeId,
+    addr: SocketAddr,
+    state: MemberState,
+    version: u32,
+    pub(crate) changed_at: Instant,
+    pub(crate) suspicion: Option<Suspicion>,
+}
+
+/// A running suspicion timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Suspicion {
+    pub(crate) deadline: Instant,
+    /// Whether this node raised the suspicion itself (and so broadcasts the `Down`).
+    pub(crate) first_hand: bool,
+}
+
+impl Member {
+    /// The member's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+    /// Where the member accepts connections.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// What this node believes of it.
+    pub fn state(&self) -> MemberState {
+        self.state
+    }
+    /// The member's refutation counter.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    pub(crate) fn to_update(&self) -> MemberUpdate {
+        MemberUpdate {
+            id: self.id.clone(),
+            addr: self.addr,
+            state: self.state,
+            version: self.version,
+        }
+    }
+}
+
+/// The order in which updates about one incarnation supersede each other: `Left` is final,
+/// then the member's own version, then severity. It is a total order, so merging by "keep
+/// the greater" is commutative, associative and idempotent: gossip converges.
+fn precedence(state: MemberState, version: u32) -> (bool, u32, u8) {
+    (state == MemberState::Left, version, state.rank())
+}
+
+/// What [`MemberTable::merge`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Merged {
+    /// The update was news and should be gossiped on.
+    pub(crate) changed: bool,
+    /// What users should hear of it, oldest first.
+    pub(crate) events: Vec<MemberEvent>,
+}
+
+/// Every member this node knows except itself, keyed by name: a name has one current
+/// incarnation, and a newer one retires the old.
+#[derive(Debug, Default)]
+pub(crate) struct MemberTable {
+    by_name: BTreeMap<NodeName, Member>,
+}
+
+impl MemberTable {
+    pub(crate) fn get(&self, name: &NodeName) -> Option<&Member> {
+        self.by_name.get(name)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Member> {
+        self.by_name.values()
+    }
+
+    pub(crate) fn live(&self) -> impl Iterator<Item = &Member> {
+        self.iter().filter(|m| m.state.is_live())
+    }
+
+    /// The member with exactly this id (name and incarnation), if it is the current one.
+    pub(crate) fn current(&self, id: &NodeId) -> Option<&Member> {
+        self.by_name.get(&id.name).filter(|m| m.id == *id)
+    }
+
+    /// Applies what this node itself decided about a member it knows (a suspicion, a `Down`).
+    /// Returns the update to gossip, or `None` if the member is not current or not live.
+    pub(crate) fn accuse(
+        &mut self,
+        now: Instant,
+        id: &NodeId,
+        state: MemberState,
+        suspicion: Option<Suspicion>,
+    ) -> Option<(MemberUpdate, MemberEvent)> {
+        let member = self.by_name.get_mut(&id.name).filter(|m| m.id == *id)?;
+        if !member.state.is_live() || member.state.rank() >= state.rank() {
+            return None;
+        }
+        member.state = state;
+        member.changed_at = now;
+        member.suspicion = suspicion;
+        let event = match state {
+            MemberState::Suspect => MemberEvent::Suspect(id.clone()),
+            _ => MemberEvent::Down(id.clone()),
+        };
+        Some((member.to_update(), event))
+    }
+
+    /// Merges one update about another member. `max_members` bounds the table: a new
+    /// member evicts the oldest tombstone when the table is full, and is refused when
+    /// there is none to evict.
+    pub(crate) fn merge(
+        &mut self,
+        now: Instant,
+        update: &MemberUpdate,
+        max_members: usize,
+        suspicion_deadline: Instant,
+    ) -> Merged {
+        let mut merged = Merged::default();
+        let Some(current) = self.by_name.get_mut(&update.id.name) else {
+            // A stranger's tombstone is remembered too (without an event): otherwise stale
+            // gossip arriving after it would resurrect a member that has left.
+            if !self.make_room(max_members) {
+                return merged;
+            }
+            let member = new_member(now, update, suspicion_deadline);
+            merged.changed = true;
+            if member.state.is_live() {
+                merged.events.push(MemberEvent::Up(member.id.clone()));
+            }
+            if member.state == MemberState::Suspect {
+                merged.events.push(MemberEvent::Suspect(member.id.clone()));
+            }
+            self.by_name.insert(update.id.name.clone(), member);
+            return merged;
+        };
+        match update.id.incarnation.cmp(&current.id.incarnation) {
+            Ordering::Less => merged,
+            Ordering::Greater => {
+                // A restarted process: its former self is gone for good.
+                if current.state.is_live() {
+                    merged.events.push(MemberEvent::Down(current.id.clone()));
+                }
+                *current = new_member(now, update, suspicion_deadline);
+                merged.changed = true;
+                match update.state {
+                    MemberState::Alive => merged.events.push(MemberEvent::Up(update.id.clone())),
+                    MemberState::Suspect => {
+                        merged.events.push(MemberEvent::Up(update.id.clone()));
+                        merged.events.push(MemberEvent::Suspect(update.id.clone()));
+                    }
+                    MemberState::Down | MemberState::Left => {}
+                }
+                merged
+            }
+            Ordering::Equal => {
+                if precedence(update.state, update.version)
+                    <= precedence(current.state, current.version)
+                {
+                    return merged;
+                }
+                let before = current.state;
+                current.state = update.state;
+                current.version = update.version;
+                current.addr = update.addr;
+                merged.changed = true;
+                if before != update.state {
+                    current.changed_at = now;
+                    current.suspicion =
+                        (update.state == MemberState::Suspect).then_some(Suspicion {
+                            deadline: suspicion_deadline,
+                            first_hand: false,
+                        });
+                }
+                let id = current.id.clone();
+                let event = match (before, update.state) {
+                    (MemberState::Alive, MemberState::Suspect) => Some(MemberEvent::Suspect(id)),
+                    (MemberState::Suspect, MemberState::Alive) => Some(MemberEvent::Refuted(id)),
+                    (MemberState::Down, MemberState::Alive) => Some(MemberEvent::Up(id)),
+                    (MemberState::Down, MemberState::Suspect) => {
+                        merged.events.push(MemberEvent::Up(id.clone()));
+                        Some(MemberEvent::Suspect(id))
+                    }
+                    (b, MemberState::Down) if b.is_live() => Some(MemberEvent::Down(id)),
+                    (b, MemberState::Left) if b.is_live() => Some(MemberEvent::Left(id)),
+                    _ => None,
+                };
+                merged.events.extend(event);
+                merged
+            }
+        }
+    }
+
+    /// Forgets tombstones older than `ttl`.
+    pub(crate) fn expire_tombstones(&mut self, now: Instant, ttl: std::time::Duration) {
+        self.by_name
+            .retain(|_, m| m.state.is_live() || now.saturating_duration_since(m.changed_at) < ttl);
+    }
+
+    /// Frees a row for a new member if the table is full, by forgetting the oldest
+    /// tombstone. Returns whether there is room.
+    fn make_room(&mut self, max_members: usize) -> bool {
+        // The table holds others; this node itself takes one of `max_members`.
+        if self.by_name.len() + 1 < max_members {
+            return true;
+        }
+        let oldest = self
+            .by_name
+            .values()
+            .filter(|m| !m.state.is_live())
+            .min_by_key(|m| m.changed_at)
+            .map(|m| m.id.name.clone());
+        match oldest {
+            Some(name) => {
+                self.by_name.remove(&name);
+                true
+            }
+            None => {
+                tracing::warn!(max_members, "member table full, refusing a new member");
+                false
+            }
+        }
+    }
+}
+
+fn new_member(now: Instant, update: &MemberUpdate, suspicion_deadline: Instant) -> Member {
+    Member {
+        id: update.id.clone(),
+        addr: update.addr,
+        state: update.state,
+        version: update.version,
+        changed_at: now,
+        suspicion: (update.state == MemberState::Suspect).then_some(Suspicion {
+            deadline: suspicion_deadline,
+            first_hand: false,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Incarnation;
+
+    fn update(name: &str, inc: u64, state: MemberState, version: u32) -> MemberUpdate {
+        MemberUpdate {
+            id: NodeId::new(NodeName::new(name).expect("valid"), Incarnation(inc)),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            state,
+            version,
+        }
+    }
+
+    fn snapshot(table: &MemberTable) -> Vec<MemberUpdate> {
+        table.iter().map(Member::to_update).collect()
+    }
+
+    #[test]
+    fn merge_order_does_not_matter() {
+        use MemberState::*;
+        let updates = [
+            update("b", 1, Alive, 0),
+            update("b", 1, Suspect, 0),
+            update("b", 1, Alive, 1),
+            update("b", 1, Down, 1),
+            update("b", 2, Alive, 0),
+            update("c", 1, Suspect, 3),
+            update("c", 1, Left, 0),
+        ];
+        let now = Instant::now_for_tests();
+        let mut reference = None;
+        // Every rotation and its reverse must give the same table.
+        for start in 0..updates.len() {
+            for reverse in [false, true] {
+                let mut order: Vec<_> = updates
+                    .iter()
+                    .cycle()
+                    .skip(start)
+                    .take(updates.len())
+                    .collect();
+                if reverse {
+                    order.reverse();
+                }
+                let mut table = MemberTable::default();
+                for u in order {
+                    table.merge(now, u, 100, now);
+                }
+                let snap = snapshot(&table);
+                match &reference {
+                    None => reference = Some(snap),
+                    Some(r) => assert_eq!(r, &snap),
+                }
+            }
+        }
+        let table = reference.expect("ran");
+        assert_eq!(table[0], update("b", 2, Alive, 0));
+        assert_eq!(table[1], update("c", 1, Left, 0));
+    }
+
+    #[test]
+    fn a_new_incarnation_retires_the_old_one() {
+        let now = Instant::now_for_tests();
+        let mut table = MemberTable::default();
+        table.merge(now, &update("b", 1, MemberState::Alive, 0), 100, now);
+        let merged = table.merge(now, &update("b", 2, MemberState::Alive, 0), 100, now);
+        let old = update("b", 1, MemberState::Alive, 0).id;
+        let new = update("b", 2, MemberState::Alive, 0).id;
+        assert_eq!(
+            merged.events,
+            vec![MemberEvent::Down(old.clone()), MemberEvent::Up(new)]
+        );
+        // Late gossip about the old process changes nothing.
+        assert!(
+            !table
+                .merge(now, &update("b", 1, MemberState::Alive, 9), 100, now)
+                .changed
+        );
+    }
+
+    #[test]
+    fn a_full_table_evicts_tombstones_and_refuses_live_members_beyond_that() {
+        let now = Instant::now_for_tests();
+        let mut table = MemberTable::default();
+        table.merge(now, &update("b", 1, MemberState::Alive, 0), 3, now);
+        table.merge(now, &update("c", 1, MemberState::Alive, 0), 3, now);
+        assert!(
+            !table
+                .merge(now, &update("d", 1, MemberState::Alive, 0), 3, now)
+                .changed
+        );
+        table.merge(now, &update("b", 1, MemberState::Down, 0), 3, now);
+        assert!(
+            table
+                .merge(now, &update("d", 1, MemberState::Alive, 0), 3, now)
+                .changed
+        );
+        assert_eq!(table.len(), 2);
+    }
+
+    trait NowForTests {
+        fn now_for_tests() -> Instant;
+    }
+    impl NowForTests for Instant {
+        #[allow(clippy::disallowed_methods)] // a test needs one real instant to start from
+        fn now_for_tests() -> Instant {
+            Instant::now()
+        }
+    }
+}

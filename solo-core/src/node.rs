@@ -1,0 +1,922 @@
+//! [`Node`]: one cluster member's protocol state, driven by its caller.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::config::{Config, ConfigError};
+use crate::id::{NodeId, NodeName};
+use crate::membership::{Member, MemberEvent, MemberState, MemberTable, Suspicion};
+use crate::rng::Rng;
+use crate::wire::{self, DecodeError, MemberUpdate, Message};
+
+/// How many indirect probes a node runs for others at once; more requests are dropped
+/// (the requester then asks someone else, or suspects, which the target can refute).
+const MAX_RELAYS: usize = 256;
+
+/// A message for the transport to deliver.
+#[must_use = "a transmit must be handed to the transport"]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The node meant to receive it, or `None` for a seed not yet known by id.
+    pub to: Option<NodeId>,
+    /// Where to connect if there is no connection to `to` yet. `None` when answering a
+    /// node this one has not learned the address of: the transport answers over the
+    /// connection the request came on, or drops the message.
+    pub addr: Option<SocketAddr>,
+    /// What to send; encode it with [`wire::encode_frame`].
+    pub message: Message,
+}
+
+/// Something the caller must act on or report.
+#[must_use = "an action must be carried out or reported"]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Membership changed, as this node sees it.
+    Member(MemberEvent),
+    /// A newer process with this node's name joined the cluster: this process is stale (it
+    /// was frozen, or partitioned, while its replacement started). It stops taking part in
+    /// the protocol; the caller should shut it down.
+    Superseded {
+        /// The newer process.
+        by: NodeId,
+    },
+}
+
+/// What a transport saw happen to its connection with a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// A connection to the peer is established and authenticated.
+    Up,
+    /// The connection closed or failed. A killed process's connections close at once (the
+    /// kernel sends FIN or RST), so this is the fastest failure signal there is.
+    Down,
+}
+
+/// Whether the node takes part in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// Joining or joined: probing, gossiping, answering.
+    Active,
+    /// [`Node::leave`] was called: the leave was announced and the node is done.
+    Left,
+    /// A newer incarnation of this node's name exists; see [`Action::Superseded`].
+    Superseded,
+}
+
+/// A command the node could not carry out. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The node already left or was superseded, so it takes no more commands.
+    #[error("node is no longer active ({0:?})")]
+    NotActive(Status),
+}
+
+#[derive(Debug)]
+struct Probe {
+    target: NodeId,
+    indirect: bool,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct Relay {
+    requester: NodeId,
+    requester_seq: u32,
+    target: NodeId,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct PendingGossip {
+    update: MemberUpdate,
+    remaining: usize,
+}
+
+/// Builds a [`Node`].
+#[derive(Debug, Clone)]
+pub struct NodeBuilder {
+    id: NodeId,
+    addr: SocketAddr,
+    config: Config,
+    seeds: Vec<SocketAddr>,
+    rng_seed: u64,
+}
+
+impl NodeBuilder {
+    /// Timings and limits; [`Config::default`] if not set.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Addresses of nodes to join through. A node without seeds starts a cluster of its
+    /// own and waits for others to join it. Its own address is skipped.
+    pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.seeds = seeds.into_iter().collect();
+        self
+    }
+
+    /// Seeds the node's random choices (indirect-probe helpers, sync partners). Give each
+    /// node its own: in production any varying number will do, in a simulation a number
+    /// derived from the run's seed makes the run replay.
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = seed;
+        self
+    }
+
+    /// Builds the node; it sends its first join at its first [`Node::handle_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the configuration cannot work.
+    pub fn build(self, now: Instant) -> Result<Node, ConfigError> {
+        self.config.validate()?;
+        let mut seeds = self.seeds;
+        seeds.retain(|s| *s != self.addr);
+        seeds.sort();
+        seeds.dedup();
+        Ok(Node {
+            id: self.id,
+            addr: self.addr,
+            seeds,
+            rng: Rng::new(self.rng_seed),
+            version: 0,
+            status: Status::Active,
+            members: MemberTable::default(),
+            probes: BTreeMap::new(),
+            relays: BTreeMap::new(),
+            next_seq: 0,
+            gossip: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            actions: VecDeque::new(),
+            next_probe_at: now,
+            next_sync_at: now + self.config.sync_interval,
+            next_join_at: now,
+            had_peers: false,
+            transmits_dropped: 0,
+            config: self.config,
+        })
+    }
+}
+
+/// One member's protocol state: membership, failure detection and gossip, with no I/O.
+///
+/// A `Node` never reads a clock, opens a socket or draws ambient randomness. Its caller (the
+/// `solo` runtime, a test, the simulator) feeds it inputs, each stamped with `now`, and
+/// carries out what it asks:
+///
+/// * **inputs**: [`handle_message`](Node::handle_message) (a frame from a peer),
+///   [`handle_link`](Node::handle_link) (a connection came or went),
+///   [`handle_timeout`](Node::handle_timeout) (the deadline passed), and commands such as
+///   [`leave`](Node::leave);
+/// * **outputs**: [`poll_transmit`](Node::poll_transmit) (messages to send),
+///   [`poll_action`](Node::poll_action) (events to act on) and
+///   [`poll_timeout`](Node::poll_timeout) (when to call `handle_timeout` next).
+///
+/// **The drain rule**: after every input, call `poll_transmit` and `poll_action` until each
+/// returns `None`, then read `poll_timeout` and arm one timer for it. A `handle_timeout`
+/// before the deadline is harmless: it does nothing that is not due.
+///
+/// ```
+/// use std::time::Instant;
+/// use solo_core::{Incarnation, Node, NodeId, NodeName};
+///
+/// let id = NodeId::new(NodeName::new("a")?, Incarnation(1));
+/// let now = Instant::now();
+/// let mut node = Node::builder(id, "127.0.0.1:7000".parse()?)
+///     .seeds(["127.0.0.1:7001".parse()?])
+///     .rng_seed(42)
+///     .build(now)?;
+/// node.handle_timeout(now);
+/// // A lone node asks its seeds to let it in.
+/// let join = node.poll_transmit().expect("a join");
+/// assert_eq!(join.addr, Some("127.0.0.1:7001".parse()?));
+/// assert!(node.poll_timeout().is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    id: NodeId,
+    addr: SocketAddr,
+    seeds: Vec<SocketAddr>,
+    rng: Rng,
+    /// This node's own refutation counter.
+    version: u32,
+    status: Status,
+    members: MemberTable,
+    /// Probes this node started, by sequence number.
+    probes: BTreeMap<u32, Probe>,
+    /// Probes this node makes on behalf of others, by the sequence number it used.
+    relays: BTreeMap<u32, Relay>,
+    next_seq: u32,
+    /// Updates still to piggyback on probes, with how many more times.
+    gossip: BTreeMap<NodeName, PendingGossip>,
+    transmits: VecDeque<Transmit>,
+    actions: VecDeque<Action>,
+    next_probe_at: Instant,
+    next_sync_at: Instant,
+    next_join_at: Instant,
+    /// Whether the node had a live peer after the last input, to notice the first one.
+    had_peers: bool,
+    transmits_dropped: u64,
+}
+
+impl Node {
+    /// Starts building the node `id`, reachable by peers at `addr`.
+    pub fn builder(id: NodeId, addr: SocketAddr) -> NodeBuilder {
+        NodeBuilder {
+            id,
+            addr,
+            config: Config::default(),
+            seeds: Vec::new(),
+            rng_seed: 0,
+        }
+    }
+
+    // ----- queries -------------------------------------------------------------------------
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// Where this node accepts connections.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether the node still takes part in the cluster.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Every other member this node knows, live or remembered (`Down`, `Left`), by name.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter()
+    }
+
+    /// What this node knows of the member called `name`.
+    pub fn member(&self, name: &NodeName) -> Option<&Member> {
+        self.members.get(name)
+    }
+
+    /// The ids of the live members (`Alive` or `Suspect`), this node included while active:
+    /// the cluster as this node sees it.
+    pub fn live_view(&self) -> BTreeSet<NodeId> {
+        let mut view: BTreeSet<NodeId> = self.members.live().map(|m| m.id().clone()).collect();
+        if self.status == Status::Active {
+            view.insert(self.id.clone());
+        }
+        view
+    }
+
+    /// How many outgoing messages were dropped because the caller did not drain
+    /// [`poll_transmit`](Node::poll_transmit) fast enough.
+    pub fn transmits_dropped(&self) -> u64 {
+        self.transmits_dropped
+    }
+
+    /// Sizes of the node's internal tables, to check that they stay bounded.
+    pub fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            members: self.members.len(),
+            probes: self.probes.len(),
+            relays: self.relays.len(),
+            gossip: self.gossip.len(),
+            transmits: self.transmits.len(),
+            actions: self.actions.len(),
+        }
+    }
+
+    // ----- outputs -------------------------------------------------------------------------
+
+    /// The next message to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next action to carry out, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Node::handle_timeout) should next be called; `None` once
+    /// the node has left or been superseded.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.status != Status::Active {
+            return None;
+        }
+        let has_peers = self.members.live().next().is_some();
+        let mut next = self.next_sync_at;
+        if has_peers {
+            next = next.min(self.next_probe_at);
+        } else {
+            next = next.min(self.next_join_at);
+        }
+        let probes = self.probes.values().map(|p| p.deadline);
+        let relays = self.relays.values().map(|r| r.deadline);
+        let suspicions = self
+            .members
+            .iter()
+            .filter_map(|m| m.suspicion.map(|s| s.deadline));
+        Some(
+            probes
+                .chain(relays)
+                .chain(suspicions)
+                .fold(next, Instant::min),
+        )
+    }
+
+    // ----- inputs --------------------------------------------------------------------------
+
+    /// Decodes a frame from `from` and handles it.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] when the frame is malformed; it is dropped and nothing changes.
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        frame: &[u8],
+    ) -> Result<(), DecodeError> {
+        let message = wire::decode_frame(frame)?;
+        self.handle_message(now, from, message);
+        Ok(())
+    }
+
+    /// Handles a message from `from`, whose identity the transport authenticated.
+    pub fn handle_message(&mut self, now: Instant, from: &NodeId, message: Message) {
+        if self.status != Status::Active {
+            return;
+        }
+        match message {
+            Message::Ping {
+                seq,
+                target,
+                updates,
+            } => {
+                self.apply_updates(now, &updates);
+                if target == self.id {
+                    let updates = self.piggyback(from);
+                    self.send_to(from, Message::Ack { seq, updates });
+                } else if target.name == self.id.name && target.incarnation < self.id.incarnation {
+                    // Probing this node's former self: say who lives here now.
+                    let updates = vec![self.self_update()];
+                    self.send_to(from, Message::Gossip { updates });
+                }
+            }
+            Message::Ack { seq, updates } => {
+                self.apply_updates(now, &updates);
+                if self.probes.get(&seq).is_some_and(|p| p.target == *from) {
+                    self.probes.remove(&seq);
+                } else if let Some(relay) = self.relays.remove(&seq) {
+                    if relay.target == *from {
+                        let ack = Message::IndirectAck {
+                            seq: relay.requester_seq,
+                            target: relay.target,
+                        };
+                        self.send_to(&relay.requester, ack);
+                    }
+                }
+            }
+            Message::PingReq {
+                seq,
+                target,
+                target_addr,
+            } => {
+                if self.relays.len() >= MAX_RELAYS || target == self.id {
+                    return;
+                }
+                let my_seq = self.next_seq();
+                let deadline = now + self.config.probe_timeout + self.config.indirect_timeout;
+                let updates = self.piggyback(&target);
+                self.relays.insert(
+                    my_seq,
+                    Relay {
+                        requester: from.clone(),
+                        requester_seq: seq,
+                        target: target.clone(),
+                        deadline,
+                    },
+                );
+                let ping = Message::Ping {
+                    seq: my_seq,
+                    target: target.clone(),
+                    updates,
+                };
+                self.send(Some(target), Some(target_addr), ping);
+            }
+            Message::IndirectAck { seq, target } => {
+                if self.probes.get(&seq).is_some_and(|p| p.target == target) {
+                    self.probes.remove(&seq);
+                }
+            }
+            Message::Gossip { updates } => self.apply_updates(now, &updates),
+            Message::Sync { members, reply } => {
+                self.apply_updates(now, &members);
+                if reply {
+                    let members = self.full_table();
+                    self.send_to(
+                        from,
+                        Message::Sync {
+                            members,
+                            reply: false,
+                        },
+                    );
+                }
+            }
+        }
+        self.after_input();
+    }
+
+    /// Handles a transport's report about its connection to `peer`.
+    ///
+    /// `Link::Down` from a live member is taken as its failure at once (or after
+    /// [`Config::link_down_grace`]), and announced to every member; if the peer is in fact
+    /// alive it refutes, and is `Up` again.
+    pub fn handle_link(&mut self, now: Instant, peer: &NodeId, link: Link) {
+        if self.status != Status::Active || link == Link::Up {
+            return;
+        }
+        if !self
+            .members
+            .current(peer)
+            .is_some_and(|m| m.state().is_live())
+        {
+            return;
+        }
+        tracing::debug!(node = %self.id, %peer, "link down");
+        if self.config.link_down_grace.is_zero() {
+            self.declare_down(now, peer, true);
+        } else {
+            let deadline = now + self.config.link_down_grace;
+            self.suspect(now, peer, deadline);
+        }
+        self.after_input();
+    }
+
+    /// Handles the passing of time: probe deadlines, suspicions, the next probe round, sync
+    /// and join retries. Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.status != Status::Active {
+            return;
+        }
+        self.expire_probes(now);
+        self.relays.retain(|_, r| r.deadline > now);
+        self.expire_suspicions(now);
+        let has_peers = self.members.live().next().is_some();
+        if has_peers && now >= self.next_probe_at {
+            self.probe_round(now);
+            self.next_probe_at = now + self.config.probe_interval;
+        }
+        if now >= self.next_sync_at {
+            self.members
+                .expire_tombstones(now, self.config.tombstone_ttl);
+            self.sync_round();
+            self.next_sync_at = now + self.config.sync_interval;
+        }
+        if !has_peers && now >= self.next_join_at {
+            self.join_round();
+            self.next_join_at = now + self.config.join_retry_interval;
+        }
+        self.after_input();
+    }
+
+    // ----- commands ------------------------------------------------------------------------
+
+    /// Leaves the cluster gracefully: every member is told, so that none mistakes the
+    /// departure for a crash. Drain [`poll_transmit`](Node::poll_transmit) and send what it
+    /// gives before closing connections; the node takes no more input.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::NotActive`] if the node already left or was superseded; nothing
+    /// changes.
+    pub fn leave(&mut self, _now: Instant) -> Result<(), CommandError> {
+        if self.status != Status::Active {
+            return Err(CommandError::NotActive(self.status));
+        }
+        self.status = Status::Left;
+        self.probes.clear();
+        self.relays.clear();
+        let update = self.self_update();
+        self.broadcast(update, false);
+        Ok(())
+    }
+
+    // ----- failure detection ---------------------------------------------------------------
+
+    /// The members this node watches: the next [`Config::monitors`] live members after it
+    /// on a ring ordered by a hash of their names. Every node is thus watched by the same
+    /// number of others, and the hash spreads watchers across racks that share a name prefix.
+    fn ring_targets(&self) -> Vec<NodeId> {
+        let mut ring: Vec<(u64, &NodeId)> = self
+            .members
+            .live()
+            .map(|m| (ring_position(&m.id().name), m.id()))
+            .collect();
+        let me = (ring_position(&self.id.name), &self.id);
+        ring.push(me);
+        ring.sort();
+        let Some(start) = ring.iter().position(|e| *e == me) else {
+            return Vec::new();
+        };
+        ring.iter()
+            .cycle()
+            .skip(start + 1)
+            .take(self.config.monitors.min(ring.len() - 1))
+            .map(|(_, id)| (*id).clone())
+            .collect()
+    }
+
+    fn probe_round(&mut self, now: Instant) {
+        for target in self.ring_targets() {
+            let alive = self
+                .members
+                .current(&target)
+                .is_some_and(|m| m.state() == MemberState::Alive);
+            let in_flight = self.probes.values().any(|p| p.target == target);
+            if !alive || in_flight {
+                continue;
+            }
+            let seq = self.next_seq();
+            let updates = self.piggyback(&target);
+            self.probes.insert(
+                seq,
+                Probe {
+                    target: target.clone(),
+                    indirect: false,
+                    deadline: now + self.config.probe_timeout,
+                },
+            );
+            self.send_to(
+                &target,
+                Message::Ping {
+                    seq,
+                    target: target.clone(),
+                    updates,
+                },
+            );
+        }
+    }
+
+    fn expire_probes(&mut self, now: Instant) {
+        let due: Vec<u32> = self
+            .probes
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in due {
+            let Some(probe) = self.probes.remove(&seq) else {
+                continue;
+            };
+            // A deadline overshot by a whole probe period means this node was not running
+            // (frozen, starved of CPU): the silence is its own, so it accuses nobody
+            // (Lifeguard's lesson on local health).
+            if now.saturating_duration_since(probe.deadline) > self.config.probe_interval {
+                continue;
+            }
+            let Some(target_addr) = self.members.current(&probe.target).map(|m| m.addr()) else {
+                continue;
+            };
+            if probe.indirect {
+                let deadline = now + self.config.suspicion_timeout;
+                self.suspect(now, &probe.target, deadline);
+                continue;
+            }
+            for helper in self.pick_live(self.config.indirect_probes, &probe.target) {
+                let request = Message::PingReq {
+                    seq,
+                    target: probe.target.clone(),
+                    target_addr,
+                };
+                self.send_to(&helper, request);
+            }
+            self.probes.insert(
+                seq,
+                Probe {
+                    indirect: true,
+                    deadline: now + self.config.indirect_timeout,
+                    ..probe
+                },
+            );
+        }
+    }
+
+    fn expire_suspicions(&mut self, now: Instant) {
+        let due: Vec<(NodeId, bool)> = self
+            .members
+            .iter()
+            .filter_map(|m| {
+                let s = m.suspicion?;
+                (s.deadline <= now).then(|| (m.id().clone(), s.first_hand))
+            })
+            .collect();
+        for (id, first_hand) in due {
+            self.declare_down(now, &id, first_hand);
+        }
+    }
+
+    /// Suspects `target` on this node's own evidence and tells every live member, the
+    /// suspect included so it can refute at once (Lifeguard's "buddy system").
+    fn suspect(&mut self, now: Instant, target: &NodeId, deadline: Instant) {
+        let suspicion = Suspicion {
+            deadline,
+            first_hand: true,
+        };
+        if let Some((update, event)) =
+            self.members
+                .accuse(now, target, MemberState::Suspect, Some(suspicion))
+        {
+            tracing::debug!(node = %self.id, suspect = %target, "suspecting");
+            self.broadcast(update, false);
+            self.emit(event);
+        }
+    }
+
+    /// Declares `target` down. A node that raised the suspicion itself tells every member
+    /// at once; others only gossip it, so a failure costs `O(n)` messages, not `O(n²)`.
+    fn declare_down(&mut self, now: Instant, target: &NodeId, first_hand: bool) {
+        let Some((update, event)) = self.members.accuse(now, target, MemberState::Down, None)
+        else {
+            return;
+        };
+        tracing::debug!(node = %self.id, down = %target, first_hand, "declaring down");
+        if first_hand {
+            self.broadcast(update, false);
+        } else {
+            self.queue_gossip(update);
+        }
+        self.emit(event);
+    }
+
+    // ----- gossip --------------------------------------------------------------------------
+
+    fn apply_updates(&mut self, now: Instant, updates: &[MemberUpdate]) {
+        // Gossip that learned of a suspicion second-hand waits one probe period longer than
+        // the accuser, whose own `Down` normally arrives first.
+        let suspicion_deadline = now + self.config.suspicion_timeout + self.config.probe_interval;
+        for update in updates.iter().take(self.config.max_members) {
+            if update.id.name == self.id.name {
+                self.about_self(update);
+                if self.status != Status::Active {
+                    return;
+                }
+                continue;
+            }
+            let merged =
+                self.members
+                    .merge(now, update, self.config.max_members, suspicion_deadline);
+            if merged.changed {
+                self.queue_gossip(update.clone());
+            }
+            for event in merged.events {
+                self.emit(event);
+            }
+        }
+    }
+
+    /// Reacts to news about this node: refutes a suspicion or a false `Down`, or learns
+    /// that a newer process took over its name.
+    fn about_self(&mut self, update: &MemberUpdate) {
+        if update.id.incarnation > self.id.incarnation {
+            tracing::warn!(node = %self.id, by = %update.id, "superseded by a newer process");
+            self.status = Status::Superseded;
+            self.actions.push_back(Action::Superseded {
+                by: update.id.clone(),
+            });
+            return;
+        }
+        let accused = matches!(update.state, MemberState::Suspect | MemberState::Down);
+        if update.id == self.id && accused && update.version >= self.version {
+            self.version = update.version.saturating_add(1);
+            tracing::debug!(node = %self.id, version = self.version, "refuting");
+            // Members that think this node is down are told too: they may be the other side
+            // of a healed partition.
+            let refutation = self.self_update();
+            self.broadcast(refutation, true);
+        }
+    }
+
+    fn self_update(&self) -> MemberUpdate {
+        MemberUpdate {
+            id: self.id.clone(),
+            addr: self.addr,
+            state: match self.status {
+                Status::Left => MemberState::Left,
+                _ => MemberState::Alive,
+            },
+            version: self.version,
+        }
+    }
+
+    fn full_table(&self) -> Vec<MemberUpdate> {
+        std::iter::once(self.self_update())
+            .chain(self.members.iter().map(Member::to_update))
+            .collect()
+    }
+
+    /// Sends `update` to every live member (and to remembered `Down` ones too when
+    /// `to_tombstones`), and keeps piggybacking it in case a message is lost.
+    fn broadcast(&mut self, update: MemberUpdate, to_tombstones: bool) {
+        let recipients: Vec<(NodeId, SocketAddr)> = self
+            .members
+            .iter()
+            .filter(|m| m.state().is_live() || (to_tombstones && m.state() == MemberState::Down))
+            .map(|m| (m.id().clone(), m.addr()))
+            .collect();
+        for (id, addr) in recipients {
+            let message = Message::Gossip {
+                updates: vec![update.clone()],
+            };
+            self.send(Some(id), Some(addr), message);
+        }
+        self.queue_gossip(update);
+    }
+
+    fn queue_gossip(&mut self, update: MemberUpdate) {
+        let live = self.members.live().count() + 1;
+        let remaining = self.config.retransmit_mult * ceil_log2(live + 1);
+        self.gossip
+            .insert(update.id.name.clone(), PendingGossip { update, remaining });
+    }
+
+    /// The updates to piggyback on a message to `recipient`: first what this node believes
+    /// of the recipient when that is bad news (so it can refute), then pending gossip.
+    fn piggyback(&mut self, recipient: &NodeId) -> Vec<MemberUpdate> {
+        let mut updates = Vec::new();
+        if let Some(m) = self.members.get(&recipient.name)
+            && (m.state() != MemberState::Alive || m.id() != recipient)
+        {
+            updates.push(m.to_update());
+        }
+        let mut spent = Vec::new();
+        for (name, pending) in self.gossip.iter_mut() {
+            if updates.len() >= self.config.max_piggyback {
+                break;
+            }
+            if name == &recipient.name {
+                continue;
+            }
+            updates.push(pending.update.clone());
+            pending.remaining = pending.remaining.saturating_sub(1);
+            if pending.remaining == 0 {
+                spent.push(name.clone());
+            }
+        }
+        for name in spent {
+            self.gossip.remove(&name);
+        }
+        updates
+    }
+
+    fn sync_round(&mut self) {
+        let live: Vec<(NodeId, SocketAddr)> = self
+            .members
+            .live()
+            .map(|m| (m.id().clone(), m.addr()))
+            .collect();
+        let down: Vec<(NodeId, SocketAddr)> = self
+            .members
+            .iter()
+            .filter(|m| m.state() == MemberState::Down)
+            .map(|m| (m.id().clone(), m.addr()))
+            .collect();
+        // One live partner for anti-entropy, and one `Down` member in case it is alive on
+        // the far side of a partition that has healed.
+        for pool in [live, down] {
+            if let Some(i) = self.rng.index(pool.len()) {
+                let (id, addr) = pool[i].clone();
+                let members = self.full_table();
+                self.send(
+                    Some(id),
+                    Some(addr),
+                    Message::Sync {
+                        members,
+                        reply: true,
+                    },
+                );
+            }
+        }
+        // And one seed that is not a live member: two halves that formed separate clusters
+        // (cut apart before they ever met) find each other through their seeds.
+        let strangers: Vec<SocketAddr> = self
+            .seeds
+            .iter()
+            .filter(|seed| !self.members.live().any(|m| m.addr() == **seed))
+            .copied()
+            .collect();
+        if let Some(i) = self.rng.index(strangers.len()) {
+            let members = self.full_table();
+            let sync = Message::Sync {
+                members,
+                reply: true,
+            };
+            self.send(None, Some(strangers[i]), sync);
+        }
+    }
+
+    fn join_round(&mut self) {
+        for seed in self.seeds.clone() {
+            let members = self.full_table();
+            self.send(
+                None,
+                Some(seed),
+                Message::Sync {
+                    members,
+                    reply: true,
+                },
+            );
+        }
+    }
+
+    /// Runs after every input: a node that just found its first live peer announces itself
+    /// to all of them, so that a join is known cluster-wide in one round trip.
+    fn after_input(&mut self) {
+        let has_peers = self.members.live().next().is_some();
+        if has_peers && !self.had_peers && self.status == Status::Active {
+            let me = self.self_update();
+            self.broadcast(me, false);
+        }
+        self.had_peers = has_peers;
+    }
+
+    // ----- plumbing ------------------------------------------------------------------------
+
+    fn emit(&mut self, event: MemberEvent) {
+        if let MemberEvent::Down(id) | MemberEvent::Left(id) = &event {
+            self.probes.retain(|_, p| p.target != *id);
+        }
+        tracing::info!(node = %self.id, ?event, "membership");
+        self.actions.push_back(Action::Member(event));
+    }
+
+    /// Up to `n` random live members other than `except`.
+    fn pick_live(&mut self, n: usize, except: &NodeId) -> Vec<NodeId> {
+        let mut pool: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|m| m.state() == MemberState::Alive && m.id() != except)
+            .map(|m| m.id().clone())
+            .collect();
+        self.rng.shuffle(&mut pool);
+        pool.truncate(n);
+        pool
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
+    }
+
+    fn send_to(&mut self, to: &NodeId, message: Message) {
+        let addr = self.members.current(to).map(|m| m.addr());
+        self.send(Some(to.clone()), addr, message);
+    }
+
+    fn send(&mut self, to: Option<NodeId>, addr: Option<SocketAddr>, message: Message) {
+        if self.transmits.len() >= self.config.max_queued_transmits {
+            self.transmits_dropped += 1;
+            return;
+        }
+        self.transmits.push_back(Transmit { to, addr, message });
+    }
+}
+
+/// Sizes of a node's internal tables (see [`Node::table_sizes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TableSizes {
+    /// Rows of the member table (live and remembered).
+    pub members: usize,
+    /// Probes in flight.
+    pub probes: usize,
+    /// Indirect probes run for others.
+    pub relays: usize,
+    /// Updates waiting to be piggybacked.
+    pub gossip: usize,
+    /// Queued outgoing messages.
+    pub transmits: usize,
+    /// Queued actions.
+    pub actions: usize,
+}
+
+fn ring_position(name: &NodeName) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_str().as_bytes())
+}
+
+fn ceil_log2(n: usize) -> usize {
+    (usize::BITS - n.saturating_sub(1).leading_zeros()) as usize
+}

@@ -1,0 +1,691 @@
+//! A deterministic, single-threaded cluster simulator for the core (feature `testing`).
+//!
+//! [`Sim`] runs N [`Node`]s in one thread. Messages are encoded to frames and carried by a
+//! simulated network with seeded delay, loss, duplication and reordering, one-way and
+//! two-way partitions, and a connection model that reports [`Link::Down`] when a process is
+//! killed (as the kernel's FIN/RST would) but not when a cable is cut. Each node has its own
+//! clock running at a bounded, seeded rate drift. Nodes can be killed, crashed silently,
+//! frozen (SIGSTOP) and thawed, and restarted as a new incarnation.
+//!
+//! Everything random comes from the seed given to [`Sim::new`], so a run replays exactly.
+//! Virtual time jumps straight to the next delivery or deadline: seconds of cluster life cost
+//! microseconds.
+//!
+//! ```
+//! use std::time::Duration;
+//! use solo_core::testing::{Sim, SimConfig};
+//!
+//! let mut sim = Sim::new(7, SimConfig::default());
+//! for _ in 0..3 {
+//!     sim.add_node();
+//! }
+//! let took = sim.run_until(Duration::from_secs(5), |sim| sim.converged());
+//! assert!(took.is_some(), "three nodes join within 5 s");
+//! ```
+
+mod schedule;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::id::{Incarnation, NodeId, NodeName};
+use crate::node::{Action, Link, Node, Status};
+use crate::rng::Rng;
+use crate::wire;
+
+pub use schedule::{Fault, Schedule};
+
+/// The most events one [`Sim::run_for`] may process; a run that needs more is a livelock.
+const MAX_STEPS_PER_RUN: u64 = 50_000_000;
+
+/// The most history lines kept; older ones are dropped in halves.
+const MAX_HISTORY_LINES: usize = 200_000;
+
+/// How the simulated network and clocks behave.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The protocol configuration every node runs.
+    pub node: Config,
+    /// The shortest one-way delay.
+    pub min_delay: Duration,
+    /// The longest one-way delay (delays are uniform between the two, so messages reorder).
+    pub max_delay: Duration,
+    /// The probability that a message is lost.
+    pub loss: f64,
+    /// The probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// The largest clock-rate drift of a node, in parts per million (each node draws its own
+    /// in `-max..=max`).
+    pub max_drift_ppm: u32,
+    /// Whether to keep a log of every event, printed when a check fails (slower).
+    pub log_history: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            node: Config::default(),
+            min_delay: Duration::from_micros(100),
+            max_delay: Duration::from_millis(2),
+            loss: 0.0,
+            duplicate: 0.0,
+            max_drift_ppm: 200,
+            log_history: false,
+        }
+    }
+}
+
+/// One simulated machine: its address survives restarts, its process may not.
+#[derive(Debug)]
+struct Host {
+    name: NodeName,
+    addr: SocketAddr,
+    node: Option<Node>,
+    incarnation: u64,
+    frozen: bool,
+    /// Frames that reached a frozen process, delivered when it thaws (kernel buffers).
+    backlog: Vec<Delivery>,
+    drift_ppm: i64,
+    /// Where this host's clock started relative to the simulation's base instant.
+    offset: Duration,
+    sent: u64,
+    /// The hosts it joins through; `None` for all of them.
+    seeds: Option<Vec<usize>>,
+}
+
+#[derive(Debug, Clone)]
+enum Payload {
+    Frame {
+        from: NodeId,
+        /// The process the frame is for when it travels on an existing connection only.
+        only_to: Option<NodeId>,
+        frame: Vec<u8>,
+    },
+    LinkDown {
+        peer: NodeId,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Delivery {
+    at: Duration,
+    order: u64,
+    to: usize,
+    payload: Payload,
+}
+
+impl PartialEq for Delivery {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Delivery {}
+impl PartialOrd for Delivery {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delivery {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(other.at, other.order))
+    }
+}
+
+/// One thing that happened, for the history log and for tests that look at events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Simulated time since the start.
+    pub at: Duration,
+    /// The host it happened on.
+    pub host: usize,
+    /// What the node asked for.
+    pub action: Action,
+}
+
+/// The simulated cluster. See the [module docs](self).
+#[derive(Debug)]
+pub struct Sim {
+    seed: u64,
+    config: SimConfig,
+    rng: Rng,
+    base: Instant,
+    now: Duration,
+    hosts: Vec<Host>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    queue: BinaryHeap<Reverse<Delivery>>,
+    order: u64,
+    /// Directed pairs whose traffic is dropped: a cut cable or a firewall rule.
+    blocked: BTreeSet<(usize, usize)>,
+    /// Pairs with an open connection, which a killed process closes with a FIN.
+    connections: BTreeSet<(usize, usize)>,
+    records: Vec<Record>,
+    history: Vec<String>,
+    steps: u64,
+}
+
+impl Sim {
+    /// A simulation whose every random choice follows from `seed`.
+    pub fn new(seed: u64, config: SimConfig) -> Self {
+        // Instants cannot be built from nothing: the base is read once; the run never
+        // depends on its value, only on offsets from it.
+        #[allow(clippy::disallowed_methods)]
+        let base = Instant::now();
+        Self {
+            seed,
+            rng: Rng::new(seed),
+            config,
+            base,
+            now: Duration::ZERO,
+            hosts: Vec::new(),
+            by_addr: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            order: 0,
+            blocked: BTreeSet::new(),
+            connections: BTreeSet::new(),
+            records: Vec::new(),
+            history: Vec::new(),
+            steps: 0,
+        }
+    }
+
+    /// The seed the simulation was built from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Simulated time since the start.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// How many hosts were added (running or not).
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether no host was added yet.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// The simulation's configuration; network settings may be changed mid-run.
+    pub fn config_mut(&mut self) -> &mut SimConfig {
+        &mut self.config
+    }
+
+    /// Adds a host named `n<index>` and starts its first process, with every host as a
+    /// seed. Returns its index.
+    pub fn add_node(&mut self) -> usize {
+        self.add_host(None)
+    }
+
+    /// Adds a host that joins through the given hosts only (an empty list starts a cluster
+    /// of its own). Returns its index.
+    pub fn add_node_with_seeds(&mut self, seeds: &[usize]) -> usize {
+        self.add_host(Some(seeds.to_vec()))
+    }
+
+    fn add_host(&mut self, seeds: Option<Vec<usize>>) -> usize {
+        let index = self.hosts.len();
+        let ip = Ipv4Addr::new(10, (index >> 16) as u8, (index >> 8) as u8, index as u8);
+        let addr = SocketAddr::new(ip.into(), 7000);
+        let max = i64::from(self.config.max_drift_ppm);
+        let drift_ppm = if max == 0 {
+            0
+        } else {
+            self.rng.below(2 * max as u64 + 1) as i64 - max
+        };
+        let offset = Duration::from_millis(self.rng.below(10_000));
+        let name = NodeName::new(format!("n{index}")).unwrap_or_else(|_| unreachable!());
+        self.hosts.push(Host {
+            name,
+            addr,
+            node: None,
+            incarnation: 0,
+            frozen: false,
+            backlog: Vec::new(),
+            drift_ppm,
+            offset,
+            sent: 0,
+            seeds,
+        });
+        self.by_addr.insert(addr, index);
+        self.start_process(index);
+        index
+    }
+
+    /// The node running on host `i`, if its process runs.
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.hosts.get(i)?.node.as_ref()
+    }
+
+    /// Runs `f` on the node of host `i` at the current time and carries out its outputs.
+    /// Returns `None` if the host's process is not running.
+    pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&mut Node, Instant) -> R) -> Option<R> {
+        let now = self.local_now(i);
+        let result = f(self.hosts.get_mut(i)?.node.as_mut()?, now);
+        self.drain(i);
+        Some(result)
+    }
+
+    /// Whether host `i`'s process runs (and is not frozen).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.hosts.get(i).is_some_and(|h| {
+            !h.frozen
+                && h.node
+                    .as_ref()
+                    .is_some_and(|n| n.status() == Status::Active)
+        })
+    }
+
+    /// Kills host `i`'s process: its peers' connections close and they hear `Link::Down`.
+    pub fn kill(&mut self, i: usize) {
+        self.stop_process(i, true);
+    }
+
+    /// Crashes host `i` silently (power loss, a cut cable): nobody is told.
+    pub fn crash_silently(&mut self, i: usize) {
+        self.stop_process(i, false);
+    }
+
+    /// Restarts host `i` as a new incarnation (killing the old process first if it runs).
+    pub fn restart(&mut self, i: usize) {
+        if self.hosts[i].node.is_some() {
+            self.stop_process(i, true);
+        }
+        self.start_process(i);
+    }
+
+    /// Freezes host `i` (SIGSTOP): it handles nothing; frames to it wait.
+    pub fn freeze(&mut self, i: usize) {
+        self.log(format!("freeze {i}"));
+        self.hosts[i].frozen = true;
+    }
+
+    /// Thaws host `i` (SIGCONT): it handles what waited, then runs on.
+    pub fn thaw(&mut self, i: usize) {
+        if !std::mem::take(&mut self.hosts[i].frozen) {
+            return;
+        }
+        self.log(format!("thaw {i}"));
+        let backlog = std::mem::take(&mut self.hosts[i].backlog);
+        for mut delivery in backlog {
+            delivery.at = self.now;
+            self.push(delivery);
+        }
+    }
+
+    /// Drops all traffic between the groups (hosts in no group are unaffected).
+    pub fn partition(&mut self, groups: &[Vec<usize>]) {
+        self.log(format!("partition {groups:?}"));
+        for (gi, a) in groups.iter().enumerate() {
+            for b in groups.iter().skip(gi + 1) {
+                for &x in a {
+                    for &y in b {
+                        self.blocked.insert((x, y));
+                        self.blocked.insert((y, x));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops traffic from `from` to `to` only.
+    pub fn block(&mut self, from: usize, to: usize) {
+        self.log(format!("block {from}->{to}"));
+        self.blocked.insert((from, to));
+    }
+
+    /// Removes every partition and block.
+    pub fn heal(&mut self) {
+        self.log("heal".into());
+        self.blocked.clear();
+    }
+
+    /// Every action recorded so far, in order.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Forgets the recorded actions (to bound memory in long runs).
+    pub fn clear_records(&mut self) {
+        self.records.clear();
+    }
+
+    /// Messages sent by host `i` since it was added.
+    pub fn messages_sent(&self, i: usize) -> u64 {
+        self.hosts[i].sent
+    }
+
+    /// The ids of the processes that run and take part in the cluster.
+    pub fn running_ids(&self) -> BTreeSet<NodeId> {
+        (0..self.hosts.len())
+            .filter(|&i| self.is_running(i))
+            .filter_map(|i| self.node(i).map(|n| n.id().clone()))
+            .collect()
+    }
+
+    /// Whether every running node sees exactly the running nodes as live.
+    pub fn converged(&self) -> bool {
+        let expected = self.running_ids();
+        (0..self.hosts.len())
+            .filter(|&i| self.is_running(i))
+            .all(|i| self.node(i).is_some_and(|n| n.live_view() == expected))
+    }
+
+    /// The last lines of the history log (when [`SimConfig::log_history`] is on).
+    pub fn history_tail(&self, lines: usize) -> String {
+        let start = self.history.len().saturating_sub(lines);
+        self.history[start..].join("\n")
+    }
+
+    /// Runs for `duration` of simulated time.
+    pub fn run_for(&mut self, duration: Duration) {
+        let until = self.now + duration;
+        let start_steps = self.steps;
+        while let Some(at) = self.next_event_at() {
+            if at > until {
+                break;
+            }
+            self.step_at(at);
+            assert!(
+                self.steps - start_steps < MAX_STEPS_PER_RUN,
+                "simulation livelock at {:?}; replay with seed {}",
+                self.now,
+                self.seed
+            );
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs until `done` holds, checked after every event, for at most `limit`. Returns how
+    /// long it took, or `None` if `limit` passed first.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Option<Duration> {
+        let start = self.now;
+        let until = self.now + limit;
+        if done(self) {
+            return Some(Duration::ZERO);
+        }
+        while let Some(at) = self.next_event_at() {
+            if at > until {
+                break;
+            }
+            self.step_at(at);
+            if done(self) {
+                return Some(self.now - start);
+            }
+        }
+        self.now = self.now.max(until);
+        None
+    }
+
+    // ----- internals -----------------------------------------------------------------------
+
+    fn start_process(&mut self, i: usize) {
+        let seeds: Vec<SocketAddr> = match &self.hosts[i].seeds {
+            Some(seeds) => seeds.iter().map(|&s| self.hosts[s].addr).collect(),
+            None => self.by_addr.keys().copied().collect(),
+        };
+        let host = &mut self.hosts[i];
+        host.incarnation += 1;
+        host.frozen = false;
+        host.backlog.clear();
+        let id = NodeId::new(host.name.clone(), Incarnation(host.incarnation));
+        let rng_seed = self.rng.next_u64();
+        let now = self.local_now(i);
+        let node = Node::builder(id.clone(), self.hosts[i].addr)
+            .config(self.config.node.clone())
+            .seeds(seeds)
+            .rng_seed(rng_seed)
+            .build(now);
+        let node = match node {
+            Ok(node) => node,
+            Err(e) => panic!("simulated node config is invalid: {e}"),
+        };
+        self.log(format!("start {id}"));
+        self.hosts[i].node = Some(node);
+    }
+
+    fn stop_process(&mut self, i: usize, close_connections: bool) {
+        let Some(node) = self.hosts[i].node.take() else {
+            return;
+        };
+        let id = node.id().clone();
+        self.log(format!(
+            "{} {id}",
+            if close_connections { "kill" } else { "crash" }
+        ));
+        self.hosts[i].frozen = false;
+        self.hosts[i].backlog.clear();
+        let peers: Vec<usize> = self
+            .connections
+            .iter()
+            .filter(|(a, _)| *a == i)
+            .map(|(_, b)| *b)
+            .collect();
+        self.connections.retain(|(a, b)| *a != i && *b != i);
+        if close_connections {
+            for peer in peers {
+                // The FIN travels like any packet: a cut cable swallows it.
+                if self.blocked.contains(&(i, peer)) {
+                    continue;
+                }
+                let at = self.now + self.delay();
+                self.push(Delivery {
+                    at,
+                    order: 0,
+                    to: peer,
+                    payload: Payload::LinkDown { peer: id.clone() },
+                });
+            }
+        }
+    }
+
+    /// The instant host `i`'s clock shows now.
+    fn local_now(&self, i: usize) -> Instant {
+        let host = &self.hosts[i];
+        let nanos = self.now.as_nanos() as i128;
+        let drifted = nanos + nanos * i128::from(host.drift_ppm) / 1_000_000;
+        self.base + host.offset + Duration::from_nanos(drifted.max(0) as u64)
+    }
+
+    /// The simulated time at which host `i`'s clock shows `local` (rounded up).
+    fn sim_time_of(&self, i: usize, local: Instant) -> Duration {
+        let host = &self.hosts[i];
+        let since = local
+            .saturating_duration_since(self.base + host.offset)
+            .as_nanos() as i128;
+        let rate = 1_000_000 + i128::from(host.drift_ppm);
+        let sim = (since * 1_000_000 + rate - 1) / rate;
+        Duration::from_nanos(sim.max(0) as u64)
+    }
+
+    fn next_timeout(&self) -> Option<(Duration, usize)> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !h.frozen)
+            .filter_map(|(i, h)| {
+                let deadline = h.node.as_ref()?.poll_timeout()?;
+                Some((self.sim_time_of(i, deadline).max(self.now), i))
+            })
+            .min()
+    }
+
+    fn next_event_at(&self) -> Option<Duration> {
+        let delivery = self.queue.peek().map(|Reverse(d)| d.at);
+        let timeout = self.next_timeout().map(|(at, _)| at);
+        match (delivery, timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn step_at(&mut self, at: Duration) {
+        self.steps += 1;
+        self.now = at;
+        if self.queue.peek().is_some_and(|Reverse(d)| d.at <= at) {
+            if let Some(Reverse(delivery)) = self.queue.pop() {
+                self.deliver(delivery);
+            }
+            return;
+        }
+        if let Some((_, i)) = self.next_timeout() {
+            let now = self.local_now(i);
+            if let Some(node) = self.hosts[i].node.as_mut() {
+                node.handle_timeout(now);
+            }
+            self.drain(i);
+        }
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        let i = delivery.to;
+        if self.hosts[i].node.is_none() {
+            return;
+        }
+        if self.hosts[i].frozen {
+            self.hosts[i].backlog.push(delivery);
+            return;
+        }
+        let now = self.local_now(i);
+        let log = self.config.log_history;
+        let Some(node) = self.hosts[i].node.as_mut() else {
+            return;
+        };
+        match delivery.payload {
+            Payload::Frame {
+                from,
+                only_to,
+                frame,
+            } => {
+                if only_to.is_some_and(|to| to != *node.id()) {
+                    return;
+                }
+                match wire::decode_frame(&frame) {
+                    Ok(message) => {
+                        let line = log.then(|| format!("{from} -> {}: {message:?}", node.id()));
+                        node.handle_message(now, &from, message);
+                        if let Some(line) = line {
+                            self.log(line);
+                        }
+                    }
+                    Err(e) => panic!("simulator produced an undecodable frame: {e}"),
+                }
+            }
+            Payload::LinkDown { peer } => {
+                node.handle_link(now, &peer, Link::Down);
+            }
+        }
+        self.drain(i);
+    }
+
+    /// Carries out everything node `i` asked for.
+    fn drain(&mut self, i: usize) {
+        loop {
+            let Some(node) = self.hosts[i].node.as_mut() else {
+                return;
+            };
+            let transmit = node.poll_transmit();
+            let action = if transmit.is_none() {
+                node.poll_action()
+            } else {
+                None
+            };
+            let from = node.id().clone();
+            match (transmit, action) {
+                (Some(t), _) => self.route(i, from, t),
+                (None, Some(action)) => {
+                    if self.config.log_history {
+                        self.log(format!("{from}: {action:?}"));
+                    }
+                    self.records.push(Record {
+                        at: self.now,
+                        host: i,
+                        action,
+                    });
+                }
+                (None, None) => return,
+            }
+        }
+    }
+
+    fn route(&mut self, i: usize, from: NodeId, transmit: crate::node::Transmit) {
+        self.hosts[i].sent += 1;
+        let target = match (&transmit.addr, &transmit.to) {
+            (Some(addr), _) => self.by_addr.get(addr).copied(),
+            (None, Some(to)) => self.hosts.iter().position(|h| h.name == to.name),
+            (None, None) => None,
+        };
+        let Some(j) = target else {
+            return;
+        };
+        let Some(node) = self.hosts[j].node.as_ref() else {
+            return;
+        };
+        // Without an address the frame can only go over an open connection to that process.
+        let only_to = transmit
+            .addr
+            .is_none()
+            .then(|| transmit.to.clone())
+            .flatten();
+        if only_to.as_ref().is_some_and(|to| to != node.id()) {
+            return;
+        }
+        if self.blocked.contains(&(i, j)) || self.rng.chance(self.config.loss) {
+            return;
+        }
+        let frame = match wire::encode_frame(&transmit.message) {
+            Ok(frame) => frame,
+            Err(e) => panic!("node produced an unencodable message: {e}"),
+        };
+        self.connections.insert((i, j));
+        self.connections.insert((j, i));
+        let copies = if self.rng.chance(self.config.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = self.now + self.delay();
+            self.push(Delivery {
+                at,
+                order: 0,
+                to: j,
+                payload: Payload::Frame {
+                    from: from.clone(),
+                    only_to: only_to.clone(),
+                    frame: frame.clone(),
+                },
+            });
+        }
+    }
+
+    fn delay(&mut self) -> Duration {
+        let min = self.config.min_delay.as_nanos() as u64;
+        let max = (self.config.max_delay.as_nanos() as u64).max(min);
+        Duration::from_nanos(min + self.rng.below(max - min + 1))
+    }
+
+    fn push(&mut self, mut delivery: Delivery) {
+        self.order += 1;
+        delivery.order = self.order;
+        self.queue.push(Reverse(delivery));
+    }
+
+    fn log(&mut self, line: String) {
+        if self.config.log_history {
+            if self.history.len() >= MAX_HISTORY_LINES {
+                self.history.drain(..MAX_HISTORY_LINES / 2);
+            }
+            self.history.push(format!("{:>12?} {line}", self.now));
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The wire format: what nodes say to each other, and how it is framed.
+//!
+//! A frame is one byte of [`PROTOCOL_VERSION`] followed by a postcard-encoded [`Message`].
+//! The transport adds the length prefix and enforces [`MAX_FRAME_LEN`] *before* allocating;
+//! [`decode_frame`] checks it again so the codec is safe on its own. Every decode failure is a
+//! [`DecodeError`] value: a malformed frame never panics and never reaches the state machine,
+//! so it changes no state.
+//!
+//! A connection starts with a [`Hello`] from each side, carrying the protocol version and the
+//! cluster's name, so that two clusters, or two releases that cannot talk, refuse each other
+//! at the handshake rather than by misreading frames.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::NodeId;
+use crate::membership::MemberState;
+
+/// The protocol this build speaks. Bumped on any incompatible change to [`Message`].
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// The largest frame, in bytes, that a node sends or accepts (1 MiB). A full member table of
+/// [`Config::max_members`](crate::Config::max_members) members fits with room to spare.
+pub const MAX_FRAME_LEN: usize = 1 << 20;
+
+/// The longest cluster name accepted in a [`Hello`], in bytes.
+pub const MAX_CLUSTER_NAME_LEN: usize = 64;
+
+/// The first thing each side of a connection sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's [`PROTOCOL_VERSION`].
+    pub protocol_version: u8,
+    /// The cluster the sender belongs to; a node only talks to its own cluster.
+    pub cluster: String,
+    /// Who the sender is.
+    pub node: NodeId,
+    /// Where the sender accepts connections.
+    pub addr: SocketAddr,
+}
+
+/// Why a [`Hello`] was refused. The connection is closed; no state changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HelloError {
+    /// The peer speaks another protocol version.
+    #[error("peer speaks protocol version {got}, this node speaks {PROTOCOL_VERSION}")]
+    WrongVersion {
+        /// The version the peer announced.
+        got: u8,
+    },
+    /// The peer belongs to another cluster.
+    #[error("peer belongs to cluster {got:?}, this node to {expected:?}")]
+    WrongCluster {
+        /// The cluster the peer announced.
+        got: String,
+        /// This node's cluster.
+        expected: String,
+    },
+}
+
+impl Hello {
+    /// Checks a peer's hello against this node's cluster name.
+    ///
+    /// # Errors
+    ///
+    /// [`HelloError`] when the version or the cluster differs.
+    pub fn check(&self, cluster: &str) -> Result<(), HelloError> {
+        if self.protocol_version != PROTOCOL_VERSION {
+            return Err(HelloError::WrongVersion {
+                got: self.protocol_version,
+            });
+        }
+        if self.cluster != cluster {
+            return Err(HelloError::WrongCluster {
+                got: self.cluster.clone(),
+                expected: cluster.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What one node knows of one member, as it travels in gossip.
+///
+/// Updates merge by a total order, so gossip converges whatever order it arrives in: a newer
+/// incarnation beats an older one; within an incarnation, `Left` beats everything, then the
+/// higher `version` wins, and at equal versions `Down` beats `Suspect` beats `Alive`. Only a
+/// member itself raises its `version`, to refute a suspicion or a false `Down`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberUpdate {
+    /// Which member.
+    pub id: NodeId,
+    /// Where it accepts connections.
+    pub addr: SocketAddr,
+    /// What the sender believes of it.
+    pub state: MemberState,
+    /// The member's refutation counter, raised only by the member itself.
+    pub version: u32,
+}
+
+/// Everything nodes say to each other once connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// "Are you alive?" A probe of `target`, with gossip piggybacked.
+    Ping {
+        /// Matches the [`Message::Ack`].
+        seq: u32,
+        /// The member being probed; a newer incarnation at the same address does not answer.
+        target: NodeId,
+        /// Piggybacked membership updates.
+        updates: Vec<MemberUpdate>,
+    },
+    /// "I am." The answer to a [`Message::Ping`].
+    Ack {
+        /// The probe answered.
+        seq: u32,
+        /// Piggybacked membership updates.
+        updates: Vec<MemberUpdate>,
+    },
+    /// "Please probe `target` for me": SWIM's indirect probe, sent when a direct probe went
+    /// unanswered, so that one bad link does not make a healthy node suspect.
+    PingReq {
+        /// Echoed in the [`Message::IndirectAck`].
+        seq: u32,
+        /// The member to probe.
+        target: NodeId,
+        /// Where to reach it.
+        target_addr: SocketAddr,
+    },
+    /// "`target` answered the probe you asked me to make."
+    IndirectAck {
+        /// The `seq` of the [`Message::PingReq`].
+        seq: u32,
+        /// The member that answered.
+        target: NodeId,
+    },
+    /// Membership news sent straight to every member by the node that first knew it: a
+    /// join, a suspicion, a `Down`, a refutation, a leave.
+    Gossip {
+        /// The news.
+        updates: Vec<MemberUpdate>,
+    },
+    /// The sender's whole member table (anti-entropy, and the answer to a join). A receiver
+    /// with `reply` set answers with its own table.
+    Sync {
+        /// Every member the sender knows, itself included.
+        members: Vec<MemberUpdate>,
+        /// Whether the receiver should answer with its own table.
+        reply: bool,
+    },
+}
+
+/// A [`Message`] that could not be framed. Nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The encoded frame would exceed [`MAX_FRAME_LEN`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
+    Oversized(usize),
+    /// The serializer failed (a bug: every message type is serializable).
+    #[error("message could not be encoded: {0}")]
+    Serialize(postcard::Error),
+}
+
+/// A frame that was refused. The frame is dropped whole; no state changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The frame holds no bytes.
+    #[error("empty frame")]
+    Empty,
+    /// The frame is longer than [`MAX_FRAME_LEN`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
+    Oversized(usize),
+    /// The frame was written by another protocol version.
+    #[error("frame has protocol version {got}, this node speaks {PROTOCOL_VERSION}")]
+    WrongVersion {
+        /// The version byte found.
+        got: u8,
+    },
+    /// The frame ends before its message does.
+    #[error("frame is truncated")]
+    Truncated,
+    /// The bytes after the version are not a valid message.
+    #[error("frame is malformed: {0}")]
+    Malformed(postcard::Error),
+    /// A valid message is followed by extra bytes.
+    #[error("frame has {0} trailing bytes after its message")]
+    TrailingBytes(usize),
+}
+
+/// Encodes `message` as one frame: the version byte, then postcard.
+///
+/// # Errors
+///
+/// [`EncodeError::Oversized`] when the frame would exceed [`MAX_FRAME_LEN`].
+pub fn encode_frame(message: &Message) -> Result<Vec<u8>, EncodeError> {
+    let frame =
+        postcard::to_extend(message, vec![PROTOCOL_VERSION]).map_err(EncodeError::Serialize)?;
+    if frame.len() > MAX_FRAME_LEN {
+        return Err(EncodeError::Oversized(frame.len()));
+    }
+    Ok(frame)
+}
+
+/// Decodes one frame written by [`encode_frame`].
+///
+/// # Errors
+///
+/// [`DecodeError`] says what is wrong with the frame; the caller drops it.
+pub fn decode_frame(frame: &[u8]) -> Result<Message, DecodeError> {
+    let (&version, body) = frame.split_first().ok_or(DecodeError::Empty)?;
+    if frame.len() > MAX_FRAME_LEN {
+        return Err(DecodeError::Oversized(frame.len()));
+    }
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::WrongVersion { got: version });
+    }
+    let (message, rest) = postcard::take_from_bytes::<Message>(body).map_err(|e| match e {
+        postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+        other => DecodeError::Malformed(other),
+    })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    Ok(message)
+}
+
+/// Encodes a [`Hello`] (postcard, no version byte: the hello carries its own).
+///
+/// # Errors
+///
+/// [`EncodeError`] if the hello cannot be encoded.
+pub fn encode_hello(hello: &Hello) -> Result<Vec<u8>, EncodeError> {
+    postcard::to_allocvec(hello).map_err(EncodeError::Serialize)
+}
+
+/// Decodes a [`Hello`]; the caller then [`check`](Hello::check)s it.
+///
+/// # Errors
+///
+/// [`DecodeError`] when the bytes are not a hello.
+pub fn decode_hello(bytes: &[u8]) -> Result<Hello, DecodeError> {
+    if bytes.len() > MAX_FRAME_LEN {
+        return Err(DecodeError::Oversized(bytes.len()));
+    }
+    let (hello, rest) = postcard::take_from_bytes::<Hello>(bytes).map_err(|e| match e {
+        postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated,
+        other => DecodeError::Malformed(other),
+    })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    if hello.cluster.len() > MAX_CLUSTER_NAME_LEN {
+        return Err(DecodeError::Malformed(
+            postcard::Error::DeserializeBadEncoding,
+        ));
+    }
+    Ok(hello)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{Incarnation, NodeName};
+    use proptest::prelude::*;
+
+    fn id(name: &str) -> NodeId {
+        NodeId::new(NodeName::new(name).expect("valid"), Incarnation(3))
+    }
+
+    fn sample() -> Message {
+        Message::Ping {
+            seq: 9,
+            target: id("b"),
+            updates: vec![MemberUpdate {
+                id: id("c"),
+                addr: "127.0.0.1:7001".parse().expect("addr"),
+                state: MemberState::Suspect,
+                version: 2,
+            }],
+        }
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let frame = encode_frame(&sample()).expect("encode");
+        assert_eq!(frame[0], PROTOCOL_VERSION);
+        assert_eq!(decode_frame(&frame), Ok(sample()));
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors() {
+        let frame = encode_frame(&sample()).expect("encode");
+        assert_eq!(decode_frame(&[]), Err(DecodeError::Empty));
+        assert_eq!(
+            decode_frame(&frame[..frame.len() - 1]),
+            Err(DecodeError::Truncated)
+        );
+        let mut wrong_version = frame.clone();
+        wrong_version[0] = PROTOCOL_VERSION + 1;
+        assert_eq!(
+            decode_frame(&wrong_version),
+            Err(DecodeError::WrongVersion {
+                got: PROTOCOL_VERSION + 1
+            })
+        );
+        let mut trailing = frame.clone();
+        trailing.push(0);
+        assert_eq!(decode_frame(&trailing), Err(DecodeError::TrailingBytes(1)));
+        let oversized = vec![PROTOCOL_VERSION; MAX_FRAME_LEN + 1];
+        assert_eq!(
+            decode_frame(&oversized),
+            Err(DecodeError::Oversized(MAX_FRAME_LEN + 1))
+        );
+        // 0x7F is a complete varint naming a variant that does not exist.
+        assert!(matches!(
+            decode_frame(&[PROTOCOL_VERSION, 0x7F]),
+            Err(DecodeError::Malformed(_))
+        ));
+        // 0xFF promises another varint byte that never comes.
+        assert_eq!(
+            decode_frame(&[PROTOCOL_VERSION, 0xFF]),
+            Err(DecodeError::Truncated)
+        );
+    }
+
+    #[test]
+    fn hellos_check_version_and_cluster() {
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            cluster: "prod".into(),
+            node: id("a"),
+            addr: "127.0.0.1:7000".parse().expect("addr"),
+        };
+        let bytes = encode_hello(&hello).expect("encode");
+        let back = decode_hello(&bytes).expect("decode");
+        assert_eq!(back.check("prod"), Ok(()));
+        assert!(matches!(
+            back.check("staging"),
+            Err(HelloError::WrongCluster { .. })
+        ));
+        let old = Hello {
+            protocol_version: 0,
+            ..hello
+        };
+        assert_eq!(old.check("prod"), Err(HelloError::WrongVersion { got: 0 }));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_frame(&bytes);
+            let _ = decode_hello(&bytes);
+        }
+
+        #[test]
+        fn mutated_frames_never_panic_the_decoder(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut frame = encode_frame(&sample()).expect("encode");
+            for (at, byte) in flips {
+                let i = at.index(frame.len());
+                frame[i] = byte;
+            }
+            let keep = cut.index(frame.len() + 1);
+            let _ = decode_frame(&frame[..keep]);
+        }
+    }
+}

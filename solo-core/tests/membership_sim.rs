@@ -1,0 +1,255 @@
+//! Random fault schedules against the membership protocol.
+//!
+//! * CI runs a fixed set of seeds: `cargo test -p solo-core --test membership_sim`.
+//! * A larger sweep: `SOLO_CORE_SEEDS=10000 cargo test --release -p solo-core --test membership_sim`.
+//! * One seed, with its history printed: `SOLO_CORE_SEED=7 cargo test -p solo-core --test
+//!   membership_sim replay -- --nocapture`.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use solo_core::testing::{Schedule, Sim, SimConfig};
+use solo_core::wire::{MemberUpdate, Message};
+use solo_core::{Config, Incarnation, Link, MemberState, Node, NodeId, NodeName};
+
+/// How long a healed cluster of 5 may take to agree on its members again. The slowest part
+/// is a side of a former partition finding the other through its `Down` tombstones, one
+/// random pick per `sync_interval`; 10 s is ten of those rounds.
+const CONVERGENCE_BOUND: Duration = Duration::from_secs(10);
+const NODES: usize = 5;
+const FAULTS: usize = 8;
+const CI_SEEDS: u64 = 300;
+
+/// Runs one seeded schedule; on failure, returns what went wrong with the history tail.
+fn check_seed(seed: u64, log_history: bool) -> Result<Duration, String> {
+    let config = SimConfig {
+        log_history,
+        ..SimConfig::default()
+    };
+    let max_members = config.node.max_members;
+    let max_transmits = config.node.max_queued_transmits;
+    let mut sim = Sim::new(seed, config);
+    for _ in 0..NODES {
+        sim.add_node();
+    }
+    let schedule = Schedule::random(seed, NODES, FAULTS);
+    for fault in &schedule.faults {
+        Schedule {
+            nodes: NODES,
+            faults: vec![fault.clone()],
+        }
+        .apply(&mut sim);
+        for i in 0..NODES {
+            if let Some(node) = sim.node(i) {
+                let sizes = node.table_sizes();
+                let bounded = sizes.members < max_members
+                    && sizes.transmits == 0
+                    && sizes.actions == 0
+                    && sizes.relays <= 256
+                    && sizes.gossip <= sizes.members + 1
+                    && sizes.probes <= sizes.members;
+                if !bounded || sizes.transmits > max_transmits {
+                    return Err(format!("host {i} tables not bounded: {sizes:?}"));
+                }
+            }
+        }
+        sim.clear_records();
+    }
+    sim.end_faults();
+    match sim.run_until(CONVERGENCE_BOUND, Sim::converged) {
+        Some(took) => Ok(took),
+        None => {
+            let views: Vec<String> = (0..NODES)
+                .map(|i| match sim.node(i) {
+                    Some(n) => format!("  host {i} ({:?}) sees {:?}", n.status(), n.live_view()),
+                    None => format!("  host {i} is down"),
+                })
+                .collect();
+            Err(format!(
+                "no convergence within {CONVERGENCE_BOUND:?} of healing\nrunning: {:?}\n{}\nschedule: {:?}\nhistory tail:\n{}",
+                sim.running_ids(),
+                views.join("\n"),
+                schedule.faults,
+                sim.history_tail(80)
+            ))
+        }
+    }
+}
+
+fn fail(seed: u64, why: &str) -> ! {
+    panic!(
+        "seed {seed} failed: {why}\n\nreplay: SOLO_CORE_SEED={seed} cargo test -p solo-core \
+         --test membership_sim replay -- --nocapture"
+    )
+}
+
+#[test]
+fn random_schedules_converge_after_the_network_heals() {
+    let seeds = std::env::var("SOLO_CORE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CI_SEEDS);
+    let mut slowest = Duration::ZERO;
+    for seed in 0..seeds {
+        match check_seed(seed, false) {
+            Ok(took) => slowest = slowest.max(took),
+            // Run it again with the history on, for the report.
+            Err(_) => match check_seed(seed, true) {
+                Err(why) => fail(seed, &why),
+                Ok(_) => fail(
+                    seed,
+                    "failed, then passed with history on (non-determinism)",
+                ),
+            },
+        }
+    }
+    println!("{seeds} seeds converged; slowest took {slowest:?} after healing");
+}
+
+#[test]
+fn replay() {
+    let Some(seed) = std::env::var("SOLO_CORE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    else {
+        return;
+    };
+    match check_seed(seed, true) {
+        Ok(took) => println!("seed {seed} converged {took:?} after healing"),
+        Err(why) => fail(seed, &why),
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_history() {
+    let run = || {
+        let mut sim = Sim::new(99, SimConfig::default());
+        for _ in 0..NODES {
+            sim.add_node();
+        }
+        Schedule::random(99, NODES, FAULTS).apply(&mut sim);
+        format!("{:?}", sim.records())
+    };
+    assert_eq!(run(), run());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Proptest's own seeds, on top of the fixed sweep.
+    #[test]
+    fn any_seeded_schedule_converges(seed in any::<u64>()) {
+        if let Err(why) = check_seed(seed, false) {
+            fail(seed, &why);
+        }
+    }
+
+    /// Arbitrary, adversarial input straight into one node: gossip about random names,
+    /// incarnations, states and versions (its own name included), link events, time jumps
+    /// and garbage frames. It never panics, and its tables stay within their caps.
+    #[test]
+    fn no_input_sequence_panics_or_grows_tables_past_their_caps(
+        inputs in proptest::collection::vec(input_strategy(), 1..200)
+    ) {
+        let config = Config::builder().max_members(16).max_queued_transmits(64).build().expect("valid");
+        let me = NodeId::new(NodeName::new("n0").expect("valid"), Incarnation(5));
+        #[allow(clippy::disallowed_methods)]
+        let mut now = std::time::Instant::now();
+        let mut node = Node::builder(me, "10.0.0.1:7000".parse().expect("addr"))
+            .config(config)
+            .seeds(["10.0.0.2:7000".parse().expect("addr")])
+            .build(now)
+            .expect("valid");
+        for input in inputs {
+            match input {
+                Input::Message(from, message) => node.handle_message(now, &from, message),
+                Input::Link(peer, up) => node.handle_link(now, &peer, if up { Link::Up } else { Link::Down }),
+                Input::Garbage(from, bytes) => { let _ = node.handle_frame(now, &from, &bytes); }
+                Input::Advance(ms) => {
+                    now += Duration::from_millis(ms);
+                    node.handle_timeout(now);
+                }
+            }
+            // Leave transmits undrained half of the time: the queue cap must hold anyway.
+            let sizes = node.table_sizes();
+            prop_assert!(sizes.members < 16, "{sizes:?}");
+            prop_assert!(sizes.transmits <= 64, "{sizes:?}");
+            while node.poll_action().is_some() {}
+            if now.elapsed().as_nanos() % 2 == 0 {
+                while node.poll_transmit().is_some() {}
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Input {
+    Message(NodeId, Message),
+    Link(NodeId, bool),
+    Garbage(NodeId, Vec<u8>),
+    Advance(u64),
+}
+
+fn id_strategy() -> impl Strategy<Value = NodeId> + Clone {
+    (0..40u32, 0..8u64).prop_map(|(n, inc)| {
+        NodeId::new(
+            NodeName::new(format!("n{n}")).expect("valid"),
+            Incarnation(inc),
+        )
+    })
+}
+
+fn update_strategy() -> impl Strategy<Value = MemberUpdate> + Clone {
+    (id_strategy(), 0..4u8, 0..6u32).prop_map(|(id, state, version)| MemberUpdate {
+        id,
+        addr: "10.0.0.9:7000".parse().expect("addr"),
+        state: match state {
+            0 => MemberState::Alive,
+            1 => MemberState::Suspect,
+            2 => MemberState::Down,
+            _ => MemberState::Left,
+        },
+        version,
+    })
+}
+
+fn input_strategy() -> impl Strategy<Value = Input> {
+    let updates = proptest::collection::vec(update_strategy(), 0..20);
+    prop_oneof![
+        (id_strategy(), updates.clone(), any::<bool>()).prop_map(|(from, members, reply)| {
+            Input::Message(from, Message::Sync { members, reply })
+        }),
+        (id_strategy(), updates.clone())
+            .prop_map(|(from, updates)| { Input::Message(from, Message::Gossip { updates }) }),
+        (id_strategy(), id_strategy(), any::<u32>(), updates.clone()).prop_map(
+            |(from, target, seq, updates)| Input::Message(
+                from,
+                Message::Ping {
+                    seq,
+                    target,
+                    updates
+                }
+            )
+        ),
+        (id_strategy(), any::<u32>(), updates).prop_map(|(from, seq, updates)| {
+            Input::Message(from, Message::Ack { seq, updates })
+        }),
+        (id_strategy(), id_strategy(), any::<u32>()).prop_map(|(from, target, seq)| {
+            Input::Message(
+                from,
+                Message::PingReq {
+                    seq,
+                    target,
+                    target_addr: "10.0.0.3:7000".parse().expect("addr"),
+                },
+            )
+        }),
+        (id_strategy(), id_strategy(), any::<u32>()).prop_map(|(from, target, seq)| {
+            Input::Message(from, Message::IndirectAck { seq, target })
+        }),
+        (id_strategy(), any::<bool>()).prop_map(|(peer, up)| Input::Link(peer, up)),
+        (id_strategy(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(from, bytes)| Input::Garbage(from, bytes)),
+        (0..3000u64).prop_map(Input::Advance),
+    ]
+}
