@@ -66,6 +66,15 @@ pub struct Config {
     pub max_piggyback: usize,
     /// Each update is piggybacked `retransmit_mult × ⌈log2(n + 1)⌉` times. Default 3.
     pub retransmit_mult: usize,
+    /// How long a node with seeds waits to hear from a peer before it owns children alone
+    /// (the first node of a cluster whose seeds are all down). Until then it starts nothing,
+    /// so that a restarting node does not duplicate a singleton running elsewhere. Default 1 s.
+    pub join_timeout: Duration,
+    /// How long an ended child (terminated, completed, given up) is remembered, so that a
+    /// stale start from across a healed partition cannot resurrect it. Default 10 min.
+    pub child_tombstone_ttl: Duration,
+    /// The most live children the cluster may hold. Default 1 000 000.
+    pub max_children: usize,
     /// The most outgoing messages queued before new gossip is dropped (gossip is
     /// loss-tolerant; the caller should drain `poll_transmit` after every input). Default 65 536.
     pub max_queued_transmits: usize,
@@ -88,6 +97,9 @@ impl Default for Config {
             max_piggyback: 16,
             retransmit_mult: 3,
             max_queued_transmits: 65_536,
+            join_timeout: Duration::from_secs(1),
+            child_tombstone_ttl: Duration::from_secs(600),
+            max_children: 1_000_000,
         }
     }
 }
@@ -142,6 +154,8 @@ impl Config {
             ("sync_interval", self.sync_interval),
             ("join_retry_interval", self.join_retry_interval),
             ("tombstone_ttl", self.tombstone_ttl),
+            ("join_timeout", self.join_timeout),
+            ("child_tombstone_ttl", self.child_tombstone_ttl),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(field));
@@ -213,6 +227,12 @@ impl ConfigBuilder {
         retransmit_mult: usize,
         /// Sets [`Config::max_queued_transmits`].
         max_queued_transmits: usize,
+        /// Sets [`Config::join_timeout`].
+        join_timeout: Duration,
+        /// Sets [`Config::child_tombstone_ttl`].
+        child_tombstone_ttl: Duration,
+        /// Sets [`Config::max_children`].
+        max_children: usize,
     }
 
     /// Validates and returns the configuration.

@@ -36,7 +36,9 @@ mod config;
 mod id;
 mod membership;
 mod node;
+mod placement;
 mod rng;
+pub mod supervisor;
 pub mod wire;
 
 #[cfg(feature = "testing")]
@@ -44,6 +46,11 @@ pub mod testing;
 
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use id::{Incarnation, MAX_NODE_NAME_LEN, NodeId, NodeName, NodeNameError};
-pub use membership::{Member, MemberEvent, MemberState};
+pub use membership::{MAX_ROLES, MAX_SINGLETONS, Member, MemberEvent, MemberState, NodeMeta};
 pub use node::{Action, CommandError, Link, Node, NodeBuilder, Status, TableSizes, Transmit};
+pub use placement::{ChildId, ChildIdError, MAX_CHILD_ID_LEN, owner, weight};
 pub use rng::Rng;
+pub use supervisor::{
+    ChildInfo, ChildSpec, DeclareError, Exit, RestartPolicy, Scope, StartError, StopReason,
+    SupervisorEvent, TerminateError, WorkerSpec,
+};

@@ -9,7 +9,40 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::id::{NodeId, NodeName};
+use crate::placement::ChildId;
 use crate::wire::MemberUpdate;
+
+/// The most roles one node may have.
+pub const MAX_ROLES: usize = 16;
+/// The most singletons one node may declare.
+pub const MAX_SINGLETONS: usize = 256;
+
+/// What a node tells others about itself beyond being alive; it changes only with the node's
+/// own version, so every copy of one version is the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct NodeMeta {
+    /// The node's roles (sorted), which placement constraints match against.
+    pub roles: Vec<String>,
+    /// A draining node hosts nothing: its children move to others.
+    pub draining: bool,
+    /// The singletons it declared, with each spec's fingerprint.
+    pub singletons: Vec<(ChildId, u64)>,
+}
+
+impl NodeMeta {
+    /// Whether the node has `role` (or no role is asked for).
+    pub fn has_role(&self, role: Option<&str>) -> bool {
+        role.is_none_or(|r| self.roles.iter().any(|mine| mine == r))
+    }
+
+    /// The fingerprint of the node's declaration of `singleton`, if it declared it.
+    pub fn singleton(&self, singleton: &ChildId) -> Option<u64> {
+        self.singletons
+            .iter()
+            .find(|(name, _)| name == singleton)
+            .map(|(_, fp)| *fp)
+    }
+}
 
 /// What a node believes of a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -64,6 +97,7 @@ pub struct Member {
     addr: SocketAddr,
     state: MemberState,
     version: u32,
+    meta: NodeMeta,
     pub(crate) changed_at: Instant,
     pub(crate) suspicion: Option<Suspicion>,
 }
@@ -93,6 +127,10 @@ impl Member {
     pub fn version(&self) -> u32 {
         self.version
     }
+    /// What the member says about itself.
+    pub fn meta(&self) -> &NodeMeta {
+        &self.meta
+    }
 
     pub(crate) fn to_update(&self) -> MemberUpdate {
         MemberUpdate {
@@ -100,6 +138,7 @@ impl Member {
             addr: self.addr,
             state: self.state,
             version: self.version,
+            meta: self.meta.clone(),
         }
     }
 }
@@ -229,6 +268,7 @@ impl MemberTable {
                 current.state = update.state;
                 current.version = update.version;
                 current.addr = update.addr;
+                current.meta = update.meta.clone();
                 merged.changed = true;
                 if before != update.state {
                     current.changed_at = now;
@@ -295,6 +335,7 @@ fn new_member(now: Instant, update: &MemberUpdate, suspicion_deadline: Instant) 
         addr: update.addr,
         state: update.state,
         version: update.version,
+        meta: update.meta.clone(),
         changed_at: now,
         suspicion: (update.state == MemberState::Suspect).then_some(Suspicion {
             deadline: suspicion_deadline,
@@ -314,6 +355,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().expect("addr"),
             state,
             version,
+            meta: NodeMeta::default(),
         }
     }
 

@@ -15,7 +15,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
-use crate::membership::MemberState;
+use crate::membership::{MemberState, NodeMeta};
+use crate::supervisor::ChildRecord;
 
 /// The protocol this build speaks. Bumped on any incompatible change to [`Message`].
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -98,6 +99,8 @@ pub struct MemberUpdate {
     pub state: MemberState,
     /// The member's refutation counter, raised only by the member itself.
     pub version: u32,
+    /// What the member says about itself (roles, draining, declared singletons).
+    pub meta: NodeMeta,
 }
 
 /// Everything nodes say to each other once connected.
@@ -112,6 +115,8 @@ pub enum Message {
         target: NodeId,
         /// Piggybacked membership updates.
         updates: Vec<MemberUpdate>,
+        /// A hash of the sender's child table: a mismatch starts a repair.
+        children: u64,
     },
     /// "I am." The answer to a [`Message::Ping`].
     Ack {
@@ -119,6 +124,8 @@ pub enum Message {
         seq: u32,
         /// Piggybacked membership updates.
         updates: Vec<MemberUpdate>,
+        /// A hash of the sender's child table: a mismatch starts a repair.
+        children: u64,
     },
     /// "Please probe `target` for me": SWIM's indirect probe, sent when a direct probe went
     /// unanswered, so that one bad link does not make a healthy node suspect.
@@ -150,6 +157,31 @@ pub enum Message {
         members: Vec<MemberUpdate>,
         /// Whether the receiver should answer with its own table.
         reply: bool,
+    },
+    /// Child records: a start or an end to replicate (`ack` set: answer with
+    /// [`Message::ChildAck`]), or anti-entropy (`ack` clear).
+    Children {
+        /// The records.
+        records: Vec<ChildRecord>,
+        /// Whether the receiver should acknowledge each record.
+        ack: bool,
+    },
+    /// "I hold this record now": lets `start_child` answer once two members hold the spec.
+    ChildAck {
+        /// The child.
+        id: crate::placement::ChildId,
+        /// The stamp counter of the record held.
+        counter: u64,
+    },
+    /// The sender's child-table digest, one value per bucket.
+    ChildDigest {
+        /// XOR of the live records' hashes, per bucket.
+        digests: Vec<u64>,
+    },
+    /// "These buckets differ: send me your records in them."
+    ChildPull {
+        /// Bucket indices.
+        buckets: Vec<u16>,
     },
 }
 
@@ -281,7 +313,9 @@ mod tests {
                 addr: "127.0.0.1:7001".parse().expect("addr"),
                 state: MemberState::Suspect,
                 version: 2,
+                meta: NodeMeta::default(),
             }],
+            children: 7,
         }
     }
 

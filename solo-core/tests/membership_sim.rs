@@ -8,9 +8,13 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
+use solo_core::supervisor::{ChildRecord, ChildState, Stamp};
 use solo_core::testing::{Schedule, Sim, SimConfig};
 use solo_core::wire::{MemberUpdate, Message};
-use solo_core::{Config, Incarnation, Link, MemberState, Node, NodeId, NodeName};
+use solo_core::{
+    ChildId, ChildSpec, Config, Incarnation, Link, MemberState, Node, NodeId, NodeMeta, NodeName,
+    WorkerSpec,
+};
 
 /// How long a healed cluster of 5 may take to agree on its members again. The slowest part
 /// is a side of a former partition finding the other through its `Down` tombstones, one
@@ -210,7 +214,32 @@ fn update_strategy() -> impl Strategy<Value = MemberUpdate> + Clone {
             _ => MemberState::Left,
         },
         version,
+        meta: NodeMeta::default(),
     })
+}
+
+fn record_strategy() -> impl Strategy<Value = ChildRecord> + Clone {
+    (0..30u32, 0..5u64, 0..4u8, id_strategy(), 0..3usize).prop_map(
+        |(k, counter, state, origin, workers)| {
+            let spec = ChildSpec::group(
+                ChildId::new(format!("c{k}")).expect("valid"),
+                vec![WorkerSpec::new("w", vec![]); workers],
+            );
+            ChildRecord {
+                spec,
+                stamp: Stamp {
+                    counter,
+                    origin: origin.name,
+                },
+                state: match state {
+                    0 => ChildState::Live,
+                    1 => ChildState::Completed,
+                    2 => ChildState::GaveUp,
+                    _ => ChildState::Terminated,
+                },
+            }
+        },
+    )
 }
 
 fn input_strategy() -> impl Strategy<Value = Input> {
@@ -227,13 +256,40 @@ fn input_strategy() -> impl Strategy<Value = Input> {
                 Message::Ping {
                     seq,
                     target,
-                    updates
+                    updates,
+                    children: u64::from(seq),
                 }
             )
         ),
         (id_strategy(), any::<u32>(), updates).prop_map(|(from, seq, updates)| {
-            Input::Message(from, Message::Ack { seq, updates })
+            Input::Message(
+                from,
+                Message::Ack {
+                    seq,
+                    updates,
+                    children: 1,
+                },
+            )
         }),
+        (
+            id_strategy(),
+            proptest::collection::vec(record_strategy(), 0..8),
+            any::<bool>()
+        )
+            .prop_map(|(from, records, ack)| Input::Message(
+                from,
+                Message::Children { records, ack }
+            )),
+        (
+            id_strategy(),
+            proptest::collection::vec(any::<u64>(), 0..300)
+        )
+            .prop_map(|(from, digests)| Input::Message(from, Message::ChildDigest { digests })),
+        (
+            id_strategy(),
+            proptest::collection::vec(any::<u16>(), 0..300)
+        )
+            .prop_map(|(from, buckets)| Input::Message(from, Message::ChildPull { buckets })),
         (id_strategy(), id_strategy(), any::<u32>()).prop_map(|(from, target, seq)| {
             Input::Message(
                 from,

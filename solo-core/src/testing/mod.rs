@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::id::{Incarnation, NodeId, NodeName};
 use crate::node::{Action, Link, Node, Status};
+use crate::placement::ChildId;
 use crate::rng::Rng;
+use crate::supervisor::{ChildSpec, Exit};
 use crate::wire;
 
 pub use schedule::{Fault, Schedule};
@@ -62,6 +64,8 @@ pub struct SimConfig {
     pub max_drift_ppm: u32,
     /// Whether to keep a log of every event, printed when a check fails (slower).
     pub log_history: bool,
+    /// Singletons every process declares when it starts.
+    pub singletons: Vec<ChildSpec>,
 }
 
 impl Default for SimConfig {
@@ -74,6 +78,7 @@ impl Default for SimConfig {
             duplicate: 0.0,
             max_drift_ppm: 200,
             log_history: false,
+            singletons: Vec::new(),
         }
     }
 }
@@ -94,6 +99,10 @@ struct Host {
     sent: u64,
     /// The hosts it joins through; `None` for all of them.
     seeds: Option<Vec<usize>>,
+    /// The workers the simulated runtime runs for this process: child id to instance.
+    workers: BTreeMap<ChildId, u64>,
+    /// Roles given to every process of this host.
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -219,16 +228,16 @@ impl Sim {
     /// Adds a host named `n<index>` and starts its first process, with every host as a
     /// seed. Returns its index.
     pub fn add_node(&mut self) -> usize {
-        self.add_host(None)
+        self.add_host(None, Vec::new())
     }
 
     /// Adds a host that joins through the given hosts only (an empty list starts a cluster
     /// of its own). Returns its index.
     pub fn add_node_with_seeds(&mut self, seeds: &[usize]) -> usize {
-        self.add_host(Some(seeds.to_vec()))
+        self.add_host(Some(seeds.to_vec()), Vec::new())
     }
 
-    fn add_host(&mut self, seeds: Option<Vec<usize>>) -> usize {
+    fn add_host(&mut self, seeds: Option<Vec<usize>>, roles: Vec<String>) -> usize {
         let index = self.hosts.len();
         let ip = Ipv4Addr::new(10, (index >> 16) as u8, (index >> 8) as u8, index as u8);
         let addr = SocketAddr::new(ip.into(), 7000);
@@ -251,10 +260,52 @@ impl Sim {
             offset,
             sent: 0,
             seeds,
+            workers: BTreeMap::new(),
+            roles,
         });
         self.by_addr.insert(addr, index);
         self.start_process(index);
         index
+    }
+
+    /// Adds a host with roles, joining through every host. Returns its index.
+    pub fn add_node_with_roles(&mut self, roles: &[&str]) -> usize {
+        self.add_host(None, roles.iter().map(|r| (*r).to_owned()).collect())
+    }
+
+    /// The workers host `i` runs: child id to instance.
+    pub fn workers(&self, i: usize) -> &BTreeMap<ChildId, u64> {
+        &self.hosts[i].workers
+    }
+
+    /// How many processes run an instance of `id` (frozen ones included: their workers
+    /// still exist).
+    pub fn instances(&self, id: &ChildId) -> usize {
+        self.hosts
+            .iter()
+            .filter(|h| h.node.is_some() && h.workers.contains_key(id))
+            .count()
+    }
+
+    /// Every child id running anywhere, with how many instances.
+    pub fn all_instances(&self) -> BTreeMap<ChildId, usize> {
+        let mut all = BTreeMap::new();
+        for host in self.hosts.iter().filter(|h| h.node.is_some()) {
+            for id in host.workers.keys() {
+                *all.entry(id.clone()).or_insert(0) += 1;
+            }
+        }
+        all
+    }
+
+    /// Makes the worker `id` on host `i` exit with `exit`, as the runtime would report it.
+    /// Returns whether such a worker ran there.
+    pub fn exit_worker(&mut self, i: usize, id: &ChildId, exit: Exit) -> bool {
+        let Some(instance) = self.hosts[i].workers.remove(id) else {
+            return false;
+        };
+        self.with_node(i, |node, now| node.worker_exited(now, id, instance, exit))
+            .is_some()
     }
 
     /// The node running on host `i`, if its process runs.
@@ -443,14 +494,22 @@ impl Sim {
         let node = Node::builder(id.clone(), self.hosts[i].addr)
             .config(self.config.node.clone())
             .seeds(seeds)
+            .roles(self.hosts[i].roles.clone())
             .rng_seed(rng_seed)
             .build(now);
-        let node = match node {
+        let mut node = match node {
             Ok(node) => node,
             Err(e) => panic!("simulated node config is invalid: {e}"),
         };
+        for spec in &self.config.singletons {
+            if let Err(e) = node.declare_singleton(now, spec.clone()) {
+                panic!("simulated singleton is invalid: {e}");
+            }
+        }
         self.log(format!("start {id}"));
+        self.hosts[i].workers.clear();
         self.hosts[i].node = Some(node);
+        self.drain(i);
     }
 
     fn stop_process(&mut self, i: usize, close_connections: bool) {
@@ -464,6 +523,7 @@ impl Sim {
         ));
         self.hosts[i].frozen = false;
         self.hosts[i].backlog.clear();
+        self.hosts[i].workers.clear();
         let peers: Vec<usize> = self
             .connections
             .iter()
@@ -603,6 +663,16 @@ impl Sim {
             match (transmit, action) {
                 (Some(t), _) => self.route(i, from, t),
                 (None, Some(action)) => {
+                    let workers = &mut self.hosts[i].workers;
+                    match &action {
+                        Action::Start { id, instance, .. } => {
+                            workers.insert(id.clone(), *instance);
+                        }
+                        Action::Stop { id, instance, .. } if workers.get(id) == Some(instance) => {
+                            workers.remove(id);
+                        }
+                        _ => {}
+                    }
                     if self.config.log_history {
                         self.log(format!("{from}: {action:?}"));
                     }

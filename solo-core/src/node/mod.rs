@@ -1,13 +1,19 @@
 //! [`Node`]: one cluster member's protocol state, driven by its caller.
 
+mod ownership;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::config::{Config, ConfigError};
 use crate::id::{NodeId, NodeName};
-use crate::membership::{Member, MemberEvent, MemberState, MemberTable, Suspicion};
+use crate::membership::{
+    MAX_ROLES, Member, MemberEvent, MemberState, MemberTable, NodeMeta, Suspicion,
+};
+use crate::placement::ChildId;
 use crate::rng::Rng;
+use crate::supervisor::{ChildSpec, ChildTable, StopReason, SupervisorEvent};
 use crate::wire::{self, DecodeError, MemberUpdate, Message};
 
 /// How many indirect probes a node runs for others at once; more requests are dropped
@@ -42,6 +48,27 @@ pub enum Action {
         /// The newer process.
         by: NodeId,
     },
+    /// Start the workers of `spec` here, in order, as instance `instance` of child `id`.
+    /// Report their end with [`Node::worker_exited`].
+    Start {
+        /// The child (or singleton).
+        id: ChildId,
+        /// Tells this run apart from earlier and later ones, in `worker_exited`.
+        instance: u64,
+        /// What to run.
+        spec: ChildSpec,
+    },
+    /// Stop instance `instance` of child `id` here. Its later exit needs no report.
+    Stop {
+        /// The child (or singleton).
+        id: ChildId,
+        /// The instance to stop.
+        instance: u64,
+        /// Why, and where it goes.
+        reason: StopReason,
+    },
+    /// Something happened to children that the user should hear of.
+    Supervisor(SupervisorEvent),
 }
 
 /// What a transport saw happen to its connection with a peer.
@@ -104,9 +131,21 @@ pub struct NodeBuilder {
     config: Config,
     seeds: Vec<SocketAddr>,
     rng_seed: u64,
+    roles: Vec<String>,
 }
 
 impl NodeBuilder {
+    /// The node's roles, which children's placement constraints match (at most
+    /// [`MAX_ROLES`]; extra roles are ignored).
+    pub fn roles<S: Into<String>>(mut self, roles: impl IntoIterator<Item = S>) -> Self {
+        let mut roles: Vec<String> = roles.into_iter().map(Into::into).collect();
+        roles.sort();
+        roles.dedup();
+        roles.truncate(MAX_ROLES);
+        self.roles = roles;
+        self
+    }
+
     /// Timings and limits; [`Config::default`] if not set.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -139,7 +178,25 @@ impl NodeBuilder {
         seeds.retain(|s| *s != self.addr);
         seeds.sort();
         seeds.dedup();
+        // A node with no one to join is the first of its cluster: it owns children at once.
+        // Others wait to hear from a peer, or for `join_timeout`, so that a restarting node
+        // does not start a duplicate of a singleton that runs elsewhere.
+        let joined = seeds.is_empty();
         Ok(Node {
+            meta: NodeMeta {
+                roles: self.roles,
+                ..NodeMeta::default()
+            },
+            joined,
+            join_deadline: now + self.config.join_timeout,
+            children: ChildTable::default(),
+            singletons: BTreeMap::new(),
+            running: BTreeMap::new(),
+            pending_acks: BTreeMap::new(),
+            next_instance: 0,
+            view: BTreeMap::new(),
+            reported_conflicts: BTreeSet::new(),
+            next_child_repair_at: now,
             id: self.id,
             addr: self.addr,
             seeds,
@@ -224,6 +281,24 @@ pub struct Node {
     /// Whether the node had a live peer after the last input, to notice the first one.
     had_peers: bool,
     transmits_dropped: u64,
+    /// What this node says about itself: roles, draining, declared singletons.
+    meta: NodeMeta,
+    /// Whether this node may own children yet (see `NodeBuilder::build`).
+    joined: bool,
+    join_deadline: Instant,
+    /// The replicated table of distributed children.
+    children: ChildTable,
+    singletons: BTreeMap<ChildId, ownership::Singleton>,
+    /// What this node asked the runtime to run.
+    running: BTreeMap<ChildId, ownership::Running>,
+    /// `start_child` calls waiting for a second member to hold the spec.
+    pending_acks: BTreeMap<ChildId, u64>,
+    next_instance: u64,
+    /// The nodes that may own children, as of the last placement.
+    view: ownership::View,
+    reported_conflicts: BTreeSet<(ChildId, NodeId, u64)>,
+    /// No child-table repair starts before this (repairs are rate-limited).
+    next_child_repair_at: Instant,
 }
 
 impl Node {
@@ -235,6 +310,7 @@ impl Node {
             config: Config::default(),
             seeds: Vec::new(),
             rng_seed: 0,
+            roles: Vec::new(),
         }
     }
 
@@ -318,6 +394,9 @@ impl Node {
         }
         let has_peers = self.members.live().next().is_some();
         let mut next = self.next_sync_at;
+        if !self.joined {
+            next = next.min(self.join_deadline);
+        }
         if has_peers {
             next = next.min(self.next_probe_at);
         } else {
@@ -365,19 +444,34 @@ impl Node {
                 seq,
                 target,
                 updates,
+                children,
             } => {
                 self.apply_updates(now, &updates);
+                self.compare_children(now, from, children);
                 if target == self.id {
                     let updates = self.piggyback(from);
-                    self.send_to(from, Message::Ack { seq, updates });
+                    let children = self.children.summary();
+                    self.send_to(
+                        from,
+                        Message::Ack {
+                            seq,
+                            updates,
+                            children,
+                        },
+                    );
                 } else if target.name == self.id.name && target.incarnation < self.id.incarnation {
                     // Probing this node's former self: say who lives here now.
                     let updates = vec![self.self_update()];
                     self.send_to(from, Message::Gossip { updates });
                 }
             }
-            Message::Ack { seq, updates } => {
+            Message::Ack {
+                seq,
+                updates,
+                children,
+            } => {
                 self.apply_updates(now, &updates);
+                self.compare_children(now, from, children);
                 if self.probes.get(&seq).is_some_and(|p| p.target == *from) {
                     self.probes.remove(&seq);
                 } else if let Some(relay) = self.relays.remove(&seq) {
@@ -414,6 +508,7 @@ impl Node {
                     seq: my_seq,
                     target: target.clone(),
                     updates,
+                    children: self.children.summary(),
                 };
                 self.send(Some(target), Some(target_addr), ping);
             }
@@ -423,6 +518,10 @@ impl Node {
                 }
             }
             Message::Gossip { updates } => self.apply_updates(now, &updates),
+            Message::Children { records, ack } => self.handle_children(now, from, records, ack),
+            Message::ChildAck { id, counter } => self.handle_child_ack(id, counter),
+            Message::ChildDigest { digests } => self.handle_child_digest(from, digests),
+            Message::ChildPull { buckets } => self.handle_child_pull(from, buckets),
             Message::Sync { members, reply } => {
                 self.apply_updates(now, &members);
                 if reply {
@@ -437,7 +536,7 @@ impl Node {
                 }
             }
         }
-        self.after_input();
+        self.after_input_at(now);
     }
 
     /// Handles a transport's report about its connection to `peer`.
@@ -463,7 +562,7 @@ impl Node {
             let deadline = now + self.config.link_down_grace;
             self.suspect(now, peer, deadline);
         }
-        self.after_input();
+        self.after_input_at(now);
     }
 
     /// Handles the passing of time: probe deadlines, suspicions, the next probe round, sync
@@ -483,6 +582,8 @@ impl Node {
         if now >= self.next_sync_at {
             self.members
                 .expire_tombstones(now, self.config.tombstone_ttl);
+            self.children
+                .expire_tombstones(now, self.config.child_tombstone_ttl);
             self.sync_round();
             self.next_sync_at = now + self.config.sync_interval;
         }
@@ -490,7 +591,7 @@ impl Node {
             self.join_round();
             self.next_join_at = now + self.config.join_retry_interval;
         }
-        self.after_input();
+        self.after_input_at(now);
     }
 
     // ----- commands ------------------------------------------------------------------------
@@ -503,15 +604,17 @@ impl Node {
     ///
     /// [`CommandError::NotActive`] if the node already left or was superseded; nothing
     /// changes.
-    pub fn leave(&mut self, _now: Instant) -> Result<(), CommandError> {
+    pub fn leave(&mut self, now: Instant) -> Result<(), CommandError> {
         if self.status != Status::Active {
             return Err(CommandError::NotActive(self.status));
         }
         self.status = Status::Left;
+        self.stop_all();
         self.probes.clear();
         self.relays.clear();
         let update = self.self_update();
         self.broadcast(update, false);
+        self.refresh_placement(now);
         Ok(())
     }
 
@@ -566,6 +669,7 @@ impl Node {
                     seq,
                     target: target.clone(),
                     updates,
+                    children: self.children.summary(),
                 },
             );
         }
@@ -719,7 +823,15 @@ impl Node {
                 _ => MemberState::Alive,
             },
             version: self.version,
+            meta: self.meta.clone(),
         }
+    }
+
+    /// Tells every member that this node's metadata changed, under a new version.
+    fn announce_self(&mut self) {
+        self.version = self.version.saturating_add(1);
+        let me = self.self_update();
+        self.broadcast(me, false);
     }
 
     fn full_table(&self) -> Vec<MemberUpdate> {
@@ -796,9 +908,12 @@ impl Node {
             .collect();
         // One live partner for anti-entropy, and one `Down` member in case it is alive on
         // the far side of a partition that has healed.
-        for pool in [live, down] {
+        for (n, pool) in [live, down].into_iter().enumerate() {
             if let Some(i) = self.rng.index(pool.len()) {
                 let (id, addr) = pool[i].clone();
+                if n == 0 {
+                    self.send_child_digest(&id);
+                }
                 let members = self.full_table();
                 self.send(
                     Some(id),
@@ -843,14 +958,26 @@ impl Node {
     }
 
     /// Runs after every input: a node that just found its first live peer announces itself
-    /// to all of them, so that a join is known cluster-wide in one round trip.
-    fn after_input(&mut self) {
+    /// to all of them (so a join is known cluster-wide in one round trip) and asks one of them
+    /// for the child table; then placement catches up with whatever changed.
+    fn after_input_at(&mut self, now: Instant) {
+        if self.status != Status::Active {
+            return;
+        }
         let has_peers = self.members.live().next().is_some();
-        if has_peers && !self.had_peers && self.status == Status::Active {
+        if has_peers && !self.had_peers {
             let me = self.self_update();
             self.broadcast(me, false);
+            let peers: Vec<NodeId> = self.members.live().map(|m| m.id().clone()).collect();
+            if let Some(i) = self.rng.index(peers.len()) {
+                self.send_child_digest(&peers[i]);
+            }
         }
         self.had_peers = has_peers;
+        if !self.joined && (has_peers || now >= self.join_deadline) {
+            self.joined = true;
+        }
+        self.refresh_placement(now);
     }
 
     // ----- plumbing ------------------------------------------------------------------------

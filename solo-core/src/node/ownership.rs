@@ -1,0 +1,661 @@
+//! The supervisor half of [`Node`]: singletons, distributed children, placement and restart
+//! decisions. Membership (the other half, in `mod.rs`) says who is in the cluster; this file
+//! decides what runs where.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use super::{Action, CommandError, Node, Status};
+use crate::id::{NodeId, NodeName};
+use crate::membership::{MAX_SINGLETONS, NodeMeta};
+use crate::placement::{ChildId, weight};
+use crate::supervisor::{
+    ChildInfo, ChildRecord, ChildSpec, ChildState, DIGEST_BUCKETS, DeclareError, Exit,
+    MergeOutcome, RestartPolicy, Scope, StartError, StopReason, SupervisorEvent, TerminateError,
+};
+use crate::wire::Message;
+
+/// Records per `Children` message are capped by size: well under the frame limit.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// The nodes that may own children right now, as this node sees them: live members, and this
+/// node once it has joined.
+pub(super) type View = BTreeMap<NodeName, (NodeId, NodeMeta)>;
+
+/// A singleton this node declared.
+#[derive(Debug)]
+pub(super) struct Singleton {
+    spec: ChildSpec,
+    fingerprint: u64,
+    owner: Option<(NodeName, u64)>,
+    /// Its restart policy ended it here; it is not started here again.
+    ended: bool,
+}
+
+/// A child this node runs (asked the runtime to run).
+#[derive(Debug)]
+pub(super) struct Running {
+    instance: u64,
+    singleton: bool,
+    restarts: VecDeque<Instant>,
+}
+
+/// Whether the node described by `meta` may run `spec` (as singleton `singleton` if set).
+fn eligible(meta: &NodeMeta, spec: &ChildSpec, singleton: bool) -> bool {
+    !meta.draining
+        && meta.has_role(spec.role.as_deref())
+        && (!singleton || meta.singleton(&spec.id).is_some())
+}
+
+/// The owner of `spec` in `view`: the eligible node with the highest rendezvous weight.
+fn owner_in(view: &View, spec: &ChildSpec, singleton: bool) -> Option<(NodeName, u64)> {
+    view.iter()
+        .filter(|(_, (_, meta))| eligible(meta, spec, singleton))
+        .map(|(name, _)| (weight(&spec.id, name), name))
+        .max()
+        .map(|(w, name)| (name.clone(), w))
+}
+
+impl Node {
+    // ----- commands ------------------------------------------------------------------------
+
+    /// Declares a singleton on this node: every node that should be able to run it declares
+    /// the same spec, and one of them runs it. Declaring the same spec again is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`DeclareError`] if the spec breaks a limit, the name is taken by a child or by a
+    /// different declaration, or the node is no longer active. Nothing changes.
+    pub fn declare_singleton(&mut self, now: Instant, spec: ChildSpec) -> Result<(), DeclareError> {
+        if self.status != Status::Active {
+            return Err(DeclareError::NotActive);
+        }
+        spec.validate()?;
+        let fingerprint = spec.fingerprint();
+        if let Some(existing) = self.singletons.get(&spec.id) {
+            return if existing.fingerprint == fingerprint {
+                Ok(())
+            } else {
+                Err(DeclareError::Duplicate(spec.id))
+            };
+        }
+        if self
+            .children
+            .get(&spec.id)
+            .is_some_and(|s| s.record.state == ChildState::Live)
+        {
+            return Err(DeclareError::Duplicate(spec.id));
+        }
+        if self.singletons.len() >= MAX_SINGLETONS {
+            return Err(DeclareError::TooMany);
+        }
+        self.meta.singletons.push((spec.id.clone(), fingerprint));
+        self.singletons.insert(
+            spec.id.clone(),
+            Singleton {
+                spec,
+                fingerprint,
+                owner: None,
+                ended: false,
+            },
+        );
+        self.announce_self();
+        self.after_input_at(now);
+        Ok(())
+    }
+
+    /// Starts a child somewhere in the cluster (wherever placement puts it). The spec is
+    /// replicated to every member; [`SupervisorEvent::ChildStarted`] follows once a second
+    /// member holds it (at once if this node is alone), so a crash cannot lose it.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] if the spec breaks a limit, the id is taken, or the node is no longer
+    /// active. Nothing changes.
+    pub fn start_child(&mut self, now: Instant, spec: ChildSpec) -> Result<(), StartError> {
+        if self.status != Status::Active {
+            return Err(StartError::NotActive);
+        }
+        spec.validate()?;
+        let taken = self.singletons.contains_key(&spec.id)
+            || self
+                .children
+                .get(&spec.id)
+                .is_some_and(|s| s.record.state == ChildState::Live);
+        if taken {
+            return Err(StartError::Duplicate(spec.id));
+        }
+        if self.children.live_len() >= self.config.max_children {
+            return Err(StartError::TooMany(self.config.max_children));
+        }
+        let stamp = self.children.next_stamp(&self.id.name);
+        let record = ChildRecord {
+            spec,
+            stamp,
+            state: ChildState::Live,
+        };
+        let id = record.spec.id.clone();
+        let counter = record.stamp.counter;
+        self.apply_child(now, record.clone());
+        if self.members.live().next().is_some() {
+            self.pending_acks.insert(id, counter);
+            self.send_to_live(&Message::Children {
+                records: vec![record],
+                ack: true,
+            });
+        } else {
+            self.supervisor_event(SupervisorEvent::ChildStarted { id });
+        }
+        self.after_input_at(now);
+        Ok(())
+    }
+
+    /// Terminates a child wherever it runs; the termination is replicated and beats any start
+    /// it ends, even one that arrives later from across a healed partition.
+    ///
+    /// # Errors
+    ///
+    /// [`TerminateError`] if no live child has this id, it is a singleton, or the node is no
+    /// longer active. Nothing changes.
+    pub fn terminate_child(&mut self, now: Instant, id: &ChildId) -> Result<(), TerminateError> {
+        if self.status != Status::Active {
+            return Err(TerminateError::NotActive);
+        }
+        if self.singletons.contains_key(id) {
+            return Err(TerminateError::Singleton(id.clone()));
+        }
+        let Some(slot) = self
+            .children
+            .get(id)
+            .filter(|s| s.record.state == ChildState::Live)
+        else {
+            return Err(TerminateError::NotFound(id.clone()));
+        };
+        let spec = slot.record.spec.clone();
+        self.end_record(now, spec, ChildState::Terminated);
+        self.after_input_at(now);
+        Ok(())
+    }
+
+    /// Marks this node as draining (it hosts nothing, its children move to others) or not.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::NotActive`] if the node left or was superseded; nothing changes.
+    pub fn set_draining(&mut self, now: Instant, draining: bool) -> Result<(), CommandError> {
+        if self.status != Status::Active {
+            return Err(CommandError::NotActive(self.status));
+        }
+        if self.meta.draining != draining {
+            self.meta.draining = draining;
+            self.announce_self();
+            self.after_input_at(now);
+        }
+        Ok(())
+    }
+
+    // ----- input from the runtime ----------------------------------------------------------
+
+    /// Reports that instance `instance` of child `id` ended. The core applies the restart
+    /// policy and intensity: it may answer with a new [`Action::Start`], end the child
+    /// ([`SupervisorEvent::Completed`] or [`SupervisorEvent::GaveUp`]), or, for an
+    /// instance it already asked to stop, do nothing.
+    pub fn worker_exited(&mut self, now: Instant, id: &ChildId, instance: u64, exit: Exit) {
+        if self.status != Status::Active {
+            return;
+        }
+        let Some(running) = self.running.get(id).filter(|r| r.instance == instance) else {
+            return;
+        };
+        let singleton = running.singleton;
+        let spec = if singleton {
+            self.singletons.get(id).map(|s| s.spec.clone())
+        } else {
+            self.children.get(id).map(|s| s.record.spec.clone())
+        };
+        let Some(spec) = spec else {
+            self.running.remove(id);
+            return;
+        };
+        let restart = match (spec.restart, &exit) {
+            (RestartPolicy::Permanent, _) => true,
+            (RestartPolicy::Transient, Exit::Failed(_)) => true,
+            (RestartPolicy::Transient, Exit::Normal) | (RestartPolicy::Temporary, _) => false,
+        };
+        tracing::debug!(node = %self.id, child = %id, ?exit, restart, "worker exited");
+        if !restart {
+            self.end_here(now, spec, singleton, ChildState::Completed);
+        } else if self.within_intensity(now, id, &spec) {
+            self.next_instance += 1;
+            let instance = self.next_instance;
+            if let Some(running) = self.running.get_mut(id) {
+                running.instance = instance;
+                running.restarts.push_back(now);
+            }
+            self.actions.push_back(Action::Start {
+                id: id.clone(),
+                instance,
+                spec,
+            });
+        } else {
+            tracing::warn!(node = %self.id, child = %id, "restart intensity exceeded, giving up");
+            self.end_here(now, spec, singleton, ChildState::GaveUp);
+        }
+        self.after_input_at(now);
+    }
+
+    // ----- queries -------------------------------------------------------------------------
+
+    /// The node that should run `id` by this node's view, if any is eligible.
+    pub fn owner_of(&self, id: &ChildId) -> Option<&NodeName> {
+        match self.singletons.get(id) {
+            Some(s) => s.owner.as_ref().map(|(n, _)| n),
+            None => self
+                .children
+                .get(id)
+                .filter(|s| s.record.state == ChildState::Live)
+                .and_then(|s| s.owner.as_ref().map(|(n, _)| n)),
+        }
+    }
+
+    /// The children and singletons running here ([`Scope::Local`]) or known cluster-wide
+    /// ([`Scope::Global`]).
+    pub fn which_children(&self, scope: Scope) -> Vec<ChildInfo> {
+        let singletons = self.singletons.iter().map(|(id, s)| ChildInfo {
+            id: id.clone(),
+            singleton: true,
+            owner: s.owner.as_ref().map(|(n, _)| n.clone()),
+            running_here: self.running.contains_key(id),
+        });
+        let children = self
+            .children
+            .iter()
+            .filter(|(_, s)| s.record.state == ChildState::Live)
+            .map(|(id, s)| ChildInfo {
+                id: id.clone(),
+                singleton: false,
+                owner: s.owner.as_ref().map(|(n, _)| n.clone()),
+                running_here: self.running.contains_key(id),
+            });
+        singletons
+            .chain(children)
+            .filter(|info| scope == Scope::Global || info.running_here)
+            .collect()
+    }
+
+    /// How many live children the replicated table holds.
+    pub fn live_children(&self) -> usize {
+        self.children.live_len()
+    }
+
+    /// The ids this node runs, with the instance numbers it gave them.
+    pub fn running(&self) -> impl Iterator<Item = (&ChildId, u64)> {
+        self.running.iter().map(|(id, r)| (id, r.instance))
+    }
+
+    // ----- messages ------------------------------------------------------------------------
+
+    pub(super) fn handle_children(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        records: Vec<ChildRecord>,
+        ack: bool,
+    ) {
+        for record in records {
+            if record.spec.validate().is_err() || self.singletons.contains_key(&record.spec.id) {
+                continue;
+            }
+            let id = record.spec.id.clone();
+            let counter = record.stamp.counter;
+            let full =
+                self.children.get(&id).is_none() && self.children.len() >= self.config.max_children;
+            if full {
+                tracing::warn!(node = %self.id, child = %id, "child table full, dropping");
+                continue;
+            }
+            self.apply_child(now, record);
+            if ack {
+                self.send_to(from, Message::ChildAck { id, counter });
+            }
+        }
+    }
+
+    pub(super) fn handle_child_ack(&mut self, id: ChildId, counter: u64) {
+        if self.pending_acks.get(&id) == Some(&counter) {
+            self.pending_acks.remove(&id);
+            self.supervisor_event(SupervisorEvent::ChildStarted { id });
+        }
+    }
+
+    pub(super) fn handle_child_digest(&mut self, from: &NodeId, digests: Vec<u64>) {
+        if digests.len() != DIGEST_BUCKETS {
+            return;
+        }
+        let differ: Vec<usize> = (0..DIGEST_BUCKETS)
+            .filter(|&b| digests[b] != self.children.digests()[b])
+            .collect();
+        if differ.is_empty() {
+            return;
+        }
+        self.push_records(from, &differ);
+        let buckets = differ.iter().map(|&b| b as u16).collect();
+        self.send_to(from, Message::ChildPull { buckets });
+    }
+
+    pub(super) fn handle_child_pull(&mut self, from: &NodeId, buckets: Vec<u16>) {
+        let buckets: Vec<usize> = buckets
+            .into_iter()
+            .map(usize::from)
+            .filter(|&b| b < DIGEST_BUCKETS)
+            .collect();
+        self.push_records(from, &buckets);
+    }
+
+    /// A peer's probe showed its child table differs from this node's: start a repair with
+    /// it, at most one every two probe periods (the repair itself takes a round trip, and
+    /// repeating it while records are in flight would only send them twice).
+    pub(super) fn compare_children(&mut self, now: Instant, from: &NodeId, theirs: u64) {
+        if theirs == self.children.summary() || now < self.next_child_repair_at {
+            return;
+        }
+        self.next_child_repair_at = now + 2 * self.config.probe_interval;
+        self.send_child_digest(from);
+    }
+
+    /// Sends this node's digest to `to`, which answers with what differs.
+    pub(super) fn send_child_digest(&mut self, to: &NodeId) {
+        let digests = self.children.digests().to_vec();
+        self.send_to(to, Message::ChildDigest { digests });
+    }
+
+    // ----- placement -----------------------------------------------------------------------
+
+    /// Recomputes owners after the view changed, moving only what the change can move: the
+    /// children of nodes that left the view, and children the newcomers outweigh.
+    pub(super) fn refresh_placement(&mut self, now: Instant) {
+        let view = self.compute_view();
+        if view == self.view {
+            return;
+        }
+        let removed: BTreeSet<NodeName> = self
+            .view
+            .iter()
+            .filter(|(name, entry)| view.get(*name) != Some(*entry))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let added: Vec<NodeName> = view
+            .iter()
+            .filter(|(name, entry)| self.view.get(*name) != Some(*entry))
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.view = view;
+        let mut moved = Vec::new();
+        for (id, slot) in self.children.iter_mut() {
+            if slot.record.state != ChildState::Live {
+                continue;
+            }
+            let spec = &slot.record.spec;
+            let before = slot.owner.clone();
+            let lost_owner = before.as_ref().is_none_or(|(n, _)| removed.contains(n));
+            if lost_owner {
+                slot.owner = owner_in(&self.view, spec, false);
+            } else {
+                for name in &added {
+                    let Some((_, meta)) = self.view.get(name) else {
+                        continue;
+                    };
+                    if !eligible(meta, spec, false) {
+                        continue;
+                    }
+                    let w = weight(id, name);
+                    if slot
+                        .owner
+                        .as_ref()
+                        .is_none_or(|(owner, ow)| (w, name) > (*ow, owner))
+                    {
+                        slot.owner = Some((name.clone(), w));
+                    }
+                }
+            }
+            if slot.owner != before {
+                moved.push(id.clone());
+            }
+        }
+        let singletons: Vec<ChildId> = self.singletons.keys().cloned().collect();
+        for id in &singletons {
+            if let Some(s) = self.singletons.get_mut(id) {
+                s.owner = owner_in(&self.view, &s.spec, true);
+            }
+        }
+        for id in moved.iter().chain(&singletons) {
+            self.reconcile(id);
+        }
+        self.report_conflicts();
+        if self.members.live().next().is_none() {
+            // Alone: there is no second member to wait for.
+            for (id, _) in std::mem::take(&mut self.pending_acks) {
+                self.supervisor_event(SupervisorEvent::ChildStarted { id });
+            }
+        }
+        let _ = now;
+    }
+
+    /// Every node that may own children now: live members, and this node once it joined.
+    fn compute_view(&self) -> View {
+        let mut view: View = self
+            .members
+            .live()
+            .map(|m| (m.id().name.clone(), (m.id().clone(), m.meta().clone())))
+            .collect();
+        if self.status == Status::Active && self.joined {
+            view.insert(self.id.name.clone(), (self.id.clone(), self.meta.clone()));
+        }
+        view
+    }
+
+    /// The one place that decides whether this node may run a child it owns. `Available`
+    /// mode: it may. `Exclusive` mode will also require a valid lease here.
+    fn may_run(&self, _id: &ChildId) -> bool {
+        true
+    }
+
+    /// Starts or stops `id` here so that it runs exactly when this node owns it.
+    fn reconcile(&mut self, id: &ChildId) {
+        let (owner, live, singleton) = match self.singletons.get(id) {
+            Some(s) => (s.owner.clone(), !s.ended, true),
+            None => match self.children.get(id) {
+                Some(slot) => (
+                    slot.owner.clone(),
+                    slot.record.state == ChildState::Live,
+                    false,
+                ),
+                None => (None, false, false),
+            },
+        };
+        let mine = owner.as_ref().is_some_and(|(n, _)| *n == self.id.name);
+        let should_run = self.status == Status::Active && live && mine && self.may_run(id);
+        let running = self.running.contains_key(id);
+        if should_run && !running {
+            let spec = if singleton {
+                self.singletons.get(id).map(|s| s.spec.clone())
+            } else {
+                self.children.get(id).map(|s| s.record.spec.clone())
+            };
+            let Some(spec) = spec else {
+                return;
+            };
+            self.next_instance += 1;
+            let instance = self.next_instance;
+            self.running.insert(
+                id.clone(),
+                Running {
+                    instance,
+                    singleton,
+                    restarts: VecDeque::new(),
+                },
+            );
+            self.actions.push_back(Action::Start {
+                id: id.clone(),
+                instance,
+                spec,
+            });
+        } else if !should_run && running {
+            let reason = if self.status != Status::Active {
+                StopReason::Leaving
+            } else if !live {
+                StopReason::Terminated
+            } else {
+                match owner {
+                    Some((name, _)) => StopReason::Moved {
+                        to: self.view.get(&name).map(|(id, _)| id.clone()),
+                    },
+                    None => StopReason::NoEligibleNode,
+                }
+            };
+            self.stop_here(id, reason);
+        }
+    }
+
+    /// Asks the runtime to stop `id` here.
+    pub(super) fn stop_here(&mut self, id: &ChildId, reason: StopReason) {
+        if let Some(running) = self.running.remove(id) {
+            self.actions.push_back(Action::Stop {
+                id: id.clone(),
+                instance: running.instance,
+                reason,
+            });
+        }
+    }
+
+    /// Stops everything this node runs (it is leaving).
+    pub(super) fn stop_all(&mut self) {
+        let ids: Vec<ChildId> = self.running.keys().cloned().collect();
+        for id in ids {
+            self.stop_here(&id, StopReason::Leaving);
+        }
+    }
+
+    fn apply_child(&mut self, now: Instant, record: ChildRecord) {
+        let id = record.spec.id.clone();
+        if self.children.merge(now, record) == MergeOutcome::Stale {
+            return;
+        }
+        if let Some(slot) = self.children.get_mut(&id) {
+            slot.owner = owner_in(&self.view, &slot.record.spec, false);
+        }
+        self.reconcile(&id);
+    }
+
+    /// Ends a distributed child cluster-wide, with `state` as the reason.
+    fn end_record(&mut self, now: Instant, spec: ChildSpec, state: ChildState) {
+        let stamp = self.children.next_stamp(&self.id.name);
+        let record = ChildRecord { spec, stamp, state };
+        self.apply_child(now, record.clone());
+        self.send_to_live(&Message::Children {
+            records: vec![record],
+            ack: false,
+        });
+    }
+
+    /// Ends a child whose restart policy or intensity says it is done.
+    fn end_here(&mut self, now: Instant, spec: ChildSpec, singleton: bool, state: ChildState) {
+        let id = spec.id.clone();
+        self.running.remove(&id);
+        if singleton {
+            if let Some(s) = self.singletons.get_mut(&id) {
+                s.ended = true;
+            }
+        } else {
+            self.end_record(now, spec, state);
+        }
+        let event = match state {
+            ChildState::GaveUp => SupervisorEvent::GaveUp { id },
+            _ => SupervisorEvent::Completed { id },
+        };
+        self.supervisor_event(event);
+    }
+
+    /// Whether one more restart fits the child's intensity, forgetting restarts that left
+    /// the window.
+    fn within_intensity(&mut self, now: Instant, id: &ChildId, spec: &ChildSpec) -> bool {
+        let window = spec.restart_window();
+        let Some(running) = self.running.get_mut(id) else {
+            return false;
+        };
+        while running
+            .restarts
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
+            running.restarts.pop_front();
+        }
+        running.restarts.len() < spec.max_restarts as usize
+    }
+
+    fn report_conflicts(&mut self) {
+        let mut found = Vec::new();
+        for (id, meta) in self.view.values() {
+            if *id == self.id {
+                continue;
+            }
+            for (name, theirs) in &meta.singletons {
+                let Some(mine) = self.singletons.get(name) else {
+                    continue;
+                };
+                let key = (name.clone(), id.clone(), *theirs);
+                if mine.fingerprint != *theirs && !self.reported_conflicts.contains(&key) {
+                    found.push(key);
+                }
+            }
+        }
+        for key in found {
+            let (name, peer, _) = key.clone();
+            tracing::warn!(node = %self.id, singleton = %name, %peer, "singleton declared differently");
+            if self.reported_conflicts.len() < 4 * MAX_SINGLETONS {
+                self.reported_conflicts.insert(key);
+            }
+            self.supervisor_event(SupervisorEvent::SingletonConflict { name, peer });
+        }
+    }
+
+    fn push_records(&mut self, to: &NodeId, buckets: &[usize]) {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for record in self.children.records_in(buckets) {
+            bytes += postcard::experimental::serialized_size(&record).unwrap_or(CHUNK_BYTES);
+            chunk.push(record);
+            if bytes >= CHUNK_BYTES {
+                let records = std::mem::take(&mut chunk);
+                self.send_to(
+                    to,
+                    Message::Children {
+                        records,
+                        ack: false,
+                    },
+                );
+                bytes = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            self.send_to(
+                to,
+                Message::Children {
+                    records: chunk,
+                    ack: false,
+                },
+            );
+        }
+    }
+
+    fn send_to_live(&mut self, message: &Message) {
+        let peers: Vec<NodeId> = self.members.live().map(|m| m.id().clone()).collect();
+        for peer in peers {
+            self.send_to(&peer, message.clone());
+        }
+    }
+
+    fn supervisor_event(&mut self, event: SupervisorEvent) {
+        self.actions.push_back(Action::Supervisor(event));
+    }
+}

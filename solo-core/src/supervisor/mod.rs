@@ -1,0 +1,160 @@
+//! The distributed supervisor and singletons: what runs, where, and what happens when it
+//! exits.
+//!
+//! * **Singletons** are declared on every node ([`Node::declare_singleton`]); each node
+//!   announces what it declared, and the declaring node with the highest rendezvous weight runs
+//!   it. Two nodes that declared one name with different specs are reported
+//!   ([`SupervisorEvent::SingletonConflict`]); the owner runs its own spec, so the singleton is
+//!   never split in two.
+//! * **Distributed children** are started and terminated from any node
+//!   ([`Node::start_child`], [`Node::terminate_child`]); their specs are replicated to every
+//!   node (see [`ChildRecord`]), and the owner is computed from the member view.
+//! * **Supervision** follows OTP: a [`RestartPolicy`] and a restart intensity per child; the
+//!   runtime reports exits ([`Node::worker_exited`]) and the core decides.
+//! * **Partitions** (`Available` mode): each side runs what it owns in its own view; when the
+//!   views merge again, every node recomputes owners and a node that no longer owns a child
+//!   stops it ([`StopReason::Moved`]), offering its state to the owner.
+//!
+//! Every decision to run a child goes through one function, `Node::may_run`, which is where
+//! `Exclusive` mode's lease check will stand.
+//!
+//! [`Node::declare_singleton`]: crate::Node::declare_singleton
+//! [`Node::start_child`]: crate::Node::start_child
+//! [`Node::terminate_child`]: crate::Node::terminate_child
+//! [`Node::worker_exited`]: crate::Node::worker_exited
+
+mod spec;
+mod table;
+
+pub use spec::{
+    ChildSpec, Exit, MAX_GROUP_LEN, MAX_LABEL_LEN, MAX_SPEC_LEN, RestartPolicy, SpecError,
+    WorkerSpec,
+};
+pub use table::{ChildRecord, ChildState, DIGEST_BUCKETS, Stamp};
+pub(crate) use table::{ChildTable, MergeOutcome};
+
+use crate::id::{NodeId, NodeName};
+use crate::placement::ChildId;
+
+/// Why the runtime is asked to stop a child here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// Another node owns it now (a join, a healed partition, a draining node). The runtime
+    /// should offer the worker's state to that node (handoff, or conflict resolution when the
+    /// owner already runs an instance of its own).
+    Moved {
+        /// The new owner, if one is known.
+        to: Option<NodeId>,
+    },
+    /// No node may run it at the moment (none has its role, or all are draining).
+    NoEligibleNode,
+    /// `terminate_child` ended it.
+    Terminated,
+    /// This node is leaving the cluster.
+    Leaving,
+}
+
+/// Which children [`Node::which_children`](crate::Node::which_children) lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Those running on this node.
+    Local,
+    /// Every live child and singleton in the cluster, as this node knows them.
+    Global,
+}
+
+/// One child as [`Node::which_children`](crate::Node::which_children) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// The child's id.
+    pub id: ChildId,
+    /// Whether it is a singleton (declared) rather than a started child.
+    pub singleton: bool,
+    /// The node that should run it, by this node's view; `None` if no node is eligible.
+    pub owner: Option<NodeName>,
+    /// Whether it runs on this node.
+    pub running_here: bool,
+}
+
+/// What happened to children, for the user to hear of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SupervisorEvent {
+    /// A `start_child` made on this node is held by at least two members (or this node is
+    /// alone): the caller can be answered.
+    ChildStarted {
+        /// The child.
+        id: ChildId,
+    },
+    /// A child ended because its restart policy said not to restart it.
+    Completed {
+        /// The child.
+        id: ChildId,
+    },
+    /// A child exceeded its restart intensity and was given up.
+    GaveUp {
+        /// The child.
+        id: ChildId,
+    },
+    /// Another node declared this singleton with a different spec. The owner runs its own
+    /// spec; fix the deployment so that every node declares the same.
+    SingletonConflict {
+        /// The singleton.
+        name: ChildId,
+        /// The node whose declaration differs.
+        peer: NodeId,
+    },
+}
+
+/// Why `start_child` refused a child. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A live child or a singleton already has this id.
+    #[error("a child or singleton with id {0:?} already exists")]
+    Duplicate(ChildId),
+    /// The spec breaks a limit.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The cluster already holds [`Config::max_children`](crate::Config) live children.
+    #[error("the cluster already holds the maximum of {0} children")]
+    TooMany(usize),
+    /// The node left or was superseded.
+    #[error("node is no longer active")]
+    NotActive,
+}
+
+/// Why `terminate_child` refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TerminateError {
+    /// No live child has this id.
+    #[error("no live child with id {0:?}")]
+    NotFound(ChildId),
+    /// The id names a singleton, which runs as long as nodes declare it.
+    #[error("{0:?} is a singleton and cannot be terminated")]
+    Singleton(ChildId),
+    /// The node left or was superseded.
+    #[error("node is no longer active")]
+    NotActive,
+}
+
+/// Why `declare_singleton` refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeclareError {
+    /// This node already declared a singleton of this name with another spec, or a child
+    /// has this id.
+    #[error("{0:?} is already declared or started differently")]
+    Duplicate(ChildId),
+    /// The spec breaks a limit.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// This node declared as many singletons as it may (256).
+    #[error("too many singletons declared on this node")]
+    TooMany,
+    /// The node left or was superseded.
+    #[error("node is no longer active")]
+    NotActive,
+}

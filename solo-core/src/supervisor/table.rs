@@ -1,0 +1,314 @@
+//! The replicated child table: every node holds every child's spec, so that no child is lost
+//! with the node that started it or the node that ran it.
+//!
+//! Records merge by a total order, as member updates do: a greater [`Stamp`] (a Lamport
+//! counter, then the origin's name) wins, and at equal stamps an ended record beats a live
+//! one. A `terminate_child` therefore beats the start it ends, wherever either arrives first,
+//! and a start stamped before a termination it had not seen cannot resurrect the child when a
+//! partition heals. A new start of an ended id carries a greater stamp and wins.
+//!
+//! Ended records (tombstones) are kept for [`Config::child_tombstone_ttl`](crate::Config) and
+//! then forgotten, so start/terminate churn does not grow memory (Horde #200). The table's
+//! digest covers live records only, so two nodes that forgot tombstones at different times do
+//! not send them back and forth.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::ChildSpec;
+use crate::id::NodeName;
+use crate::placement::ChildId;
+
+/// How many buckets the digest splits the table into: anti-entropy sends only the children
+/// of buckets that differ, so a node missing a few children gets a few, not the whole table.
+pub const DIGEST_BUCKETS: usize = 256;
+
+/// Orders the versions of a child record: a Lamport counter, then the name of the node that
+/// wrote it, so that no two writes tie.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The writer's Lamport clock.
+    pub counter: u64,
+    /// The writer.
+    pub origin: NodeName,
+}
+
+/// Whether a child should run, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ChildState {
+    /// It should run somewhere.
+    Live,
+    /// Its restart policy said not to restart it after it exited.
+    Completed,
+    /// It exceeded its restart intensity.
+    GaveUp,
+    /// `terminate_child` ended it.
+    Terminated,
+}
+
+/// One child as replicated between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRecord {
+    /// What to run.
+    pub spec: ChildSpec,
+    /// Which write this is.
+    pub stamp: Stamp,
+    /// Whether it should run.
+    pub state: ChildState,
+}
+
+impl ChildRecord {
+    fn precedence(&self) -> (&Stamp, bool) {
+        (&self.stamp, self.state != ChildState::Live)
+    }
+
+    /// The bucket of the digest this child falls in.
+    pub fn bucket(id: &ChildId) -> usize {
+        (xxhash_rust::xxh3::xxh3_64(id.as_str().as_bytes()) % DIGEST_BUCKETS as u64) as usize
+    }
+
+    /// This record's contribution to its bucket's digest (XOR-ed in, so order-free).
+    fn digest(&self) -> u64 {
+        let mut bytes = Vec::with_capacity(self.spec.id.as_str().len() + 80);
+        bytes.extend_from_slice(self.spec.id.as_str().as_bytes());
+        bytes.push(0xFF);
+        bytes.extend_from_slice(&self.stamp.counter.to_le_bytes());
+        bytes.extend_from_slice(self.stamp.origin.as_str().as_bytes());
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) record: ChildRecord,
+    /// The owner's name and weight, or `None` if no eligible node exists.
+    pub(crate) owner: Option<(NodeName, u64)>,
+    /// When the record ended, for forgetting tombstones.
+    ended_at: Option<Instant>,
+}
+
+/// What [`ChildTable::merge`] did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MergeOutcome {
+    /// Already known, or older than what is known.
+    Stale,
+    /// New or newer: the record now stands.
+    Applied,
+}
+
+#[derive(Debug)]
+pub(crate) struct ChildTable {
+    slots: BTreeMap<ChildId, Slot>,
+    digests: Vec<u64>,
+    live: usize,
+    /// The Lamport clock: above every counter seen.
+    clock: u64,
+}
+
+impl Default for ChildTable {
+    fn default() -> Self {
+        Self {
+            slots: BTreeMap::new(),
+            digests: vec![0; DIGEST_BUCKETS],
+            live: 0,
+            clock: 0,
+        }
+    }
+}
+
+impl ChildTable {
+    pub(crate) fn get(&self, id: &ChildId) -> Option<&Slot> {
+        self.slots.get(id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &ChildId) -> Option<&mut Slot> {
+        self.slots.get_mut(id)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ChildId, &Slot)> {
+        self.slots.iter()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&ChildId, &mut Slot)> {
+        self.slots.iter_mut()
+    }
+
+    /// Live children.
+    pub(crate) fn live_len(&self) -> usize {
+        self.live
+    }
+
+    /// Rows, tombstones included.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(crate) fn digests(&self) -> &[u64] {
+        &self.digests
+    }
+
+    /// One hash of the whole table's live records, cheap enough to piggyback on every probe.
+    pub(crate) fn summary(&self) -> u64 {
+        let bytes: Vec<u8> = self.digests.iter().flat_map(|d| d.to_le_bytes()).collect();
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+
+    /// A stamp greater than any this node has seen.
+    pub(crate) fn next_stamp(&mut self, origin: &NodeName) -> Stamp {
+        self.clock += 1;
+        Stamp {
+            counter: self.clock,
+            origin: origin.clone(),
+        }
+    }
+
+    /// Merges a record; the caller recomputes the child's owner when it was applied.
+    pub(crate) fn merge(&mut self, now: Instant, record: ChildRecord) -> MergeOutcome {
+        self.clock = self.clock.max(record.stamp.counter);
+        let id = record.spec.id.clone();
+        let bucket = ChildRecord::bucket(&id);
+        let ended_at = (record.state != ChildState::Live).then_some(now);
+        match self.slots.get_mut(&id) {
+            Some(slot) if record.precedence() <= slot.record.precedence() => MergeOutcome::Stale,
+            Some(slot) => {
+                if slot.record.state == ChildState::Live {
+                    self.digests[bucket] ^= slot.record.digest();
+                    self.live -= 1;
+                }
+                if record.state == ChildState::Live {
+                    self.digests[bucket] ^= record.digest();
+                    self.live += 1;
+                }
+                slot.record = record;
+                slot.ended_at = ended_at;
+                MergeOutcome::Applied
+            }
+            None => {
+                if record.state == ChildState::Live {
+                    self.digests[bucket] ^= record.digest();
+                    self.live += 1;
+                }
+                self.slots.insert(
+                    id,
+                    Slot {
+                        record,
+                        owner: None,
+                        ended_at,
+                    },
+                );
+                MergeOutcome::Applied
+            }
+        }
+    }
+
+    /// Live records in the given buckets, and tombstones there too (so a termination reaches
+    /// a node that still runs the child).
+    pub(crate) fn records_in(&self, buckets: &[usize]) -> Vec<ChildRecord> {
+        let mut wanted = vec![false; DIGEST_BUCKETS];
+        for &b in buckets {
+            if let Some(w) = wanted.get_mut(b) {
+                *w = true;
+            }
+        }
+        self.slots
+            .iter()
+            .filter(|(id, _)| wanted[ChildRecord::bucket(id)])
+            .map(|(_, slot)| slot.record.clone())
+            .collect()
+    }
+
+    /// Forgets tombstones older than `ttl`.
+    pub(crate) fn expire_tombstones(&mut self, now: Instant, ttl: Duration) {
+        self.slots.retain(|_, slot| match slot.ended_at {
+            Some(at) => now.saturating_duration_since(at) < ttl,
+            None => true,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, counter: u64, origin: &str, state: ChildState) -> ChildRecord {
+        ChildRecord {
+            spec: ChildSpec::new(ChildId::new(id).expect("valid"), "w", vec![]),
+            stamp: Stamp {
+                counter,
+                origin: NodeName::new(origin).expect("valid"),
+            },
+            state,
+        }
+    }
+
+    #[allow(clippy::disallowed_methods)] // one real instant to start from
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn a_termination_beats_the_start_it_ends_in_any_order() {
+        let start = record("x", 5, "a", ChildState::Live);
+        let end = record("x", 5, "a", ChildState::Terminated);
+        let mut one = ChildTable::default();
+        one.merge(now(), start.clone());
+        one.merge(now(), end.clone());
+        let mut two = ChildTable::default();
+        two.merge(now(), end);
+        assert_eq!(two.merge(now(), start), MergeOutcome::Stale);
+        assert_eq!(one.digests(), two.digests());
+        assert_eq!(one.live_len(), 0);
+        assert_eq!(two.live_len(), 0);
+    }
+
+    #[test]
+    fn a_restart_after_termination_carries_a_greater_stamp_and_wins() {
+        let mut table = ChildTable::default();
+        table.merge(now(), record("x", 5, "a", ChildState::Terminated));
+        let origin = NodeName::new("b").expect("valid");
+        let stamp = table.next_stamp(&origin);
+        assert!(stamp.counter > 5);
+        let mut again = record("x", 0, "b", ChildState::Live);
+        again.stamp = stamp;
+        assert_eq!(table.merge(now(), again), MergeOutcome::Applied);
+        assert_eq!(table.live_len(), 1);
+    }
+
+    #[test]
+    fn digests_are_order_free_and_ignore_tombstones() {
+        let records = [
+            record("x", 1, "a", ChildState::Live),
+            record("y", 2, "b", ChildState::Live),
+            record("z", 3, "a", ChildState::Terminated),
+        ];
+        let mut forward = ChildTable::default();
+        let mut backward = ChildTable::default();
+        for r in &records {
+            forward.merge(now(), r.clone());
+        }
+        for r in records.iter().rev() {
+            backward.merge(now(), r.clone());
+        }
+        assert_eq!(forward.digests(), backward.digests());
+        let mut without_tombstone = ChildTable::default();
+        without_tombstone.merge(now(), records[0].clone());
+        without_tombstone.merge(now(), records[1].clone());
+        assert_eq!(forward.digests(), without_tombstone.digests());
+    }
+
+    #[test]
+    fn tombstones_are_forgotten_after_their_ttl() {
+        let mut table = ChildTable::default();
+        let start = now();
+        for i in 0..1000 {
+            table.merge(
+                start,
+                record(&format!("c{i}"), i, "a", ChildState::Terminated),
+            );
+        }
+        table.expire_tombstones(start + Duration::from_secs(61), Duration::from_secs(60));
+        assert_eq!(table.len(), 0);
+    }
+}
