@@ -604,7 +604,7 @@ impl Node {
     ///
     /// [`CommandError::NotActive`] if the node already left or was superseded; nothing
     /// changes.
-    pub fn leave(&mut self, now: Instant) -> Result<(), CommandError> {
+    pub fn leave(&mut self, _now: Instant) -> Result<(), CommandError> {
         if self.status != Status::Active {
             return Err(CommandError::NotActive(self.status));
         }
@@ -614,7 +614,7 @@ impl Node {
         self.relays.clear();
         let update = self.self_update();
         self.broadcast(update, false);
-        self.refresh_placement(now);
+        self.refresh_placement();
         Ok(())
     }
 
@@ -977,7 +977,7 @@ impl Node {
         if !self.joined && (has_peers || now >= self.join_deadline) {
             self.joined = true;
         }
-        self.refresh_placement(now);
+        self.refresh_placement();
     }
 
     // ----- plumbing ------------------------------------------------------------------------

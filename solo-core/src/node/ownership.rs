@@ -137,15 +137,13 @@ impl Node {
         let id = record.spec.id.clone();
         let counter = record.stamp.counter;
         self.apply_child(now, record.clone());
-        if self.members.live().next().is_some() {
-            self.pending_acks.insert(id, counter);
-            self.send_to_live(&Message::Children {
-                records: vec![record],
-                ack: true,
-            });
-        } else {
-            self.supervisor_event(SupervisorEvent::ChildStarted { id });
-        }
+        // Until a second member holds it, the answer waits (`refresh_placement` answers
+        // at once for a node that has joined and is alone).
+        self.pending_acks.insert(id, counter);
+        self.send_to_live(&Message::Children {
+            records: vec![record],
+            ack: true,
+        });
         self.after_input_at(now);
         Ok(())
     }
@@ -324,7 +322,10 @@ impl Node {
     pub(super) fn handle_child_ack(&mut self, id: ChildId, counter: u64) {
         if self.pending_acks.get(&id) == Some(&counter) {
             self.pending_acks.remove(&id);
-            self.supervisor_event(SupervisorEvent::ChildStarted { id });
+            self.supervisor_event(SupervisorEvent::ChildStarted {
+                id,
+                replicated: true,
+            });
         }
     }
 
@@ -373,9 +374,10 @@ impl Node {
 
     /// Recomputes owners after the view changed, moving only what the change can move: the
     /// children of nodes that left the view, and children the newcomers outweigh.
-    pub(super) fn refresh_placement(&mut self, now: Instant) {
+    pub(super) fn refresh_placement(&mut self) {
         let view = self.compute_view();
         if view == self.view {
+            self.answer_pending_if_alone();
             return;
         }
         let removed: BTreeSet<NodeName> = self
@@ -432,13 +434,20 @@ impl Node {
             self.reconcile(id);
         }
         self.report_conflicts();
-        if self.members.live().next().is_none() {
-            // Alone: there is no second member to wait for.
+        self.answer_pending_if_alone();
+    }
+
+    /// A node that has joined and has no live peer has no second member to wait for: it
+    /// answers pending starts, saying they are held here only.
+    pub(super) fn answer_pending_if_alone(&mut self) {
+        if self.joined && self.members.live().next().is_none() {
             for (id, _) in std::mem::take(&mut self.pending_acks) {
-                self.supervisor_event(SupervisorEvent::ChildStarted { id });
+                self.supervisor_event(SupervisorEvent::ChildStarted {
+                    id,
+                    replicated: false,
+                });
             }
         }
-        let _ = now;
     }
 
     /// Every node that may own children now: live members, and this node once it joined.

@@ -81,11 +81,14 @@ pub struct ChildInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SupervisorEvent {
-    /// A `start_child` made on this node is held by at least two members (or this node is
-    /// alone): the caller can be answered.
+    /// A `start_child` made on this node can be answered: a second member holds the spec
+    /// (`replicated`), or this node has joined and is alone in its view, so the spec is held
+    /// here only and a crash of this node before it meets others would lose it.
     ChildStarted {
         /// The child.
         id: ChildId,
+        /// Whether another member acknowledged holding the spec.
+        replicated: bool,
     },
     /// A child ended because its restart policy said not to restart it.
     Completed {

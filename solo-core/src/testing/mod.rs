@@ -300,7 +300,11 @@ impl Sim {
 
     /// Makes the worker `id` on host `i` exit with `exit`, as the runtime would report it.
     /// Returns whether such a worker ran there.
+    /// A frozen process's workers cannot exit.
     pub fn exit_worker(&mut self, i: usize, id: &ChildId, exit: Exit) -> bool {
+        if self.hosts[i].frozen {
+            return false;
+        }
         let Some(instance) = self.hosts[i].workers.remove(id) else {
             return false;
         };
@@ -314,8 +318,12 @@ impl Sim {
     }
 
     /// Runs `f` on the node of host `i` at the current time and carries out its outputs.
-    /// Returns `None` if the host's process is not running.
+    /// Returns `None` if the host's process is not running or is frozen (a stopped process
+    /// takes no calls).
     pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&mut Node, Instant) -> R) -> Option<R> {
+        if self.hosts.get(i)?.frozen {
+            return None;
+        }
         let now = self.local_now(i);
         let result = f(self.hosts.get_mut(i)?.node.as_mut()?, now);
         self.drain(i);
