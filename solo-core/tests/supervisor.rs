@@ -379,6 +379,25 @@ fn a_child_past_its_restart_intensity_is_given_up_and_an_event_says_so() {
 }
 
 #[test]
+fn a_singleton_given_up_on_one_node_moves_to_the_next() {
+    let mut sim = cluster(3);
+    let roar = id("roar");
+    let first = host_running(&sim, &roar).expect("runs");
+    // The default intensity is 3 restarts in 5 s: the fourth crash gives up.
+    for _ in 0..4 {
+        assert!(sim.exit_worker(first, &roar, Exit::Failed("bad disk".into())));
+        sim.run_for(Duration::from_millis(10));
+    }
+    assert!(
+        supervisor_events(&sim).contains(&(first, SupervisorEvent::GaveUp { id: roar.clone() }))
+    );
+    sim.run_for(Duration::from_millis(50));
+    let second = host_running(&sim, &roar).expect("taken over");
+    assert_ne!(second, first);
+    assert_eq!(sim.instances(&roar), 1);
+}
+
+#[test]
 fn restarts_outside_the_window_do_not_count() {
     let mut sim = cluster(3);
     let spec = ChildSpec::new(id("slow-flaky"), "w", vec![]).intensity(1, Duration::from_secs(1));

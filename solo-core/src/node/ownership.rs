@@ -571,7 +571,14 @@ impl Node {
     fn end_here(&mut self, now: Instant, spec: ChildSpec, singleton: bool, state: ChildState) {
         let id = spec.id.clone();
         self.running.remove(&id);
-        if singleton {
+        if singleton && state == ChildState::GaveUp {
+            // Giving up here need not mean giving up everywhere: the crashes may be this
+            // node's own (a full disk, a bad driver). It withdraws its declaration, so the
+            // next node in rendezvous order takes over with a fresh intensity.
+            self.singletons.remove(&id);
+            self.meta.singletons.retain(|(name, _)| *name != id);
+            self.announce_self();
+        } else if singleton {
             if let Some(s) = self.singletons.get_mut(&id) {
                 s.ended = true;
             }

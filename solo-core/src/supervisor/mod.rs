@@ -95,7 +95,9 @@ pub enum SupervisorEvent {
         /// The child.
         id: ChildId,
     },
-    /// A child exceeded its restart intensity and was given up.
+    /// A child exceeded its restart intensity and was given up. A distributed child is
+    /// ended cluster-wide; a singleton is withdrawn from this node only (its declaration is
+    /// removed, and another declaring node takes it over).
     GaveUp {
         /// The child.
         id: ChildId,
