@@ -1,0 +1,215 @@
+//! [`Config`]: the transport's settings, and the cluster [`Cookie`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use solo_core::wire::MAX_CLUSTER_NAME_LEN;
+
+/// The cluster's shared secret. Nodes prove they know it during the handshake; it never
+/// crosses the network, not even hashed on its own (see the crate docs).
+///
+/// A short cookie can be guessed offline by anyone a node dials who records the node's proof,
+/// so use a long random one: 32 random bytes, for instance, or a 40-character random string.
+/// `Debug` prints `Cookie(<redacted>)`, so a cookie never ends up in a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cookie(Vec<u8>);
+
+impl Cookie {
+    /// Wraps the secret bytes.
+    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        Self(secret.into())
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Cookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Cookie(<redacted>)")
+    }
+}
+
+impl From<&str> for Cookie {
+    fn from(secret: &str) -> Self {
+        Self::new(secret.as_bytes())
+    }
+}
+
+impl From<String> for Cookie {
+    fn from(secret: String) -> Self {
+        Self::new(secret.into_bytes())
+    }
+}
+
+impl From<Vec<u8>> for Cookie {
+    fn from(secret: Vec<u8>) -> Self {
+        Self::new(secret)
+    }
+}
+
+impl From<&[u8]> for Cookie {
+    fn from(secret: &[u8]) -> Self {
+        Self::new(secret)
+    }
+}
+
+/// The transport's settings. [`Config::new`] fills in the defaults documented on each field;
+/// change fields directly, then [`validate`](Config::validate) (binding validates too).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The cluster's name: a node only talks to nodes of the same cluster. At most
+    /// [`MAX_CLUSTER_NAME_LEN`] bytes.
+    pub cluster: String,
+    /// The shared secret every node of the cluster proves it knows. Must not be empty.
+    pub cookie: Cookie,
+    /// The address peers should dial to reach this node, sent in the handshake. Default
+    /// `None`: the address the listener is bound to, which must then not be unspecified
+    /// (`0.0.0.0` or `[::]`).
+    pub advertised_addr: Option<SocketAddr>,
+    /// How long a connection may take from the TCP connect to the end of the handshake before
+    /// it is dropped. It also bounds how long a connection handed over by its peer (see the
+    /// crate docs) waits for its successor before the peer is reported down. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// How many frames may wait to be written to one peer; more are dropped and counted
+    /// ([`TransportStats::dropped_queue_full`](crate::TransportStats::dropped_queue_full)).
+    /// The protocol above tolerates loss. Default 1024.
+    pub max_queued_frames: usize,
+    /// How many frames may wait for a connection being dialed; more are dropped and counted.
+    /// Default 64.
+    pub max_queued_frames_dialing: usize,
+    /// Capacity of the event channel. Readers wait when it is full, which slows their peers
+    /// down (backpressure) rather than buffering without bound. Default 1024.
+    pub event_capacity: usize,
+    /// The most peers connected at once; a handshake with one more new peer is refused.
+    /// Default 1024.
+    pub max_connections: usize,
+    /// The most inbound connections in their handshake at once; more are closed at once.
+    /// Default 64.
+    pub max_pending_handshakes: usize,
+    /// The most outbound dials in progress at once; a frame that needs one more is dropped
+    /// and counted. Default 256.
+    pub max_dials: usize,
+    /// The wait before re-dialing an address after its first failed dial; it doubles with each
+    /// further failure, with jitter, up to [`backoff_max`](Config::backoff_max). A successful
+    /// handshake resets it. Default 50 ms.
+    pub backoff_initial: Duration,
+    /// The longest wait between dials to a failing address. Default 2 s.
+    pub backoff_max: Duration,
+}
+
+impl Config {
+    /// Settings for `cluster` with `cookie`, and every other field at its default.
+    pub fn new(cluster: impl Into<String>, cookie: impl Into<Cookie>) -> Self {
+        Self {
+            cluster: cluster.into(),
+            cookie: cookie.into(),
+            advertised_addr: None,
+            handshake_timeout: Duration::from_secs(5),
+            max_queued_frames: 1024,
+            max_queued_frames_dialing: 64,
+            event_capacity: 1024,
+            max_connections: 1024,
+            max_pending_handshakes: 64,
+            max_dials: 256,
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] names the first field that is out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster.len() > MAX_CLUSTER_NAME_LEN {
+            return Err(ConfigError::ClusterNameTooLong(self.cluster.len()));
+        }
+        if self.cookie.as_bytes().is_empty() {
+            return Err(ConfigError::EmptyCookie);
+        }
+        for (field, value) in [
+            ("max_queued_frames", self.max_queued_frames),
+            ("max_queued_frames_dialing", self.max_queued_frames_dialing),
+            ("event_capacity", self.event_capacity),
+            ("max_connections", self.max_connections),
+            ("max_pending_handshakes", self.max_pending_handshakes),
+            ("max_dials", self.max_dials),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(field));
+            }
+        }
+        for (field, value) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("backoff_initial", self.backoff_initial),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(field));
+            }
+        }
+        if self.backoff_max < self.backoff_initial {
+            return Err(ConfigError::BackoffRange);
+        }
+        Ok(())
+    }
+}
+
+/// A [`Config`] field out of range. Nothing was started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// [`Config::cluster`] is longer than [`MAX_CLUSTER_NAME_LEN`] bytes.
+    #[error("cluster name is {0} bytes long, the limit is {MAX_CLUSTER_NAME_LEN}")]
+    ClusterNameTooLong(usize),
+    /// [`Config::cookie`] is empty.
+    #[error("the cluster cookie is empty")]
+    EmptyCookie,
+    /// A capacity or duration that must be positive is zero.
+    #[error("{0} must not be zero")]
+    Zero(&'static str),
+    /// [`Config::backoff_max`] is shorter than [`Config::backoff_initial`].
+    #[error("backoff_max is shorter than backoff_initial")]
+    BackoffRange,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::new("prod", "secret").validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        assert_eq!(
+            Config::new("prod", "").validate(),
+            Err(ConfigError::EmptyCookie)
+        );
+        assert_eq!(
+            Config::new("x".repeat(65), "s").validate(),
+            Err(ConfigError::ClusterNameTooLong(65))
+        );
+        let mut config = Config::new("prod", "s");
+        config.max_queued_frames = 0;
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::Zero("max_queued_frames"))
+        );
+        let mut config = Config::new("prod", "s");
+        config.backoff_max = Duration::from_millis(1);
+        assert_eq!(config.validate(), Err(ConfigError::BackoffRange));
+    }
+
+    #[test]
+    fn cookies_never_print() {
+        let config = Config::new("prod", "hunter2");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,1238 @@
+//! [`Transport`]: the handle, and the tasks behind it.
+//!
+//! One task accepts connections; one task per connection runs its handshake and then reads
+//! it; one more per established connection writes it; one task per address being dialed
+//! connects and runs the initiator's handshake (then becomes that connection's reader). All
+//! of them share a [`State`] behind a `std` mutex that is never held across an `.await`.
+//!
+//! Link events (`Up`, `Down`) are computed and sent while holding `link_lock`, an async mutex,
+//! so the core sees them in the order the connection table changed: never a `Down` for a
+//! connection after the `Up` of the one that replaced it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use solo_core::wire::{self, EncodeError, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION};
+use solo_core::{Link, NodeId, NodeName, Transmit};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, timeout_at};
+use tracing::Instrument;
+
+use crate::backoff::backoff_delay;
+use crate::config::{Config, ConfigError};
+use crate::frame::{self, FrameError};
+use crate::handshake::{self, HandshakeError, Identity, NONCE_LEN, Nonce, Verdict};
+use crate::network::{Network, TokioNetwork};
+use crate::random::{RandomError, Randomness};
+use crate::tiebreak::{Direction, Keep, resolve};
+
+#[cfg(test)]
+mod tests;
+
+/// Read buffer per connection: many small frames cost one system call.
+const READ_BUFFER: usize = 64 * 1024;
+/// Write buffer per connection: queued frames are written together, then flushed once.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// The most frames written between two flushes.
+const MAX_BATCH: usize = 256;
+/// The pause after a failed `accept` (out of file descriptors, say) before the next one.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// The most addresses whose backoff is remembered.
+const MAX_BACKOFF_ENTRIES: usize = 4096;
+/// A zero-length frame, which no sender produces as data: "this connection is retired in
+/// favour of another between the same two processes; do not report it down".
+const HANDOVER_MARKER: [u8; frame::LEN_PREFIX] = [0; frame::LEN_PREFIX];
+
+/// What the transport tells its owner: frames from peers and links coming and going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportEvent {
+    /// A frame from an authenticated peer; hand it to
+    /// [`Node::handle_frame`](solo_core::Node::handle_frame). Frames of one connection arrive
+    /// in the order they were sent, after that connection's `Link::Up`.
+    Frame {
+        /// The peer, as authenticated by the handshake.
+        from: NodeId,
+        /// The frame's bytes, at most [`MAX_FRAME_LEN`]; not yet decoded.
+        frame: Vec<u8>,
+    },
+    /// A connection to `peer` was established ([`Link::Up`]), or the established connection
+    /// closed or failed ([`Link::Down`]), reported the moment its read side saw it.
+    ///
+    /// A connection closed because the tie-break kept another one to the same peer is not
+    /// reported, nor is a failed handshake.
+    Link {
+        /// The peer.
+        peer: NodeId,
+        /// What happened.
+        link: Link,
+    },
+}
+
+/// An established connection, as [`Transport::connections`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The authenticated peer.
+    pub peer: NodeId,
+    /// Who dialed.
+    pub direction: Direction,
+    /// The address the peer advertised in its hello.
+    pub addr: SocketAddr,
+}
+
+/// Counters since the transport started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Frames handed to a connection's or a dial's queue.
+    pub frames_queued: u64,
+    /// Frames read from peers.
+    pub frames_received: u64,
+    /// Frames dropped because the peer's (or the dial's) queue was full.
+    pub dropped_queue_full: u64,
+    /// Frames dropped because there was no connection to the recipient and no address to dial
+    /// (or the transport was shut down, or the recipient is a stale incarnation).
+    pub dropped_no_route: u64,
+    /// Frames dropped because the dial they waited for failed.
+    pub dropped_dial_failed: u64,
+    /// Messages that could not be encoded (larger than [`MAX_FRAME_LEN`]).
+    pub dropped_unencodable: u64,
+    /// Dials that failed to connect or to complete the handshake.
+    pub dials_failed: u64,
+    /// Handshakes, in either role, that failed after the TCP connection was made.
+    pub handshakes_failed: u64,
+    /// Inbound connections closed unread because too many handshakes were in progress.
+    pub connections_refused: u64,
+    /// Connections closed by the tie-break in favour of another to the same peer.
+    pub duplicates_closed: u64,
+    /// `Link::Up` events sent.
+    pub links_up: u64,
+    /// `Link::Down` events sent.
+    pub links_down: u64,
+    /// Established connections now.
+    pub connections: usize,
+    /// Dials in progress now (including those waiting out a backoff).
+    pub dials_in_progress: usize,
+}
+
+/// Why the transport could not start. Nothing is left running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The [`Config`] is invalid.
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+    /// The listener could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The listener's address could not be read.
+    #[error("cannot read the listener's address: {0}")]
+    LocalAddr(#[source] io::Error),
+    /// The address to advertise is `0.0.0.0` or `[::]`, which peers cannot dial.
+    #[error("cannot advertise the unspecified address {0}: set Config::advertised_addr")]
+    UnspecifiedAddr(SocketAddr),
+    /// This node's hello could not be encoded.
+    #[error("cannot encode this node's hello: {0}")]
+    Hello(#[from] EncodeError),
+    /// [`TransportBuilder::bind`] was not called from within a tokio runtime.
+    #[error("the transport must be started from within a tokio runtime")]
+    NoRuntime,
+}
+
+/// Starts a [`Transport`]: [`Transport::builder`] or [`TransportBuilder::new`], then
+/// [`bind`](TransportBuilder::bind).
+#[derive(Debug)]
+pub struct TransportBuilder {
+    node: NodeId,
+    config: Config,
+    randomness: Option<Randomness>,
+}
+
+impl TransportBuilder {
+    /// A builder for the transport of `node`.
+    pub fn new(node: NodeId, config: Config) -> Self {
+        Self {
+            node,
+            config,
+            randomness: None,
+        }
+    }
+
+    /// Where nonces and jitter come from. Default: [`Randomness::system`].
+    pub fn randomness(mut self, randomness: Randomness) -> Self {
+        self.randomness = Some(randomness);
+        self
+    }
+
+    /// Binds the listener on `listen_addr` over `network`, starts accepting, and returns the
+    /// handle and the event stream.
+    ///
+    /// The stream ends (yields `None`) once the transport is shut down and its tasks are gone.
+    /// Dropping the receiver shuts the transport down the next time it has something to
+    /// deliver: with nobody listening, it could only drop everything.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] when the config is invalid, the address cannot be bound or advertised,
+    /// or no tokio runtime is running.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling it before it returns leaves nothing running.
+    pub async fn bind<N: Network>(
+        self,
+        network: N,
+        listen_addr: SocketAddr,
+    ) -> Result<(Transport<N>, mpsc::Receiver<TransportEvent>), StartError> {
+        let Self {
+            node,
+            config,
+            randomness,
+        } = self;
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let listener = network
+            .bind(listen_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: listen_addr,
+                source,
+            })?;
+        let local_addr = network
+            .local_addr(&listener)
+            .map_err(StartError::LocalAddr)?;
+        let advertised = config.advertised_addr.unwrap_or(local_addr);
+        if advertised.ip().is_unspecified() {
+            return Err(StartError::UnspecifiedAddr(advertised));
+        }
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            cluster: config.cluster.clone(),
+            node,
+            addr: advertised,
+        };
+        let me = Identity::new(hello, config.cookie.as_bytes())?;
+        let (events_tx, events_rx) = mpsc::channel(config.event_capacity);
+        let events_tx_for_listener = events_tx.clone();
+        let shared = Arc::new(Shared {
+            network,
+            me,
+            config,
+            local_addr,
+            runtime,
+            link_lock: tokio::sync::Mutex::new(()),
+            installs: tokio::sync::watch::Sender::new(()),
+            counters: Counters::default(),
+            state: Mutex::new(State {
+                closed: false,
+                events: Some(events_tx),
+                conns: BTreeMap::new(),
+                addrs: BTreeMap::new(),
+                dials: BTreeMap::new(),
+                backoff: BTreeMap::new(),
+                handovers: BTreeMap::new(),
+                tasks: BTreeMap::new(),
+                next_id: 0,
+                pending_handshakes: 0,
+                random: randomness.unwrap_or_default(),
+            }),
+        });
+        {
+            let mut st = shared.state();
+            let task = st.next_id();
+            let span =
+                tracing::info_span!("listener", node = %shared.me.node(), addr = %local_addr);
+            let accepting = Arc::clone(&shared)
+                .accept_loop(listener, events_tx_for_listener)
+                .instrument(span);
+            shared.spawn(&mut st, task, accepting);
+        }
+        tracing::info!(node = %shared.me.node(), %local_addr, %advertised, "transport listening");
+        Ok((
+            Transport {
+                owner: Arc::new(Owner { shared }),
+            },
+            events_rx,
+        ))
+    }
+}
+
+/// The TCP transport of one node: a cheap, cloneable handle.
+///
+/// [`send`](Transport::send) never blocks; frames and link changes arrive on the event
+/// channel returned by [`TransportBuilder::bind`]. Dropping the last handle (or calling
+/// [`shutdown`](Transport::shutdown)) closes the listener and every connection.
+pub struct Transport<N: Network = TokioNetwork> {
+    owner: Arc<Owner<N>>,
+}
+
+impl Transport<TokioNetwork> {
+    /// A builder for the transport of `node`; the same as [`TransportBuilder::new`].
+    pub fn builder(node: NodeId, config: Config) -> TransportBuilder {
+        TransportBuilder::new(node, config)
+    }
+}
+
+impl<N: Network> Clone for Transport<N> {
+    fn clone(&self) -> Self {
+        Self {
+            owner: Arc::clone(&self.owner),
+        }
+    }
+}
+
+impl<N: Network> fmt::Debug for Transport<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("node", self.node())
+            .field("local_addr", &self.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<N: Network> Transport<N> {
+    fn shared(&self) -> &Arc<Shared<N>> {
+        &self.owner.shared
+    }
+
+    /// Queues a message for delivery; never blocks, never fails.
+    ///
+    /// Routing: to the connection with exactly `transmit.to` if there is one; else, with
+    /// `to == None`, to the connection of whoever answered at `transmit.addr`; else it dials
+    /// `transmit.addr` (after the address's backoff, if a dial failed lately) and the frame
+    /// waits for the handshake, then goes to the peer that answered if it is `to` (or `to` is
+    /// `None`). Whatever cannot be routed, or finds its queue full, is dropped and counted in
+    /// [`stats`](Transport::stats): the protocol tolerates loss.
+    pub fn send(&self, transmit: Transmit) {
+        match wire::encode_frame(&transmit.message) {
+            Ok(frame) => self.shared().route(transmit.to, transmit.addr, frame),
+            Err(error) => {
+                self.shared().counters.dropped_unencodable.inc();
+                tracing::warn!(node = %self.node(), %error, "message dropped: cannot encode");
+            }
+        }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &NodeId {
+        self.shared().me.node()
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared().local_addr
+    }
+
+    /// The address this node advertises to peers.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.shared().me.hello().addr
+    }
+
+    /// The established connections, one per peer name, ordered by name.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.shared()
+            .state()
+            .conns
+            .values()
+            .map(|c| ConnectionInfo {
+                peer: c.peer.clone(),
+                direction: c.direction,
+                addr: c.addr,
+            })
+            .collect()
+    }
+
+    /// The counters, and the numbers of connections and dials now.
+    pub fn stats(&self) -> TransportStats {
+        let shared = self.shared();
+        let (connections, dials_in_progress) = {
+            let st = shared.state();
+            (st.conns.len(), st.dials.len())
+        };
+        shared.counters.snapshot(connections, dials_in_progress)
+    }
+
+    /// Closes the listener and every connection, and stops every task. Peers see the
+    /// connections close. No `Link::Down` is reported for them; the event stream ends once
+    /// the tasks are gone. Idempotent; [`send`](Transport::send) drops everything afterwards.
+    pub fn shutdown(&self) {
+        self.shared().shutdown();
+    }
+}
+
+/// Shuts the transport down when the last handle goes. Tasks hold [`Shared`], not this.
+struct Owner<N: Network> {
+    shared: Arc<Shared<N>>,
+}
+
+impl<N: Network> Drop for Owner<N> {
+    fn drop(&mut self) {
+        self.shared.shutdown();
+    }
+}
+
+#[derive(Default)]
+struct Counter(AtomicU64);
+
+impl Counter {
+    fn inc(&self) {
+        self.add(1);
+    }
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_queued: Counter,
+    frames_received: Counter,
+    dropped_queue_full: Counter,
+    dropped_no_route: Counter,
+    dropped_dial_failed: Counter,
+    dropped_unencodable: Counter,
+    dials_failed: Counter,
+    handshakes_failed: Counter,
+    connections_refused: Counter,
+    duplicates_closed: Counter,
+    links_up: Counter,
+    links_down: Counter,
+}
+
+impl Counters {
+    fn snapshot(&self, connections: usize, dials_in_progress: usize) -> TransportStats {
+        TransportStats {
+            frames_queued: self.frames_queued.get(),
+            frames_received: self.frames_received.get(),
+            dropped_queue_full: self.dropped_queue_full.get(),
+            dropped_no_route: self.dropped_no_route.get(),
+            dropped_dial_failed: self.dropped_dial_failed.get(),
+            dropped_unencodable: self.dropped_unencodable.get(),
+            dials_failed: self.dials_failed.get(),
+            handshakes_failed: self.handshakes_failed.get(),
+            connections_refused: self.connections_refused.get(),
+            duplicates_closed: self.duplicates_closed.get(),
+            links_up: self.links_up.get(),
+            links_down: self.links_down.get(),
+            connections,
+            dials_in_progress,
+        }
+    }
+}
+
+type Events = mpsc::Sender<TransportEvent>;
+
+/// Everything the tasks share.
+struct Shared<N: Network> {
+    network: N,
+    me: Identity,
+    config: Config,
+    local_addr: SocketAddr,
+    runtime: tokio::runtime::Handle,
+    /// Held while the connection table changes *and* the resulting link events are sent.
+    link_lock: tokio::sync::Mutex<()>,
+    /// Signalled whenever a connection is installed (handovers wait for their successor).
+    installs: tokio::sync::watch::Sender<()>,
+    counters: Counters,
+    state: Mutex<State>,
+}
+
+struct State {
+    closed: bool,
+    /// Each task gets a clone; taken at shutdown so the stream ends when the tasks are gone.
+    events: Option<Events>,
+    /// The established connection per peer name: at most one.
+    conns: BTreeMap<NodeName, Conn>,
+    /// Addresses (advertised, or dialed) of established connections, for `to == None`.
+    addrs: BTreeMap<SocketAddr, NodeName>,
+    /// Dials in progress, by address, with the frames waiting for them.
+    dials: BTreeMap<SocketAddr, Dial>,
+    /// Addresses whose last dial failed.
+    backoff: BTreeMap<SocketAddr, Backoff>,
+    /// Peers whose connection was handed over (see [`Shared::handover`]) and whose
+    /// successor connection is not installed yet.
+    handovers: BTreeMap<NodeName, Handover>,
+    /// Every running task, so that shutdown can stop them and replacement can close one.
+    tasks: BTreeMap<u64, AbortHandle>,
+    next_id: u64,
+    pending_handshakes: usize,
+    random: Randomness,
+}
+
+impl State {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Removes the connection of `name` and its address entries.
+    fn remove_conn(&mut self, name: &NodeName) -> Option<Conn> {
+        let conn = self.conns.remove(name)?;
+        for addr in &conn.addrs {
+            if self.addrs.get(addr) == Some(name) {
+                self.addrs.remove(addr);
+            }
+        }
+        Some(conn)
+    }
+
+    /// The abort handles of a connection's tasks, except `except` (the caller's own).
+    fn take_tasks(&mut self, conn: &Conn, except: Option<u64>) -> Vec<AbortHandle> {
+        [Some(conn.reader_task), conn.writer_task]
+            .into_iter()
+            .flatten()
+            .filter(|&task| Some(task) != except)
+            .filter_map(|task| self.tasks.remove(&task))
+            .collect()
+    }
+
+    fn is_current(&self, name: &NodeName, conn: u64) -> bool {
+        self.conns.get(name).is_some_and(|c| c.id == conn)
+    }
+}
+
+struct Conn {
+    id: u64,
+    peer: NodeId,
+    direction: Direction,
+    addr: SocketAddr,
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Set when the connection is retired in favour of another to the same peer: its writer
+    /// then ends with the handover marker.
+    retired: Arc<AtomicBool>,
+    reader_task: u64,
+    writer_task: Option<u64>,
+    addrs: Vec<SocketAddr>,
+}
+
+struct Handover {
+    peer: NodeId,
+    conn: u64,
+}
+
+struct Dial {
+    queue: VecDeque<Queued>,
+}
+
+struct Queued {
+    to: Option<NodeId>,
+    frame: Vec<u8>,
+}
+
+struct Backoff {
+    failures: u32,
+    next_attempt: Instant,
+}
+
+/// What the tasks of an installed connection need.
+struct NewConn {
+    id: u64,
+    rx: mpsc::Receiver<Vec<u8>>,
+    retired: Arc<AtomicBool>,
+}
+
+/// What [`Shared::install`] decided.
+struct Installed {
+    verdict: Verdict,
+    /// The new connection, if it was installed.
+    conn: Option<NewConn>,
+    events: Vec<TransportEvent>,
+    abort: Vec<AbortHandle>,
+}
+
+impl Installed {
+    fn refused(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            conn: None,
+            events: Vec::new(),
+            abort: Vec::new(),
+        }
+    }
+}
+
+async fn emit(events: &Events, list: Vec<TransportEvent>) -> bool {
+    for event in list {
+        if events.send(event).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+impl<N: Network> Shared<N> {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug of ours; the state stays usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Spawns `future` as task `id`, registered so that shutdown can stop it.
+    fn spawn<F>(self: &Arc<Self>, st: &mut State, id: u64, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        if st.closed {
+            // Shut down while the caller was busy: nothing new starts.
+            return;
+        }
+        let shared = Arc::clone(self);
+        // The task can only deregister itself after this registration: both take the lock.
+        let handle = self.runtime.spawn(async move {
+            future.await;
+            shared.state().tasks.remove(&id);
+        });
+        st.tasks.insert(id, handle.abort_handle());
+    }
+
+    fn nonce(&self) -> Result<Nonce, RandomError> {
+        let mut nonce = [0; NONCE_LEN];
+        self.state().random.fill(&mut nonce)?;
+        Ok(nonce)
+    }
+
+    fn shutdown(&self) {
+        let (tasks, conns, dials, events) = {
+            let mut st = self.state();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            st.addrs.clear();
+            (
+                std::mem::take(&mut st.tasks),
+                std::mem::take(&mut st.conns),
+                std::mem::take(&mut st.dials),
+                st.events.take(),
+            )
+        };
+        for task in tasks.into_values() {
+            task.abort();
+        }
+        drop((conns, dials, events));
+        tracing::info!(node = %self.me.node(), "transport shut down");
+    }
+
+    // ----- sending ---------------------------------------------------------------------
+
+    fn enqueue(&self, conn: &Conn, frame: Vec<u8>) {
+        match conn.tx.try_send(frame) {
+            Ok(()) => self.counters.frames_queued.inc(),
+            Err(mpsc::error::TrySendError::Full(_)) => self.counters.dropped_queue_full.inc(),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.counters.dropped_no_route.inc(),
+        }
+    }
+
+    fn route(self: &Arc<Self>, to: Option<NodeId>, addr: Option<SocketAddr>, frame: Vec<u8>) {
+        let mut st = self.state();
+        if st.closed || to.as_ref() == Some(self.me.node()) {
+            self.counters.dropped_no_route.inc();
+            return;
+        }
+        match &to {
+            Some(id) => {
+                if let Some(conn) = st.conns.get(&id.name) {
+                    if conn.peer == *id {
+                        return self.enqueue(conn, frame);
+                    }
+                    if conn.peer.incarnation > id.incarnation {
+                        // A stale incarnation: its successor holds the name (and the address).
+                        self.counters.dropped_no_route.inc();
+                        return;
+                    }
+                }
+            }
+            None => {
+                let conn = addr
+                    .and_then(|addr| st.addrs.get(&addr))
+                    .and_then(|name| st.conns.get(name));
+                if let Some(conn) = conn {
+                    return self.enqueue(conn, frame);
+                }
+            }
+        }
+        let Some(addr) = addr else {
+            self.counters.dropped_no_route.inc();
+            return;
+        };
+        if addr == self.me.hello().addr || addr == self.local_addr {
+            self.counters.dropped_no_route.inc();
+            return;
+        }
+        if let Some(dial) = st.dials.get_mut(&addr) {
+            if dial.queue.len() < self.config.max_queued_frames_dialing {
+                dial.queue.push_back(Queued { to, frame });
+                self.counters.frames_queued.inc();
+            } else {
+                self.counters.dropped_queue_full.inc();
+            }
+            return;
+        }
+        let Some(events) = st.events.clone() else {
+            self.counters.dropped_no_route.inc();
+            return;
+        };
+        if st.dials.len() >= self.config.max_dials {
+            self.counters.dropped_no_route.inc();
+            return;
+        }
+        st.dials.insert(
+            addr,
+            Dial {
+                queue: VecDeque::from([Queued { to, frame }]),
+            },
+        );
+        self.counters.frames_queued.inc();
+        let task = st.next_id();
+        let span = tracing::info_span!(
+            "conn",
+            node = %self.me.node(),
+            remote = %addr,
+            dir = "out",
+            peer = tracing::field::Empty,
+        );
+        let dialing = Arc::clone(self)
+            .run_outbound(addr, task, events)
+            .instrument(span);
+        self.spawn(&mut st, task, dialing);
+    }
+
+    /// Hands the frames that waited for a dial to the connection now serving `peer`.
+    fn flush_queue(&self, st: &State, peer: &NodeId, queue: VecDeque<Queued>) {
+        match st.conns.get(&peer.name).filter(|c| c.peer == *peer) {
+            Some(conn) => {
+                for queued in queue {
+                    if queued.to.as_ref().is_none_or(|to| to == peer) {
+                        // Counted as queued already, when they joined the dial's queue.
+                        match conn.tx.try_send(queued.frame) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                self.counters.dropped_queue_full.inc();
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                self.counters.dropped_no_route.inc();
+                            }
+                        }
+                    } else {
+                        self.counters.dropped_no_route.inc();
+                    }
+                }
+            }
+            None => self.counters.dropped_no_route.add(queue.len() as u64),
+        }
+    }
+
+    // ----- connection table ------------------------------------------------------------
+
+    /// Decides whether a newly authenticated connection becomes `hello.node`'s connection,
+    /// and installs it if so. The caller holds `link_lock`, sends `events` before releasing
+    /// it, and aborts `abort`.
+    fn install(
+        &self,
+        st: &mut State,
+        hello: &Hello,
+        direction: Direction,
+        reader_task: u64,
+        dialed: Option<SocketAddr>,
+    ) -> Installed {
+        let peer = &hello.node;
+        if st.closed {
+            return Installed::refused(Verdict::Full);
+        }
+        let mut installed = Installed::refused(Verdict::Accepted);
+        let mut replaced_same_peer = false;
+        let existing = st
+            .conns
+            .get(&peer.name)
+            .map(|c| (c.peer.clone(), c.direction));
+        if let Some((existing_peer, existing_direction)) = existing {
+            match resolve(
+                self.me.node(),
+                (&existing_peer, existing_direction),
+                (peer, direction),
+            ) {
+                Keep::Existing => {
+                    if existing_peer == *peer {
+                        installed.verdict = Verdict::Duplicate;
+                        self.counters.duplicates_closed.inc();
+                        if let Some(addr) = dialed {
+                            st.addrs.insert(addr, peer.name.clone());
+                            if let Some(conn) = st.conns.get_mut(&peer.name) {
+                                conn.addrs.push(addr);
+                            }
+                        }
+                    } else {
+                        installed.verdict = Verdict::Superseded;
+                    }
+                    return installed;
+                }
+                Keep::New => {
+                    if let Some(old) = st.remove_conn(&peer.name) {
+                        if old.peer == *peer {
+                            // Retired, not killed: dropping its queue makes its writer send
+                            // the handover marker, so the peer does not take the close for
+                            // a failure; its reader runs on until the peer closes.
+                            old.retired.store(true, Ordering::Release);
+                            replaced_same_peer = true;
+                            self.counters.duplicates_closed.inc();
+                        } else {
+                            installed.abort = st.take_tasks(&old, None);
+                            self.counters.links_down.inc();
+                            installed.events.push(TransportEvent::Link {
+                                peer: old.peer,
+                                link: Link::Down,
+                            });
+                        }
+                    }
+                }
+            }
+        } else if st.conns.len() >= self.config.max_connections {
+            installed.verdict = Verdict::Full;
+            return installed;
+        }
+        // The peer handed a connection over to this one: the core already knows it is up.
+        if let Some(handover) = st.handovers.remove(&peer.name) {
+            if handover.peer == *peer {
+                replaced_same_peer = true;
+            } else {
+                self.counters.links_down.inc();
+                installed.events.push(TransportEvent::Link {
+                    peer: handover.peer,
+                    link: Link::Down,
+                });
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.config.max_queued_frames);
+        let retired = Arc::new(AtomicBool::new(false));
+        let id = st.next_id();
+        let mut addrs = vec![hello.addr];
+        addrs.extend(dialed.filter(|&addr| addr != hello.addr));
+        for addr in &addrs {
+            st.addrs.insert(*addr, peer.name.clone());
+        }
+        st.conns.insert(
+            peer.name.clone(),
+            Conn {
+                id,
+                peer: peer.clone(),
+                direction,
+                addr: hello.addr,
+                tx,
+                retired: Arc::clone(&retired),
+                reader_task,
+                writer_task: None,
+                addrs,
+            },
+        );
+        if !replaced_same_peer {
+            self.counters.links_up.inc();
+            installed.events.push(TransportEvent::Link {
+                peer: peer.clone(),
+                link: Link::Up,
+            });
+        }
+        installed.conn = Some(NewConn { id, rx, retired });
+        self.installs.send_replace(());
+        installed
+    }
+
+    /// The established connection `conn` to `peer` closed or failed: report `Down` unless it
+    /// was already replaced or removed.
+    async fn connection_lost(&self, conn: u64, peer: &NodeId, caller: u64, events: &Events) {
+        let _link = self.link_lock.lock().await;
+        let abort = {
+            let mut st = self.state();
+            if !st.is_current(&peer.name, conn) {
+                return;
+            }
+            match st.remove_conn(&peer.name) {
+                Some(old) => st.take_tasks(&old, Some(caller)),
+                None => return,
+            }
+        };
+        for task in abort {
+            task.abort();
+        }
+        self.counters.links_down.inc();
+        tracing::info!("link down");
+        // If nobody listens any more there is nobody to tell.
+        let _ = events
+            .send(TransportEvent::Link {
+                peer: peer.clone(),
+                link: Link::Down,
+            })
+            .await;
+    }
+
+    /// The peer retired connection `conn` in favour of another between the same two
+    /// processes (it sent the handover marker). Remove it without a `Down`, and wait for the
+    /// successor to be installed here: the peer installed it already, so its handshake is
+    /// under way and ends within the handshake timeout. If it fails, report `Down` after all.
+    async fn handover(&self, conn: u64, peer: &NodeId, events: &Events) {
+        let mut installs = self.installs.subscribe();
+        {
+            let _link = self.link_lock.lock().await;
+            let mut st = self.state();
+            if !st.is_current(&peer.name, conn) {
+                return;
+            }
+            // Its writer is not aborted: it flushes what is queued, then closes.
+            st.remove_conn(&peer.name);
+            st.handovers.insert(
+                peer.name.clone(),
+                Handover {
+                    peer: peer.clone(),
+                    conn,
+                },
+            );
+            self.counters.duplicates_closed.inc();
+        }
+        tracing::debug!("connection handed over; waiting for its successor");
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        loop {
+            let pending = self
+                .state()
+                .handovers
+                .get(&peer.name)
+                .is_some_and(|h| h.conn == conn);
+            if !pending {
+                return;
+            }
+            if timeout_at(deadline, installs.changed()).await.is_err() {
+                break;
+            }
+        }
+        let _link = self.link_lock.lock().await;
+        {
+            let mut st = self.state();
+            if st.handovers.get(&peer.name).is_none_or(|h| h.conn != conn) {
+                return;
+            }
+            st.handovers.remove(&peer.name);
+        }
+        self.counters.links_down.inc();
+        tracing::info!("link down: the handed-over connection has no successor");
+        let _ = events
+            .send(TransportEvent::Link {
+                peer: peer.clone(),
+                link: Link::Down,
+            })
+            .await;
+    }
+
+    fn handshake_failed(&self, error: &HandshakeError) {
+        self.counters.handshakes_failed.inc();
+        match error {
+            HandshakeError::BadProof | HandshakeError::Refused(_) => {
+                tracing::warn!(%error, "handshake failed; connection dropped");
+            }
+            _ => tracing::debug!(%error, "handshake failed; connection dropped"),
+        }
+    }
+
+    fn dial_failed(&self, addr: SocketAddr, error: &HandshakeError) {
+        self.counters.dials_failed.inc();
+        if !matches!(error, HandshakeError::Connect(_)) {
+            self.handshake_failed(error);
+        }
+        let now = Instant::now();
+        let mut st = self.state();
+        if let Some(dial) = st.dials.remove(&addr) {
+            self.counters
+                .dropped_dial_failed
+                .add(dial.queue.len() as u64);
+        }
+        let jitter = st.random.next_u64().unwrap_or(0);
+        if st.backoff.len() >= MAX_BACKOFF_ENTRIES && !st.backoff.contains_key(&addr) {
+            st.backoff.retain(|_, b| b.next_attempt > now);
+            if st.backoff.len() >= MAX_BACKOFF_ENTRIES {
+                st.backoff.pop_first();
+            }
+        }
+        let backoff = st.backoff.entry(addr).or_insert(Backoff {
+            failures: 0,
+            next_attempt: now,
+        });
+        backoff.failures = backoff.failures.saturating_add(1);
+        let delay = backoff_delay(
+            backoff.failures,
+            self.config.backoff_initial,
+            self.config.backoff_max,
+            jitter,
+        );
+        backoff.next_attempt = now + delay;
+        tracing::debug!(%error, failures = backoff.failures, ?delay, "dial failed");
+    }
+
+    // ----- tasks -----------------------------------------------------------------------
+
+    /// Accepts connections until shutdown aborts it. It holds an event sender only so that
+    /// the event stream cannot end while the listener is still open.
+    async fn accept_loop(self: Arc<Self>, mut listener: N::Listener, events: Events) {
+        loop {
+            match self.network.accept(&mut listener).await {
+                Ok((stream, remote)) => self.start_inbound(stream, remote, &events),
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    fn start_inbound(self: &Arc<Self>, stream: N::Stream, remote: SocketAddr, events: &Events) {
+        let mut st = self.state();
+        if st.closed {
+            return;
+        }
+        let events = events.clone();
+        if st.pending_handshakes >= self.config.max_pending_handshakes {
+            self.counters.connections_refused.inc();
+            tracing::debug!(%remote, "too many handshakes in progress; connection closed");
+            return;
+        }
+        st.pending_handshakes += 1;
+        let task = st.next_id();
+        let span = tracing::info_span!(
+            "conn",
+            node = %self.me.node(),
+            %remote,
+            dir = "in",
+            peer = tracing::field::Empty,
+        );
+        let accepting = Arc::clone(self)
+            .run_inbound(stream, task, events)
+            .instrument(span);
+        self.spawn(&mut st, task, accepting);
+    }
+
+    async fn run_inbound(self: Arc<Self>, mut stream: N::Stream, task: u64, events: Events) {
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        let result = match self.nonce() {
+            Ok(nonce) => timeout_at(deadline, handshake::accept(&mut stream, &self.me, nonce))
+                .await
+                .unwrap_or(Err(HandshakeError::Timeout)),
+            Err(error) => Err(error.into()),
+        };
+        {
+            let mut st = self.state();
+            st.pending_handshakes = st.pending_handshakes.saturating_sub(1);
+        }
+        let pending = match result {
+            Ok(pending) => pending,
+            Err(error) => return self.handshake_failed(&error),
+        };
+        let peer = pending.hello.node.clone();
+        tracing::Span::current().record("peer", tracing::field::display(&peer));
+
+        let link = self.link_lock.lock().await;
+        let installed = {
+            let mut st = self.state();
+            self.install(&mut st, &pending.hello, Direction::Inbound, task, None)
+        };
+        for old in installed.abort {
+            old.abort();
+        }
+        if !emit(&events, installed.events).await {
+            return self.shutdown();
+        }
+        drop(link);
+
+        let finished = timeout_at(
+            deadline,
+            handshake::finish_accept(&mut stream, &self.me, &pending, installed.verdict),
+        )
+        .await
+        .unwrap_or(Err(HandshakeError::Timeout));
+        let Some(conn) = installed.conn else {
+            tracing::debug!(verdict = ?installed.verdict, "connection not kept");
+            return;
+        };
+        if let Err(error) = finished {
+            tracing::debug!(%error, "handshake failed at the last step");
+            self.counters.handshakes_failed.inc();
+            return self.connection_lost(conn.id, &peer, task, &events).await;
+        }
+        tracing::info!("link up");
+        self.run_connection(stream, conn, peer, task, events).await;
+    }
+
+    async fn run_outbound(self: Arc<Self>, addr: SocketAddr, task: u64, events: Events) {
+        let wait = self.state().backoff.get(&addr).map(|b| b.next_attempt);
+        if let Some(at) = wait {
+            tokio::time::sleep_until(at).await;
+        }
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        let attempt = async {
+            let nonce = self.nonce()?;
+            let mut stream = self
+                .network
+                .connect(addr)
+                .await
+                .map_err(HandshakeError::Connect)?;
+            let (hello, verdict) = handshake::initiate(&mut stream, &self.me, nonce).await?;
+            Ok((stream, hello, verdict))
+        };
+        let (stream, hello, verdict) = match timeout_at(deadline, attempt)
+            .await
+            .unwrap_or(Err(HandshakeError::Timeout))
+        {
+            Ok(done) => done,
+            Err(error) => return self.dial_failed(addr, &error),
+        };
+        let peer = hello.node.clone();
+        tracing::Span::current().record("peer", tracing::field::display(&peer));
+        // Refused for good reasons, but refused: wait out the backoff before asking again.
+        match verdict {
+            Verdict::Superseded => return self.dial_failed(addr, &HandshakeError::Superseded),
+            Verdict::Full => return self.dial_failed(addr, &HandshakeError::PeerFull),
+            Verdict::Accepted | Verdict::Duplicate => {}
+        }
+
+        let link = self.link_lock.lock().await;
+        let installed = {
+            let mut st = self.state();
+            st.backoff.remove(&addr);
+            let queue = st.dials.remove(&addr).map(|d| d.queue).unwrap_or_default();
+            let installed = if verdict == Verdict::Accepted {
+                self.install(&mut st, &hello, Direction::Outbound, task, Some(addr))
+            } else {
+                self.counters.duplicates_closed.inc();
+                Installed::refused(verdict)
+            };
+            self.flush_queue(&st, &peer, queue);
+            installed
+        };
+        for old in installed.abort {
+            old.abort();
+        }
+        if !emit(&events, installed.events).await {
+            return self.shutdown();
+        }
+        drop(link);
+        match installed.conn {
+            Some(conn) => {
+                tracing::info!("link up");
+                self.run_connection(stream, conn, peer, task, events).await;
+            }
+            None if verdict == Verdict::Accepted && installed.verdict == Verdict::Duplicate => {
+                // The acceptor installed this connection; tell it the other one is kept.
+                tracing::debug!("connection not kept; handing over");
+                let mut stream = stream;
+                let deadline = Instant::now() + self.config.handshake_timeout;
+                let _ = timeout_at(deadline, async {
+                    stream.write_all(&HANDOVER_MARKER).await?;
+                    stream.shutdown().await
+                })
+                .await;
+            }
+            None => tracing::debug!(verdict = ?installed.verdict, "connection not kept"),
+        }
+    }
+
+    /// Runs an established connection: spawns its writer, then reads it until it fails.
+    async fn run_connection(
+        self: &Arc<Self>,
+        stream: N::Stream,
+        new: NewConn,
+        peer: NodeId,
+        task: u64,
+        events: Events,
+    ) {
+        let conn = new.id;
+        let (read_half, write_half) = tokio::io::split(stream);
+        {
+            // Spawned even if the connection was retired since it was installed: the writer
+            // then sends the handover marker at once.
+            let mut st = self.state();
+            let writer = st.next_id();
+            let writing = Arc::clone(self)
+                .run_writer(write_half, new, peer.clone(), writer, events.clone())
+                .instrument(tracing::Span::current());
+            self.spawn(&mut st, writer, writing);
+            if let Some(c) = st.conns.get_mut(&peer.name).filter(|c| c.id == conn) {
+                c.writer_task = Some(writer);
+            }
+        }
+        let mut reader = BufReader::with_capacity(READ_BUFFER, read_half);
+        loop {
+            match frame::read_frame(&mut reader, MAX_FRAME_LEN).await {
+                Ok(frame) => {
+                    self.counters.frames_received.inc();
+                    let event = TransportEvent::Frame {
+                        from: peer.clone(),
+                        frame,
+                    };
+                    // Backpressure: a slow consumer slows this peer down.
+                    if events.send(event).await.is_err() {
+                        return self.shutdown();
+                    }
+                }
+                Err(FrameError::Empty) => return self.handover(conn, &peer, &events).await,
+                Err(error) => {
+                    tracing::debug!(%error, "connection closed");
+                    return self.connection_lost(conn, &peer, task, &events).await;
+                }
+            }
+        }
+    }
+
+    /// Writes queued frames, as many as are ready, then flushes; ends when the connection is
+    /// removed (its queue's sender dropped) or the socket fails.
+    async fn run_writer(
+        self: Arc<Self>,
+        half: WriteHalf<N::Stream>,
+        conn: NewConn,
+        peer: NodeId,
+        task: u64,
+        events: Events,
+    ) {
+        let NewConn {
+            id: conn,
+            mut rx,
+            retired,
+        } = conn;
+        let mut writer = BufWriter::with_capacity(WRITE_BUFFER, half);
+        let result: Result<(), FrameError> = async {
+            while let Some(frame) = rx.recv().await {
+                frame::write_frame(&mut writer, &frame, MAX_FRAME_LEN).await?;
+                for _ in 1..MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(frame) => frame::write_frame(&mut writer, &frame, MAX_FRAME_LEN).await?,
+                        Err(_) => break,
+                    }
+                }
+                writer.flush().await?;
+            }
+            // The queue's sender is gone and the task was not aborted. If the connection was
+            // retired in favour of another to the same peer, say so before closing.
+            if retired.load(Ordering::Acquire) {
+                writer.write_all(&HANDOVER_MARKER).await?;
+            }
+            writer.shutdown().await?;
+            Ok(())
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::debug!(%error, "write failed");
+            self.connection_lost(conn, &peer, task, &events).await;
+        }
+    }
+}

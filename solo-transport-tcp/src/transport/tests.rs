@@ -1,0 +1,752 @@
+//! The transport over real loopback TCP. No test sleeps for a fixed time to let something
+//! happen: each waits for an event or a condition, within a generous bound.
+
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::task::{Context, Poll, ready};
+
+use solo_core::wire::{Message, decode_frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use super::*;
+use crate::handshake::tests::{id, identity};
+
+/// Long enough never to be hit on a loaded machine; the tests pass in milliseconds.
+const WAIT: Duration = Duration::from_secs(10);
+const COOKIE: &[u8] = b"test-cookie-0123456789";
+const CLUSTER: &str = "test";
+
+type Events = mpsc::Receiver<TransportEvent>;
+
+fn config() -> Config {
+    Config::new(CLUSTER, COOKIE)
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn start_with<N: Network>(
+    network: N,
+    name: &str,
+    incarnation: u64,
+    config: Config,
+) -> (Transport<N>, Events) {
+    TransportBuilder::new(id(name, incarnation), config)
+        .bind(network, loopback())
+        .await
+        .expect("transport starts")
+}
+
+async fn start(name: &str) -> (Transport, Events) {
+    start_with(TokioNetwork, name, 1, config()).await
+}
+
+fn message(seq: u32) -> Message {
+    Message::IndirectAck {
+        seq,
+        target: id("x", 1),
+    }
+}
+
+fn transmit(to: Option<NodeId>, addr: Option<SocketAddr>, seq: u32) -> Transmit {
+    Transmit {
+        to,
+        addr,
+        message: message(seq),
+    }
+}
+
+async fn next(events: &mut Events) -> TransportEvent {
+    timeout(WAIT, events.recv())
+        .await
+        .expect("an event in time")
+        .expect("the event stream is open")
+}
+
+async fn expect_link(events: &mut Events, peer: &NodeId, link: Link) {
+    match next(events).await {
+        TransportEvent::Link { peer: p, link: l } if p == *peer && l == link => {}
+        other => panic!("expected {link:?} for {peer}, got {other:?}"),
+    }
+}
+
+async fn expect_frame(events: &mut Events, from: &NodeId) -> Message {
+    match next(events).await {
+        TransportEvent::Frame { from: f, frame } if f == *from => {
+            decode_frame(&frame).expect("a valid frame")
+        }
+        other => panic!("expected a frame from {from}, got {other:?}"),
+    }
+}
+
+/// Waits until `condition` holds, checking every few milliseconds.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let polling = async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    timeout(WAIT, polling)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
+}
+
+fn assert_quiet(events: &mut Events) {
+    if let Ok(event) = events.try_recv() {
+        panic!("unexpected event {event:?}");
+    }
+}
+
+/// Waits until the far end closes `stream` (EOF or reset), discarding what it sends.
+async fn closed_by_peer(stream: &mut TcpStream) {
+    let mut sink = Vec::new();
+    let _ = timeout(WAIT, stream.read_to_end(&mut sink))
+        .await
+        .expect("the transport closes the connection");
+}
+
+/// Connects two transports and returns once both saw `Link::Up`.
+async fn connect_pair() -> ((Transport, Events), (Transport, Events)) {
+    let (a, mut a_events) = start("a").await;
+    let (b, mut b_events) = start("b").await;
+    a.send(transmit(None, Some(b.advertised_addr()), 0));
+    expect_link(&mut b_events, a.node(), Link::Up).await;
+    expect_frame(&mut b_events, a.node()).await;
+    expect_link(&mut a_events, b.node(), Link::Up).await;
+    ((a, a_events), (b, b_events))
+}
+
+#[tokio::test]
+async fn two_transports_connect_and_frames_flow_both_ways_in_order() {
+    let ((a, mut a_events), (b, mut b_events)) = connect_pair().await;
+    assert_eq!(a.connections().len(), 1);
+    assert_eq!(a.connections()[0].peer, *b.node());
+    assert_eq!(a.connections()[0].direction, Direction::Outbound);
+    assert_eq!(a.connections()[0].addr, b.advertised_addr());
+    assert_eq!(b.connections()[0].direction, Direction::Inbound);
+
+    for seq in 1..=300 {
+        a.send(transmit(
+            Some(b.node().clone()),
+            Some(b.advertised_addr()),
+            seq,
+        ));
+        // `b` knows `a` only by the connection: no address needed.
+        b.send(transmit(Some(a.node().clone()), None, seq));
+    }
+    for seq in 1..=300 {
+        assert_eq!(expect_frame(&mut b_events, a.node()).await, message(seq));
+        assert_eq!(expect_frame(&mut a_events, b.node()).await, message(seq));
+    }
+    assert_eq!(a.stats().links_up, 1);
+    assert_eq!(b.stats().frames_received, 301);
+    assert_eq!(a.stats().dropped_queue_full, 0);
+}
+
+#[tokio::test]
+async fn a_wrong_cookie_fails_on_both_sides_and_nothing_is_reported() {
+    let (a, mut a_events) = start("a").await;
+    let (b, mut b_events) = start_with(TokioNetwork, "b", 1, Config::new(CLUSTER, "another")).await;
+    a.send(transmit(
+        Some(b.node().clone()),
+        Some(b.advertised_addr()),
+        1,
+    ));
+    eventually("both sides fail the handshake", || {
+        a.stats().dials_failed == 1 && b.stats().handshakes_failed == 1
+    })
+    .await;
+    assert_eq!(a.stats().handshakes_failed, 1);
+    assert_eq!(a.stats().dropped_dial_failed, 1);
+    assert_quiet(&mut a_events);
+    assert_quiet(&mut b_events);
+    assert!(a.connections().is_empty() && b.connections().is_empty());
+}
+
+#[tokio::test]
+async fn another_cluster_is_refused() {
+    let (a, mut a_events) = start("a").await;
+    let mut other = config();
+    other.cluster = "elsewhere".into();
+    let (b, mut b_events) = start_with(TokioNetwork, "b", 1, other).await;
+    a.send(transmit(None, Some(b.advertised_addr()), 1));
+    eventually("both sides fail the handshake", || {
+        a.stats().dials_failed == 1 && b.stats().handshakes_failed == 1
+    })
+    .await;
+    assert_quiet(&mut a_events);
+    assert_quiet(&mut b_events);
+}
+
+#[tokio::test]
+async fn another_protocol_version_is_refused_in_either_role() {
+    let (b, mut b_events) = start("b").await;
+
+    // As initiator: a raw client announcing another version.
+    let mut hello = identity("m", CLUSTER, COOKIE).hello().clone();
+    hello.protocol_version = PROTOCOL_VERSION + 1;
+    let future = Identity::new(hello, COOKIE).expect("encodes");
+    let mut stream = TcpStream::connect(b.local_addr()).await.expect("connect");
+    let result = handshake::initiate(&mut stream, &future, [7; NONCE_LEN]).await;
+    assert!(result.is_err(), "{result:?}");
+    eventually("b refuses", || b.stats().handshakes_failed == 1).await;
+
+    // As acceptor: a raw listener that answers with another version.
+    let listener = TcpListener::bind(loopback()).await.expect("bind");
+    let raw_addr = listener.local_addr().expect("addr");
+    b.send(transmit(None, Some(raw_addr), 1));
+    let (mut stream, _) = timeout(WAIT, listener.accept())
+        .await
+        .expect("b dials")
+        .expect("accept");
+    frame::read_frame(&mut stream, 1024)
+        .await
+        .expect("b's hello");
+    let mut second = vec![9; NONCE_LEN];
+    second.extend(wire::encode_hello(future.hello()).expect("encodes"));
+    stream
+        .write_all(&frame::framed(&second, 1024).expect("framed"))
+        .await
+        .expect("write");
+    closed_by_peer(&mut stream).await;
+    eventually("b's dial fails", || b.stats().dials_failed == 1).await;
+    assert_quiet(&mut b_events);
+}
+
+#[tokio::test]
+async fn an_oversized_length_prefix_closes_the_connection_and_others_keep_working() {
+    let (b, mut b_events) = start("b").await;
+
+    // Before the handshake: the first length prefix is over the handshake limit.
+    let mut stream = TcpStream::connect(b.local_addr()).await.expect("connect");
+    stream.write_all(&[0xFF; 4]).await.expect("write");
+    closed_by_peer(&mut stream).await;
+
+    // After the handshake: an authenticated peer announces a 4 GiB frame.
+    let mallory = identity("mallory", CLUSTER, COOKIE);
+    let mut stream = TcpStream::connect(b.local_addr()).await.expect("connect");
+    let (_, verdict) = handshake::initiate(&mut stream, &mallory, [1; NONCE_LEN])
+        .await
+        .expect("handshake");
+    assert_eq!(verdict, Verdict::Accepted);
+    expect_link(&mut b_events, mallory.node(), Link::Up).await;
+    stream.write_all(&[0xFF; 4]).await.expect("write");
+    expect_link(&mut b_events, mallory.node(), Link::Down).await;
+    closed_by_peer(&mut stream).await;
+
+    // The transport still serves others.
+    let (a, _a_events) = start("a").await;
+    a.send(transmit(None, Some(b.advertised_addr()), 5));
+    expect_link(&mut b_events, a.node(), Link::Up).await;
+    assert_eq!(expect_frame(&mut b_events, a.node()).await, message(5));
+}
+
+#[tokio::test]
+async fn garbage_and_truncated_handshakes_are_dropped_without_a_panic() {
+    let mut short = config();
+    short.handshake_timeout = Duration::from_millis(200);
+    let (b, mut b_events) = start_with(TokioNetwork, "b", 1, short).await;
+    let garbage: [&[u8]; 5] = [
+        b"GET / HTTP/1.1\r\nHost: example\r\n\r\n",
+        &[0, 0, 0, 3, 1, 2, 3],
+        &[0, 0, 0, 0],
+        &[0, 0, 0, 200, 1, 2, 3, 4, 5],
+        &[0x5A; 700],
+    ];
+    for bytes in garbage {
+        let mut stream = TcpStream::connect(b.local_addr()).await.expect("connect");
+        stream.write_all(bytes).await.expect("write");
+        stream.shutdown().await.expect("half-close");
+        closed_by_peer(&mut stream).await;
+    }
+    // A nonce and then a hello cut short.
+    let mallory = identity("mallory", CLUSTER, COOKIE);
+    let mut first = vec![1; NONCE_LEN];
+    first.extend(wire::encode_hello(mallory.hello()).expect("encodes"));
+    let framed = frame::framed(&first, 1024).expect("framed");
+    let mut stream = TcpStream::connect(b.local_addr()).await.expect("connect");
+    stream
+        .write_all(&framed[..framed.len() - 3])
+        .await
+        .expect("write");
+    stream.shutdown().await.expect("half-close");
+    closed_by_peer(&mut stream).await;
+    // Silence: the handshake timeout closes it.
+    let mut silent = TcpStream::connect(b.local_addr()).await.expect("connect");
+    closed_by_peer(&mut silent).await;
+
+    eventually("every attempt counted", || b.stats().handshakes_failed == 7).await;
+    assert_quiet(&mut b_events);
+
+    let (a, _a_events) = start("a").await;
+    a.send(transmit(None, Some(b.advertised_addr()), 5));
+    expect_link(&mut b_events, a.node(), Link::Up).await;
+}
+
+/// A stream that records what is written to it.
+struct Recorder {
+    inner: TcpStream,
+    written: Vec<u8>,
+}
+
+impl AsyncRead for Recorder {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Recorder {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.written.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_recorded_handshake_replayed_from_a_raw_socket_fails() {
+    let (b, mut b_events) = start("b").await;
+    let mallory = identity("mallory", CLUSTER, COOKIE);
+    let mut recorder = Recorder {
+        inner: TcpStream::connect(b.local_addr()).await.expect("connect"),
+        written: Vec::new(),
+    };
+    handshake::initiate(&mut recorder, &mallory, [1; NONCE_LEN])
+        .await
+        .expect("the honest run succeeds");
+    expect_link(&mut b_events, mallory.node(), Link::Up).await;
+    let recorded = recorder.written;
+    drop(recorder.inner);
+    expect_link(&mut b_events, mallory.node(), Link::Down).await;
+
+    // The initiator's two messages, byte for byte.
+    let first_len = 4 + usize::try_from(u32::from_be_bytes(
+        recorded[..4].try_into().expect("prefix"),
+    ))
+    .expect("fits");
+    let (first, third) = recorded.split_at(first_len);
+    assert_eq!(third.len(), 4 + handshake::TAG_LEN);
+
+    let mut stream = TcpStream::connect(b.local_addr()).await.expect("connect");
+    stream.write_all(first).await.expect("write");
+    frame::read_frame(&mut stream, 1024)
+        .await
+        .expect("b answers with a fresh nonce");
+    stream.write_all(third).await.expect("write");
+    // b closes without its own proof: nothing more arrives.
+    let mut rest = Vec::new();
+    let _ = timeout(WAIT, stream.read_to_end(&mut rest))
+        .await
+        .expect("closed");
+    assert!(rest.is_empty(), "b sent {} more bytes", rest.len());
+    eventually("b counts the failure", || b.stats().handshakes_failed == 1).await;
+    assert_quiet(&mut b_events);
+}
+
+#[tokio::test]
+async fn dropping_a_transport_makes_its_peer_report_link_down_promptly() {
+    let ((a, mut a_events), (b, b_events)) = connect_pair().await;
+    let b_id = b.node().clone();
+    let started = Instant::now();
+    drop(b);
+    drop(b_events);
+    expect_link(&mut a_events, &b_id, Link::Down).await;
+    // The read side sees the close: no timeout is involved (the handshake timeout is 5 s,
+    // the core's failure detector's longer still).
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(a.connections().is_empty());
+    assert_eq!(a.stats().links_down, 1);
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_and_ends_the_event_stream() {
+    let ((a, mut a_events), (b, mut b_events)) = connect_pair().await;
+    a.shutdown();
+    expect_link(&mut b_events, a.node(), Link::Down).await;
+    let end = timeout(WAIT, async { while a_events.recv().await.is_some() {} });
+    end.await.expect("the stream ends");
+    a.send(transmit(
+        Some(b.node().clone()),
+        Some(b.advertised_addr()),
+        1,
+    ));
+    assert_eq!(a.stats().dropped_no_route, 1);
+    // The listener is closed too.
+    assert!(TcpStream::connect(a.local_addr()).await.is_err());
+}
+
+/// Holds each side's first dial until the other side dials too, so both handshakes race.
+struct SimultaneousNetwork {
+    barrier: Arc<tokio::sync::Barrier>,
+    waited: AtomicBool,
+}
+
+impl Network for SimultaneousNetwork {
+    type Stream = TcpStream;
+    type Listener = TcpListener;
+
+    async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        TokioNetwork.bind(addr).await
+    }
+    fn local_addr(&self, listener: &TcpListener) -> io::Result<SocketAddr> {
+        TokioNetwork.local_addr(listener)
+    }
+    async fn accept(&self, listener: &mut TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+        TokioNetwork.accept(listener).await
+    }
+    async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        if !self.waited.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.barrier.wait().await;
+        }
+        TokioNetwork.connect(addr).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_dials_end_with_exactly_one_connection_and_frames_still_flow() {
+    for round in 0..5 {
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let network = || SimultaneousNetwork {
+            barrier: Arc::clone(&barrier),
+            waited: AtomicBool::new(false),
+        };
+        // Alternate which side has the lower id.
+        let (x, y) = if round % 2 == 0 {
+            ("a", "b")
+        } else {
+            ("d", "c")
+        };
+        let (a, mut a_events) = start_with(network(), x, 1, config()).await;
+        let (b, mut b_events) = start_with(network(), y, 1, config()).await;
+        a.send(transmit(
+            Some(b.node().clone()),
+            Some(b.advertised_addr()),
+            0,
+        ));
+        b.send(transmit(
+            Some(a.node().clone()),
+            Some(a.advertised_addr()),
+            0,
+        ));
+
+        expect_link(&mut a_events, b.node(), Link::Up).await;
+        expect_link(&mut b_events, a.node(), Link::Up).await;
+        eventually("both sides settle on one connection", || {
+            let (sa, sb) = (a.stats(), b.stats());
+            sa.dials_in_progress == 0
+                && sb.dials_in_progress == 0
+                && sa.duplicates_closed == 1
+                && sb.duplicates_closed == 1
+        })
+        .await;
+        let (ca, cb) = (a.connections(), b.connections());
+        assert_eq!((ca.len(), cb.len()), (1, 1));
+        assert_ne!(
+            ca[0].direction, cb[0].direction,
+            "both ends kept the same connection"
+        );
+        // The kept connection is the one the lower id dialed.
+        let a_is_lower = a.node() < b.node();
+        assert_eq!(ca[0].direction == Direction::Outbound, a_is_lower);
+
+        for seq in 1..=50 {
+            a.send(transmit(Some(b.node().clone()), None, seq));
+            b.send(transmit(Some(a.node().clone()), None, seq));
+        }
+        // The frames sent while dialing may or may not have survived the tie-break (loss
+        // is allowed); the ones sent after it arrive, in order, with no `Down` in between.
+        for (events, from) in [(&mut a_events, b.node()), (&mut b_events, a.node())] {
+            let mut expected = 1;
+            while expected <= 50 {
+                match expect_frame(events, from).await {
+                    Message::IndirectAck { seq: 0, .. } => {}
+                    Message::IndirectAck { seq, .. } => {
+                        assert_eq!(seq, expected);
+                        expected += 1;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_quiet(events);
+        }
+        assert_eq!(a.stats().links_down + b.stats().links_down, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_newer_incarnation_replaces_the_older_connection() {
+    let ((a, mut a_events), (b1, mut b1_events)) = connect_pair().await;
+    let (b2, _b2_events) = start_with(TokioNetwork, "b", 2, config()).await;
+    b2.send(transmit(None, Some(a.advertised_addr()), 1));
+    expect_link(&mut a_events, b1.node(), Link::Down).await;
+    expect_link(&mut a_events, b2.node(), Link::Up).await;
+    assert_eq!(expect_frame(&mut a_events, b2.node()).await, message(1));
+    assert_eq!(a.connections()[0].peer, *b2.node());
+    expect_link(&mut b1_events, a.node(), Link::Down).await;
+
+    // Frames for the stale incarnation are not delivered to the new one.
+    a.send(transmit(
+        Some(b1.node().clone()),
+        Some(b1.advertised_addr()),
+        2,
+    ));
+    assert_eq!(a.stats().dropped_no_route, 1);
+
+    // The stale process cannot get back in.
+    b1.send(transmit(
+        Some(a.node().clone()),
+        Some(a.advertised_addr()),
+        3,
+    ));
+    eventually("b1's dial is refused", || b1.stats().dials_failed == 1).await;
+    assert_eq!(b1.stats().dropped_dial_failed, 1);
+    assert!(b1.connections().is_empty());
+    assert_quiet(&mut b1_events);
+    assert_eq!(a.connections()[0].peer, *b2.node());
+}
+
+/// Records when each dial starts.
+#[derive(Default)]
+struct RecordingNetwork {
+    dials: Arc<Mutex<Vec<(SocketAddr, Instant)>>>,
+}
+
+impl Network for RecordingNetwork {
+    type Stream = TcpStream;
+    type Listener = TcpListener;
+
+    async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        TokioNetwork.bind(addr).await
+    }
+    fn local_addr(&self, listener: &TcpListener) -> io::Result<SocketAddr> {
+        TokioNetwork.local_addr(listener)
+    }
+    async fn accept(&self, listener: &mut TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+        TokioNetwork.accept(listener).await
+    }
+    async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        self.dials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((addr, Instant::now()));
+        TokioNetwork.connect(addr).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_dial_makes_the_next_one_wait_out_the_backoff() {
+    let dials = Arc::new(Mutex::new(Vec::new()));
+    let network = RecordingNetwork {
+        dials: Arc::clone(&dials),
+    };
+    let (a, mut a_events) = start_with(network, "a", 1, config()).await;
+    let attempts = || dials.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let backoff = |addr| {
+        a.shared()
+            .state()
+            .backoff
+            .get(&addr)
+            .map(|b| (b.failures, b.next_attempt))
+    };
+
+    // A port nobody listens on.
+    let dead = {
+        let listener = std::net::TcpListener::bind(loopback()).expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let before = Instant::now();
+    a.send(transmit(None, Some(dead), 1));
+    eventually("the dial fails", || a.stats().dials_failed == 1).await;
+    assert_eq!(a.stats().dropped_dial_failed, 1);
+    let (failures, next_attempt) = backoff(dead).expect("backoff recorded");
+    assert_eq!(failures, 1);
+    // 50 ms with equal jitter: at least 25 ms after the failure.
+    assert!(next_attempt >= before + Duration::from_millis(25));
+
+    a.send(transmit(None, Some(dead), 2));
+    eventually("the second dial fails", || a.stats().dials_failed == 2).await;
+    let attempts_now = attempts();
+    assert_eq!(attempts_now.len(), 2);
+    assert!(
+        attempts_now[1].1 >= next_attempt,
+        "the second dial started before the backoff ended"
+    );
+    let (failures, second_next) = backoff(dead).expect("backoff recorded");
+    assert_eq!(failures, 2);
+    assert!(second_next >= attempts_now[1].1 + Duration::from_millis(50));
+
+    // Someone listens there now: the next dial succeeds and clears the backoff.
+    let (b, mut b_events) = TransportBuilder::new(id("b", 1), config())
+        .bind(TokioNetwork, dead)
+        .await
+        .expect("the port is free again");
+    a.send(transmit(None, Some(dead), 3));
+    expect_link(&mut b_events, a.node(), Link::Up).await;
+    assert_eq!(expect_frame(&mut b_events, a.node()).await, message(3));
+    expect_link(&mut a_events, b.node(), Link::Up).await;
+    assert_eq!(backoff(dead), None);
+}
+
+#[tokio::test]
+async fn unroutable_and_overflowing_frames_are_dropped_and_counted() {
+    let mut small = config();
+    small.max_queued_frames_dialing = 2;
+    let (a, _a_events) = start_with(TokioNetwork, "a", 1, small).await;
+    a.send(transmit(Some(id("nobody", 1)), None, 1));
+    a.send(transmit(None, None, 2));
+    a.send(transmit(
+        Some(a.node().clone()),
+        Some(a.advertised_addr()),
+        3,
+    ));
+    assert_eq!(a.stats().dropped_no_route, 3);
+
+    let dead = {
+        let listener = std::net::TcpListener::bind(loopback()).expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    // Nothing runs between these sends (a current-thread runtime): one dial, two queued.
+    for seq in 0..5 {
+        a.send(transmit(None, Some(dead), seq));
+    }
+    let stats = a.stats();
+    assert_eq!((stats.frames_queued, stats.dropped_queue_full), (2, 3));
+    assert_eq!(stats.dials_in_progress, 1);
+    eventually("the dial fails", || a.stats().dials_failed == 1).await;
+    assert_eq!(a.stats().dropped_dial_failed, 2);
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync::<Transport>();
+    assert_send_sync::<Transport<RecordingNetwork>>();
+}
+
+#[tokio::test]
+async fn binding_checks_the_config_and_the_advertised_address() {
+    let bad = Config::new(CLUSTER, "");
+    let result = Transport::builder(id("a", 1), bad)
+        .bind(TokioNetwork, loopback())
+        .await;
+    assert!(matches!(
+        result,
+        Err(StartError::Config(ConfigError::EmptyCookie))
+    ));
+    let result = Transport::builder(id("a", 1), config())
+        .bind(TokioNetwork, SocketAddr::from(([0, 0, 0, 0], 0)))
+        .await;
+    assert!(matches!(result, Err(StartError::UnspecifiedAddr(_))));
+    let mut advertised = config();
+    advertised.advertised_addr = Some("127.0.0.1:4000".parse().expect("addr"));
+    let (a, _events) = Transport::builder(id("a", 1), advertised)
+        .bind(TokioNetwork, SocketAddr::from(([0, 0, 0, 0], 0)))
+        .await
+        .expect("binds");
+    assert_eq!(a.advertised_addr().port(), 4000);
+}
+
+/// An authenticated raw connection to `to`, as `who`.
+async fn raw_peer(to: &Transport, who: &Identity, nonce: u8) -> TcpStream {
+    let mut stream = TcpStream::connect(to.local_addr()).await.expect("connect");
+    let (_, verdict) = handshake::initiate(&mut stream, who, [nonce; NONCE_LEN])
+        .await
+        .expect("handshake");
+    assert_eq!(verdict, Verdict::Accepted);
+    stream
+}
+
+async fn write_message(stream: &mut TcpStream, seq: u32) {
+    let frame = wire::encode_frame(&message(seq)).expect("encodes");
+    let bytes = frame::framed(&frame, MAX_FRAME_LEN).expect("framed");
+    stream.write_all(&bytes).await.expect("write");
+}
+
+#[tokio::test]
+async fn a_handover_marker_passes_the_link_to_its_successor_without_a_down() {
+    let (b, mut b_events) = start("b").await;
+    let mallory = identity("mallory", CLUSTER, COOKIE);
+    let mut first = raw_peer(&b, &mallory, 1).await;
+    expect_link(&mut b_events, mallory.node(), Link::Up).await;
+    first.write_all(&HANDOVER_MARKER).await.expect("write");
+    let mut second = raw_peer(&b, &mallory, 2).await;
+    write_message(&mut second, 7).await;
+    // No `Down` and no second `Up` before the frame.
+    assert_eq!(
+        expect_frame(&mut b_events, mallory.node()).await,
+        message(7)
+    );
+    drop(first);
+    b.send(transmit(Some(mallory.node().clone()), None, 8));
+    let reply = frame::read_frame(&mut second, MAX_FRAME_LEN)
+        .await
+        .expect("b answers over the successor");
+    assert_eq!(decode_frame(&reply).expect("valid"), message(8));
+    let stats = b.stats();
+    assert_eq!((stats.links_up, stats.links_down), (1, 0));
+    assert_eq!(b.connections().len(), 1);
+    assert_quiet(&mut b_events);
+}
+
+#[tokio::test]
+async fn a_handover_without_a_successor_reports_down_after_the_handshake_timeout() {
+    let mut short = config();
+    short.handshake_timeout = Duration::from_millis(300);
+    let (b, mut b_events) = start_with(TokioNetwork, "b", 1, short).await;
+    let mallory = identity("mallory", CLUSTER, COOKIE);
+    let mut stream = raw_peer(&b, &mallory, 1).await;
+    expect_link(&mut b_events, mallory.node(), Link::Up).await;
+    let sent = Instant::now();
+    stream.write_all(&HANDOVER_MARKER).await.expect("write");
+    expect_link(&mut b_events, mallory.node(), Link::Down).await;
+    assert!(sent.elapsed() >= Duration::from_millis(300));
+    assert!(b.connections().is_empty());
+}
+
+#[tokio::test]
+async fn a_redial_replaces_the_old_connection_which_gets_the_handover_marker() {
+    let (b, mut b_events) = start("b").await;
+    let mallory = identity("mallory", CLUSTER, COOKIE);
+    let mut first = raw_peer(&b, &mallory, 1).await;
+    expect_link(&mut b_events, mallory.node(), Link::Up).await;
+    let mut second = raw_peer(&b, &mallory, 2).await;
+    // b retires the first connection: the marker, then end of stream.
+    assert!(matches!(
+        frame::read_frame(&mut first, MAX_FRAME_LEN).await,
+        Err(FrameError::Empty)
+    ));
+    assert!(matches!(
+        frame::read_frame(&mut first, MAX_FRAME_LEN).await,
+        Err(FrameError::Closed)
+    ));
+    drop(first);
+    write_message(&mut second, 3).await;
+    assert_eq!(
+        expect_frame(&mut b_events, mallory.node()).await,
+        message(3)
+    );
+    assert_eq!(b.stats().duplicates_closed, 1);
+    assert_eq!(b.connections().len(), 1);
+    assert_quiet(&mut b_events);
+}
