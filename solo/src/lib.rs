@@ -1,11 +1,111 @@
 //! # solo
 //!
 //! Cluster-wide singleton workers and a distributed supervisor that survive node crashes,
-//! network partitions and rolling deploys, with no external coordinator.
+//! network partitions and rolling deploys, with no external coordinator: no etcd, no Redis,
+//! no Kubernetes lease. The Rust answer to Elixir's Solo, Pogo, Swarm and Horde.
 //!
-//! Status: the tokio driver, the public `Cluster` API and the `solo-node` binary land with
-//! issue [C]. Today the crate re-exports the sans-IO core, whose membership protocol (join,
-//! gossip, failure detection, graceful leave) is complete and tested.
+//! ## Quick start
+//!
+//! Every node runs the same program: register the worker kinds it can run, point it at its
+//! peers, declare the singleton. Exactly one node runs it; when that node dies, another takes
+//! over (in milliseconds after a crash, in under two seconds after a silent failure).
+//!
+//! ```no_run
+//! use solo::{Cluster, WorkerContext, WorkerError};
+//!
+//! async fn invoice_sync(ctx: WorkerContext) -> Result<(), WorkerError> {
+//!     loop {
+//!         tokio::select! {
+//!             _ = ctx.shutdown() => return Ok(()),
+//!             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+//!                 // one batch of work
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = Cluster::builder()
+//!     .node_name("a")
+//!     .listen("127.0.0.1:7001".parse()?)
+//!     .seeds(["127.0.0.1:7002".parse()?, "127.0.0.1:7003".parse()?])
+//!     .cookie("secret")
+//!     .worker("invoice-sync", invoice_sync)
+//!     .start()
+//!     .await?;
+//!
+//! // A singleton: one instance in the whole cluster.
+//! cluster.singleton("invoice-sync", ["invoice-sync"]).await?;
+//!
+//! // A distributed child: started from any node, run once, restarted elsewhere if its
+//! // node dies.
+//! let spec = solo::ChildSpec::new("customer-42".parse()?, "invoice-sync", b"42".to_vec());
+//! cluster.supervisor().start_child(spec).await?;
+//!
+//! tokio::signal::ctrl_c().await?;
+//! cluster.leave().await; // hands this node's workers to the others first
+//! # Ok(()) }
+//! ```
+//!
+//! ## How it works
+//!
+//! * The protocol lives in [`solo_core`], a sans-IO state machine: membership (SWIM-style
+//!   probes, suspicion and refutation, gossip), placement (rendezvous hashing over the live,
+//!   eligible members) and supervision decisions. It never reads a clock or a socket, which
+//!   is what lets it be tested deterministically, thousands of schedules a second.
+//! * This crate runs one driver task per node: it feeds the core frames from the transport,
+//!   link changes (a closed connection is the fastest failure signal there is), timeouts and
+//!   your commands, and carries out what the core asks: send a message, start or stop a
+//!   worker, report an event.
+//! * Workers run as tokio tasks. A worker that returns an error or panics is an exit, which
+//!   the child's restart policy handles; it never takes the node down.
+//! * Partitions (`Available` mode): each side keeps running what it owns in its view; when
+//!   the partition heals, every node recomputes owners and duplicates stop, deterministically.
+//!
+//! ## Features
+//!
+//! * `tcp` (default): the TCP transport, authenticated by the cluster cookie.
+
+mod cluster;
+mod driver;
+mod worker;
+
+pub use cluster::{Cluster, ClusterBuilder, Error, StartError, Supervisor};
+pub use worker::{Worker, WorkerContext, WorkerError};
 
 pub use solo_core as core;
-pub use solo_core::{Config, NodeId, NodeName};
+pub use solo_core::{
+    ChildId, ChildInfo, ChildSpec, Config, MemberEvent, NodeId, NodeName, RestartPolicy, Scope,
+    SupervisorEvent, WorkerSpec,
+};
+
+/// Something that happened on this node, from [`Cluster::events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Membership changed.
+    Member(MemberEvent),
+    /// A child's workers started running here.
+    WorkerStarted {
+        /// The child.
+        id: ChildId,
+        /// Which run.
+        instance: u64,
+    },
+    /// A child's workers ended here (every task has finished).
+    WorkerStopped {
+        /// The child.
+        id: ChildId,
+        /// Which run.
+        instance: u64,
+        /// Why: `moved to …`, `terminated`, `leaving`, `exited`, `failed: …`.
+        reason: String,
+    },
+    /// A supervisor event: a start acknowledged, a child given up, a conflict.
+    Supervisor(SupervisorEvent),
+    /// A newer process took this node's name; this one stopped taking part.
+    Superseded {
+        /// The newer process.
+        by: NodeId,
+    },
+}

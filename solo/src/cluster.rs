@@ -1,0 +1,445 @@
+//! The public API: [`Cluster`], built with [`ClusterBuilder`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use solo_core::{
+    ChildId, ChildIdError, ChildInfo, ChildSpec, Config, ConfigError, DeclareError, Incarnation,
+    Node, NodeId, NodeName, NodeNameError, Scope, StartError as StartChildError, TerminateError,
+    WorkerSpec,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::Event;
+use crate::driver::{Command, Driver};
+use crate::worker::{Registry, Spawner, Worker};
+
+/// Why a cluster node could not start. Nothing is left running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// No node name was given, or it is invalid.
+    #[error("invalid node name: {0}")]
+    NodeName(#[from] NodeNameError),
+    /// [`ClusterBuilder::node_name`] was not called.
+    #[error("a node name is required (ClusterBuilder::node_name)")]
+    MissingName,
+    /// [`ClusterBuilder::listen`] was not called.
+    #[error("a listen address is required (ClusterBuilder::listen)")]
+    MissingListen,
+    /// [`ClusterBuilder::cookie`] was not called, or the cookie is empty.
+    #[error("a non-empty cluster cookie is required (ClusterBuilder::cookie)")]
+    MissingCookie,
+    /// The protocol configuration cannot work.
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+    /// The transport could not start (for example, the port is in use).
+    #[error(transparent)]
+    Transport(#[from] solo_transport_tcp::StartError),
+}
+
+/// Why a request to the cluster failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The node has left the cluster (or its driver stopped); nothing was done.
+    #[error("this node has left the cluster")]
+    Closed,
+    /// The id is invalid.
+    #[error(transparent)]
+    ChildId(#[from] ChildIdError),
+    /// The singleton was refused; nothing changed.
+    #[error(transparent)]
+    Declare(#[from] DeclareError),
+    /// The child was refused; nothing changed.
+    #[error(transparent)]
+    Start(#[from] StartChildError),
+    /// The termination was refused; nothing changed.
+    #[error(transparent)]
+    Terminate(#[from] TerminateError),
+}
+
+/// Builds and starts a [`Cluster`] node. See [`Cluster::builder`].
+#[must_use = "a builder does nothing until `start` is awaited"]
+pub struct ClusterBuilder {
+    name: Option<String>,
+    incarnation: Option<u64>,
+    listen: Option<SocketAddr>,
+    advertise: Option<SocketAddr>,
+    seeds: Vec<SocketAddr>,
+    cookie: Vec<u8>,
+    cluster_name: String,
+    config: Config,
+    roles: Vec<String>,
+    registry: Registry,
+    shutdown_grace: Duration,
+    drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterBuilder")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("seeds", &self.seeds)
+            .field("cluster_name", &self.cluster_name)
+            .field("workers", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterBuilder {
+    /// This node's name, unique in the cluster (letters, digits, `-`, `_`, `.`).
+    pub fn node_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Which start of this name this process is. Default: milliseconds since the Unix epoch,
+    /// which grows from one start to the next.
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = Some(incarnation);
+        self
+    }
+
+    /// The address to accept peers on.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// The address peers should dial, when it differs from the listen address (a wildcard
+    /// listen address, NAT).
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// Addresses of nodes to join through. Listing every node is fine: unreachable seeds are
+    /// retried in the background.
+    pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.seeds = seeds.into_iter().collect();
+        self
+    }
+
+    /// The secret every node of the cluster shares. It never crosses the network: nodes
+    /// prove they know it by challenge and response.
+    pub fn cookie(mut self, cookie: impl Into<Vec<u8>>) -> Self {
+        self.cookie = cookie.into();
+        self
+    }
+
+    /// The cluster's name (default `"solo"`): nodes of other clusters are refused.
+    pub fn cluster_name(mut self, name: impl Into<String>) -> Self {
+        self.cluster_name = name.into();
+        self
+    }
+
+    /// Protocol timings and limits; [`Config::default`] if not set.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Roles of this node, which children's placement constraints match.
+    pub fn roles<S: Into<String>>(mut self, roles: impl IntoIterator<Item = S>) -> Self {
+        self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Registers a worker kind this node can run. Specs name workers by kind.
+    pub fn worker(mut self, kind: impl Into<String>, worker: impl Worker) -> Self {
+        self.registry.insert(kind.into(), worker);
+        self
+    }
+
+    /// How long a worker asked to stop may take before it is aborted. Default 5 s.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// How long [`Cluster::leave`] waits for this node's children to move. Default 5 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Binds the listener, starts the node and begins joining the seeds.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] when a required setting is missing or invalid, or the transport cannot
+    /// bind. Nothing is left running.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling it before it returns leaves nothing running.
+    pub async fn start(self) -> Result<Cluster, StartError> {
+        let name = NodeName::new(self.name.ok_or(StartError::MissingName)?)?;
+        let listen = self.listen.ok_or(StartError::MissingListen)?;
+        if self.cookie.is_empty() {
+            return Err(StartError::MissingCookie);
+        }
+        self.config.validate()?;
+        let incarnation = self.incarnation.unwrap_or_else(unix_millis);
+        let id = NodeId::new(name, Incarnation(incarnation));
+        let mut transport_config = solo_transport_tcp::Config::new(self.cluster_name, self.cookie);
+        transport_config.advertised_addr = self.advertise;
+        let (transport, frames) =
+            solo_transport_tcp::Transport::builder(id.clone(), transport_config)
+                .bind(solo_transport_tcp::TokioNetwork, listen)
+                .await?;
+        let addr = transport.advertised_addr();
+        let node = Node::builder(id.clone(), addr)
+            .config(self.config)
+            .seeds(self.seeds)
+            .roles(self.roles)
+            .rng_seed(incarnation ^ u64::from(addr.port()))
+            .build(tokio::time::Instant::now().into_std())?;
+        let (commands_tx, commands) = mpsc::channel(256);
+        let (exits_tx, exits) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        let local_addr = transport.local_addr();
+        let driver = Driver {
+            node,
+            transport,
+            frames,
+            commands,
+            exits,
+            events: events.clone(),
+            spawner: Spawner {
+                registry: self.registry,
+                node: id.clone(),
+                exits: exits_tx,
+                events: events.clone(),
+                grace: self.shutdown_grace,
+            },
+            drain_timeout: self.drain_timeout,
+        };
+        tokio::spawn(driver.run());
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                id,
+                local_addr,
+                commands: commands_tx,
+                events,
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: NodeId,
+    local_addr: SocketAddr,
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+}
+
+/// A running cluster node: a cheap, cloneable handle to its driver task.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use solo::{Cluster, WorkerContext, WorkerError};
+///
+/// async fn roar(ctx: WorkerContext) -> Result<(), WorkerError> {
+///     ctx.shutdown().await;
+///     Ok(())
+/// }
+///
+/// let cluster = Cluster::builder()
+///     .node_name("a")
+///     .listen("127.0.0.1:7001".parse()?)
+///     .seeds(["127.0.0.1:7002".parse()?, "127.0.0.1:7003".parse()?])
+///     .cookie("secret")
+///     .worker("lion", roar)
+///     .start()
+///     .await?;
+/// cluster.singleton("roar", ["lion"]).await?;
+/// cluster.leave().await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Dropping every handle leaves the cluster gracefully, as [`Cluster::leave`] does.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl Cluster {
+    /// Starts building a node.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            name: None,
+            incarnation: None,
+            listen: None,
+            advertise: None,
+            seeds: Vec::new(),
+            cookie: Vec::new(),
+            cluster_name: "solo".into(),
+            config: Config::default(),
+            roles: Vec::new(),
+            registry: Registry::default(),
+            shutdown_grace: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    /// The address the node listens on (useful after listening on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// A stream of membership, worker and supervisor events, from now on. A receiver that
+    /// falls more than 4096 events behind loses the oldest (see
+    /// [`broadcast::Receiver`]).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Declares a singleton made of workers of the given kinds (no arguments), which always
+    /// run together on one node. Every node should declare the same.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ChildId`] for a bad name, [`Error::Declare`] if the name is taken or the
+    /// spec breaks a limit, [`Error::Closed`] if the node left.
+    pub async fn singleton<S: Into<String>>(
+        &self,
+        name: &str,
+        kinds: impl IntoIterator<Item = S>,
+    ) -> Result<(), Error> {
+        let workers = kinds
+            .into_iter()
+            .map(|kind| WorkerSpec::new(kind, Vec::new()))
+            .collect();
+        self.declare_singleton(ChildSpec::group(ChildId::new(name)?, workers))
+            .await
+    }
+
+    /// Declares a singleton from a full spec (arguments, restart policy, role).
+    ///
+    /// # Errors
+    ///
+    /// As [`Cluster::singleton`].
+    pub async fn declare_singleton(&self, spec: ChildSpec) -> Result<(), Error> {
+        Ok(self
+            .request(|reply| Command::DeclareSingleton(spec, reply))
+            .await??)
+    }
+
+    /// The distributed supervisor.
+    pub fn supervisor(&self) -> Supervisor<'_> {
+        Supervisor { cluster: self }
+    }
+
+    /// The live members, this node included, as this node sees them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the node left.
+    pub async fn members(&self) -> Result<Vec<NodeId>, Error> {
+        self.request(Command::Members).await
+    }
+
+    /// The node that runs `id` now, by this node's view.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the node left.
+    pub async fn owner_of(&self, id: &ChildId) -> Result<Option<NodeName>, Error> {
+        let id = id.clone();
+        self.request(|reply| Command::OwnerOf(id, reply)).await
+    }
+
+    /// Leaves the cluster gracefully: this node stops being eligible, its workers move to
+    /// other nodes (waiting up to the drain timeout), the leave is announced, and the node
+    /// stops. Returns when it has.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once called, the leave proceeds even if this future is dropped.
+    pub async fn leave(&self) {
+        let _ = self.request(Command::Leave).await;
+    }
+
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .commands
+            .send(command(reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)
+    }
+}
+
+/// The distributed supervisor of a [`Cluster`]: children that run once in the cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Supervisor<'a> {
+    cluster: &'a Cluster,
+}
+
+impl Supervisor<'_> {
+    /// Starts a child wherever placement puts it. Returns once a second member holds its
+    /// spec (`true`), or at once with `false` when this node is alone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Start`] if the id is taken or the spec breaks a limit (nothing changed),
+    /// [`Error::Closed`] if the node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future does not cancel the start.
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<bool, Error> {
+        Ok(self
+            .cluster
+            .request(|reply| Command::StartChild(spec, reply))
+            .await??)
+    }
+
+    /// Terminates a child wherever it runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Terminate`] if no live child has this id (nothing changed), [`Error::Closed`]
+    /// if the node left.
+    pub async fn terminate_child(&self, id: &ChildId) -> Result<(), Error> {
+        let id = id.clone();
+        Ok(self
+            .cluster
+            .request(|reply| Command::TerminateChild(id, reply))
+            .await??)
+    }
+
+    /// The children running here ([`Scope::Local`]) or known cluster-wide
+    /// ([`Scope::Global`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the node left.
+    pub async fn which_children(&self, scope: Scope) -> Result<Vec<ChildInfo>, Error> {
+        self.cluster
+            .request(|reply| Command::WhichChildren(scope, reply))
+            .await
+    }
+}
+
+/// Milliseconds since the Unix epoch: a process's default incarnation.
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,253 @@
+//! The driver: one task per node that owns the sans-IO [`Node`], feeds it every input
+//! (frames, link changes, timeouts, commands, worker exits) and carries out what it asks.
+//!
+//! The loop follows the core's drain rule: after each input, drain `poll_transmit` into the
+//! transport and `poll_action` into worker tasks and events, then sleep until
+//! `poll_timeout` or the next input, whichever comes first.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use solo_core::{
+    Action, ChildId, ChildInfo, ChildSpec, DeclareError, Exit, Node, NodeId, NodeName, Scope,
+    StartError, StopReason, SupervisorEvent, TerminateError,
+};
+use solo_transport_tcp::{Transport, TransportEvent};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::Event;
+use crate::worker::{Exited, Instance, Spawner};
+
+/// What the public API asks of the driver.
+pub(crate) enum Command {
+    DeclareSingleton(ChildSpec, oneshot::Sender<Result<(), DeclareError>>),
+    StartChild(ChildSpec, oneshot::Sender<Result<bool, StartError>>),
+    TerminateChild(ChildId, oneshot::Sender<Result<(), TerminateError>>),
+    WhichChildren(Scope, oneshot::Sender<Vec<ChildInfo>>),
+    OwnerOf(ChildId, oneshot::Sender<Option<NodeName>>),
+    Members(oneshot::Sender<Vec<NodeId>>),
+    Leave(oneshot::Sender<()>),
+}
+
+pub(crate) struct Driver {
+    pub(crate) node: Node,
+    pub(crate) transport: Transport,
+    pub(crate) frames: mpsc::Receiver<TransportEvent>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) exits: mpsc::UnboundedReceiver<Exited>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) spawner: Spawner,
+    /// How long a leave waits for this node's children to move before it goes anyway.
+    pub(crate) drain_timeout: Duration,
+}
+
+/// The driver's bookkeeping beside the node.
+#[derive(Default)]
+struct State {
+    instances: HashMap<ChildId, Instance>,
+    pending_starts: HashMap<ChildId, oneshot::Sender<Result<bool, StartError>>>,
+}
+
+impl Driver {
+    pub(crate) async fn run(mut self) {
+        let mut state = State::default();
+        let mut leave_reply: Option<oneshot::Sender<()>> = None;
+        loop {
+            self.drain(&mut state);
+            let deadline = self.node.poll_timeout().map(Instant::from_std);
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                Some(exited) = self.exits.recv() => self.worker_exited(&mut state, exited),
+                event = self.frames.recv() => match event {
+                    Some(TransportEvent::Frame { from, frame }) => {
+                        if let Err(error) = self.node.handle_frame(now(), &from, &frame) {
+                            tracing::debug!(%from, %error, "dropped a malformed frame");
+                        }
+                    }
+                    Some(TransportEvent::Link { peer, link }) => self.node.handle_link(now(), &peer, link),
+                    Some(_) => {}
+                    None => break,
+                },
+                command = self.commands.recv() => match command {
+                    Some(Command::Leave(reply)) => {
+                        leave_reply = Some(reply);
+                        break;
+                    }
+                    Some(command) => self.command(&mut state, command),
+                    // Every `Cluster` handle was dropped: leave as if asked.
+                    None => break,
+                },
+                () = sleep => self.node.handle_timeout(now()),
+            }
+        }
+        self.leave(&mut state).await;
+        if let Some(reply) = leave_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Carries out everything the node asked for.
+    fn drain(&mut self, state: &mut State) {
+        loop {
+            if let Some(transmit) = self.node.poll_transmit() {
+                self.transport.send(transmit);
+                continue;
+            }
+            let Some(action) = self.node.poll_action() else {
+                return;
+            };
+            match action {
+                Action::Start { id, instance, spec } => {
+                    let running = self.spawner.spawn(spec, instance);
+                    if let Some(mut old) = state.instances.insert(id, running) {
+                        old.stop("replaced".into());
+                    }
+                }
+                Action::Stop {
+                    id,
+                    instance,
+                    reason,
+                } => {
+                    if let Some(running) = state.instances.get_mut(&id)
+                        && running.instance == instance
+                    {
+                        running.stop(describe(&reason));
+                    }
+                }
+                Action::Member(event) => {
+                    let _ = self.events.send(Event::Member(event));
+                }
+                Action::Supervisor(event) => {
+                    if let SupervisorEvent::ChildStarted { id, replicated } = &event
+                        && let Some(reply) = state.pending_starts.remove(id)
+                    {
+                        let _ = reply.send(Ok(*replicated));
+                    }
+                    let _ = self.events.send(Event::Supervisor(event));
+                }
+                Action::Superseded { by } => {
+                    tracing::warn!(%by, "a newer process took this node's name");
+                    let _ = self.events.send(Event::Superseded { by });
+                }
+                other => tracing::debug!(?other, "unhandled action"),
+            }
+        }
+    }
+
+    fn worker_exited(&mut self, state: &mut State, exited: Exited) {
+        let Exited { id, instance, exit } = exited;
+        let current = state
+            .instances
+            .get(&id)
+            .is_some_and(|i| i.instance == instance);
+        let stopped_on_purpose = if current {
+            state.instances.remove(&id).and_then(|i| i.stop_reason)
+        } else {
+            Some("replaced".into())
+        };
+        let reason = match (&stopped_on_purpose, &exit) {
+            (Some(reason), _) => reason.clone(),
+            (None, Exit::Normal) => "exited".into(),
+            (None, Exit::Failed(why)) => format!("failed: {why}"),
+        };
+        let _ = self.events.send(Event::WorkerStopped {
+            id: id.clone(),
+            instance,
+            reason,
+        });
+        if stopped_on_purpose.is_none() {
+            self.node.worker_exited(now(), &id, instance, exit);
+        }
+    }
+
+    fn command(&mut self, state: &mut State, command: Command) {
+        let now = now();
+        match command {
+            Command::DeclareSingleton(spec, reply) => {
+                let _ = reply.send(self.node.declare_singleton(now, spec));
+            }
+            Command::StartChild(spec, reply) => {
+                let id = spec.id.clone();
+                match self.node.start_child(now, spec) {
+                    Ok(()) => {
+                        state.pending_starts.insert(id, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+            Command::TerminateChild(id, reply) => {
+                let _ = reply.send(self.node.terminate_child(now, &id));
+            }
+            Command::WhichChildren(scope, reply) => {
+                let _ = reply.send(self.node.which_children(scope));
+            }
+            Command::OwnerOf(id, reply) => {
+                let _ = reply.send(self.node.owner_of(&id).cloned());
+            }
+            Command::Members(reply) => {
+                let _ = reply.send(self.node.live_view().into_iter().collect());
+            }
+            Command::Leave(_) => {}
+        }
+    }
+
+    /// A graceful leave: become ineligible so that peers take this node's children (the
+    /// handover gap is one message delay), wait for them to stop here, announce the leave,
+    /// give the transport a moment to send it, then close.
+    async fn leave(&mut self, state: &mut State) {
+        if self.node.set_draining(now(), true).is_ok() {
+            self.drain(state);
+            let deadline = Instant::now() + self.drain_timeout;
+            while !state.instances.is_empty() && Instant::now() < deadline {
+                tokio::select! {
+                    Some(exited) = self.exits.recv() => self.worker_exited(state, exited),
+                    Some(TransportEvent::Frame { from, frame }) = self.frames.recv() => {
+                        let _ = self.node.handle_frame(now(), &from, &frame);
+                    }
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+                self.drain(state);
+            }
+        }
+        let _ = self.node.leave(now());
+        self.drain(state);
+        for instance in state.instances.values_mut() {
+            instance.stop("leaving".into());
+        }
+        // Let the leave announcement and the last stops go out before the sockets close.
+        let flush = Instant::now() + Duration::from_millis(100);
+        while !state.instances.is_empty() && Instant::now() < flush {
+            tokio::select! {
+                Some(exited) = self.exits.recv() => self.worker_exited(state, exited),
+                () = tokio::time::sleep_until(flush) => {}
+            }
+        }
+        tokio::time::sleep_until(flush).await;
+        self.transport.shutdown();
+    }
+}
+
+fn describe(reason: &StopReason) -> String {
+    match reason {
+        StopReason::Moved { to: Some(to) } => format!("moved to {to}"),
+        StopReason::Moved { to: None } => "moved".into(),
+        StopReason::NoEligibleNode => "no eligible node".into(),
+        StopReason::Terminated => "terminated".into(),
+        StopReason::Leaving => "leaving".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The driver's clock: tokio's, so that a simulation (turmoil) controls it.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
