@@ -10,7 +10,8 @@
 //!
 //! * `--name NAME`, `--listen ADDR:PORT` (required); `--seed HOST:PORT` (repeatable; a seed
 //!   that does not answer yet is retried in the background, which is how a cluster cold
-//!   starts); `--cookie SECRET` or the `SOLO_COOKIE` environment variable (required);
+//!   starts, for up to `--seed-timeout SECS`, default 30, after which a node that has met no
+//!   one exits with an error naming its seeds); `--cookie SECRET` or the `SOLO_COOKIE` environment variable (required);
 //!   `--singleton NAME` (repeatable: a demo singleton that prints
 //!   `I am singleton, hear me roar` every second while it runs); `--cluster NAME`
 //!   (default `solo`); `--json`.
@@ -30,7 +31,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use solo::{Cluster, Event, MemberEvent, WorkerContext, WorkerError};
 
 const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOST:PORT]... \
-                     [--cookie SECRET | SOLO_COOKIE=...] [--singleton NAME]... [--cluster NAME] [--json]";
+                     [--seed-timeout SECS] [--cookie SECRET | SOLO_COOKIE=...] [--singleton NAME]... \
+                     [--cluster NAME] [--json]";
 
 struct Args {
     name: String,
@@ -40,6 +42,7 @@ struct Args {
     singletons: Vec<String>,
     cluster: String,
     json: bool,
+    seed_timeout: Duration,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -50,6 +53,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut singletons = Vec::new();
     let mut cluster = "solo".to_owned();
     let mut json = false;
+    let mut seed_timeout = Duration::from_secs(30);
     while let Some(flag) = argv.next() {
         let mut value = |flag: &str| argv.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -74,6 +78,13 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--singleton" => singletons.push(value("--singleton")?),
             "--cluster" => cluster = value("--cluster")?,
             "--json" => json = true,
+            "--seed-timeout" => {
+                let raw = value("--seed-timeout")?;
+                let secs: u64 = raw
+                    .parse()
+                    .map_err(|_| format!("--seed-timeout {raw:?} is not a number of seconds"))?;
+                seed_timeout = Duration::from_secs(secs);
+            }
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown flag {other:?}")),
         }
@@ -88,6 +99,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         singletons,
         cluster,
         json,
+        seed_timeout,
     })
 }
 
@@ -190,7 +202,7 @@ async fn run(args: Args) -> Result<(), String> {
     let cluster = Cluster::builder()
         .node_name(args.name)
         .listen(args.listen)
-        .seeds(args.seeds)
+        .seeds(args.seeds.clone())
         .cookie(args.cookie)
         .cluster_name(args.cluster)
         .worker("roar", roar)
@@ -212,12 +224,28 @@ async fn run(args: Args) -> Result<(), String> {
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let seeds = args.seeds.clone();
+    let mut met_someone = seeds.is_empty();
+    let seed_deadline = tokio::time::sleep(args.seed_timeout);
+    tokio::pin!(seed_deadline);
     loop {
         tokio::select! {
+            () = &mut seed_deadline, if !met_someone => {
+                cluster.leave().await;
+                let list: Vec<String> = seeds.iter().map(ToString::to_string).collect();
+                return Err(format!(
+                    "no seed answered within {}s: {}",
+                    args.seed_timeout.as_secs(),
+                    list.join(", ")
+                ));
+            }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
             event = events.recv() => match event {
-                Ok(event) => print_event(&printer, &event),
+                Ok(event) => {
+                    met_someone |= matches!(event, Event::Member(MemberEvent::Up(_)));
+                    print_event(&printer, &event);
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(n, "event printer fell behind");
                 }
