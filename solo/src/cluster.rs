@@ -75,6 +75,7 @@ pub struct ClusterBuilder {
     registry: Registry,
     shutdown_grace: Duration,
     drain_timeout: Duration,
+    simulation_seed: Option<u64>,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -166,6 +167,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// Makes every random choice of this node (handshake nonces, backoff jitter, the core's
+    /// choices) follow from `seed` instead of the operating system's generator: for
+    /// deterministic simulation only. Handshake nonces become predictable: never use it in
+    /// production.
+    pub fn simulation_seed(mut self, seed: u64) -> Self {
+        self.simulation_seed = Some(seed);
+        self
+    }
+
     /// Binds the listener, starts the node and begins joining the seeds.
     ///
     /// # Errors
@@ -177,6 +187,19 @@ impl ClusterBuilder {
     ///
     /// Cancelling it before it returns leaves nothing running.
     pub async fn start(self) -> Result<Cluster, StartError> {
+        self.start_on(solo_transport_tcp::TokioNetwork).await
+    }
+
+    /// As [`start`](ClusterBuilder::start), over another TCP stack: a simulator's (turmoil's
+    /// `net`, through `solo-sim`) runs the very same driver and transport.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](ClusterBuilder::start).
+    pub async fn start_on<N: solo_transport_tcp::Network>(
+        self,
+        network: N,
+    ) -> Result<Cluster, StartError> {
         let name = NodeName::new(self.name.ok_or(StartError::MissingName)?)?;
         let listen = self.listen.ok_or(StartError::MissingListen)?;
         if self.cookie.is_empty() {
@@ -187,16 +210,23 @@ impl ClusterBuilder {
         let id = NodeId::new(name, Incarnation(incarnation));
         let mut transport_config = solo_transport_tcp::Config::new(self.cluster_name, self.cookie);
         transport_config.advertised_addr = self.advertise;
-        let (transport, frames) =
-            solo_transport_tcp::Transport::builder(id.clone(), transport_config)
-                .bind(solo_transport_tcp::TokioNetwork, listen)
-                .await?;
+        let mut transport = solo_transport_tcp::Transport::builder(id.clone(), transport_config);
+        if let Some(seed) = self.simulation_seed {
+            let mut rng = solo_core::Rng::new(seed ^ 0x7AB5_0000_0000_0001);
+            transport = transport.randomness(solo_transport_tcp::Randomness::from_fn(move || {
+                rng.next_u64()
+            }));
+        }
+        let (transport, frames) = transport.bind(network, listen).await?;
         let addr = transport.advertised_addr();
         let node = Node::builder(id.clone(), addr)
             .config(self.config)
             .seeds(self.seeds)
             .roles(self.roles)
-            .rng_seed(incarnation ^ u64::from(addr.port()))
+            .rng_seed(
+                self.simulation_seed
+                    .unwrap_or(incarnation ^ u64::from(addr.port())),
+            )
             .build(tokio::time::Instant::now().into_std())?;
         let (commands_tx, commands) = mpsc::channel(256);
         let (exits_tx, exits) = mpsc::unbounded_channel();
@@ -285,6 +315,7 @@ impl Cluster {
             registry: Registry::default(),
             shutdown_grace: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
+            simulation_seed: None,
         }
     }
 

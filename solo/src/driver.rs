@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use solo_core::{
-    Action, ChildId, ChildInfo, ChildSpec, DeclareError, Exit, Node, NodeId, NodeName, Scope,
-    StartError, StopReason, SupervisorEvent, TerminateError,
+    Action, ChildId, ChildInfo, ChildSpec, DeclareError, Exit, MemberEvent, Node, NodeId, NodeName,
+    Scope, StartError, StopReason, SupervisorEvent, TerminateError,
 };
-use solo_transport_tcp::{Transport, TransportEvent};
+use solo_transport_tcp::{Network, Transport, TransportEvent};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -30,9 +30,9 @@ pub(crate) enum Command {
     Leave(oneshot::Sender<()>),
 }
 
-pub(crate) struct Driver {
+pub(crate) struct Driver<N: Network> {
     pub(crate) node: Node,
-    pub(crate) transport: Transport,
+    pub(crate) transport: Transport<N>,
     pub(crate) frames: mpsc::Receiver<TransportEvent>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) exits: mpsc::UnboundedReceiver<Exited>,
@@ -49,7 +49,7 @@ struct State {
     pending_starts: HashMap<ChildId, oneshot::Sender<Result<bool, StartError>>>,
 }
 
-impl Driver {
+impl<N: Network> Driver<N> {
     pub(crate) async fn run(mut self) {
         let mut state = State::default();
         let mut leave_reply: Option<oneshot::Sender<()>> = None;
@@ -122,6 +122,10 @@ impl Driver {
                     }
                 }
                 Action::Member(event) => {
+                    if let MemberEvent::Down(peer) = &event {
+                        // Its connection may be a black hole (a cut cable): dial afresh.
+                        self.transport.disconnect(peer);
+                    }
                     let _ = self.events.send(Event::Member(event));
                 }
                 Action::Supervisor(event) => {

@@ -367,6 +367,30 @@ impl<N: Network> Transport<N> {
         shared.counters.snapshot(connections, dials_in_progress)
     }
 
+    /// Closes the established connection to exactly `peer` (that incarnation), if any,
+    /// without reporting `Link::Down`: the caller decided. The next frame for the peer dials
+    /// again.
+    ///
+    /// The driver calls it when the protocol declares a peer down. Across a cut cable a TCP
+    /// connection still looks established until TCP's own timeout, minutes later, and would
+    /// swallow everything sent to the peer once the cable is mended: a fresh dial does not.
+    pub fn disconnect(&self, peer: &NodeId) {
+        let abort = {
+            let mut st = self.shared().state();
+            let current = st.conns.get(&peer.name).is_some_and(|c| c.peer == *peer);
+            match current.then(|| st.remove_conn(&peer.name)).flatten() {
+                Some(old) => st.take_tasks(&old, None),
+                None => Vec::new(),
+            }
+        };
+        if !abort.is_empty() {
+            tracing::debug!(node = %self.node(), %peer, "disconnecting a peer declared down");
+        }
+        for task in abort {
+            task.abort();
+        }
+    }
+
     /// Closes the listener and every connection, and stops every task. Peers see the
     /// connections close. No `Link::Down` is reported for them; the event stream ends once
     /// the tasks are gone. Idempotent; [`send`](Transport::send) drops everything afterwards.

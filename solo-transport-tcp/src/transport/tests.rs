@@ -750,3 +750,21 @@ async fn a_redial_replaces_the_old_connection_which_gets_the_handover_marker() {
     assert_eq!(b.connections().len(), 1);
     assert_quiet(&mut b_events);
 }
+
+#[tokio::test]
+async fn disconnect_drops_the_connection_quietly_and_the_next_frame_dials_again() {
+    let ((a, mut a_events), (b, mut b_events)) = connect_pair().await;
+    a.disconnect(b.node());
+    assert!(a.connections().is_empty());
+    // `a` reports nothing: it decided. `b` sees the close like any other.
+    expect_link(&mut b_events, a.node(), Link::Down).await;
+    a.send(transmit(
+        Some(b.node().clone()),
+        Some(b.advertised_addr()),
+        7,
+    ));
+    expect_link(&mut a_events, b.node(), Link::Up).await;
+    expect_link(&mut b_events, a.node(), Link::Up).await;
+    assert_eq!(expect_frame(&mut b_events, a.node()).await, message(7));
+    assert_eq!(a.connections().len(), 1);
+}

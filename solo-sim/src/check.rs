@@ -1,0 +1,94 @@
+//! Invariant checks over a [`Record`] history.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::harness::{Record, What};
+
+/// One running instance: where, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    /// The host.
+    pub host: usize,
+    /// Its process.
+    pub incarnation: u64,
+    /// When it started.
+    pub since: Duration,
+}
+
+/// The instances of every id running at the end of `history` (a crash ends everything its
+/// process ran).
+pub fn running_at_end(history: &[Record]) -> BTreeMap<String, Vec<Running>> {
+    let mut running: BTreeMap<(usize, u64, String), Duration> = BTreeMap::new();
+    for record in history {
+        match &record.what {
+            What::Started { id } => {
+                running.insert((record.host, record.incarnation, id.clone()), record.at);
+            }
+            What::Stopped { id, .. } => {
+                running.remove(&(record.host, record.incarnation, id.clone()));
+            }
+            What::Crashed => {
+                running.retain(|(h, i, _), _| !(*h == record.host && *i == record.incarnation))
+            }
+            What::Member(_) => {}
+        }
+    }
+    let mut by_id: BTreeMap<String, Vec<Running>> = BTreeMap::new();
+    for ((host, incarnation, id), since) in running {
+        by_id.entry(id).or_default().push(Running {
+            host,
+            incarnation,
+            since,
+        });
+    }
+    by_id
+}
+
+/// The most instances of `id` that ever ran at the same instant (invariant 1 asks for at
+/// most one in `Exclusive` mode), with the first instant it was reached.
+pub fn max_concurrent(history: &[Record], id: &str) -> (usize, Duration) {
+    let mut live: BTreeSet<(usize, u64)> = BTreeSet::new();
+    let mut max = (0, Duration::ZERO);
+    for record in history {
+        match &record.what {
+            What::Started { id: i } if i == id => {
+                live.insert((record.host, record.incarnation));
+            }
+            What::Stopped { id: i, .. } if i == id => {
+                live.remove(&(record.host, record.incarnation));
+            }
+            What::Crashed => live.retain(|(h, i)| !(*h == record.host && *i == record.incarnation)),
+            _ => {}
+        }
+        if live.len() > max.0 {
+            max = (live.len(), record.at);
+        }
+    }
+    max
+}
+
+/// The shortest excerpt of `history` that shows `id`'s instances: its starts, stops and the
+/// crashes of the processes that ran it.
+pub fn excerpt(history: &[Record], id: &str) -> String {
+    history
+        .iter()
+        .filter(|r| match &r.what {
+            What::Started { id: i } | What::Stopped { id: i, .. } => i == id,
+            What::Crashed => true,
+            What::Member(_) => false,
+        })
+        .map(|r| format!("{:>12?} n{}#{} {:?}", r.at, r.host, r.incarnation, r.what))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A hash of the history, to check that a seed replays exactly.
+pub fn history_hash(history: &[Record]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys (DefaultHasher::new) is stable within one build, which is all
+    // a replay check within one test run needs.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    history.hash(&mut hasher);
+    hasher.finish()
+}

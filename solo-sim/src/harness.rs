@@ -1,0 +1,345 @@
+//! [`Sim`]: a whole cluster of real `solo` nodes as turmoil hosts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use solo::{Cluster, Event, WorkerContext, WorkerError};
+
+use crate::network::TurmoilNetwork;
+
+/// The port every simulated node listens on.
+const PORT: u16 = 7000;
+
+/// What happened, when, where: the history the invariant checker reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Record {
+    /// Simulated time since the start.
+    pub at: Duration,
+    /// The host (`n0`, `n1`, …).
+    pub host: usize,
+    /// Which process of that host (1 for the first start, then one more per restart).
+    pub incarnation: u64,
+    /// What happened.
+    pub what: What,
+}
+
+/// The kinds of [`Record`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum What {
+    /// A worker group started running.
+    Started {
+        /// The child or singleton.
+        id: String,
+    },
+    /// A worker group ended.
+    Stopped {
+        /// The child or singleton.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The host's process was crashed by the nemesis: everything it ran is gone.
+    Crashed,
+    /// A membership event, for reading a history.
+    Member(String),
+}
+
+/// Builds a [`Sim`].
+#[derive(Debug, Clone)]
+pub struct SimBuilder {
+    nodes: usize,
+    seed: u64,
+    singletons: Vec<String>,
+    config: solo::Config,
+    min_latency: Duration,
+    max_latency: Duration,
+}
+
+impl SimBuilder {
+    /// How many nodes (default 3).
+    pub fn nodes(mut self, nodes: usize) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    /// The seed every random choice follows from (turmoil's, the nodes', the nemesis').
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// A singleton every node declares (its worker waits for shutdown).
+    pub fn singleton(mut self, name: impl Into<String>) -> Self {
+        self.singletons.push(name.into());
+        self
+    }
+
+    /// The protocol configuration of every node.
+    pub fn config(mut self, config: solo::Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// One-way message latency range (default 0.1–2 ms).
+    pub fn latency(mut self, min: Duration, max: Duration) -> Self {
+        self.min_latency = min;
+        self.max_latency = max;
+        self
+    }
+
+    /// Builds the simulation and registers every host; nothing runs until
+    /// [`Sim::run_for`].
+    pub fn build(self) -> Sim {
+        let mut builder = turmoil::Builder::new();
+        builder
+            .rng_seed(self.seed)
+            // turmoil's default epoch is the wall clock: fix it so that a seed replays.
+            .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+            .simulation_duration(Duration::from_secs(24 * 3600))
+            .tick_duration(Duration::from_micros(100))
+            .min_message_latency(self.min_latency)
+            .max_message_latency(self.max_latency);
+        let mut sim = builder.build();
+        let history = Arc::new(Mutex::new(Vec::new()));
+        let incarnations: Arc<Vec<AtomicU64>> =
+            Arc::new((0..self.nodes).map(|_| AtomicU64::new(0)).collect());
+        let names: Vec<String> = (0..self.nodes).map(|i| format!("n{i}")).collect();
+        for host in 0..self.nodes {
+            let node = NodeSetup {
+                host,
+                names: names.clone(),
+                seed: self.seed,
+                singletons: self.singletons.clone(),
+                config: self.config.clone(),
+                history: Arc::clone(&history),
+                incarnations: Arc::clone(&incarnations),
+            };
+            sim.host(names[host].as_str(), move || node.clone().run());
+        }
+        Sim {
+            sim,
+            seed: self.seed,
+            names,
+            history,
+            incarnations,
+        }
+    }
+}
+
+/// Everything one host needs to start (and restart) its node.
+#[derive(Clone)]
+struct NodeSetup {
+    host: usize,
+    names: Vec<String>,
+    seed: u64,
+    singletons: Vec<String>,
+    config: solo::Config,
+    history: Arc<Mutex<Vec<Record>>>,
+    incarnations: Arc<Vec<AtomicU64>>,
+}
+
+impl NodeSetup {
+    async fn run(self) -> Result<(), Box<dyn std::error::Error>> {
+        let incarnation = self.incarnations[self.host].fetch_add(1, Ordering::SeqCst) + 1;
+        let ip = |name: &str| -> IpAddr { turmoil::lookup(name) };
+        let me = SocketAddr::new(ip(&self.names[self.host]), PORT);
+        let seeds: Vec<SocketAddr> = self
+            .names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.host)
+            .map(|(_, n)| SocketAddr::new(ip(n), PORT))
+            .collect();
+        let cluster = Cluster::builder()
+            .node_name(self.names[self.host].clone())
+            .incarnation(incarnation)
+            .listen(SocketAddr::new([0, 0, 0, 0].into(), PORT))
+            .advertise(me)
+            .seeds(seeds)
+            .cookie("simulated")
+            .config(self.config.clone())
+            .simulation_seed(self.seed ^ (self.host as u64) << 32 ^ incarnation)
+            .worker("wait", wait_for_shutdown)
+            .start_on(TurmoilNetwork)
+            .await?;
+        let mut events = cluster.events();
+        for singleton in &self.singletons {
+            cluster.singleton(singleton, ["wait"]).await?;
+        }
+        let record = |what: What| {
+            let at = turmoil::sim_elapsed().unwrap_or_default();
+            if let Ok(mut history) = self.history.lock() {
+                history.push(Record {
+                    at,
+                    host: self.host,
+                    incarnation,
+                    what,
+                });
+            }
+        };
+        loop {
+            match events.recv().await {
+                Ok(Event::WorkerStarted { id, .. }) => record(What::Started { id: id.to_string() }),
+                Ok(Event::WorkerStopped { id, reason, .. }) => record(What::Stopped {
+                    id: id.to_string(),
+                    reason,
+                }),
+                Ok(Event::Member(event)) => record(What::Member(format!("{event:?}"))),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    return Err(format!("history lost {n} events").into());
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}
+
+async fn wait_for_shutdown(ctx: WorkerContext) -> Result<(), WorkerError> {
+    ctx.shutdown().await;
+    Ok(())
+}
+
+/// A simulated cluster of real `solo` nodes, each a turmoil host running the `solo` driver
+/// and the TCP transport over turmoil's network, with a fixed seed and epoch.
+pub struct Sim {
+    sim: turmoil::Sim<'static>,
+    seed: u64,
+    names: Vec<String>,
+    history: Arc<Mutex<Vec<Record>>>,
+    incarnations: Arc<Vec<AtomicU64>>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("seed", &self.seed)
+            .field("nodes", &self.names.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A simulation step failed: a host's software returned an error or panicked.
+#[derive(Debug, thiserror::Error)]
+#[error("simulation failed: {0}")]
+pub struct SimError(String);
+
+impl Sim {
+    /// Starts building a simulation.
+    pub fn builder() -> SimBuilder {
+        SimBuilder {
+            nodes: 3,
+            seed: 0,
+            singletons: Vec::new(),
+            config: solo::Config::default(),
+            min_latency: Duration::from_micros(100),
+            max_latency: Duration::from_millis(2),
+        }
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// How many hosts.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are no hosts.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
+    /// Runs the cluster for `duration` of simulated time.
+    ///
+    /// # Errors
+    ///
+    /// [`SimError`] if a host failed.
+    pub fn run_for(&mut self, duration: Duration) -> Result<(), SimError> {
+        let until = self.sim.elapsed() + duration;
+        while self.sim.elapsed() < until {
+            self.sim.step().map_err(|e| SimError(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Crashes host `i`'s process (its connections close, as after a SIGKILL).
+    pub fn crash(&mut self, i: usize) {
+        if !self.sim.is_host_running(self.names[i].as_str()) {
+            return;
+        }
+        let incarnation = self.incarnations[i].load(Ordering::SeqCst);
+        self.record(i, incarnation, What::Crashed);
+        self.sim.crash(self.names[i].as_str());
+    }
+
+    /// Restarts host `i` as a new incarnation (crashing the running one first).
+    pub fn restart(&mut self, i: usize) {
+        self.crash(i);
+        self.sim.bounce(self.names[i].as_str());
+    }
+
+    /// Whether host `i`'s process runs.
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.sim.is_host_running(self.names[i].as_str())
+    }
+
+    /// Cuts every link between the two groups (both ways).
+    pub fn partition(&mut self, a: &[usize], b: &[usize]) {
+        for &x in a {
+            for &y in b {
+                self.sim
+                    .partition(self.names[x].as_str(), self.names[y].as_str());
+            }
+        }
+    }
+
+    /// Cuts the link from `from` to `to` only.
+    pub fn partition_oneway(&mut self, from: usize, to: usize) {
+        self.sim
+            .partition_oneway(self.names[from].as_str(), self.names[to].as_str());
+    }
+
+    /// Repairs every link.
+    pub fn repair_all(&mut self) {
+        for a in 0..self.names.len() {
+            for b in 0..self.names.len() {
+                if a != b {
+                    self.sim
+                        .repair(self.names[a].as_str(), self.names[b].as_str());
+                }
+            }
+        }
+    }
+
+    /// Sets the probability that a message is lost, on every link.
+    pub fn set_loss(&mut self, rate: f64) {
+        self.sim.set_fail_rate(rate);
+    }
+
+    /// A copy of the history so far.
+    pub fn history(&self) -> Vec<Record> {
+        self.history.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, host: usize, incarnation: u64, what: What) {
+        if let Ok(mut history) = self.history.lock() {
+            history.push(Record {
+                at: self.sim.elapsed(),
+                host,
+                incarnation,
+                what,
+            });
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The real driver and TCP transport under turmoil: fixed seeds, hand-written scenarios.
+
+use std::time::Duration;
+
+use solo_sim::{Sim, check};
+
+fn owner(sim: &Sim, id: &str) -> Option<usize> {
+    let running = check::running_at_end(&sim.history());
+    match running.get(id).map(Vec::as_slice) {
+        Some([only]) => Some(only.host),
+        _ => None,
+    }
+}
+
+fn instances(sim: &Sim, id: &str) -> usize {
+    check::running_at_end(&sim.history())
+        .get(id)
+        .map_or(0, Vec::len)
+}
+
+#[test]
+fn the_singleton_runs_once_and_survives_the_crash_of_its_node() {
+    let mut sim = Sim::builder().nodes(3).seed(1).singleton("roar").build();
+    sim.run_for(Duration::from_secs(3)).expect("runs");
+    let first =
+        owner(&sim, "roar").unwrap_or_else(|| panic!("{}", check::excerpt(&sim.history(), "roar")));
+    sim.crash(first);
+    let crashed_at = sim.elapsed();
+    sim.run_for(Duration::from_secs(3)).expect("runs");
+    let second =
+        owner(&sim, "roar").unwrap_or_else(|| panic!("{}", check::excerpt(&sim.history(), "roar")));
+    assert_ne!(first, second);
+    let history = sim.history();
+    let taken_over = history
+        .iter()
+        .find(|r| {
+            r.at >= crashed_at
+                && r.host == second
+                && matches!(&r.what, solo_sim::What::Started { id } if id == "roar")
+        })
+        .expect("a start after the crash");
+    // The crash closes its connections: the takeover is a network delay, not a timeout.
+    assert!(
+        taken_over.at - crashed_at < Duration::from_millis(100),
+        "took {:?}",
+        taken_over.at - crashed_at
+    );
+}
+
+#[test]
+fn a_healed_partition_leaves_exactly_one_singleton() {
+    let mut sim = Sim::builder().nodes(3).seed(2).singleton("roar").build();
+    sim.run_for(Duration::from_secs(3)).expect("runs");
+    let first = owner(&sim, "roar").expect("one owner");
+    let others: Vec<usize> = (0..3).filter(|&i| i != first).collect();
+    sim.partition(&[first], &others);
+    sim.run_for(Duration::from_secs(5)).expect("runs");
+    assert_eq!(
+        instances(&sim, "roar"),
+        2,
+        "each side runs one (Available mode)"
+    );
+    sim.repair_all();
+    sim.run_for(Duration::from_secs(10)).expect("runs");
+    assert_eq!(
+        instances(&sim, "roar"),
+        1,
+        "{}",
+        check::excerpt(&sim.history(), "roar")
+    );
+}
+
+#[test]
+fn a_restarted_node_rejoins_and_the_singleton_stays_single() {
+    let mut sim = Sim::builder().nodes(3).seed(3).singleton("roar").build();
+    sim.run_for(Duration::from_secs(3)).expect("runs");
+    let first = owner(&sim, "roar").expect("one owner");
+    sim.restart(first);
+    sim.run_for(Duration::from_secs(5)).expect("runs");
+    assert_eq!(
+        instances(&sim, "roar"),
+        1,
+        "{}",
+        check::excerpt(&sim.history(), "roar")
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_history() {
+    let run = || {
+        let mut sim = Sim::builder().nodes(3).seed(42).singleton("roar").build();
+        sim.run_for(Duration::from_secs(2)).expect("runs");
+        sim.crash(1);
+        sim.run_for(Duration::from_secs(2)).expect("runs");
+        check::history_hash(&sim.history())
+    };
+    assert_eq!(run(), run());
+}
