@@ -89,11 +89,31 @@ impl<'de> Deserialize<'de> for ChildId {
 /// The rendezvous weight of `node` for `child`; the eligible node with the highest weight
 /// owns the child (ties, which need a 64-bit collision, go to the greater name).
 pub fn weight(child: &ChildId, node: &NodeName) -> u64 {
-    let mut bytes = Vec::with_capacity(child.0.len() + 1 + node.as_str().len());
-    bytes.extend_from_slice(child.0.as_bytes());
-    bytes.push(0xFF);
-    bytes.extend_from_slice(node.as_str().as_bytes());
-    xxhash_rust::xxh3::xxh3_64(&bytes)
+    // Placement hashes every child against every node: the bytes go in a stack buffer (ids
+    // and names are length-checked, so they fit), not a fresh allocation per weight.
+    const CAP: usize = MAX_CHILD_ID_LEN + 1 + crate::id::MAX_NODE_NAME_LEN;
+    let (id, name) = (child.0.as_bytes(), node.as_str().as_bytes());
+    let len = id.len() + 1 + name.len();
+    if len > CAP {
+        let mut bytes = Vec::with_capacity(len);
+        bytes.extend_from_slice(id);
+        bytes.push(0xFF);
+        bytes.extend_from_slice(name);
+        return xxhash_rust::xxh3::xxh3_64(&bytes);
+    }
+    if len <= 32 {
+        // The common case, without clearing a large buffer.
+        let mut buf = [0u8; 32];
+        buf[..id.len()].copy_from_slice(id);
+        buf[id.len()] = 0xFF;
+        buf[id.len() + 1..len].copy_from_slice(name);
+        return xxhash_rust::xxh3::xxh3_64(&buf[..len]);
+    }
+    let mut buf = [0u8; CAP];
+    buf[..id.len()].copy_from_slice(id);
+    buf[id.len()] = 0xFF;
+    buf[id.len() + 1..len].copy_from_slice(name);
+    xxhash_rust::xxh3::xxh3_64(&buf[..len])
 }
 
 /// The owner of `child` among `candidates`, with its weight; `None` if there is none.

@@ -163,15 +163,14 @@ pub enum Message {
     Children {
         /// The records.
         records: Vec<ChildRecord>,
-        /// Whether the receiver should acknowledge each record.
+        /// Whether the receiver should acknowledge the records (in one [`Message::ChildAck`]).
         ack: bool,
     },
-    /// "I hold this record now": lets `start_child` answer once two members hold the spec.
+    /// "I hold these records now": lets `start_child` answer once two members hold the
+    /// spec. One acknowledgement answers one [`Message::Children`], for all its records.
     ChildAck {
-        /// The child.
-        id: crate::placement::ChildId,
-        /// The stamp counter of the record held.
-        counter: u64,
+        /// Each child held, with the stamp counter of the record held.
+        acks: Vec<(crate::placement::ChildId, u64)>,
     },
     /// The sender's child-table digest, one value per bucket.
     ChildDigest {

@@ -282,6 +282,22 @@ fn input_strategy() -> impl Strategy<Value = Input> {
             )),
         (
             id_strategy(),
+            proptest::collection::vec((0..30u32, 0..5u64), 0..8)
+        )
+            .prop_map(|(from, acks)| Input::Message(
+                from,
+                Message::ChildAck {
+                    acks: acks
+                        .into_iter()
+                        .map(|(k, counter)| (
+                            ChildId::new(format!("c{k}")).expect("valid"),
+                            counter
+                        ))
+                        .collect()
+                }
+            )),
+        (
+            id_strategy(),
             proptest::collection::vec(any::<u64>(), 0..300)
         )
             .prop_map(|(from, digests)| Input::Message(from, Message::ChildDigest { digests })),

@@ -197,6 +197,8 @@ impl NodeBuilder {
             view: BTreeMap::new(),
             reported_conflicts: BTreeSet::new(),
             next_child_repair_at: now,
+            placement_dirty: true,
+            unsent_starts: Vec::new(),
             id: self.id,
             addr: self.addr,
             seeds,
@@ -299,6 +301,13 @@ pub struct Node {
     reported_conflicts: BTreeSet<(ChildId, NodeId, u64)>,
     /// No child-table repair starts before this (repairs are rate-limited).
     next_child_repair_at: Instant,
+    /// Whether the placement view may have changed since it was last computed: set by
+    /// whatever can change it (membership news, this node's own metadata, joining, leaving),
+    /// so that inputs which change nothing skip rebuilding the view.
+    placement_dirty: bool,
+    /// Children started here and not yet replicated: `poll_transmit` sends them, so that a
+    /// burst of `start_child` calls costs one message per peer, not one per child.
+    unsent_starts: Vec<crate::supervisor::ChildRecord>,
 }
 
 impl Node {
@@ -378,6 +387,9 @@ impl Node {
 
     /// The next message to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if !self.unsent_starts.is_empty() {
+            self.flush_starts();
+        }
         self.transmits.pop_front()
     }
 
@@ -519,7 +531,7 @@ impl Node {
             }
             Message::Gossip { updates } => self.apply_updates(now, &updates),
             Message::Children { records, ack } => self.handle_children(now, from, records, ack),
-            Message::ChildAck { id, counter } => self.handle_child_ack(id, counter),
+            Message::ChildAck { acks } => self.handle_child_ack(acks),
             Message::ChildDigest { digests } => self.handle_child_digest(from, digests),
             Message::ChildPull { buckets } => self.handle_child_pull(from, buckets),
             Message::Sync { members, reply } => {
@@ -609,6 +621,7 @@ impl Node {
             return Err(CommandError::NotActive(self.status));
         }
         self.status = Status::Left;
+        self.placement_dirty = true;
         self.stop_all();
         self.probes.clear();
         self.relays.clear();
@@ -784,6 +797,7 @@ impl Node {
                 self.members
                     .merge(now, update, self.config.max_members, suspicion_deadline);
             if merged.changed {
+                self.placement_dirty = true;
                 self.queue_gossip(update.clone());
             }
             for event in merged.events {
@@ -798,6 +812,7 @@ impl Node {
         if update.id.incarnation > self.id.incarnation {
             tracing::warn!(node = %self.id, by = %update.id, "superseded by a newer process");
             self.status = Status::Superseded;
+            self.placement_dirty = true;
             self.actions.push_back(Action::Superseded {
                 by: update.id.clone(),
             });
@@ -829,6 +844,7 @@ impl Node {
 
     /// Tells every member that this node's metadata changed, under a new version.
     fn announce_self(&mut self) {
+        self.placement_dirty = true;
         self.version = self.version.saturating_add(1);
         let me = self.self_update();
         self.broadcast(me, false);
@@ -976,6 +992,7 @@ impl Node {
         self.had_peers = has_peers;
         if !self.joined && (has_peers || now >= self.join_deadline) {
             self.joined = true;
+            self.placement_dirty = true;
         }
         self.refresh_placement();
     }
@@ -983,6 +1000,7 @@ impl Node {
     // ----- plumbing ------------------------------------------------------------------------
 
     fn emit(&mut self, event: MemberEvent) {
+        self.placement_dirty = true;
         if let MemberEvent::Down(id) | MemberEvent::Left(id) = &event {
             self.probes.retain(|_, p| p.target != *id);
         }

@@ -11,7 +11,7 @@ use crate::membership::{MAX_SINGLETONS, NodeMeta};
 use crate::placement::{ChildId, weight};
 use crate::supervisor::{
     ChildInfo, ChildRecord, ChildSpec, ChildState, DIGEST_BUCKETS, DeclareError, Exit,
-    MergeOutcome, RestartPolicy, Scope, StartError, StopReason, SupervisorEvent, TerminateError,
+    RestartPolicy, Scope, StartError, StopReason, SupervisorEvent, TerminateError,
 };
 use crate::wire::Message;
 
@@ -105,8 +105,10 @@ impl Node {
     }
 
     /// Starts a child somewhere in the cluster (wherever placement puts it). The spec is
-    /// replicated to every member; [`SupervisorEvent::ChildStarted`] follows once a second
-    /// member holds it (at once if this node is alone), so a crash cannot lose it.
+    /// replicated to every member, by the next [`poll_transmit`](Node::poll_transmit) (so
+    /// starts made between two drains share messages);
+    /// [`SupervisorEvent::ChildStarted`] follows once a second member holds it (at once if
+    /// this node is alone), so a crash cannot lose it.
     ///
     /// # Errors
     ///
@@ -140,10 +142,9 @@ impl Node {
         // Until a second member holds it, the answer waits (`refresh_placement` answers
         // at once for a node that has joined and is alone).
         self.pending_acks.insert(id, counter);
-        self.send_to_live(&Message::Children {
-            records: vec![record],
-            ack: true,
-        });
+        // Replicated by the next `poll_transmit`, with every other start made before it.
+        self.unsent_starts.push(record);
+        self.defer_child_repair(now);
         self.after_input_at(now);
         Ok(())
     }
@@ -300,6 +301,8 @@ impl Node {
         records: Vec<ChildRecord>,
         ack: bool,
     ) {
+        let mut acks = Vec::new();
+        let mut news = false;
         for record in records {
             if record.spec.validate().is_err() || self.singletons.contains_key(&record.spec.id) {
                 continue;
@@ -307,24 +310,71 @@ impl Node {
             let id = record.spec.id.clone();
             let counter = record.stamp.counter;
             let full =
-                self.children.get(&id).is_none() && self.children.len() >= self.config.max_children;
+                self.children.len() >= self.config.max_children && self.children.get(&id).is_none();
             if full {
                 tracing::warn!(node = %self.id, child = %id, "child table full, dropping");
                 continue;
             }
-            self.apply_child(now, record);
+            news |= self.apply_child(now, record);
             if ack {
-                self.send_to(from, Message::ChildAck { id, counter });
+                acks.push((id, counter));
+            }
+        }
+        if news {
+            self.defer_child_repair(now);
+        }
+        // One acknowledgement for the whole message, split only if it would not fit a frame
+        // (each entry is smaller than the record it answers, so it never is in practice).
+        let mut bytes = 0;
+        let mut chunk = Vec::new();
+        for (id, counter) in acks {
+            bytes += id.as_str().len() + 12;
+            chunk.push((id, counter));
+            if bytes >= CHUNK_BYTES {
+                let acks = std::mem::take(&mut chunk);
+                self.send_to(from, Message::ChildAck { acks });
+                bytes = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            self.send_to(from, Message::ChildAck { acks: chunk });
+        }
+    }
+
+    pub(super) fn handle_child_ack(&mut self, acks: Vec<(ChildId, u64)>) {
+        for (id, counter) in acks {
+            if self.pending_acks.get(&id) == Some(&counter) {
+                self.pending_acks.remove(&id);
+                self.supervisor_event(SupervisorEvent::ChildStarted {
+                    id,
+                    replicated: true,
+                });
             }
         }
     }
 
-    pub(super) fn handle_child_ack(&mut self, id: ChildId, counter: u64) {
-        if self.pending_acks.get(&id) == Some(&counter) {
-            self.pending_acks.remove(&id);
-            self.supervisor_event(SupervisorEvent::ChildStarted {
-                id,
-                replicated: true,
+    /// Replicates the children started since the last call to every live member, in
+    /// messages of at most [`CHUNK_BYTES`] of records, each acknowledged as a whole.
+    pub(super) fn flush_starts(&mut self) {
+        let records = std::mem::take(&mut self.unsent_starts);
+        if self.members.live().next().is_none() {
+            return;
+        }
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for record in records {
+            bytes += postcard::experimental::serialized_size(&record).unwrap_or(CHUNK_BYTES);
+            chunk.push(record);
+            if bytes >= CHUNK_BYTES {
+                let records = std::mem::take(&mut chunk);
+                self.send_to_live(Message::Children { records, ack: true });
+                bytes = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            self.send_to_live(Message::Children {
+                records: chunk,
+                ack: true,
             });
         }
     }
@@ -375,6 +425,10 @@ impl Node {
     /// Recomputes owners after the view changed, moving only what the change can move: the
     /// children of nodes that left the view, and children the newcomers outweigh.
     pub(super) fn refresh_placement(&mut self) {
+        if !std::mem::take(&mut self.placement_dirty) {
+            self.answer_pending_if_alone();
+            return;
+        }
         let view = self.compute_view();
         if view == self.view {
             self.answer_pending_if_alone();
@@ -545,15 +599,24 @@ impl Node {
         }
     }
 
-    fn apply_child(&mut self, now: Instant, record: ChildRecord) {
+    /// Merges a record into the table and acts on it; returns whether it was news.
+    fn apply_child(&mut self, now: Instant, record: ChildRecord) -> bool {
         let id = record.spec.id.clone();
-        if self.children.merge(now, record) == MergeOutcome::Stale {
-            return;
-        }
-        if let Some(slot) = self.children.get_mut(&id) {
-            slot.owner = owner_in(&self.view, &slot.record.spec, false);
-        }
+        let Some(slot) = self.children.merge_slot(now, record) else {
+            return false;
+        };
+        slot.owner = owner_in(&self.view, &slot.record.spec, false);
         self.reconcile(&id);
+        true
+    }
+
+    /// Child records are on their way (arriving here, or just started here and leaving):
+    /// until they land, tables differ only because of them, and a repair would send whole
+    /// buckets that are already in flight. Repairs started by a probe's mismatch wait for
+    /// two probe periods without news; the periodic sync's repair still runs.
+    fn defer_child_repair(&mut self, now: Instant) {
+        let quiet = now + 2 * self.config.probe_interval;
+        self.next_child_repair_at = self.next_child_repair_at.max(quiet);
     }
 
     /// Ends a distributed child cluster-wide, with `state` as the reason.
@@ -561,7 +624,7 @@ impl Node {
         let stamp = self.children.next_stamp(&self.id.name);
         let record = ChildRecord { spec, stamp, state };
         self.apply_child(now, record.clone());
-        self.send_to_live(&Message::Children {
+        self.send_to_live(Message::Children {
             records: vec![record],
             ack: false,
         });
@@ -664,11 +727,15 @@ impl Node {
         }
     }
 
-    fn send_to_live(&mut self, message: &Message) {
+    fn send_to_live(&mut self, message: Message) {
         let peers: Vec<NodeId> = self.members.live().map(|m| m.id().clone()).collect();
-        for peer in peers {
-            self.send_to(&peer, message.clone());
+        let Some((last, others)) = peers.split_last() else {
+            return;
+        };
+        for peer in others {
+            self.send_to(peer, message.clone());
         }
+        self.send_to(last, message);
     }
 
     fn supervisor_event(&mut self, event: SupervisorEvent) {

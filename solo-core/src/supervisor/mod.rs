@@ -30,8 +30,8 @@ pub use spec::{
     ChildSpec, Exit, MAX_GROUP_LEN, MAX_LABEL_LEN, MAX_SPEC_LEN, RestartPolicy, SpecError,
     WorkerSpec,
 };
+pub(crate) use table::ChildTable;
 pub use table::{ChildRecord, ChildState, DIGEST_BUCKETS, Stamp};
-pub(crate) use table::{ChildTable, MergeOutcome};
 
 use crate::id::{NodeId, NodeName};
 use crate::placement::ChildId;

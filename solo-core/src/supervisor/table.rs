@@ -13,6 +13,7 @@
 //! not send them back and forth.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -71,12 +72,27 @@ impl ChildRecord {
 
     /// This record's contribution to its bucket's digest (XOR-ed in, so order-free).
     fn digest(&self) -> u64 {
-        let mut bytes = Vec::with_capacity(self.spec.id.as_str().len() + 80);
-        bytes.extend_from_slice(self.spec.id.as_str().as_bytes());
-        bytes.push(0xFF);
-        bytes.extend_from_slice(&self.stamp.counter.to_le_bytes());
-        bytes.extend_from_slice(self.stamp.origin.as_str().as_bytes());
-        xxhash_rust::xxh3::xxh3_64(&bytes)
+        // Hashed for every record merged: a stack buffer, not an allocation (ids and names
+        // are length-checked, so they fit).
+        const CAP: usize =
+            crate::placement::MAX_CHILD_ID_LEN + 1 + 8 + crate::id::MAX_NODE_NAME_LEN;
+        let id = self.spec.id.as_str().as_bytes();
+        let origin = self.stamp.origin.as_str().as_bytes();
+        let len = id.len() + 1 + 8 + origin.len();
+        if len > CAP {
+            let mut bytes = Vec::with_capacity(len);
+            bytes.extend_from_slice(id);
+            bytes.push(0xFF);
+            bytes.extend_from_slice(&self.stamp.counter.to_le_bytes());
+            bytes.extend_from_slice(origin);
+            return xxhash_rust::xxh3::xxh3_64(&bytes);
+        }
+        let mut buf = [0u8; CAP];
+        buf[..id.len()].copy_from_slice(id);
+        buf[id.len()] = 0xFF;
+        buf[id.len() + 1..id.len() + 9].copy_from_slice(&self.stamp.counter.to_le_bytes());
+        buf[id.len() + 9..len].copy_from_slice(origin);
+        xxhash_rust::xxh3::xxh3_64(&buf[..len])
     }
 }
 
@@ -90,6 +106,7 @@ pub(crate) struct Slot {
 }
 
 /// What [`ChildTable::merge`] did with a record.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MergeOutcome {
     /// Already known, or older than what is known.
@@ -123,10 +140,6 @@ impl ChildTable {
         self.slots.get(id)
     }
 
-    pub(crate) fn get_mut(&mut self, id: &ChildId) -> Option<&mut Slot> {
-        self.slots.get_mut(id)
-    }
-
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&ChildId, &Slot)> {
         self.slots.iter()
     }
@@ -151,7 +164,10 @@ impl ChildTable {
 
     /// One hash of the whole table's live records, cheap enough to piggyback on every probe.
     pub(crate) fn summary(&self) -> u64 {
-        let bytes: Vec<u8> = self.digests.iter().flat_map(|d| d.to_le_bytes()).collect();
+        let mut bytes = [0u8; DIGEST_BUCKETS * 8];
+        for (chunk, d) in bytes.chunks_exact_mut(8).zip(&self.digests) {
+            chunk.copy_from_slice(&d.to_le_bytes());
+        }
         xxhash_rust::xxh3::xxh3_64(&bytes)
     }
 
@@ -165,14 +181,26 @@ impl ChildTable {
     }
 
     /// Merges a record; the caller recomputes the child's owner when it was applied.
+    #[cfg(test)]
     pub(crate) fn merge(&mut self, now: Instant, record: ChildRecord) -> MergeOutcome {
+        match self.merge_slot(now, record) {
+            Some(_) => MergeOutcome::Applied,
+            None => MergeOutcome::Stale,
+        }
+    }
+
+    /// Merges a record and returns its slot when it was applied (`None`: stale), so the
+    /// caller can recompute the owner without looking the child up again.
+    pub(crate) fn merge_slot(&mut self, now: Instant, record: ChildRecord) -> Option<&mut Slot> {
         self.clock = self.clock.max(record.stamp.counter);
-        let id = record.spec.id.clone();
-        let bucket = ChildRecord::bucket(&id);
+        let bucket = ChildRecord::bucket(&record.spec.id);
         let ended_at = (record.state != ChildState::Live).then_some(now);
-        match self.slots.get_mut(&id) {
-            Some(slot) if record.precedence() <= slot.record.precedence() => MergeOutcome::Stale,
-            Some(slot) => {
+        match self.slots.entry(record.spec.id.clone()) {
+            Entry::Occupied(entry) => {
+                let slot = entry.into_mut();
+                if record.precedence() <= slot.record.precedence() {
+                    return None;
+                }
                 if slot.record.state == ChildState::Live {
                     self.digests[bucket] ^= slot.record.digest();
                     self.live -= 1;
@@ -183,22 +211,18 @@ impl ChildTable {
                 }
                 slot.record = record;
                 slot.ended_at = ended_at;
-                MergeOutcome::Applied
+                Some(slot)
             }
-            None => {
+            Entry::Vacant(entry) => {
                 if record.state == ChildState::Live {
                     self.digests[bucket] ^= record.digest();
                     self.live += 1;
                 }
-                self.slots.insert(
-                    id,
-                    Slot {
-                        record,
-                        owner: None,
-                        ended_at,
-                    },
-                );
-                MergeOutcome::Applied
+                Some(entry.insert(Slot {
+                    record,
+                    owner: None,
+                    ended_at,
+                }))
             }
         }
     }
@@ -221,6 +245,10 @@ impl ChildTable {
 
     /// Forgets tombstones older than `ttl`.
     pub(crate) fn expire_tombstones(&mut self, now: Instant, ttl: Duration) {
+        if self.slots.len() == self.live {
+            // No tombstone to forget: skip the scan of a table that may be large.
+            return;
+        }
         self.slots.retain(|_, slot| match slot.ended_at {
             Some(at) => now.saturating_duration_since(at) < ttl,
             None => true,

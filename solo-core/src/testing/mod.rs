@@ -103,6 +103,9 @@ struct Host {
     workers: BTreeMap<ChildId, u64>,
     /// Roles given to every process of this host.
     roles: Vec<String>,
+    /// The process's next deadline in simulated time, as last read after an input (its
+    /// entry in `Sim::timeouts`); `None` when it has none or is frozen or stopped.
+    timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +176,9 @@ pub struct Sim {
     records: Vec<Record>,
     history: Vec<String>,
     steps: u64,
+    /// Every running, unfrozen host's next deadline: a node's `poll_timeout` only changes
+    /// when it handles an input, so it is read once then, not at every step.
+    timeouts: BTreeSet<(Duration, usize)>,
 }
 
 impl Sim {
@@ -197,6 +203,7 @@ impl Sim {
             records: Vec::new(),
             history: Vec::new(),
             steps: 0,
+            timeouts: BTreeSet::new(),
         }
     }
 
@@ -262,6 +269,7 @@ impl Sim {
             seeds,
             workers: BTreeMap::new(),
             roles,
+            timeout: None,
         });
         self.by_addr.insert(addr, index);
         self.start_process(index);
@@ -362,6 +370,7 @@ impl Sim {
     pub fn freeze(&mut self, i: usize) {
         self.log(format!("freeze {i}"));
         self.hosts[i].frozen = true;
+        self.refresh_timeout(i);
     }
 
     /// Thaws host `i` (SIGCONT): it handles what waited, then runs on.
@@ -370,6 +379,7 @@ impl Sim {
             return;
         }
         self.log(format!("thaw {i}"));
+        self.refresh_timeout(i);
         let backlog = std::mem::take(&mut self.hosts[i].backlog);
         for mut delivery in backlog {
             delivery.at = self.now;
@@ -532,6 +542,7 @@ impl Sim {
         self.hosts[i].frozen = false;
         self.hosts[i].backlog.clear();
         self.hosts[i].workers.clear();
+        self.refresh_timeout(i);
         let peers: Vec<usize> = self
             .connections
             .iter()
@@ -575,16 +586,37 @@ impl Sim {
         Duration::from_nanos(sim.max(0) as u64)
     }
 
+    /// The earliest deadline of a running, unfrozen host, and which host; a deadline
+    /// already past counts as now, and ties go to the lowest index.
     fn next_timeout(&self) -> Option<(Duration, usize)> {
-        self.hosts
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| !h.frozen)
-            .filter_map(|(i, h)| {
-                let deadline = h.node.as_ref()?.poll_timeout()?;
-                Some((self.sim_time_of(i, deadline).max(self.now), i))
-            })
-            .min()
+        let &(first, i) = self.timeouts.first()?;
+        if first > self.now {
+            return Some((first, i));
+        }
+        let due = self.timeouts.range(..=(self.now, usize::MAX));
+        due.map(|&(_, i)| i).min().map(|i| (self.now, i))
+    }
+
+    /// Reads host `i`'s next deadline again, after an input or a change of its process.
+    fn refresh_timeout(&mut self, i: usize) {
+        let host = &self.hosts[i];
+        let deadline = if host.frozen {
+            None
+        } else {
+            host.node.as_ref().and_then(Node::poll_timeout)
+        };
+        let at = deadline.map(|d| self.sim_time_of(i, d));
+        let host = &mut self.hosts[i];
+        if host.timeout == at {
+            return;
+        }
+        if let Some(old) = host.timeout.take() {
+            self.timeouts.remove(&(old, i));
+        }
+        if let Some(at) = at {
+            self.timeouts.insert((at, i));
+        }
+        self.hosts[i].timeout = at;
     }
 
     fn next_event_at(&self) -> Option<Duration> {
@@ -655,8 +687,13 @@ impl Sim {
         self.drain(i);
     }
 
-    /// Carries out everything node `i` asked for.
+    /// Carries out everything node `i` asked for, then notes its next deadline.
     fn drain(&mut self, i: usize) {
+        self.drain_outputs(i);
+        self.refresh_timeout(i);
+    }
+
+    fn drain_outputs(&mut self, i: usize) {
         loop {
             let Some(node) = self.hosts[i].node.as_mut() else {
                 return;
