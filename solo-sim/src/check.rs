@@ -31,7 +31,7 @@ pub fn running_at_end(history: &[Record]) -> BTreeMap<String, Vec<Running>> {
             What::Crashed => {
                 running.retain(|(h, i, _), _| !(*h == record.host && *i == record.incarnation))
             }
-            What::Member(_) => {}
+            _ => {}
         }
     }
     let mut by_id: BTreeMap<String, Vec<Running>> = BTreeMap::new();
@@ -75,8 +75,9 @@ pub fn excerpt(history: &[Record], id: &str) -> String {
         .iter()
         .filter(|r| match &r.what {
             What::Started { id: i } | What::Stopped { id: i, .. } => i == id,
-            What::Crashed => true,
-            What::Member(_) => false,
+            What::Crashed | What::Left => true,
+            What::ChildAcked { id: i } | What::Terminated { id: i } => i == id,
+            _ => false,
         })
         .map(|r| format!("{:>12?} n{}#{} {:?}", r.at, r.host, r.incarnation, r.what))
         .collect::<Vec<_>>()

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use solo::{Cluster, Event, WorkerContext, WorkerError};
+use solo::{ChildId, ChildSpec, Cluster, Event, WorkerContext, WorkerError};
+use tokio::sync::mpsc;
 
 use crate::network::TurmoilNetwork;
 
@@ -45,7 +46,30 @@ pub enum What {
     Crashed,
     /// A membership event, for reading a history.
     Member(String),
+    /// `start_child` returned `Ok` on this node (the spec is held by two members, or this
+    /// node is alone).
+    ChildAcked {
+        /// The child.
+        id: String,
+    },
+    /// `terminate_child` returned `Ok` on this node.
+    Terminated {
+        /// The child.
+        id: String,
+    },
+    /// The node left gracefully.
+    Left,
 }
+
+/// What the test asks a simulated node to do, through its command queue.
+#[derive(Debug, Clone)]
+enum SimCommand {
+    StartChild(String),
+    TerminateChild(String),
+    Leave,
+}
+
+type Commands = Arc<Mutex<Vec<Option<mpsc::UnboundedSender<SimCommand>>>>>;
 
 /// Builds a [`Sim`].
 #[derive(Debug, Clone)]
@@ -56,9 +80,17 @@ pub struct SimBuilder {
     config: solo::Config,
     min_latency: Duration,
     max_latency: Duration,
+    sabotage: bool,
 }
 
 impl SimBuilder {
+    /// Runs deliberately broken nodes that never stop a child that moved, so duplicates
+    /// survive a heal: for testing that the invariant checker catches it.
+    pub fn sabotage_duplicate_resolution(mut self) -> Self {
+        self.sabotage = true;
+        self
+    }
+
     /// How many nodes (default 3).
     pub fn nodes(mut self, nodes: usize) -> Self {
         self.nodes = nodes;
@@ -106,6 +138,7 @@ impl SimBuilder {
         let history = Arc::new(Mutex::new(Vec::new()));
         let incarnations: Arc<Vec<AtomicU64>> =
             Arc::new((0..self.nodes).map(|_| AtomicU64::new(0)).collect());
+        let commands: Commands = Arc::new(Mutex::new(vec![None; self.nodes]));
         let names: Vec<String> = (0..self.nodes).map(|i| format!("n{i}")).collect();
         for host in 0..self.nodes {
             let node = NodeSetup {
@@ -116,6 +149,8 @@ impl SimBuilder {
                 config: self.config.clone(),
                 history: Arc::clone(&history),
                 incarnations: Arc::clone(&incarnations),
+                commands: Arc::clone(&commands),
+                sabotage: self.sabotage,
             };
             sim.host(names[host].as_str(), move || node.clone().run());
         }
@@ -125,6 +160,7 @@ impl SimBuilder {
             names,
             history,
             incarnations,
+            commands,
         }
     }
 }
@@ -139,6 +175,8 @@ struct NodeSetup {
     config: solo::Config,
     history: Arc<Mutex<Vec<Record>>>,
     incarnations: Arc<Vec<AtomicU64>>,
+    commands: Commands,
+    sabotage: bool,
 }
 
 impl NodeSetup {
@@ -153,7 +191,11 @@ impl NodeSetup {
             .filter(|(i, _)| *i != self.host)
             .map(|(_, n)| SocketAddr::new(ip(n), PORT))
             .collect();
-        let cluster = Cluster::builder()
+        let mut builder = Cluster::builder();
+        if self.sabotage {
+            builder = builder.sabotage_ignore_moves();
+        }
+        let cluster = builder
             .node_name(self.names[self.host].clone())
             .incarnation(incarnation)
             .listen(SocketAddr::new([0, 0, 0, 0].into(), PORT))
@@ -169,19 +211,56 @@ impl NodeSetup {
         for singleton in &self.singletons {
             cluster.singleton(singleton, ["wait"]).await?;
         }
-        let record = |what: What| {
+        let (tx, mut commands) = mpsc::unbounded_channel();
+        if let Ok(mut queues) = self.commands.lock() {
+            queues[self.host] = Some(tx);
+        }
+        let history = Arc::clone(&self.history);
+        let host = self.host;
+        let record = move |what: What| {
             let at = turmoil::sim_elapsed().unwrap_or_default();
-            if let Ok(mut history) = self.history.lock() {
+            if let Ok(mut history) = history.lock() {
                 history.push(Record {
                     at,
-                    host: self.host,
+                    host,
                     incarnation,
                     what,
                 });
             }
         };
         loop {
-            match events.recv().await {
+            let event = tokio::select! {
+                biased;
+                Some(command) = commands.recv() => {
+                    let cluster = cluster.clone();
+                    let record = record.clone();
+                    // Calls run beside the event loop: a start waits for its replication.
+                    tokio::spawn(async move {
+                        match command {
+                            SimCommand::StartChild(id) => {
+                                let Ok(child) = ChildId::new(id.clone()) else { return };
+                                let spec = ChildSpec::new(child, "wait", Vec::new());
+                                if cluster.supervisor().start_child(spec).await.is_ok() {
+                                    record(What::ChildAcked { id });
+                                }
+                            }
+                            SimCommand::TerminateChild(id) => {
+                                let Ok(child) = ChildId::new(id.clone()) else { return };
+                                if cluster.supervisor().terminate_child(&child).await.is_ok() {
+                                    record(What::Terminated { id });
+                                }
+                            }
+                            SimCommand::Leave => {
+                                cluster.leave().await;
+                                record(What::Left);
+                            }
+                        }
+                    });
+                    continue;
+                }
+                event = events.recv() => event,
+            };
+            match event {
                 Ok(Event::WorkerStarted { id, .. }) => record(What::Started { id: id.to_string() }),
                 Ok(Event::WorkerStopped { id, reason, .. }) => record(What::Stopped {
                     id: id.to_string(),
@@ -211,6 +290,7 @@ pub struct Sim {
     names: Vec<String>,
     history: Arc<Mutex<Vec<Record>>>,
     incarnations: Arc<Vec<AtomicU64>>,
+    commands: Commands,
 }
 
 impl std::fmt::Debug for Sim {
@@ -237,6 +317,7 @@ impl Sim {
             config: solo::Config::default(),
             min_latency: Duration::from_micros(100),
             max_latency: Duration::from_millis(2),
+            sabotage: false,
         }
     }
 
@@ -325,6 +406,33 @@ impl Sim {
     /// Sets the probability that a message is lost, on every link.
     pub fn set_loss(&mut self, rate: f64) {
         self.sim.set_fail_rate(rate);
+    }
+
+    /// Asks host `i` to start the distributed child `id` (recorded as
+    /// [`What::ChildAcked`] once `start_child` returns `Ok`). Ignored if the host is down.
+    pub fn start_child(&mut self, i: usize, id: impl Into<String>) {
+        self.command(i, SimCommand::StartChild(id.into()));
+    }
+
+    /// Asks host `i` to terminate the child `id` (recorded as [`What::Terminated`]).
+    pub fn terminate_child(&mut self, i: usize, id: impl Into<String>) {
+        self.command(i, SimCommand::TerminateChild(id.into()));
+    }
+
+    /// Asks host `i` to leave the cluster gracefully (recorded as [`What::Left`]).
+    pub fn leave(&mut self, i: usize) {
+        self.command(i, SimCommand::Leave);
+    }
+
+    fn command(&mut self, i: usize, command: SimCommand) {
+        if !self.is_running(i) {
+            return;
+        }
+        if let Ok(queues) = self.commands.lock()
+            && let Some(Some(queue)) = queues.get(i)
+        {
+            let _ = queue.send(command);
+        }
     }
 
     /// A copy of the history so far.

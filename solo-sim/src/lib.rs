@@ -30,9 +30,11 @@
 
 pub mod check;
 mod harness;
+pub mod nemesis;
 mod network;
 
 pub use harness::{Record, Sim, SimBuilder, SimError, What};
+pub use nemesis::{Fault, Schedule, Violation, check_healed};
 pub use network::TurmoilNetwork;
 /// The core-level simulator: `solo_core::testing`.
 pub use solo_core::testing as core_sim;

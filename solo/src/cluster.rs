@@ -76,6 +76,7 @@ pub struct ClusterBuilder {
     shutdown_grace: Duration,
     drain_timeout: Duration,
     simulation_seed: Option<u64>,
+    sabotage_ignore_moves: bool,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -176,6 +177,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// A deliberately broken node for testing the simulation's invariant checker: it ignores
+    /// the core's requests to stop a child that moved, so duplicates survive a healed
+    /// partition. Never use it outside such a test.
+    #[doc(hidden)]
+    pub fn sabotage_ignore_moves(mut self) -> Self {
+        self.sabotage_ignore_moves = true;
+        self
+    }
+
     /// Binds the listener, starts the node and begins joining the seeds.
     ///
     /// # Errors
@@ -247,6 +257,7 @@ impl ClusterBuilder {
                 grace: self.shutdown_grace,
             },
             drain_timeout: self.drain_timeout,
+            sabotage_ignore_moves: self.sabotage_ignore_moves,
         };
         tokio::spawn(driver.run());
         Ok(Cluster {
@@ -316,6 +327,7 @@ impl Cluster {
             shutdown_grace: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
             simulation_seed: None,
+            sabotage_ignore_moves: false,
         }
     }
 

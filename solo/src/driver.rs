@@ -40,6 +40,9 @@ pub(crate) struct Driver<N: Network> {
     pub(crate) spawner: Spawner,
     /// How long a leave waits for this node's children to move before it goes anyway.
     pub(crate) drain_timeout: Duration,
+    /// Test-only sabotage: ignore stops of children that moved (see
+    /// `ClusterBuilder::sabotage_ignore_moves`).
+    pub(crate) sabotage_ignore_moves: bool,
 }
 
 /// The driver's bookkeeping beside the node.
@@ -110,6 +113,10 @@ impl<N: Network> Driver<N> {
                         old.stop("replaced".into());
                     }
                 }
+                Action::Stop {
+                    reason: StopReason::Moved { .. },
+                    ..
+                } if self.sabotage_ignore_moves => {}
                 Action::Stop {
                     id,
                     instance,

@@ -1,0 +1,223 @@
+//! The nemesis: seeded fault schedules for a [`Sim`], and the check of DESIGN.md's
+//! invariants over the history they produce.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use solo_core::Rng;
+
+use crate::check::{excerpt, running_at_end};
+use crate::harness::{Record, Sim, SimError, What};
+
+/// One thing the nemesis does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Cuts every link between two groups.
+    Partition(Vec<usize>, Vec<usize>),
+    /// Cuts one direction of one link.
+    OneWay(usize, usize),
+    /// Cuts a group off from the rest except through one bridge host.
+    Bridge {
+        /// The hosts cut off.
+        island: Vec<usize>,
+        /// The host that still talks to both sides.
+        bridge: usize,
+    },
+    /// Repairs every link.
+    Repair,
+    /// Crashes a host (its connections close).
+    Crash(usize),
+    /// Restarts a host as a new incarnation.
+    Restart(usize),
+    /// Sets message loss, in per mille.
+    LossPerMille(u16),
+    /// A host leaves gracefully.
+    Leave(usize),
+    /// A random host starts a child.
+    StartChild(usize, String),
+    /// A random host terminates a child.
+    TerminateChild(usize, String),
+    /// Lets the cluster run.
+    Wait(Duration),
+}
+
+/// A seeded list of faults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// The faults, in order.
+    pub faults: Vec<Fault>,
+}
+
+impl Schedule {
+    /// `steps` random faults for `nodes` hosts, each followed by a wait of up to 2 s, from
+    /// `seed`. At most one host is down at a time (a restart follows a crash before another
+    /// crash), so that a child held by two members is never legitimately lost.
+    pub fn random(seed: u64, nodes: usize, steps: usize) -> Self {
+        let mut rng = Rng::new(seed ^ 0x4E4E_5E5E_0000_0001);
+        let mut faults = Vec::new();
+        let mut down: Option<usize> = None;
+        let mut children = 0usize;
+        let pick = |rng: &mut Rng| rng.below(nodes as u64) as usize;
+        for _ in 0..steps {
+            let fault = match rng.below(11) {
+                0 | 1 => {
+                    let mut hosts: Vec<usize> = (0..nodes).collect();
+                    rng.shuffle(&mut hosts);
+                    let cut = 1 + rng.below(nodes as u64 - 1) as usize;
+                    Fault::Partition(hosts[..cut].to_vec(), hosts[cut..].to_vec())
+                }
+                2 => {
+                    let (a, b) = (pick(&mut rng), pick(&mut rng));
+                    if a == b {
+                        Fault::Repair
+                    } else {
+                        Fault::OneWay(a, b)
+                    }
+                }
+                3 if nodes >= 3 => {
+                    let mut hosts: Vec<usize> = (0..nodes).collect();
+                    rng.shuffle(&mut hosts);
+                    Fault::Bridge {
+                        island: vec![hosts[0]],
+                        bridge: hosts[1],
+                    }
+                }
+                4 => Fault::Repair,
+                5 => match down.take() {
+                    Some(host) => Fault::Restart(host),
+                    None => {
+                        let host = pick(&mut rng);
+                        down = Some(host);
+                        Fault::Crash(host)
+                    }
+                },
+                6 => Fault::LossPerMille(rng.below(200) as u16),
+                7..=9 => {
+                    children += 1;
+                    Fault::StartChild(pick(&mut rng), format!("c{children}"))
+                }
+                _ if children > 0 => {
+                    let child = 1 + rng.below(children as u64) as usize;
+                    Fault::TerminateChild(pick(&mut rng), format!("c{child}"))
+                }
+                _ => Fault::Repair,
+            };
+            faults.push(fault);
+            faults.push(Fault::Wait(Duration::from_millis(rng.below(2000))));
+        }
+        if let Some(host) = down {
+            faults.push(Fault::Restart(host));
+        }
+        Self { faults }
+    }
+
+    /// Applies the faults in order.
+    ///
+    /// # Errors
+    ///
+    /// [`SimError`] if a host failed.
+    pub fn apply(&self, sim: &mut Sim) -> Result<(), SimError> {
+        for fault in &self.faults {
+            match fault {
+                Fault::Partition(a, b) => sim.partition(a, b),
+                Fault::OneWay(a, b) => sim.partition_oneway(*a, *b),
+                Fault::Bridge { island, bridge } => {
+                    let rest: Vec<usize> = (0..sim.len())
+                        .filter(|h| h != bridge && !island.contains(h))
+                        .collect();
+                    sim.partition(island, &rest);
+                }
+                Fault::Repair => sim.repair_all(),
+                Fault::Crash(h) => sim.crash(*h),
+                Fault::Restart(h) => sim.restart(*h),
+                Fault::LossPerMille(p) => sim.set_loss(f64::from(*p) / 1000.0),
+                Fault::Leave(h) => sim.leave(*h),
+                Fault::StartChild(h, id) => sim.start_child(*h, id.clone()),
+                Fault::TerminateChild(h, id) => sim.terminate_child(*h, id.clone()),
+                Fault::Wait(d) => sim.run_for(*d)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A broken invariant, with what a reader needs to see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which invariant (DESIGN.md's numbering).
+    pub invariant: &'static str,
+    /// What is wrong.
+    pub detail: String,
+    /// The smallest excerpt of the history that shows it.
+    pub excerpt: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invariant {} broken: {}\n{}",
+            self.invariant, self.detail, self.excerpt
+        )
+    }
+}
+
+/// Checks, at the end of a history whose network has been healed for the convergence bound:
+/// invariant 2 (exactly one instance of every singleton and live child), 4 (every
+/// acknowledged child not terminated still runs) and that a terminated child does not run.
+pub fn check_healed(history: &[Record], singletons: &[String]) -> Result<(), Violation> {
+    let running = running_at_end(history);
+    let count = |id: &str| running.get(id).map_or(0, Vec::len);
+    for singleton in singletons {
+        if count(singleton) != 1 {
+            return Err(Violation {
+                invariant: "2 (exactly one after healing)",
+                detail: format!("singleton {singleton} runs {} times", count(singleton)),
+                excerpt: excerpt(history, singleton),
+            });
+        }
+    }
+    let acked: BTreeSet<&str> = history
+        .iter()
+        .filter_map(|r| match &r.what {
+            What::ChildAcked { id } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let terminated: BTreeSet<&str> = history
+        .iter()
+        .filter_map(|r| match &r.what {
+            What::Terminated { id } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    for id in running.keys() {
+        if count(id) > 1 {
+            return Err(Violation {
+                invariant: "2 (exactly one after healing)",
+                detail: format!("{id} runs {} times", count(id)),
+                excerpt: excerpt(history, id),
+            });
+        }
+    }
+    for id in acked.difference(&terminated) {
+        if count(id) != 1 {
+            return Err(Violation {
+                invariant: "4 (nothing is lost)",
+                detail: format!("acknowledged child {id} runs {} times", count(id)),
+                excerpt: excerpt(history, id),
+            });
+        }
+    }
+    for id in &terminated {
+        if count(id) != 0 {
+            return Err(Violation {
+                invariant: "terminations win",
+                detail: format!("terminated child {id} still runs"),
+                excerpt: excerpt(history, id),
+            });
+        }
+    }
+    Ok(())
+}
