@@ -80,6 +80,7 @@ pub struct SimBuilder {
     config: solo::Config,
     min_latency: Duration,
     max_latency: Duration,
+    tick: Duration,
     sabotage: bool,
 }
 
@@ -122,6 +123,13 @@ impl SimBuilder {
         self
     }
 
+    /// How much simulated time one turmoil step covers (default 1 ms). Every host runs each
+    /// step, so a shorter tick gives finer timings at a proportional cost.
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.tick = tick;
+        self
+    }
+
     /// Builds the simulation and registers every host; nothing runs until
     /// [`Sim::run_for`].
     pub fn build(self) -> Sim {
@@ -131,7 +139,7 @@ impl SimBuilder {
             // turmoil's default epoch is the wall clock: fix it so that a seed replays.
             .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
             .simulation_duration(Duration::from_secs(24 * 3600))
-            .tick_duration(Duration::from_micros(100))
+            .tick_duration(self.tick)
             .min_message_latency(self.min_latency)
             .max_message_latency(self.max_latency);
         let mut sim = builder.build();
@@ -317,6 +325,7 @@ impl Sim {
             config: solo::Config::default(),
             min_latency: Duration::from_micros(100),
             max_latency: Duration::from_millis(2),
+            tick: Duration::from_millis(1),
             sabotage: false,
         }
     }
