@@ -71,17 +71,33 @@ enum SimCommand {
 
 type Commands = Arc<Mutex<Vec<Option<mpsc::UnboundedSender<SimCommand>>>>>;
 
+/// Registers one worker kind on a node's builder.
+type Registration = Arc<dyn Fn(solo::ClusterBuilder) -> solo::ClusterBuilder + Send + Sync>;
+
 /// Builds a [`Sim`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimBuilder {
     nodes: usize,
     seed: u64,
-    singletons: Vec<String>,
+    /// Singleton names, with the worker kinds of each.
+    singletons: Vec<(String, Vec<String>)>,
+    workers: Vec<Registration>,
     config: solo::Config,
     min_latency: Duration,
     max_latency: Duration,
     tick: Duration,
     sabotage: bool,
+}
+
+impl std::fmt::Debug for SimBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimBuilder")
+            .field("nodes", &self.nodes)
+            .field("seed", &self.seed)
+            .field("singletons", &self.singletons)
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SimBuilder {
@@ -104,9 +120,31 @@ impl SimBuilder {
         self
     }
 
-    /// A singleton every node declares (its worker waits for shutdown).
+    /// A singleton every node declares, whose one worker just waits for shutdown.
     pub fn singleton(mut self, name: impl Into<String>) -> Self {
-        self.singletons.push(name.into());
+        self.singletons.push((name.into(), vec!["wait".into()]));
+        self
+    }
+
+    /// A singleton every node declares, made of workers of the given kinds (register them
+    /// with [`worker`](SimBuilder::worker)).
+    pub fn singleton_of<S: Into<String>>(
+        mut self,
+        name: impl Into<String>,
+        kinds: impl IntoIterator<Item = S>,
+    ) -> Self {
+        let kinds = kinds.into_iter().map(Into::into).collect();
+        self.singletons.push((name.into(), kinds));
+        self
+    }
+
+    /// Registers one of your worker kinds on every node: the simulation runs your code.
+    pub fn worker<W: solo::Worker + Clone>(mut self, kind: impl Into<String>, worker: W) -> Self {
+        let kind = kind.into();
+        self.workers
+            .push(Arc::new(move |builder: solo::ClusterBuilder| {
+                builder.worker(kind.clone(), worker.clone())
+            }));
         self
     }
 
@@ -154,6 +192,7 @@ impl SimBuilder {
                 names: names.clone(),
                 seed: self.seed,
                 singletons: self.singletons.clone(),
+                workers: self.workers.clone(),
                 config: self.config.clone(),
                 history: Arc::clone(&history),
                 incarnations: Arc::clone(&incarnations),
@@ -179,7 +218,8 @@ struct NodeSetup {
     host: usize,
     names: Vec<String>,
     seed: u64,
-    singletons: Vec<String>,
+    singletons: Vec<(String, Vec<String>)>,
+    workers: Vec<Registration>,
     config: solo::Config,
     history: Arc<Mutex<Vec<Record>>>,
     incarnations: Arc<Vec<AtomicU64>>,
@@ -203,6 +243,9 @@ impl NodeSetup {
         if self.sabotage {
             builder = builder.sabotage_ignore_moves();
         }
+        for register in &self.workers {
+            builder = register(builder);
+        }
         let cluster = builder
             .node_name(self.names[self.host].clone())
             .incarnation(incarnation)
@@ -216,8 +259,8 @@ impl NodeSetup {
             .start_on(TurmoilNetwork)
             .await?;
         let mut events = cluster.events();
-        for singleton in &self.singletons {
-            cluster.singleton(singleton, ["wait"]).await?;
+        for (singleton, kinds) in &self.singletons {
+            cluster.singleton(singleton, kinds.iter().cloned()).await?;
         }
         let (tx, mut commands) = mpsc::unbounded_channel();
         if let Ok(mut queues) = self.commands.lock() {
@@ -322,6 +365,7 @@ impl Sim {
             nodes: 3,
             seed: 0,
             singletons: Vec::new(),
+            workers: Vec::new(),
             config: solo::Config::default(),
             min_latency: Duration::from_micros(100),
             max_latency: Duration::from_millis(2),
