@@ -76,7 +76,7 @@ pub fn excerpt(history: &[Record], id: &str) -> String {
         .filter(|r| match &r.what {
             What::Started { id: i } | What::Stopped { id: i, .. } => i == id,
             What::Crashed | What::Left => true,
-            What::ChildAcked { id: i } | What::Terminated { id: i } => i == id,
+            What::ChildAcked { id: i, .. } | What::Terminated { id: i } => i == id,
             _ => false,
         })
         .map(|r| format!("{:>12?} n{}#{} {:?}", r.at, r.host, r.incarnation, r.what))

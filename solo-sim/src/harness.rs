@@ -46,11 +46,13 @@ pub enum What {
     Crashed,
     /// A membership event, for reading a history.
     Member(String),
-    /// `start_child` returned `Ok` on this node (the spec is held by two members, or this
-    /// node is alone).
+    /// `start_child` returned `Ok` on this node.
     ChildAcked {
         /// The child.
         id: String,
+        /// Whether a second member held the spec; if not, this node was alone in its view and
+        /// the child survives only if this process does until it meets the others.
+        replicated: bool,
     },
     /// `terminate_child` returned `Ok` on this node.
     Terminated {
@@ -291,8 +293,8 @@ impl NodeSetup {
                             SimCommand::StartChild(id) => {
                                 let Ok(child) = ChildId::new(id.clone()) else { return };
                                 let spec = ChildSpec::new(child, "wait", Vec::new());
-                                if cluster.supervisor().start_child(spec).await.is_ok() {
-                                    record(What::ChildAcked { id });
+                                if let Ok(replicated) = cluster.supervisor().start_child(spec).await {
+                                    record(What::ChildAcked { id, replicated });
                                 }
                             }
                             SimCommand::TerminateChild(id) => {

@@ -178,10 +178,20 @@ pub fn check_healed(history: &[Record], singletons: &[String]) -> Result<(), Vio
             });
         }
     }
+    // A child acknowledged as held only by its (lone) starter may die with that process
+    // before it meets the others: `Available` mode's documented trade.
+    let crashed: BTreeSet<(usize, u64)> = history
+        .iter()
+        .filter(|r| r.what == What::Crashed)
+        .map(|r| (r.host, r.incarnation))
+        .collect();
     let acked: BTreeSet<&str> = history
         .iter()
         .filter_map(|r| match &r.what {
-            What::ChildAcked { id } => Some(id.as_str()),
+            What::ChildAcked { id, replicated } => {
+                let holder_survived = !crashed.contains(&(r.host, r.incarnation));
+                (*replicated || holder_survived).then_some(id.as_str())
+            }
             _ => None,
         })
         .collect();

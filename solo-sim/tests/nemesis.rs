@@ -2,7 +2,8 @@
 //! DESIGN.md's invariants after the network heals.
 //!
 //! * CI runs a fixed set of seeds: `cargo test -p solo-sim --test nemesis`.
-//! * A larger sweep: `SOLO_SIM_SEEDS=10000 cargo test --release -p solo-sim --test nemesis`.
+//! * A larger sweep: `SOLO_SIM_SEEDS=10000 cargo test --release -p solo-sim --test nemesis`
+//!   (`SOLO_SIM_SEED_START=N` resumes one from seed N).
 //! * One seed, with its schedule printed: `SOLO_SIM_SEED=N cargo test -p solo-sim --test
 //!   nemesis replay -- --nocapture`.
 
@@ -51,7 +52,12 @@ fn seeded_nemesis_runs_keep_every_invariant() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(CI_SEEDS);
-    for seed in 0..seeds {
+    // `SOLO_SIM_SEED_START` resumes a long sweep where a previous one stopped.
+    let start = std::env::var("SOLO_SIM_SEED_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    for seed in start..seeds {
         if let Err(why) = run_seed(seed, false) {
             fail(seed, &why);
         }
