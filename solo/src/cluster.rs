@@ -240,7 +240,9 @@ impl ClusterBuilder {
             .build(tokio::time::Instant::now().into_std())?;
         let (commands_tx, commands) = mpsc::channel(256);
         let (exits_tx, exits) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(4096);
+        // Subscribed before the driver runs, so that the first `events()` call sees what
+        // happened while the node joined.
+        let (events, first_events) = broadcast::channel(4096);
         let local_addr = transport.local_addr();
         let driver = Driver {
             node,
@@ -266,6 +268,7 @@ impl ClusterBuilder {
                 local_addr,
                 commands: commands_tx,
                 events,
+                first_events: std::sync::Mutex::new(Some(first_events)),
             }),
         })
     }
@@ -277,6 +280,8 @@ struct Inner {
     local_addr: SocketAddr,
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
+    /// The receiver made before the driver started, for the first `events()` call.
+    first_events: std::sync::Mutex<Option<broadcast::Receiver<Event>>>,
 }
 
 /// A running cluster node: a cheap, cloneable handle to its driver task.
@@ -341,11 +346,18 @@ impl Cluster {
         self.inner.local_addr
     }
 
-    /// A stream of membership, worker and supervisor events, from now on. A receiver that
-    /// falls more than 4096 events behind loses the oldest (see
-    /// [`broadcast::Receiver`]).
+    /// A stream of membership, worker and supervisor events. The first call receives every
+    /// event since the node started (the members met while joining included); later calls
+    /// receive events from the moment of the call. A receiver that falls more than 4096
+    /// events behind loses the oldest (see [`broadcast::Receiver`]).
     pub fn events(&self) -> broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+        let first = self
+            .inner
+            .first_events
+            .lock()
+            .ok()
+            .and_then(|mut first| first.take());
+        first.unwrap_or_else(|| self.inner.events.subscribe())
     }
 
     /// Declares a singleton made of workers of the given kinds (no arguments), which always

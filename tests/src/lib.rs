@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -61,8 +61,35 @@ pub fn solo_node_binary(release: bool) -> PathBuf {
 }
 
 /// A free port on 127.0.0.1 (bound, then released: another process could take it in
-/// between, which on a test machine does not happen in practice).
+/// between).
+///
+/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`), so that the
+/// outgoing connections of running nodes, which take ephemeral ports, cannot grab one
+/// between this call and the bind of the node it is meant for; each port is handed out at
+/// most once per process. Falls back to port 0 (an ephemeral port) if none is free.
 pub fn free_addr() -> SocketAddr {
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let span = high - low;
+    if let Ok(mut next) = NEXT.lock() {
+        // Start somewhere that depends on the process, so that concurrent test binaries
+        // rarely probe the same ports.
+        let start = next.get_or_insert_with(|| {
+            let seed = u64::from(std::process::id()) ^ now_us();
+            low + u16::try_from(seed % u64::from(span)).unwrap_or(0)
+        });
+        for _ in 0..span.min(2000) {
+            let port = *start;
+            *start = if port + 1 >= high { low } else { port + 1 };
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+                return listener.local_addr().expect("local addr");
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     listener.local_addr().expect("local addr")
 }
@@ -97,6 +124,8 @@ pub struct Node {
     events: Receiver<NodeEvent>,
     /// Every event seen so far, in order.
     pub seen: Arc<Mutex<Vec<NodeEvent>>>,
+    /// Everything the process wrote on stderr so far.
+    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Node {
@@ -111,7 +140,7 @@ impl Node {
             .args(["--name", &spec.name, "--listen", &spec.addr.to_string()])
             .args(["--cookie", &spec.cookie, "--json"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         for seed in &spec.seeds {
             command.args(["--seed", &seed.to_string()]);
         }
@@ -120,6 +149,18 @@ impl Node {
         }
         let mut child = command.spawn().expect("solo-node starts");
         let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(pipe) = child.stderr.take() {
+            let stderr = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Ok(mut text) = stderr.lock() {
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
+                }
+            });
+        }
         let (tx, events) = channel();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
@@ -150,6 +191,7 @@ impl Node {
             child,
             events,
             seen,
+            stderr,
         }
     }
 
@@ -209,14 +251,103 @@ impl Node {
 
     /// Waits up to `timeout` for the process to exit; returns whether it did.
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        self.exit_status(timeout).is_some()
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its exit status if it did.
+    pub fn exit_status(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        false
+    }
+
+    /// The first event seen so far that satisfies `matches` (without waiting).
+    pub fn find(&self, mut matches: impl FnMut(&NodeEvent) -> bool) -> Option<NodeEvent> {
+        self.seen
+            .lock()
+            .ok()
+            .and_then(|seen| seen.iter().find(|e| matches(e)).cloned())
+    }
+
+    /// Waits up to `timeout` until an event satisfying `matches` has been seen, counting the
+    /// events seen before the call too (unlike [`wait_for`](Node::wait_for), which only
+    /// looks at events it has not consumed yet); returns the first such event.
+    pub fn wait_seen(
+        &self,
+        timeout: Duration,
+        mut matches: impl FnMut(&NodeEvent) -> bool,
+    ) -> Option<NodeEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.find(&mut matches) {
+                return Some(event);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            // The reader thread appends to `seen` before it sends on the channel: a received
+            // event is already in `seen`, so this only paces the loop.
+            let _ = self
+                .events
+                .recv_timeout(left.min(Duration::from_millis(20)));
+        }
+    }
+
+    /// The member ids (`name#incarnation`) this node has printed `member_up` for, whose
+    /// node name is `name`, in order.
+    pub fn member_ups(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{name}#");
+        self.seen
+            .lock()
+            .map(|seen| {
+                seen.iter()
+                    .filter(|e| e.event == "member_up")
+                    .filter_map(|e| e.field("member"))
+                    .filter(|m| m.starts_with(&prefix))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every event seen so far but `roar`s, one compact line each, then stderr: for
+    /// assertion messages.
+    pub fn dump(&self) -> String {
+        let Ok(seen) = self.seen.lock() else {
+            return format!("{}: (event log poisoned)", self.spec.name);
+        };
+        let mut out = format!(
+            "--- {} (pid {}, {}) ---\n",
+            self.spec.name,
+            self.pid(),
+            self.spec.addr
+        );
+        for event in seen.iter().filter(|e| e.event != "roar") {
+            out.push_str(&event.fields.to_string());
+            out.push('\n');
+        }
+        let stderr = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+        if !stderr.is_empty() {
+            out.push_str("stderr:\n");
+            out.push_str(&stderr);
+        }
+        out
+    }
+
+    /// Kills this process (SIGKILL, by PID, as on drop) and starts a new one with the same
+    /// spec: the same name and listen address, hence a new incarnation of the same node.
+    pub fn restart(self, binary: &PathBuf) -> Node {
+        let spec = self.spec.clone();
+        drop(self);
+        Node::start(binary, spec)
     }
 }
 
@@ -225,40 +356,169 @@ impl Drop for Node {
         // SIGCONT first, so that a stopped process can die; then SIGKILL, by PID.
         let _ = Command::new("kill")
             .args(["-CONT", &self.pid().to_string()])
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// A cluster of `n` nodes named `n1…`, each seeded with all the others, every one
-/// declaring `singletons`.
-pub fn cluster(binary: &PathBuf, n: usize, cookie: &str, singletons: &[&str]) -> Vec<Node> {
+/// The specs of a cluster of `n` nodes named `n1…` on fresh ports, each seeded with all the
+/// others, every one declaring `singletons`: change some (a cookie, say) before starting them.
+pub fn cluster_specs(n: usize, cookie: &str, singletons: &[&str]) -> Vec<NodeSpec> {
     let addrs: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect();
     (0..n)
-        .map(|i| {
-            let spec = NodeSpec {
-                name: format!("n{}", i + 1),
-                addr: addrs[i],
-                seeds: addrs.iter().copied().filter(|a| *a != addrs[i]).collect(),
-                cookie: cookie.into(),
-                singletons: singletons.iter().map(|s| (*s).to_owned()).collect(),
-            };
-            Node::start(binary, spec)
+        .map(|i| NodeSpec {
+            name: format!("n{}", i + 1),
+            addr: addrs[i],
+            seeds: addrs.iter().copied().filter(|a| *a != addrs[i]).collect(),
+            cookie: cookie.into(),
+            singletons: singletons.iter().map(|s| (*s).to_owned()).collect(),
         })
         .collect()
 }
 
-/// Waits until exactly one node runs `name` and it has run for `settle` without a change;
+/// A cluster of `n` nodes named `n1…`, each seeded with all the others, every one
+/// declaring `singletons`.
+pub fn cluster(binary: &PathBuf, n: usize, cookie: &str, singletons: &[&str]) -> Vec<Node> {
+    cluster_specs(n, cookie, singletons)
+        .into_iter()
+        .map(|spec| Node::start(binary, spec))
+        .collect()
+}
+
+/// Waits up to `timeout` until every node has printed `member_up` for every other node;
+/// returns whether they all did.
+pub fn wait_full_mesh(nodes: &[Node], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    nodes.iter().all(|node| {
+        nodes
+            .iter()
+            .filter(|other| other.spec.name != node.spec.name)
+            .all(|other| {
+                let prefix = format!("{}#", other.spec.name);
+                let left = deadline.saturating_duration_since(Instant::now());
+                node.wait_seen(left, |e| {
+                    e.event == "member_up"
+                        && e.field("member").is_some_and(|m| m.starts_with(&prefix))
+                })
+                .is_some()
+            })
+    })
+}
+
+/// Waits up to `timeout` for an event satisfying `matches` on any of `nodes` (counting
+/// events seen before the call); returns the index of the node and the event, the earliest
+/// by `ts_us` if several nodes have one.
+pub fn wait_any(
+    nodes: &[&Node],
+    timeout: Duration,
+    mut matches: impl FnMut(&NodeEvent) -> bool,
+) -> Option<(usize, NodeEvent)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, node)| node.find(&mut matches).map(|e| (i, e)))
+            .min_by_key(|(_, e)| e.ts_us);
+        if found.is_some() {
+            return found;
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Every node's [`dump`](Node::dump), for assertion messages.
+pub fn dump_all(nodes: &[Node]) -> String {
+    nodes.iter().map(Node::dump).collect()
+}
+
+/// How a short-lived `solo-node` run ended.
+#[derive(Debug)]
+pub struct Exited {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Everything it wrote on stdout.
+    pub stdout: String,
+    /// Everything it wrote on stderr.
+    pub stderr: String,
+}
+
+/// Runs `binary` with `args` (without `SOLO_COOKIE` in its environment, with
+/// `RUST_BACKTRACE=1` so that a panic would show), and waits up to `timeout` for it to exit.
+/// Returns `None`, after killing it by PID, if it did not exit in time.
+///
+/// # Panics
+///
+/// If the process cannot be started.
+pub fn run_to_exit(binary: &PathBuf, args: &[&str], timeout: Duration) -> Option<Exited> {
+    let mut child = Command::new(binary)
+        .args(args)
+        .env_remove("SOLO_COOKIE")
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("solo-node starts");
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    };
+    Some(Exited {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// Waits until exactly one node runs `name` and it has run for 300 ms without a change;
 /// returns its index.
 pub fn settled_owner(nodes: &[Node], name: &str, timeout: Duration) -> Option<usize> {
+    settled_owner_for(nodes, name, Duration::from_millis(300), timeout)
+}
+
+/// Waits up to `timeout` until exactly one node runs `name` and it has run for `settle`
+/// without a change; returns its index.
+pub fn settled_owner_for(
+    nodes: &[Node],
+    name: &str,
+    settle: Duration,
+    timeout: Duration,
+) -> Option<usize> {
     let deadline = Instant::now() + timeout;
     let mut last: Option<(usize, Instant)> = None;
     while Instant::now() < deadline {
         let running: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].runs(name)).collect();
         match (running.as_slice(), last) {
             ([only], Some((prev, since))) if *only == prev => {
-                if since.elapsed() >= Duration::from_millis(300) {
+                if since.elapsed() >= settle {
                     return Some(prev);
                 }
             }

@@ -1,0 +1,237 @@
+//! The facade in-process: nodes on 127.0.0.1 with port 0, driven through the public API.
+//! Every wait is bounded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use solo::{
+    ChildSpec, Cluster, Error, Event, RestartPolicy, Scope, SupervisorEvent, WorkerContext,
+    WorkerError,
+};
+use tokio::sync::broadcast;
+
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn idle(ctx: WorkerContext) -> Result<(), WorkerError> {
+    ctx.shutdown().await;
+    Ok(())
+}
+
+fn builder(name: &str) -> solo::ClusterBuilder {
+    Cluster::builder()
+        .node_name(name)
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .cookie("test-cookie")
+        .worker("idle", idle)
+}
+
+async fn next_matching(
+    events: &mut broadcast::Receiver<Event>,
+    mut matches: impl FnMut(&Event) -> bool,
+) -> Event {
+    tokio::time::timeout(BOUND, async {
+        loop {
+            match events.recv().await {
+                Ok(event) if matches(&event) => return event,
+                Ok(_) => {}
+                Err(e) => panic!("event stream failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("event within the bound")
+}
+
+fn started(id: &str) -> impl FnMut(&Event) -> bool + '_ {
+    move |e| matches!(e, Event::WorkerStarted { id: i, .. } if i.as_str() == id)
+}
+
+#[tokio::test]
+async fn a_lone_node_runs_its_singleton_and_children() {
+    let a = builder("a").start().await.expect("starts");
+    let mut events = a.events();
+    a.singleton("roar", ["idle"]).await.expect("declared");
+    next_matching(&mut events, started("roar")).await;
+    let spec = ChildSpec::new("job".parse().expect("id"), "idle", vec![]);
+    let replicated = a.supervisor().start_child(spec).await.expect("started");
+    assert!(!replicated, "alone: held here only, and the answer says so");
+    next_matching(&mut events, started("job")).await;
+    let local = a
+        .supervisor()
+        .which_children(Scope::Local)
+        .await
+        .expect("up");
+    assert_eq!(local.len(), 2);
+    a.supervisor()
+        .terminate_child(&"job".parse().expect("id"))
+        .await
+        .expect("terminated");
+    next_matching(
+        &mut events,
+        |e| matches!(e, Event::WorkerStopped { reason, .. } if reason == "terminated"),
+    )
+    .await;
+    a.leave().await;
+    assert!(matches!(a.members().await, Err(Error::Closed)));
+}
+
+#[tokio::test]
+async fn a_panicking_worker_is_restarted_by_policy_and_never_takes_the_node_down() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&runs);
+    let a = builder("a")
+        .worker("crashy", move |_ctx: WorkerContext| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                panic!("deliberate panic in a test worker");
+                #[allow(unreachable_code)]
+                Ok::<(), WorkerError>(())
+            }
+        })
+        .start()
+        .await
+        .expect("starts");
+    let mut events = a.events();
+    let spec = ChildSpec::new("crashy".parse().expect("id"), "crashy", vec![])
+        .restart(RestartPolicy::Permanent)
+        .intensity(2, Duration::from_secs(60));
+    a.supervisor().start_child(spec).await.expect("started");
+    let gave_up = next_matching(&mut events, |e| {
+        matches!(e, Event::Supervisor(SupervisorEvent::GaveUp { .. }))
+    })
+    .await;
+    assert!(
+        matches!(gave_up, Event::Supervisor(SupervisorEvent::GaveUp { id }) if id.as_str() == "crashy")
+    );
+    // The first run and two restarts, then it was given up.
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+    // The node is fine.
+    assert_eq!(a.members().await.expect("up").len(), 1);
+    a.leave().await;
+}
+
+#[tokio::test]
+async fn an_error_exit_of_a_transient_worker_restarts_it_and_a_normal_exit_ends_it() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&runs);
+    let a = builder("a")
+        .worker("flaky", move |_ctx: WorkerContext| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err::<(), WorkerError>("first run fails".into())
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .start()
+        .await
+        .expect("starts");
+    let mut events = a.events();
+    let spec = ChildSpec::new("flaky".parse().expect("id"), "flaky", vec![])
+        .restart(RestartPolicy::Transient);
+    a.supervisor().start_child(spec).await.expect("started");
+    next_matching(&mut events, |e| {
+        matches!(e, Event::Supervisor(SupervisorEvent::Completed { .. }))
+    })
+    .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    a.leave().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_typed_errors() {
+    let a = builder("a").start().await.expect("starts");
+    let spec = ChildSpec::new("job".parse().expect("id"), "idle", vec![]);
+    a.supervisor()
+        .start_child(spec.clone())
+        .await
+        .expect("started");
+    assert!(matches!(
+        a.supervisor().start_child(spec).await,
+        Err(Error::Start(_))
+    ));
+    assert!(matches!(
+        a.supervisor()
+            .terminate_child(&"nope".parse().expect("id"))
+            .await,
+        Err(Error::Terminate(_))
+    ));
+    assert!(matches!(
+        a.singleton("", ["idle"]).await,
+        Err(Error::ChildId(_))
+    ));
+    let missing = Cluster::builder()
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .cookie("c")
+        .start()
+        .await;
+    assert!(matches!(missing, Err(solo::StartError::MissingName)));
+    let taken = builder("b").listen(a.local_addr()).start().await;
+    assert!(matches!(taken, Err(solo::StartError::Transport(_))));
+    a.leave().await;
+}
+
+#[tokio::test]
+async fn two_nodes_run_the_singleton_once_and_a_leave_hands_it_over() {
+    let a = builder("a").start().await.expect("starts");
+    let b = builder("b")
+        .seeds([a.local_addr()])
+        .start()
+        .await
+        .expect("starts");
+    let (mut a_events, mut b_events) = (a.events(), b.events());
+    // (Both streams start at the nodes' start: nothing is missed.)
+    a.singleton("roar", ["idle"]).await.expect("declared");
+    b.singleton("roar", ["idle"]).await.expect("declared");
+    tokio::time::timeout(BOUND, async {
+        while a.members().await.expect("up").len() < 2 || b.members().await.expect("up").len() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("joined");
+    let id = "roar".parse().expect("id");
+    let owner = tokio::time::timeout(BOUND, async {
+        loop {
+            let (oa, ob) = (
+                a.owner_of(&id).await.expect("up"),
+                b.owner_of(&id).await.expect("up"),
+            );
+            if let Some(owner) = oa
+                && Some(&owner) == ob.as_ref()
+            {
+                return owner;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("agreed on an owner");
+    let (leaver, stayer, stayer_events) = if owner.as_str() == "a" {
+        (&a, &b, &mut b_events)
+    } else {
+        (&b, &a, &mut a_events)
+    };
+    leaver.leave().await;
+    let _ = stayer_events;
+    tokio::time::timeout(BOUND, async {
+        loop {
+            let local = stayer
+                .supervisor()
+                .which_children(Scope::Local)
+                .await
+                .expect("up");
+            if local.iter().any(|c| c.id == id) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stayer runs the singleton after the leave");
+    stayer.leave().await;
+}
