@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use solo_core::supervisor::{ChildRecord, ChildState, Stamp};
-use solo_core::testing::{Schedule, Sim, SimConfig};
+use solo_core::testing::{Schedule, Sim, SimConfig, env_u64, fail_seed};
 use solo_core::wire::{MemberUpdate, Message};
 use solo_core::{
     ChildId, ChildSpec, Config, Incarnation, Link, MemberState, Node, NodeId, NodeMeta, NodeName,
@@ -81,18 +81,15 @@ fn check_seed(seed: u64, log_history: bool) -> Result<Duration, String> {
 }
 
 fn fail(seed: u64, why: &str) -> ! {
-    panic!(
-        "seed {seed} failed: {why}\n\nreplay: SOLO_CORE_SEED={seed} cargo test -p solo-core \
-         --test membership_sim replay -- --nocapture"
-    )
+    let replay = format!(
+        "SOLO_CORE_SEED={seed} cargo test -p solo-core --test membership_sim replay -- --nocapture"
+    );
+    fail_seed(seed, why, &replay)
 }
 
 #[test]
 fn random_schedules_converge_after_the_network_heals() {
-    let seeds = std::env::var("SOLO_CORE_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(CI_SEEDS);
+    let seeds = env_u64("SOLO_CORE_SEEDS").unwrap_or(CI_SEEDS);
     let mut slowest = Duration::ZERO;
     for seed in 0..seeds {
         match check_seed(seed, false) {
@@ -112,10 +109,7 @@ fn random_schedules_converge_after_the_network_heals() {
 
 #[test]
 fn replay() {
-    let Some(seed) = std::env::var("SOLO_CORE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    else {
+    let Some(seed) = env_u64("SOLO_CORE_SEED") else {
         return;
     };
     match check_seed(seed, true) {

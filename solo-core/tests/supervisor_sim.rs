@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use solo_core::testing::{Fault, Schedule, Sim, SimConfig};
+use solo_core::testing::{Fault, Schedule, Sim, SimConfig, env_u64, fail_seed};
 use solo_core::{
     Action, ChildId, ChildSpec, Exit, NodeId, Rng, Scope, SupervisorEvent, WorkerSpec,
 };
@@ -249,10 +249,10 @@ fn report(sim: &Sim, schedule: &Schedule, ops: &[String], why: &str) -> String {
 }
 
 fn fail(seed: u64, why: &str) -> ! {
-    panic!(
-        "seed {seed} failed: {why}\n\nreplay: SOLO_CORE_SEED={seed} cargo test -p solo-core \
-         --test supervisor_sim replay -- --nocapture"
-    )
+    let replay = format!(
+        "SOLO_CORE_SEED={seed} cargo test -p solo-core --test supervisor_sim replay -- --nocapture"
+    );
+    fail_seed(seed, why, &replay)
 }
 
 fn run_seed(seed: u64) {
@@ -269,10 +269,7 @@ fn run_seed(seed: u64) {
 
 #[test]
 fn random_schedules_keep_every_child_exactly_once_after_healing() {
-    let seeds = std::env::var("SOLO_CORE_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(CI_SEEDS);
+    let seeds = env_u64("SOLO_CORE_SEEDS").unwrap_or(CI_SEEDS);
     for seed in 0..seeds {
         run_seed(seed);
     }
@@ -280,10 +277,7 @@ fn random_schedules_keep_every_child_exactly_once_after_healing() {
 
 #[test]
 fn replay() {
-    if let Some(seed) = std::env::var("SOLO_CORE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(seed) = env_u64("SOLO_CORE_SEED") {
         match check_seed(seed, true) {
             Ok(()) => println!("seed {seed} holds every invariant"),
             Err(why) => fail(seed, &why),

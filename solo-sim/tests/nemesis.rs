@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use solo_sim::core_sim::{env_u64, fail_seed};
 use solo_sim::{Schedule, Sim, check, check_healed};
 
 const NODES: usize = 5;
@@ -40,23 +41,16 @@ fn run_seed(seed: u64, sabotage: bool) -> Result<u64, String> {
 }
 
 fn fail(seed: u64, why: &str) -> ! {
-    panic!(
-        "seed {seed} failed: {why}\n\nreplay: SOLO_SIM_SEED={seed} cargo test -p solo-sim \
-         --test nemesis replay -- --nocapture"
-    )
+    let replay =
+        format!("SOLO_SIM_SEED={seed} cargo test -p solo-sim --test nemesis replay -- --nocapture");
+    fail_seed(seed, why, &replay)
 }
 
 #[test]
 fn seeded_nemesis_runs_keep_every_invariant() {
-    let seeds = std::env::var("SOLO_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(CI_SEEDS);
+    let seeds = env_u64("SOLO_SIM_SEEDS").unwrap_or(CI_SEEDS);
     // `SOLO_SIM_SEED_START` resumes a long sweep where a previous one stopped.
-    let start = std::env::var("SOLO_SIM_SEED_START")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let start = env_u64("SOLO_SIM_SEED_START").unwrap_or(0);
     for seed in start..seeds {
         if let Err(why) = run_seed(seed, false) {
             fail(seed, &why);
@@ -66,10 +60,7 @@ fn seeded_nemesis_runs_keep_every_invariant() {
 
 #[test]
 fn replay() {
-    if let Some(seed) = std::env::var("SOLO_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
+    if let Some(seed) = env_u64("SOLO_SIM_SEED") {
         println!(
             "schedule: {:?}",
             Schedule::random(seed, NODES, FAULTS).faults

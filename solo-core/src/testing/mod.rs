@@ -40,6 +40,17 @@ use crate::wire;
 
 pub use schedule::{Fault, Schedule};
 
+/// A seed count or seed from the environment variable `var` (for sweeps and replays), or
+/// `None` when it is unset or not a number.
+pub fn env_u64(var: &str) -> Option<u64> {
+    std::env::var(var).ok().and_then(|s| s.parse().ok())
+}
+
+/// Fails a seeded run: the seed, what went wrong, and the command that replays it.
+pub fn fail_seed(seed: u64, why: &str, replay_command: &str) -> ! {
+    panic!("seed {seed} failed: {why}\n\nreplay: {replay_command}")
+}
+
 /// The most events one [`Sim::run_for`] may process; a run that needs more is a livelock.
 const MAX_STEPS_PER_RUN: u64 = 50_000_000;
 
