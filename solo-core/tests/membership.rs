@@ -222,3 +222,44 @@ fn a_partition_heals_into_one_cluster() {
     // One sync period to try a `Down` member, plus round trips.
     assert!(took <= Config::default().sync_interval * 3, "took {took:?}");
 }
+
+#[test]
+fn a_bad_frame_is_refused_and_changes_no_state() {
+    use solo_core::wire::{self, DecodeError, Message, PROTOCOL_VERSION};
+    let mut sim = three_nodes();
+    let from = id_of(&sim, 1);
+    let good = wire::encode_frame(&Message::Gossip { updates: vec![] }).expect("encodes");
+    let mut wrong_version = good.clone();
+    wrong_version[0] = PROTOCOL_VERSION + 1;
+    let oversized = vec![PROTOCOL_VERSION; wire::MAX_FRAME_LEN + 1];
+    let frames: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        good[..good.len() - 1].to_vec(),
+        wrong_version,
+        oversized,
+        vec![PROTOCOL_VERSION, 0x7F],
+    ];
+    let results = sim
+        .with_node(0, |node, now| {
+            let before = (node.table_sizes(), node.live_view(), node.poll_timeout());
+            let errors: Vec<DecodeError> = frames
+                .iter()
+                .map(|f| node.handle_frame(now, &from, f).expect_err("refused"))
+                .collect();
+            let after = (node.table_sizes(), node.live_view(), node.poll_timeout());
+            (
+                before == after,
+                errors,
+                node.poll_transmit(),
+                node.poll_action(),
+            )
+        })
+        .expect("running");
+    let (unchanged, errors, transmit, action) = results;
+    assert!(unchanged, "state changed");
+    assert_eq!(errors.len(), 5);
+    assert!(
+        transmit.is_none() && action.is_none(),
+        "a bad frame caused output"
+    );
+}
