@@ -196,6 +196,9 @@ impl Spawner {
             let id = spec.id.clone();
             let mut tasks = JoinSet::new();
             let mut unknown = None;
+            // `WorkerStarted` goes out from inside the first worker task of the group to run,
+            // so that it means "running", not merely "spawned".
+            let announced = Arc::new(std::sync::Once::new());
             for worker in spec.workers {
                 let Some(factory) = registry.kinds.get(&worker.kind) else {
                     unknown = Some(worker.kind);
@@ -209,17 +212,24 @@ impl Spawner {
                     node: node.clone(),
                     shutdown: shutdown.clone(),
                 };
-                tasks.spawn(factory.run_boxed(ctx));
+                let run = factory.run_boxed(ctx);
+                let (announced, events, started_id) =
+                    (Arc::clone(&announced), events.clone(), id.clone());
+                tasks.spawn(async move {
+                    announced.call_once(|| {
+                        let _ = events.send(Event::WorkerStarted {
+                            id: started_id,
+                            instance,
+                        });
+                    });
+                    run.await
+                });
             }
             let exit = if let Some(kind) = unknown {
                 Exit::Failed(format!(
                     "no worker kind {kind:?} is registered on this node"
                 ))
             } else {
-                let _ = events.send(Event::WorkerStarted {
-                    id: id.clone(),
-                    instance,
-                });
                 match tasks.join_next().await {
                     None | Some(Ok(Ok(()))) => Exit::Normal,
                     Some(Ok(Err(error))) => Exit::Failed(error.to_string()),
