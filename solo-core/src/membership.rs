@@ -82,7 +82,8 @@ pub enum MemberEvent {
     Up(NodeId),
     /// A member missed its probes and is suspected.
     Suspect(NodeId),
-    /// A suspected member proved it is alive.
+    /// A suspected member proved it is alive. A node also reports it about itself when it
+    /// refutes an accusation (it was frozen or cut off, and is back).
     Refuted(NodeId),
     /// A member was declared failed, or was replaced by a newer incarnation of its name.
     Down(NodeId),

@@ -173,6 +173,15 @@ fn sigstop_of_the_owner_moves_the_singleton_and_sigcont_resolves_the_duplicate()
             dump_all(&nodes)
         );
     }
+    // The resumed node tells its own operator that it was accused and is back.
+    assert!(
+        frozen
+            .wait_seen(FORM, |e| is_member(e, "member_refuted", &frozen_id))
+            .is_some(),
+        "{} never reported refuting its own accusation:\n{}",
+        frozen.spec.name,
+        dump_all(&nodes)
+    );
     // The settled owner really is the only one roaring: over the next two roars of the
     // winner, no other node roars.
     let mark = now_us();

@@ -826,6 +826,8 @@ impl Node {
             // of a healed partition.
             let refutation = self.self_update();
             self.broadcast(refutation, true);
+            // Tell this node's operator too: it was accused (frozen, partitioned) and is back.
+            self.emit(MemberEvent::Refuted(self.id.clone()));
         }
     }
 
