@@ -202,6 +202,17 @@ pub fn check_healed(history: &[Record], singletons: &[String]) -> Result<(), Vio
             _ => None,
         })
         .collect();
+    // A termination recorded only on a node that crashed before it met the others (it was
+    // cut off) dies with it; one whose node survived must win.
+    let terminations_that_must_win: BTreeSet<&str> = history
+        .iter()
+        .filter_map(|r| match &r.what {
+            What::Terminated { id } if !crashed.contains(&(r.host, r.incarnation)) => {
+                Some(id.as_str())
+            }
+            _ => None,
+        })
+        .collect();
     for id in running.keys() {
         if count(id) > 1 {
             return Err(Violation {
@@ -220,7 +231,7 @@ pub fn check_healed(history: &[Record], singletons: &[String]) -> Result<(), Vio
             });
         }
     }
-    for id in &terminated {
+    for id in &terminations_that_must_win {
         if count(id) != 0 {
             return Err(Violation {
                 invariant: "terminations win",

@@ -465,7 +465,9 @@ impl Supervisor<'_> {
             .await??)
     }
 
-    /// Terminates a child wherever it runs.
+    /// Terminates a child wherever it runs. Returns once the termination is recorded here;
+    /// it reaches the other nodes at once, or when a partition that cuts this node off heals.
+    /// If this node dies before then, the termination is lost and the child keeps running.
     ///
     /// # Errors
     ///
