@@ -458,7 +458,9 @@ impl Sim {
         }
     }
 
-    /// Sets the probability that a message is lost, on every link.
+    /// Sets turmoil's link failure rate on every link: the probability, each step, that a
+    /// link fails until turmoil repairs it. This makes links flap (TCP streams over a failed
+    /// link lose what they carry); it is not independent per-message loss.
     pub fn set_loss(&mut self, rate: f64) {
         self.sim.set_fail_rate(rate);
     }

@@ -30,7 +30,8 @@ pub enum Fault {
     Crash(usize),
     /// Restarts a host as a new incarnation.
     Restart(usize),
-    /// Sets message loss, in per mille.
+    /// Sets turmoil's link failure rate, in per mille: the probability, each step, that a
+    /// link fails (until turmoil repairs it). A flapping network, not per-message loss.
     LossPerMille(u16),
     /// A host leaves gracefully.
     Leave(usize),
@@ -185,13 +186,21 @@ pub fn check_healed(history: &[Record], singletons: &[String]) -> Result<(), Vio
         .filter(|r| r.what == What::Crashed)
         .map(|r| (r.host, r.incarnation))
         .collect();
+    // A child must survive when a process known to have held its record (one that started or
+    // acknowledged it) survived: replication tolerates failures, not the death of every
+    // holder (in `Available` mode, a lone or cut-off holder may be the only one).
+    let mut survivor_held: BTreeSet<&str> = BTreeSet::new();
+    for r in history {
+        if let What::ChildAcked { id, .. } | What::Started { id } = &r.what
+            && !crashed.contains(&(r.host, r.incarnation))
+        {
+            survivor_held.insert(id.as_str());
+        }
+    }
     let acked: BTreeSet<&str> = history
         .iter()
         .filter_map(|r| match &r.what {
-            What::ChildAcked { id, replicated } => {
-                let holder_survived = !crashed.contains(&(r.host, r.incarnation));
-                (*replicated || holder_survived).then_some(id.as_str())
-            }
+            What::ChildAcked { id, .. } if survivor_held.contains(id.as_str()) => Some(id.as_str()),
             _ => None,
         })
         .collect();
