@@ -99,6 +99,18 @@ pub struct Config {
     pub backoff_initial: Duration,
     /// The longest wait between dials to a failing address. Default 2 s.
     pub backoff_max: Duration,
+    /// A connection on which nothing was written for this long gets a keep-alive frame, so
+    /// that its peer can tell a quiet connection from a dead one. Default 1 s.
+    pub keepalive_interval: Duration,
+    /// A connection on which nothing (not even a keep-alive) arrived for this long is closed
+    /// and its peer reported [`Link::Down`](solo_core::Link::Down); the next frame for the
+    /// peer dials again. This catches a connection that stalled without closing (a middlebox
+    /// that lost its state, a path that blackholes one direction), which TCP itself would
+    /// report only after minutes of retransmissions; Erlang's `net_ticktime` plays the same
+    /// role. It backs up the core's failure detector, which notices a silent *member* within
+    /// [`silent_failure_bound`](solo_core::Config::silent_failure_bound) but cannot repair a
+    /// connection. Must exceed [`keepalive_interval`](Config::keepalive_interval). Default 5 s.
+    pub idle_timeout: Duration,
 }
 
 impl Config {
@@ -117,6 +129,8 @@ impl Config {
             max_dials: 256,
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            keepalive_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
         }
     }
 
@@ -147,6 +161,7 @@ impl Config {
         for (field, value) in [
             ("handshake_timeout", self.handshake_timeout),
             ("backoff_initial", self.backoff_initial),
+            ("keepalive_interval", self.keepalive_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(field));
@@ -154,6 +169,9 @@ impl Config {
         }
         if self.backoff_max < self.backoff_initial {
             return Err(ConfigError::BackoffRange);
+        }
+        if self.idle_timeout <= self.keepalive_interval {
+            return Err(ConfigError::IdleTimeoutRange);
         }
         Ok(())
     }
@@ -175,6 +193,10 @@ pub enum ConfigError {
     /// [`Config::backoff_max`] is shorter than [`Config::backoff_initial`].
     #[error("backoff_max is shorter than backoff_initial")]
     BackoffRange,
+    /// [`Config::idle_timeout`] is not longer than [`Config::keepalive_interval`]: a healthy
+    /// quiet connection would be closed.
+    #[error("idle_timeout must be longer than keepalive_interval")]
+    IdleTimeoutRange,
 }
 
 #[cfg(test)]
@@ -205,6 +227,9 @@ mod tests {
         let mut config = Config::new("prod", "s");
         config.backoff_max = Duration::from_millis(1);
         assert_eq!(config.validate(), Err(ConfigError::BackoffRange));
+        let mut config = Config::new("prod", "s");
+        config.idle_timeout = config.keepalive_interval;
+        assert_eq!(config.validate(), Err(ConfigError::IdleTimeoutRange));
     }
 
     #[test]

@@ -125,6 +125,16 @@
 //! connection's read side sees end-of-file or an error: a killed peer process's kernel closes
 //! its sockets at once, so this is the millisecond failover path. (A silent peer, frozen or
 //! cut off, is the core's failure detector's job.)
+//!
+//! # Keep-alive
+//!
+//! A connection can also stall without closing: a path that drops one direction, a middlebox
+//! that lost its state. TCP would notice only after minutes of retransmissions, and the core
+//! cannot repair a connection. So a connection on which nothing was written for
+//! [`Config::keepalive_interval`] carries a keep-alive (a frame of one zero byte, which no
+//! data frame can be), and one on which nothing arrived for [`Config::idle_timeout`] is closed
+//! and reported `Down`; the next frame for that peer dials a fresh one. Keep-alives never
+//! reach the core.
 
 mod backoff;
 mod config;

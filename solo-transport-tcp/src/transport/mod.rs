@@ -50,6 +50,9 @@ const MAX_BACKOFF_ENTRIES: usize = 4096;
 /// A zero-length frame, which no sender produces as data: "this connection is retired in
 /// favour of another between the same two processes; do not report it down".
 const HANDOVER_MARKER: [u8; frame::LEN_PREFIX] = [0; frame::LEN_PREFIX];
+/// The keep-alive frame's one byte. Every data frame starts with the protocol version, which
+/// is never zero, and is longer than one byte, so the two cannot be confused.
+const KEEPALIVE: [u8; 1] = [0];
 
 /// What the transport tells its owner: frames from peers and links coming and going.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +121,9 @@ pub struct TransportStats {
     pub links_up: u64,
     /// `Link::Down` events sent.
     pub links_down: u64,
+    /// Connections closed because nothing arrived on them for
+    /// [`Config::idle_timeout`](crate::Config::idle_timeout).
+    pub idle_timeouts: u64,
     /// Established connections now.
     pub connections: usize,
     /// Dials in progress now (including those waiting out a backoff).
@@ -439,6 +445,7 @@ struct Counters {
     duplicates_closed: Counter,
     links_up: Counter,
     links_down: Counter,
+    idle_timeouts: Counter,
 }
 
 impl Counters {
@@ -456,6 +463,7 @@ impl Counters {
             duplicates_closed: self.duplicates_closed.get(),
             links_up: self.links_up.get(),
             links_down: self.links_down.get(),
+            idle_timeouts: self.idle_timeouts.get(),
             connections,
             dials_in_progress,
         }
@@ -1196,8 +1204,19 @@ impl<N: Network> Shared<N> {
             }
         }
         let mut reader = BufReader::with_capacity(READ_BUFFER, read_half);
+        let idle_timeout = self.config.idle_timeout;
         loop {
-            match frame::read_frame(&mut reader, MAX_FRAME_LEN).await {
+            // Dropping a half-read frame is fine: the connection is closed right after.
+            let Ok(read) =
+                tokio::time::timeout(idle_timeout, frame::read_frame(&mut reader, MAX_FRAME_LEN))
+                    .await
+            else {
+                tracing::info!(?idle_timeout, "nothing received, not even a keep-alive");
+                self.counters.idle_timeouts.inc();
+                return self.connection_lost(conn, &peer, task, &events).await;
+            };
+            match read {
+                Ok(frame) if frame == KEEPALIVE => {}
                 Ok(frame) => {
                     self.counters.frames_received.inc();
                     let event = TransportEvent::Frame {
@@ -1234,8 +1253,14 @@ impl<N: Network> Shared<N> {
             retired,
         } = conn;
         let mut writer = BufWriter::with_capacity(WRITE_BUFFER, half);
+        let keepalive_interval = self.config.keepalive_interval;
         let result: Result<(), FrameError> = async {
-            while let Some(frame) = rx.recv().await {
+            loop {
+                let frame = match tokio::time::timeout(keepalive_interval, rx.recv()).await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(_quiet) => KEEPALIVE.to_vec(),
+                };
                 frame::write_frame(&mut writer, &frame, MAX_FRAME_LEN).await?;
                 for _ in 1..MAX_BATCH {
                     match rx.try_recv() {

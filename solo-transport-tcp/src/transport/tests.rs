@@ -677,6 +677,16 @@ async fn raw_peer(to: &Transport, who: &Identity, nonce: u8) -> TcpStream {
     stream
 }
 
+/// The next frame from a raw connection that is not a keep-alive.
+async fn read_skipping_keepalives(stream: &mut TcpStream) -> Result<Vec<u8>, FrameError> {
+    loop {
+        let frame = frame::read_frame(stream, MAX_FRAME_LEN).await?;
+        if frame != KEEPALIVE {
+            return Ok(frame);
+        }
+    }
+}
+
 async fn write_message(stream: &mut TcpStream, seq: u32) {
     let frame = wire::encode_frame(&message(seq)).expect("encodes");
     let bytes = frame::framed(&frame, MAX_FRAME_LEN).expect("framed");
@@ -699,7 +709,7 @@ async fn a_handover_marker_passes_the_link_to_its_successor_without_a_down() {
     );
     drop(first);
     b.send(transmit(Some(mallory.node().clone()), None, 8));
-    let reply = frame::read_frame(&mut second, MAX_FRAME_LEN)
+    let reply = read_skipping_keepalives(&mut second)
         .await
         .expect("b answers over the successor");
     assert_eq!(decode_frame(&reply).expect("valid"), message(8));
@@ -733,7 +743,7 @@ async fn a_redial_replaces_the_old_connection_which_gets_the_handover_marker() {
     let mut second = raw_peer(&b, &mallory, 2).await;
     // b retires the first connection: the marker, then end of stream.
     assert!(matches!(
-        frame::read_frame(&mut first, MAX_FRAME_LEN).await,
+        read_skipping_keepalives(&mut first).await,
         Err(FrameError::Empty)
     ));
     assert!(matches!(
@@ -767,4 +777,65 @@ async fn disconnect_drops_the_connection_quietly_and_the_next_frame_dials_again(
     expect_link(&mut b_events, a.node(), Link::Up).await;
     assert_eq!(expect_frame(&mut b_events, a.node()).await, message(7));
     assert_eq!(a.connections().len(), 1);
+}
+
+fn fast_keepalive(idle_timeout: Duration) -> Config {
+    let mut config = config();
+    config.keepalive_interval = Duration::from_millis(50);
+    config.idle_timeout = idle_timeout;
+    config
+}
+
+#[tokio::test]
+async fn a_connection_that_falls_silent_is_closed_after_the_idle_timeout() {
+    let (b, mut b_events) = start_with(
+        TokioNetwork,
+        "b",
+        1,
+        fast_keepalive(Duration::from_millis(300)),
+    )
+    .await;
+    let mallory = identity("mallory", CLUSTER, COOKIE);
+    // Mallory completes the handshake and then never sends a byte, like a peer behind a path
+    // that went dark without a FIN or a reset.
+    let mut stream = raw_peer(&b, &mallory, 1).await;
+    expect_link(&mut b_events, mallory.node(), Link::Up).await;
+    let up = Instant::now();
+    expect_link(&mut b_events, mallory.node(), Link::Down).await;
+    assert!(up.elapsed() >= Duration::from_millis(300));
+    assert_eq!(b.stats().idle_timeouts, 1);
+    assert!(b.connections().is_empty());
+    // Meanwhile b kept the connection alive from its side.
+    let mut keepalives = 0;
+    while let Ok(frame) = frame::read_frame(&mut stream, MAX_FRAME_LEN).await {
+        assert_eq!(frame, KEEPALIVE, "b had nothing else to send");
+        keepalives += 1;
+    }
+    assert!(
+        keepalives >= 1,
+        "b sent keep-alives while the link was quiet"
+    );
+    assert_quiet(&mut b_events);
+}
+
+#[tokio::test]
+async fn quiet_connections_stay_up_on_keepalives_alone() {
+    // Keep-alives every 50 ms against a 2 s idle timeout: only a scheduler stalled for
+    // seconds could close these.
+    let idle = Duration::from_secs(2);
+    let (a, mut a_events) = start_with(TokioNetwork, "a", 1, fast_keepalive(idle)).await;
+    let (b, mut b_events) = start_with(TokioNetwork, "b", 1, fast_keepalive(idle)).await;
+    a.send(transmit(None, Some(b.advertised_addr()), 0));
+    expect_link(&mut b_events, a.node(), Link::Up).await;
+    expect_frame(&mut b_events, a.node()).await;
+    expect_link(&mut a_events, b.node(), Link::Up).await;
+    // Nothing to wait for here: this checks that nothing happens for longer than the idle
+    // timeout.
+    tokio::time::sleep(idle + idle / 2).await;
+    assert_quiet(&mut a_events);
+    assert_quiet(&mut b_events);
+    assert_eq!((a.stats().idle_timeouts, b.stats().idle_timeouts), (0, 0));
+    assert_eq!((a.connections().len(), b.connections().len()), (1, 1));
+    // Keep-alives are not frames for the core.
+    assert_eq!(b.stats().frames_received, 1);
 }
