@@ -143,6 +143,8 @@ mod handshake;
 mod network;
 mod random;
 mod tiebreak;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 
 pub use config::{Config, ConfigError, Cookie};

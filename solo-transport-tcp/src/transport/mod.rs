@@ -35,7 +35,7 @@ use crate::random::{RandomError, Randomness};
 use crate::tiebreak::{Direction, Keep, resolve};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Read buffer per connection: many small frames cost one system call.
 const READ_BUFFER: usize = 64 * 1024;

@@ -14,21 +14,21 @@ use super::*;
 use crate::handshake::tests::{id, identity};
 
 /// Long enough never to be hit on a loaded machine; the tests pass in milliseconds.
-const WAIT: Duration = Duration::from_secs(10);
-const COOKIE: &[u8] = b"test-cookie-0123456789";
-const CLUSTER: &str = "test";
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const COOKIE: &[u8] = b"test-cookie-0123456789";
+pub(crate) const CLUSTER: &str = "test";
 
-type Events = mpsc::Receiver<TransportEvent>;
+pub(crate) type Events = mpsc::Receiver<TransportEvent>;
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     Config::new(CLUSTER, COOKIE)
 }
 
-fn loopback() -> SocketAddr {
+pub(crate) fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-async fn start_with<N: Network>(
+pub(crate) async fn start_with<N: Network>(
     network: N,
     name: &str,
     incarnation: u64,
@@ -44,14 +44,14 @@ async fn start(name: &str) -> (Transport, Events) {
     start_with(TokioNetwork, name, 1, config()).await
 }
 
-fn message(seq: u32) -> Message {
+pub(crate) fn message(seq: u32) -> Message {
     Message::IndirectAck {
         seq,
         target: id("x", 1),
     }
 }
 
-fn transmit(to: Option<NodeId>, addr: Option<SocketAddr>, seq: u32) -> Transmit {
+pub(crate) fn transmit(to: Option<NodeId>, addr: Option<SocketAddr>, seq: u32) -> Transmit {
     Transmit {
         to,
         addr,
@@ -59,21 +59,21 @@ fn transmit(to: Option<NodeId>, addr: Option<SocketAddr>, seq: u32) -> Transmit 
     }
 }
 
-async fn next(events: &mut Events) -> TransportEvent {
+pub(crate) async fn next(events: &mut Events) -> TransportEvent {
     timeout(WAIT, events.recv())
         .await
         .expect("an event in time")
         .expect("the event stream is open")
 }
 
-async fn expect_link(events: &mut Events, peer: &NodeId, link: Link) {
+pub(crate) async fn expect_link(events: &mut Events, peer: &NodeId, link: Link) {
     match next(events).await {
         TransportEvent::Link { peer: p, link: l } if p == *peer && l == link => {}
         other => panic!("expected {link:?} for {peer}, got {other:?}"),
     }
 }
 
-async fn expect_frame(events: &mut Events, from: &NodeId) -> Message {
+pub(crate) async fn expect_frame(events: &mut Events, from: &NodeId) -> Message {
     match next(events).await {
         TransportEvent::Frame { from: f, frame } if f == *from => {
             decode_frame(&frame).expect("a valid frame")
@@ -83,7 +83,7 @@ async fn expect_frame(events: &mut Events, from: &NodeId) -> Message {
 }
 
 /// Waits until `condition` holds, checking every few milliseconds.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let polling = async {
         while !condition() {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -94,7 +94,7 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
 }
 
-fn assert_quiet(events: &mut Events) {
+pub(crate) fn assert_quiet(events: &mut Events) {
     if let Ok(event) = events.try_recv() {
         panic!("unexpected event {event:?}");
     }
