@@ -1,7 +1,100 @@
 //! QUIC transport for [solo](https://docs.rs/solo): quinn with rustls and mutual TLS against a
 //! cluster CA, behind the `quic` feature of the `solo` facade.
 //!
-//! Status: the adapter lands with issue \[E\]; until then this crate only names its place in the
-//! workspace and re-exports the frame limits it will enforce.
+//! This crate is a thin adapter. [`QuicNetwork`] implements
+//! [`solo_transport_tcp::Network`], and the whole connection manager of
+//! [`solo_transport_tcp::Transport`] runs over it unchanged: the cookie handshake, one
+//! connection per pair of nodes with its tie-break, dialing with backoff, framing,
+//! keep-alives and the idle timeout, and the `Link::Up`/`Link::Down` events. Only the byte
+//! streams differ: each is a QUIC connection carrying one bidirectional stream
+//! ([`QuicStream`]).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use solo_core::{Incarnation, NodeId, NodeName};
+//! use solo_transport_quic::{QuicConfig, QuicNetwork};
+//! use solo_transport_tcp::tls::TlsConfig;
+//! use solo_transport_tcp::{Config, Transport};
+//!
+//! let tls = TlsConfig::from_files("certs/ca.pem", "certs/a.pem", "certs/a.key")?;
+//! let network = QuicNetwork::new(&tls, QuicConfig::default())?;
+//! let id = NodeId::new(NodeName::new("a")?, Incarnation(1));
+//! let config = Config::new("prod", "a long random shared cookie");
+//! let (transport, mut events) = Transport::builder(id, config)
+//!     .bind(network, "127.0.0.1:7000".parse()?)
+//!     .await?;
+//! // Drive it exactly as the TCP transport: see `solo_transport_tcp`.
+//! # Ok(()) }
+//! ```
+//!
+//! # Security
+//!
+//! QUIC is always encrypted. Both ends present a certificate signed by the cluster CA
+//! ([`TlsConfig`](solo_transport_tcp::tls::TlsConfig)); a peer without one, or with one from
+//! another CA, fails the QUIC handshake and the transport never hears of it beyond a failed
+//! dial or handshake in its statistics. Inside the encrypted stream the transport's cookie
+//! handshake still runs, so a node must hold both the cluster's certificate and its cookie
+//! to be admitted, and everything after the handshake is confidential and tamper-proof
+//! (which plain TCP does not give).
+//!
+//! # One endpoint, one connection and one stream per peer pair
+//!
+//! A node binds one UDP socket ([`quinn::Endpoint`]) that both accepts and dials, so it is
+//! reached and seen at one address. Each dial is a fresh QUIC connection with exactly one
+//! bidirectional stream; the transport's tie-break keeps one connection per pair of nodes
+//! and drops the other, which closes that QUIC connection.
+//!
+//! Why one ordered stream, and not QUIC datagrams or a stream per message:
+//!
+//! * solo's messaging needs **per-sender order** (a `send` after a `send` to the same worker
+//!   arrives after it), and an ordered stream gives it for free.
+//! * **Loss recovery matters for some traffic.** The core tolerates loss, but the
+//!   synchronisation of child tables and handoff state is large and expensive to repeat;
+//!   datagrams would give up QUIC's retransmission and congestion control for exactly those
+//!   messages, and cap every message at one packet.
+//! * **Head-of-line blocking is cheap here.** A lost packet holds back the frames behind it
+//!   for one retransmission, about one QUIC probe timeout: a few milliseconds on a LAN, well
+//!   under the core's 100 ms probe timeout. Failure-detector probes are tiny and rarely sit
+//!   behind anything large.
+//!
+//! The reader's side of the stream also fits the transport's framing unchanged:
+//! length-prefixed frames, checked before anything is allocated.
+//!
+//! # Failure detection
+//!
+//! * **A connection closed on purpose** (the peer's transport shut down, dropped the
+//!   connection in a tie-break, or after a read error): dropping a [`QuicStream`] finishes
+//!   its stream, so the peer reads end-of-file right after the last bytes, as after a TCP
+//!   close, and reports `Link::Down` within one round trip. The QUIC connection itself is
+//!   closed (CONNECTION_CLOSE) once those bytes are acknowledged.
+//! * **A dead or unreachable peer**: QUIC sends a `PING` after
+//!   [`QuicConfig::keep_alive_interval`] of silence (1 s), and a connection on which nothing
+//!   arrived for [`QuicConfig::idle_timeout`] (5 s) is closed; the transport's own
+//!   keep-alive frames and [`idle_timeout`](solo_transport_tcp::Config::idle_timeout) (same
+//!   defaults) back this up. Either way the peer is `Link::Down` within the idle timeout.
+//! * **A peer process that was killed** falls in the second case, not the first. When a
+//!   process dies its kernel closes its TCP sockets with a FIN or RST, which the TCP
+//!   transport reports at once; a UDP socket closes silently. Packets sent to the dead port
+//!   draw ICMP "port unreachable" messages (on loopback, for instance), but quinn's socket
+//!   does not ask the kernel for them, so they are ignored. A killed peer is therefore found
+//!   by the idle timeout (on loopback with the defaults, `Link::Down` comes 5 s after a
+//!   SIGKILL), or earlier by the core's failure detector, whichever comes first. Lower both
+//!   idle timeouts and keep-alive intervals (QUIC's and the transport's) for faster failover,
+//!   at the cost of more keep-alive traffic and of closing connections over shorter stalls.
+//!   A restarted node is a new incarnation that dials again, and the transport replaces the
+//!   old connection at once.
+//!
+//! # Simulation
+//!
+//! quinn runs over real UDP sockets only, so this transport does not run under turmoil:
+//! simulate with the TCP transport (same connection manager), and test QUIC with real
+//! processes.
 
+mod config;
+mod network;
+mod stream;
+
+pub use config::{QuicConfig, QuicConfigError};
+pub use network::{QuicError, QuicNetwork};
 pub use solo_core::wire::{MAX_FRAME_LEN, PROTOCOL_VERSION};
+pub use stream::QuicStream;

@@ -37,6 +37,21 @@ pub enum StartError {
     /// The transport could not start (for example, the port is in use).
     #[error(transparent)]
     Transport(#[from] solo_transport_tcp::StartError),
+    /// The QUIC endpoint could not be configured.
+    #[cfg(feature = "quic")]
+    #[error(transparent)]
+    Quic(#[from] solo_transport_quic::QuicError),
+}
+
+/// What carries the transport's streams.
+#[derive(Debug, Clone, Default)]
+enum Carrier {
+    #[default]
+    Tcp,
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::TlsConfig),
+    #[cfg(feature = "quic")]
+    Quic(crate::tls::TlsConfig),
 }
 
 /// Why a request to the cluster failed.
@@ -77,6 +92,7 @@ pub struct ClusterBuilder {
     drain_timeout: Duration,
     simulation_seed: Option<u64>,
     sabotage_ignore_moves: bool,
+    carrier: Carrier,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -87,6 +103,7 @@ impl std::fmt::Debug for ClusterBuilder {
             .field("seeds", &self.seeds)
             .field("cluster_name", &self.cluster_name)
             .field("workers", &self.registry)
+            .field("carrier", &self.carrier)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +194,24 @@ impl ClusterBuilder {
         self
     }
 
+    /// Carries the cluster's traffic over mutual TLS 1.3 on TCP: a peer is accepted only with
+    /// a certificate from the cluster CA in `tls` *and* the cookie. Every node of the cluster
+    /// must use it. Replaces an earlier [`quic`](Self::quic).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
+        self.carrier = Carrier::Tls(tls);
+        self
+    }
+
+    /// Carries the cluster's traffic over QUIC (UDP), with the same mutual TLS as
+    /// [`tls`](Self::tls). The listen address is then a UDP port. Every node of the cluster
+    /// must use it. Replaces an earlier [`tls`](Self::tls).
+    #[cfg(feature = "quic")]
+    pub fn quic(mut self, tls: crate::tls::TlsConfig) -> Self {
+        self.carrier = Carrier::Quic(tls);
+        self
+    }
+
     /// A deliberately broken node for testing the simulation's invariant checker: it ignores
     /// the core's requests to stop a child that moved, so duplicates survive a healed
     /// partition. Never use it outside such a test.
@@ -196,12 +231,29 @@ impl ClusterBuilder {
     /// # Cancel safety
     ///
     /// Cancelling it before it returns leaves nothing running.
-    pub async fn start(self) -> Result<Cluster, StartError> {
-        self.start_on(solo_transport_tcp::TokioNetwork).await
+    pub async fn start(mut self) -> Result<Cluster, StartError> {
+        use solo_transport_tcp::TokioNetwork;
+        match std::mem::take(&mut self.carrier) {
+            Carrier::Tcp => self.start_on(TokioNetwork).await,
+            #[cfg(feature = "tls")]
+            Carrier::Tls(tls) => {
+                let network = solo_transport_tcp::tls::TlsNetwork::new(TokioNetwork, &tls);
+                self.start_on(network).await
+            }
+            #[cfg(feature = "quic")]
+            Carrier::Quic(tls) => {
+                let network = solo_transport_quic::QuicNetwork::new(
+                    &tls,
+                    solo_transport_quic::QuicConfig::default(),
+                )?;
+                self.start_on(network).await
+            }
+        }
     }
 
-    /// As [`start`](ClusterBuilder::start), over another TCP stack: a simulator's (turmoil's
-    /// `net`, through `solo-sim`) runs the very same driver and transport.
+    /// As [`start`](ClusterBuilder::start), over another network: a simulator's (turmoil's
+    /// `net`, through `solo-sim`) runs the very same driver and transport. The carrier chosen
+    /// with [`tls`](Self::tls) or [`quic`](Self::quic) is ignored: `network` is the carrier.
     ///
     /// # Errors
     ///
@@ -333,6 +385,7 @@ impl Cluster {
             drain_timeout: Duration::from_secs(5),
             simulation_seed: None,
             sabotage_ignore_moves: false,
+            carrier: Carrier::default(),
         }
     }
 

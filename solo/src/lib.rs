@@ -62,9 +62,21 @@
 //! * Partitions (`Available` mode): each side keeps running what it owns in its view; when
 //!   the partition heals, every node recomputes owners and duplicates stop, deterministically.
 //!
-//! ## Features
+//! ## Transports and features
 //!
-//! * `tcp` (default): the TCP transport, authenticated by the cluster cookie.
+//! Every transport runs the same connection manager: one connection per pair of nodes,
+//! authenticated by the cluster cookie (an HMAC challenge that never sends the cookie), with
+//! keep-alives, reconnection with backoff, and a closed connection reported at once. What
+//! carries its bytes is chosen by cargo feature and builder method:
+//!
+//! * no feature: plain TCP. The cookie authenticates peers, but frames are neither
+//!   encrypted nor integrity-protected: use it on a network you trust.
+//! * `tls`: mutual TLS 1.3 over TCP against a cluster CA ([`ClusterBuilder::tls`]).
+//! * `quic`: QUIC, always encrypted, with the same mutual TLS ([`ClusterBuilder::quic`]).
+//! * `certgen`: generates a cluster CA and node certificates ([`tls::write_cluster`],
+//!   `solo-node certs`), so that trying TLS needs no openssl.
+//!
+//! All of it runs on one crypto provider, `ring`.
 
 mod cluster;
 mod driver;
@@ -74,6 +86,17 @@ pub use cluster::{Cluster, ClusterBuilder, Error, StartError, Supervisor};
 pub use worker::{Worker, WorkerContext, WorkerError};
 
 pub use solo_core as core;
+
+/// Certificates for the `tls` and `quic` transports: [`TlsConfig`](tls::TlsConfig) loads a
+/// node's PEM files and checks them (each error names its file).
+#[cfg(feature = "tls")]
+pub mod tls {
+    #[cfg(feature = "certgen")]
+    pub use solo_transport_tcp::tls::{
+        CertgenError, CertificateAuthority, NODE_VALIDITY, NodeCertificate, write_cluster,
+    };
+    pub use solo_transport_tcp::tls::{TlsConfig, TlsError};
+}
 pub use solo_core::{
     ChildId, ChildInfo, ChildSpec, Config, MemberEvent, NodeId, NodeName, RestartPolicy, Scope,
     SupervisorEvent, WorkerSpec,

@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench -p tests --bench failover          # 20 trials per scenario
 //! cargo bench -p tests --bench failover -- 50    # 50 trials per scenario
+//! cargo bench -p tests --bench failover -- --transport quic   # or tls; default tcp
 //! ```
 //!
 //! * `SIGKILL`: from just before the owner is sent SIGKILL (the bench's clock) to the new
@@ -18,8 +19,8 @@
 use std::time::Duration;
 
 use tests::{
-    Node, NodeEvent, cluster, dump_all, now_us, settled_owner, solo_node_binary, wait_any,
-    wait_full_mesh,
+    Node, NodeEvent, WireKind, cluster_specs, dump_all, now_us, settled_owner, solo_node_binary,
+    use_wire, wait_any, wait_full_mesh,
 };
 
 const SINGLETON: &str = "bench";
@@ -53,9 +54,18 @@ fn signed_us(later: u64, earlier: u64) -> i64 {
 
 /// A fresh 3-node cluster with a full mesh and a settled owner; the second value counts
 /// attempts that did not form (reported, since solo-node can miss a `member_up`).
-fn fresh_cluster(binary: &std::path::PathBuf, misses: &mut usize) -> Option<(Vec<Node>, usize)> {
+fn fresh_cluster(
+    binary: &std::path::PathBuf,
+    wire: WireKind,
+    misses: &mut usize,
+) -> Option<(Vec<Node>, usize)> {
     for _ in 0..FORM_ATTEMPTS {
-        let nodes = cluster(binary, 3, "failover-bench", &[SINGLETON]);
+        let mut specs = cluster_specs(3, "failover-bench", &[SINGLETON]);
+        use_wire(binary, &mut specs, wire);
+        let nodes: Vec<Node> = specs
+            .into_iter()
+            .map(|spec| Node::start(binary, spec))
+            .collect();
         if !wait_full_mesh(&nodes, MESH) {
             *misses += 1;
             eprintln!(
@@ -79,11 +89,12 @@ fn fresh_cluster(binary: &std::path::PathBuf, misses: &mut usize) -> Option<(Vec
 /// Signals the owner and waits for another node to start the singleton.
 fn failover(
     binary: &std::path::PathBuf,
+    wire: WireKind,
     signal: &str,
     bound: Duration,
     misses: &mut usize,
 ) -> Outcome {
-    let Some((nodes, owner)) = fresh_cluster(binary, misses) else {
+    let Some((nodes, owner)) = fresh_cluster(binary, wire, misses) else {
         return Outcome::NoCluster;
     };
     let others: Vec<&Node> = (0..nodes.len())
@@ -103,8 +114,8 @@ fn failover(
 }
 
 /// SIGTERMs the owner and measures the handover gap.
-fn handover(binary: &std::path::PathBuf, misses: &mut usize) -> Outcome {
-    let Some((mut nodes, owner)) = fresh_cluster(binary, misses) else {
+fn handover(binary: &std::path::PathBuf, wire: WireKind, misses: &mut usize) -> Outcome {
+    let Some((mut nodes, owner)) = fresh_cluster(binary, wire, misses) else {
         return Outcome::NoCluster;
     };
     let signalled_at = now_us();
@@ -143,11 +154,26 @@ fn ms(us: i64) -> String {
 }
 
 fn main() {
-    let trials = std::env::args()
-        .skip(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let trials = args
+        .iter()
         .find_map(|arg| arg.parse::<usize>().ok())
         .unwrap_or(20)
         .max(1);
+    let wire = match args
+        .iter()
+        .position(|a| a == "--transport")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        None | Some("tcp") => WireKind::Tcp,
+        Some("tls") => WireKind::Tls,
+        Some("quic") => WireKind::Quic,
+        Some(other) => {
+            eprintln!("--transport {other:?}: expected tcp, tls or quic");
+            std::process::exit(2);
+        }
+    };
     eprintln!("building solo-node (release)…");
     let binary = solo_node_binary(true);
     let mut scenarios = [
@@ -167,9 +193,9 @@ fn main() {
     let mut misses = 0;
     for trial in 1..=trials {
         let outcomes = [
-            failover(&binary, "KILL", Duration::from_secs(10), &mut misses),
-            failover(&binary, "STOP", Duration::from_secs(30), &mut misses),
-            handover(&binary, &mut misses),
+            failover(&binary, wire, "KILL", Duration::from_secs(10), &mut misses),
+            failover(&binary, wire, "STOP", Duration::from_secs(30), &mut misses),
+            handover(&binary, wire, &mut misses),
         ];
         let line: Vec<String> = outcomes
             .iter()
@@ -192,7 +218,10 @@ fn main() {
     }
 
     println!();
-    println!("failover, 3 solo-node processes (release) on 127.0.0.1, {trials} trials each, ms");
+    println!(
+        "failover over {wire:?}, 3 solo-node processes (release) on 127.0.0.1, {trials} trials \
+         each, ms"
+    );
     println!(
         "{:<37} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "scenario", "ok", "timeouts", "median", "p99", "min", "max"

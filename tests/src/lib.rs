@@ -5,9 +5,10 @@
 //! pass or fail, and every wait is bounded by a timeout.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,7 +44,9 @@ pub fn solo_node_binary(release: bool) -> PathBuf {
     cell.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
+        // Every transport, and `solo-node certs`.
         command.args(["build", "--quiet", "-p", "solo", "--bin", "solo-node"]);
+        command.args(["--features", "quic,certgen"]);
         if release {
             command.arg("--release");
         }
@@ -85,8 +88,11 @@ pub fn free_addr() -> SocketAddr {
         for _ in 0..span.min(2000) {
             let port = *start;
             *start = if port + 1 >= high { low } else { port + 1 };
+            // Free for TCP and for UDP (QUIC).
             if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
-                return listener.local_addr().expect("local addr");
+                if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                    return listener.local_addr().expect("local addr");
+                }
             }
         }
     }
@@ -114,6 +120,83 @@ pub struct NodeSpec {
     pub cookie: String,
     /// `--singleton`s.
     pub singletons: Vec<String>,
+    /// `--transport` and `--certs`.
+    pub wire: Wire,
+}
+
+/// What carries a node's traffic: `solo-node`'s `--transport` and `--certs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Wire {
+    /// Plain TCP with the cookie.
+    #[default]
+    Tcp,
+    /// Mutual TLS over TCP, with the certificates in this folder.
+    Tls(PathBuf),
+    /// QUIC, with the certificates in this folder.
+    Quic(PathBuf),
+}
+
+/// The kinds of [`Wire`], for tests that run over each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireKind {
+    /// [`Wire::Tcp`].
+    Tcp,
+    /// [`Wire::Tls`].
+    Tls,
+    /// [`Wire::Quic`].
+    Quic,
+}
+
+impl WireKind {
+    /// `kind` with the certificates in `certs` (ignored for TCP).
+    pub fn with_certs(self, certs: PathBuf) -> Wire {
+        match self {
+            WireKind::Tcp => Wire::Tcp,
+            WireKind::Tls => Wire::Tls(certs),
+            WireKind::Quic => Wire::Quic(certs),
+        }
+    }
+}
+
+/// Generates a fresh cluster CA and certificates for `names` with `solo-node certs`, in a
+/// new folder under the system's temporary directory; returns the folder.
+///
+/// # Panics
+///
+/// If `solo-node certs` fails.
+pub fn generate_certs(binary: &PathBuf, names: &[&str]) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "solo-certs-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(binary)
+        .arg("certs")
+        .arg("--out")
+        .arg(&dir)
+        .args(names)
+        .output()
+        .expect("solo-node certs runs");
+    assert!(
+        out.status.success(),
+        "solo-node certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// Puts every spec on `kind`, with one fresh CA and a certificate per node.
+pub fn use_wire(binary: &PathBuf, specs: &mut [NodeSpec], kind: WireKind) {
+    if kind == WireKind::Tcp {
+        return;
+    }
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let certs = generate_certs(binary, &names);
+    for spec in specs {
+        spec.wire = kind.with_certs(certs.clone());
+    }
 }
 
 /// A running `solo-node` process.
@@ -146,6 +229,15 @@ impl Node {
         }
         for singleton in &spec.singletons {
             command.args(["--singleton", singleton]);
+        }
+        match &spec.wire {
+            Wire::Tcp => {}
+            Wire::Tls(certs) => {
+                command.arg("--certs").arg(certs);
+            }
+            Wire::Quic(certs) => {
+                command.args(["--transport", "quic", "--certs"]).arg(certs);
+            }
         }
         let mut child = command.spawn().expect("solo-node starts");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -374,6 +466,7 @@ pub fn cluster_specs(n: usize, cookie: &str, singletons: &[&str]) -> Vec<NodeSpe
             seeds: addrs.iter().copied().filter(|a| *a != addrs[i]).collect(),
             cookie: cookie.into(),
             singletons: singletons.iter().map(|s| (*s).to_owned()).collect(),
+            wire: Wire::Tcp,
         })
         .collect()
 }

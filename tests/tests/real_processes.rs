@@ -7,9 +7,53 @@
 use std::time::{Duration, Instant};
 
 use tests::{
-    Node, NodeEvent, cluster, cluster_specs, dump_all, free_addr, now_us, run_to_exit,
-    settled_owner, settled_owner_for, solo_node_binary, wait_any, wait_full_mesh,
+    Node, NodeEvent, NodeSpec, Wire, WireKind, cluster_specs, dump_all, free_addr, now_us,
+    run_to_exit, settled_owner, settled_owner_for, solo_node_binary, use_wire, wait_any,
+    wait_full_mesh,
 };
+
+/// Runs each scenario once per transport, as `scenario::tcp`, `scenario::tls` and
+/// `scenario::quic`.
+macro_rules! over_each_wire {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::WireKind;
+            #[test]
+            fn tcp() {
+                super::$scenario(WireKind::Tcp);
+            }
+            #[test]
+            fn tls() {
+                super::$scenario(WireKind::Tls);
+            }
+            #[test]
+            fn quic() {
+                super::$scenario(WireKind::Quic);
+            }
+        }
+    )*};
+}
+
+over_each_wire!(
+    sigkill_of_the_owner_moves_the_singleton,
+    sigstop_of_the_owner_moves_the_singleton_and_sigcont_resolves_the_duplicate,
+    a_node_with_the_wrong_cookie_never_becomes_a_member,
+    a_restarted_node_rejoins_as_a_new_incarnation,
+    sigterm_of_the_owner_hands_the_singleton_over_and_exits_cleanly,
+);
+
+/// The certificate checks, over both transports that have certificates.
+mod a_node_with_a_certificate_from_another_ca_never_becomes_a_member {
+    use super::WireKind;
+    #[test]
+    fn tls() {
+        super::a_node_with_a_certificate_from_another_ca_never_becomes_a_member(WireKind::Tls);
+    }
+    #[test]
+    fn quic() {
+        super::a_node_with_a_certificate_from_another_ca_never_becomes_a_member(WireKind::Quic);
+    }
+}
 
 /// The singleton every test declares.
 const SINGLETON: &str = "s";
@@ -36,10 +80,15 @@ const FORM_ATTEMPTS: usize = 1;
 /// Starts 3-node clusters declaring [`SINGLETON`] until one forms a full mesh (every node
 /// prints `member_up` for every other), at most [`FORM_ATTEMPTS`] times.
 ///
-fn full_mesh(cookie: &str) -> Vec<Node> {
+fn full_mesh(cookie: &str, wire: WireKind) -> Vec<Node> {
     let binary = solo_node_binary(false);
     for attempt in 1..=FORM_ATTEMPTS {
-        let nodes = cluster(&binary, 3, cookie, &[SINGLETON]);
+        let mut specs = cluster_specs(3, cookie, &[SINGLETON]);
+        use_wire(&binary, &mut specs, wire);
+        let nodes: Vec<Node> = specs
+            .into_iter()
+            .map(|spec| Node::start(&binary, spec))
+            .collect();
         if wait_full_mesh(&nodes, MESH) {
             return nodes;
         }
@@ -52,8 +101,8 @@ fn full_mesh(cookie: &str) -> Vec<Node> {
 }
 
 /// [`full_mesh`], then waits for a settled owner; returns the nodes and the owner's index.
-fn formed_cluster(cookie: &str) -> (Vec<Node>, usize) {
-    let nodes = full_mesh(cookie);
+fn formed_cluster(cookie: &str, wire: WireKind) -> (Vec<Node>, usize) {
+    let nodes = full_mesh(cookie, wire);
     let owner = settled_owner(&nodes, SINGLETON, FORM)
         .unwrap_or_else(|| panic!("no settled owner:\n{}", dump_all(&nodes)));
     (nodes, owner)
@@ -97,9 +146,8 @@ fn member_id(observer: &Node, name: &str) -> String {
         .unwrap_or_else(|| panic!("{} never saw {name} up", observer.spec.name))
 }
 
-#[test]
-fn sigkill_of_the_owner_moves_the_singleton() {
-    let (mut nodes, owner) = formed_cluster("sigkill");
+fn sigkill_of_the_owner_moves_the_singleton(wire: WireKind) {
+    let (mut nodes, owner) = formed_cluster("sigkill", wire);
     let killed = nodes.remove(owner);
     let killed_at = now_us();
     killed.signal("KILL");
@@ -120,9 +168,8 @@ fn sigkill_of_the_owner_moves_the_singleton() {
     );
 }
 
-#[test]
-fn sigstop_of_the_owner_moves_the_singleton_and_sigcont_resolves_the_duplicate() {
-    let (nodes, owner) = formed_cluster("sigstop");
+fn sigstop_of_the_owner_moves_the_singleton_and_sigcont_resolves_the_duplicate(wire: WireKind) {
+    let (nodes, owner) = formed_cluster("sigstop", wire);
     let frozen = &nodes[owner];
     let frozen_id = member_id(&nodes[(owner + 1) % 3], &frozen.spec.name);
     let others: Vec<&Node> = (0..3).filter(|&i| i != owner).map(|i| &nodes[i]).collect();
@@ -213,32 +260,22 @@ fn sigstop_of_the_owner_moves_the_singleton_and_sigcont_resolves_the_duplicate()
     }
 }
 
-#[test]
-fn a_node_with_the_wrong_cookie_never_becomes_a_member() {
+/// Starts `specs` (three nodes, the third a stranger that must be refused), waits until the
+/// two good nodes formed a cluster, then checks for 3 s that nobody admits anybody across
+/// the boundary.
+fn assert_the_stranger_stays_out(specs: Vec<NodeSpec>) {
     let binary = solo_node_binary(false);
-    let mut attempt = 0;
-    let (nodes, stranger_name) = loop {
-        attempt += 1;
-        let mut specs = cluster_specs(3, "right-cookie", &[SINGLETON]);
-        specs[2].cookie = "wrong-cookie".into();
-        let stranger_name = specs[2].name.clone();
-        let nodes: Vec<Node> = specs
-            .into_iter()
-            .map(|spec| Node::start(&binary, spec))
-            .collect();
-        // The two good nodes form a cluster (so both sides are up and dialling each other).
-        if wait_full_mesh(&nodes[..2], MESH) {
-            break (nodes, stranger_name);
-        }
-        eprintln!(
-            "attempt {attempt}: the good nodes did not report each other up:\n{}",
-            dump_all(&nodes)
-        );
-        assert!(
-            attempt < FORM_ATTEMPTS,
-            "the good nodes never formed a cluster"
-        );
-    };
+    let stranger_name = specs[2].name.clone();
+    let nodes: Vec<Node> = specs
+        .into_iter()
+        .map(|spec| Node::start(&binary, spec))
+        .collect();
+    // The two good nodes form a cluster (so both sides are up and dialling each other).
+    assert!(
+        wait_full_mesh(&nodes[..2], MESH),
+        "the good nodes did not report each other up:\n{}",
+        dump_all(&nodes)
+    );
     let (good, stranger) = nodes.split_at(2);
     let stranger = &stranger[0];
     assert!(
@@ -271,10 +308,35 @@ fn a_node_with_the_wrong_cookie_never_becomes_a_member() {
     }
 }
 
-#[test]
-fn a_restarted_node_rejoins_as_a_new_incarnation() {
+fn a_node_with_the_wrong_cookie_never_becomes_a_member(wire: WireKind) {
     let binary = solo_node_binary(false);
-    let mut nodes = full_mesh("restart");
+    let mut specs = cluster_specs(3, "right-cookie", &[SINGLETON]);
+    use_wire(&binary, &mut specs, wire);
+    specs[2].cookie = "wrong-cookie".into();
+    assert_the_stranger_stays_out(specs);
+}
+
+fn a_node_with_a_certificate_from_another_ca_never_becomes_a_member(wire: WireKind) {
+    let binary = solo_node_binary(false);
+    let mut specs = cluster_specs(3, "ca", &[SINGLETON]);
+    use_wire(&binary, &mut specs[..2], wire);
+    use_wire(&binary, &mut specs[2..], wire);
+    assert_the_stranger_stays_out(specs);
+}
+
+/// Over TLS: a node without any certificate (plain TCP, the right cookie) is refused.
+#[test]
+fn a_node_without_a_certificate_never_becomes_a_member_of_a_tls_cluster() {
+    let binary = solo_node_binary(false);
+    let mut specs = cluster_specs(3, "no-cert", &[SINGLETON]);
+    use_wire(&binary, &mut specs[..2], WireKind::Tls);
+    assert_eq!(specs[2].wire, Wire::Tcp);
+    assert_the_stranger_stays_out(specs);
+}
+
+fn a_restarted_node_rejoins_as_a_new_incarnation(wire: WireKind) {
+    let binary = solo_node_binary(false);
+    let mut nodes = full_mesh("restart", wire);
     let old_ids = [member_id(&nodes[0], "n3"), member_id(&nodes[1], "n3")];
     assert_eq!(old_ids[0], old_ids[1], "n1 and n2 disagree on n3's id");
     let old_id = old_ids[0].clone();
@@ -321,9 +383,8 @@ fn a_restarted_node_rejoins_as_a_new_incarnation() {
     );
 }
 
-#[test]
-fn sigterm_of_the_owner_hands_the_singleton_over_and_exits_cleanly() {
-    let (mut nodes, owner) = formed_cluster("sigterm");
+fn sigterm_of_the_owner_hands_the_singleton_over_and_exits_cleanly(wire: WireKind) {
+    let (mut nodes, owner) = formed_cluster("sigterm", wire);
     let owner_id = member_id(&nodes[(owner + 1) % 3], &nodes[owner].spec.name);
     let termed_at = now_us();
     nodes[owner].signal("TERM");

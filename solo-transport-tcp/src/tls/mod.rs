@@ -246,7 +246,14 @@ impl TlsConfig {
         };
         // Fails if the key is unusable or is not the certificate's.
         rustls::sign::CertifiedKey::from_der(chain.clone(), private_key.clone_key(), &provider)
-            .map_err(|e| mismatch(e.to_string()))?;
+            .map_err(|e| {
+                mismatch(match e {
+                    rustls::Error::InconsistentKeys(_) => {
+                        "its public key is not the certificate's".to_owned()
+                    }
+                    other => other.to_string(),
+                })
+            })?;
 
         let bad_ca = |e: &dyn fmt::Display| TlsError::BadCa {
             file: ca.name.clone(),

@@ -20,19 +20,66 @@
 //!   `member_left` (with `member`), `worker_started` (with `name`, once the worker task runs),
 //!   `worker_stopped` (with `name` and `reason`, once the task has ended), `roar` (with
 //!   `name`), `left`. Without `--json`, the same as readable lines.
+//! * Transport: `--transport tcp` (default) or `--transport quic` (built with the `quic`
+//!   feature). `--certs DIR` turns on mutual TLS (TLS over TCP, or QUIC's) with
+//!   `DIR/ca.pem`, `DIR/NAME.pem` and `DIR/NAME.key` (built with the `tls` feature); `--ca`,
+//!   `--cert` and `--key FILE` name the files one by one instead. QUIC requires certificates.
+//! * `solo-node certs --out DIR [--cluster NAME] NODE...` (built with the `certgen` feature)
+//!   writes a new cluster CA (`ca.pem`, `ca.key`) and a certificate and key per node, and
+//!   refuses to overwrite any file.
 //! * SIGTERM and SIGINT leave gracefully: workers move to other nodes before the exit.
 //! * A bad or missing flag, an unresolvable seed, a port in use: one line on stderr naming the
 //!   problem, and exit status 2 (usage) or 1 (runtime). Never a panic or a backtrace.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use solo::{Cluster, Event, MemberEvent, WorkerContext, WorkerError};
+use solo::{Cluster, ClusterBuilder, Event, MemberEvent, WorkerContext, WorkerError};
 
 const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOST:PORT]... \
                      [--seed-timeout SECS] [--cookie SECRET | SOLO_COOKIE=...] [--singleton NAME]... \
-                     [--cluster NAME] [--json]";
+                     [--cluster NAME] [--json] [--transport tcp|quic] \
+                     [--certs DIR | --ca FILE --cert FILE --key FILE]\n       \
+                     solo-node certs --out DIR [--cluster NAME] NODE...";
+
+/// Which transport carries the node's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransportKind {
+    Tcp,
+    Quic,
+}
+
+/// Where the node's certificate files are, if TLS is on.
+#[derive(Debug, Default)]
+struct CertFiles {
+    dir: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+impl CertFiles {
+    fn is_empty(&self) -> bool {
+        self.dir.is_none() && self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    /// The three files: each named flag, or its default in `--certs DIR`.
+    fn resolve(&self, name: &str) -> Result<[PathBuf; 3], String> {
+        let pick = |explicit: &Option<PathBuf>, flag: &str, file: String| {
+            explicit
+                .clone()
+                .or_else(|| self.dir.as_ref().map(|dir| dir.join(file)))
+                .ok_or(format!("{flag} or --certs is required for TLS"))
+        };
+        Ok([
+            pick(&self.ca, "--ca", "ca.pem".to_owned())?,
+            pick(&self.cert, "--cert", format!("{name}.pem"))?,
+            pick(&self.key, "--key", format!("{name}.key"))?,
+        ])
+    }
+}
 
 struct Args {
     name: String,
@@ -43,6 +90,8 @@ struct Args {
     cluster: String,
     json: bool,
     seed_timeout: Duration,
+    transport: TransportKind,
+    certs: CertFiles,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -54,6 +103,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut cluster = "solo".to_owned();
     let mut json = false;
     let mut seed_timeout = Duration::from_secs(30);
+    let mut transport = TransportKind::Tcp;
+    let mut certs = CertFiles::default();
     while let Some(flag) = argv.next() {
         let mut value = |flag: &str| argv.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -85,9 +136,23 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                     .map_err(|_| format!("--seed-timeout {raw:?} is not a number of seconds"))?;
                 seed_timeout = Duration::from_secs(secs);
             }
+            "--transport" => {
+                transport = match value("--transport")?.as_str() {
+                    "tcp" => TransportKind::Tcp,
+                    "quic" => TransportKind::Quic,
+                    other => return Err(format!("--transport {other:?}: expected tcp or quic")),
+                };
+            }
+            "--certs" => certs.dir = Some(value("--certs")?.into()),
+            "--ca" => certs.ca = Some(value("--ca")?.into()),
+            "--cert" => certs.cert = Some(value("--cert")?.into()),
+            "--key" => certs.key = Some(value("--key")?.into()),
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown flag {other:?}")),
         }
+    }
+    if transport == TransportKind::Quic && certs.is_empty() {
+        return Err("--transport quic needs certificates (--certs DIR)".to_owned());
     }
     Ok(Args {
         name: name.ok_or("--name is required")?,
@@ -100,7 +165,45 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         cluster,
         json,
         seed_timeout,
+        transport,
+        certs,
     })
+}
+
+/// `solo-node certs --out DIR [--cluster NAME] NODE...`
+fn certs_command(mut argv: impl Iterator<Item = String>) -> Result<String, String> {
+    let mut out = None;
+    let mut cluster = "solo".to_owned();
+    let mut nodes = Vec::new();
+    while let Some(arg) = argv.next() {
+        match arg.as_str() {
+            "--out" => out = Some(PathBuf::from(argv.next().ok_or("--out needs a value")?)),
+            "--cluster" => cluster = argv.next().ok_or("--cluster needs a value")?,
+            "--help" | "-h" => return Err(USAGE.to_owned()),
+            flag if flag.starts_with('-') => return Err(format!("unknown flag {flag:?}")),
+            _ => nodes.push(arg),
+        }
+    }
+    let out = out.ok_or("certs: --out DIR is required")?;
+    if nodes.is_empty() {
+        return Err("certs: name at least one node".to_owned());
+    }
+    for node in &nodes {
+        solo::NodeName::new(node.as_str()).map_err(|e| format!("certs: {node:?}: {e}"))?;
+    }
+    write_certs(&out, &cluster, &nodes)
+}
+
+#[cfg(feature = "certgen")]
+fn write_certs(out: &Path, cluster: &str, nodes: &[String]) -> Result<String, String> {
+    let files = solo::tls::write_cluster(out, cluster, nodes).map_err(|e| e.to_string())?;
+    let list: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    Ok(format!("wrote {}", list.join(" ")))
+}
+
+#[cfg(not(feature = "certgen"))]
+fn write_certs(_: &Path, _: &str, _: &[String]) -> Result<String, String> {
+    Err("certs: this solo-node was built without the `certgen` feature".to_owned())
 }
 
 /// Prints one event line, as JSON or as text.
@@ -150,7 +253,21 @@ fn quote(s: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().map(String::as_str) == Some("certs") {
+        argv.next();
+        return match certs_command(argv) {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("solo-node: {message}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let args = match parse_args(argv) {
         Ok(args) => args,
         Err(message) => {
             eprintln!("solo-node: {message}");
@@ -199,16 +316,15 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
     };
-    let cluster = Cluster::builder()
-        .node_name(args.name)
+    let builder = Cluster::builder()
+        .node_name(args.name.clone())
         .listen(args.listen)
         .seeds(args.seeds.clone())
         .cookie(args.cookie)
         .cluster_name(args.cluster)
-        .worker("roar", roar)
-        .start()
-        .await
-        .map_err(|e| e.to_string())?;
+        .worker("roar", roar);
+    let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
+    let cluster = builder.start().await.map_err(|e| e.to_string())?;
     let mut events = cluster.events();
     for name in &args.singletons {
         cluster
@@ -267,6 +383,37 @@ async fn run(args: Args) -> Result<(), String> {
     }
     printer.print("left", &[], "left the cluster");
     Ok(())
+}
+
+/// Applies `--transport` and the certificate flags, or says which feature is missing.
+fn with_transport(
+    builder: ClusterBuilder,
+    transport: TransportKind,
+    certs: &CertFiles,
+    name: &str,
+) -> Result<ClusterBuilder, String> {
+    if transport == TransportKind::Tcp && certs.is_empty() {
+        return Ok(builder);
+    }
+    #[cfg(feature = "tls")]
+    {
+        let [ca, cert, key] = certs.resolve(name)?;
+        let tls = solo::tls::TlsConfig::from_files(ca, cert, key).map_err(|e| e.to_string())?;
+        match transport {
+            TransportKind::Tcp => Ok(builder.tls(tls)),
+            #[cfg(feature = "quic")]
+            TransportKind::Quic => Ok(builder.quic(tls)),
+            #[cfg(not(feature = "quic"))]
+            TransportKind::Quic => {
+                Err("--transport quic: this solo-node was built without the `quic` feature".into())
+            }
+        }
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (builder, name, certs.resolve(name));
+        Err("certificates given, but this solo-node was built without the `tls` feature".into())
+    }
 }
 
 fn print_event(printer: &Printer, event: &Event) {

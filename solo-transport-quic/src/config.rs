@@ -1,0 +1,110 @@
+//! [`QuicConfig`]: the QUIC settings the transport's connections run with.
+
+use std::time::Duration;
+
+/// The most a QUIC idle timeout can be: QUIC carries it in milliseconds as a variable-length
+/// integer (at most 2^62 − 1).
+const MAX_IDLE_TIMEOUT_MS: u128 = (1 << 62) - 1;
+
+/// QUIC's own liveness settings for every connection of a [`QuicNetwork`](crate::QuicNetwork).
+///
+/// They play the role TCP keep-alive would, one layer down from the transport's own
+/// keep-alive frames ([`Config::keepalive_interval`](solo_transport_tcp::Config::keepalive_interval)
+/// and [`Config::idle_timeout`](solo_transport_tcp::Config::idle_timeout)), and have the
+/// same defaults. Either timeout closes a silent connection; the transport reports it
+/// [`Link::Down`](solo_core::Link::Down) and dials afresh on the next frame.
+///
+/// [`QuicConfig::default`] fills in the defaults documented on each field; change fields
+/// directly, then [`validate`](QuicConfig::validate) ([`QuicNetwork::new`](crate::QuicNetwork::new)
+/// validates too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuicConfig {
+    /// A connection on which this end sent nothing for this long sends a QUIC `PING`, so that
+    /// the peer's idle timer does not expire on a healthy, quiet connection. Must not be
+    /// zero. Default 1 s.
+    pub keep_alive_interval: Duration,
+    /// A connection on which nothing arrived for this long (not a frame, not a `PING`, not
+    /// an acknowledgement) is closed silently: the peer is dead, frozen or cut off. QUIC uses
+    /// the smaller of the two ends' values. It is the bound within which a peer whose process
+    /// was killed is noticed: the peer's kernel sends nothing when a UDP socket closes (see
+    /// the crate docs). Must exceed [`keep_alive_interval`](QuicConfig::keep_alive_interval).
+    /// Default 5 s.
+    pub idle_timeout: Duration,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            keep_alive_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl QuicConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`QuicConfigError`] names the first field that is out of range.
+    pub fn validate(&self) -> Result<(), QuicConfigError> {
+        if self.keep_alive_interval.is_zero() {
+            return Err(QuicConfigError::ZeroKeepAlive);
+        }
+        if self.idle_timeout <= self.keep_alive_interval {
+            return Err(QuicConfigError::IdleTimeoutRange);
+        }
+        if self.idle_timeout.as_millis() > MAX_IDLE_TIMEOUT_MS {
+            return Err(QuicConfigError::IdleTimeoutTooLong(self.idle_timeout));
+        }
+        Ok(())
+    }
+}
+
+/// A [`QuicConfig`] field out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuicConfigError {
+    /// [`QuicConfig::keep_alive_interval`] is zero.
+    #[error("keep_alive_interval must not be zero")]
+    ZeroKeepAlive,
+    /// [`QuicConfig::idle_timeout`] is not longer than [`QuicConfig::keep_alive_interval`]:
+    /// a healthy quiet connection would be closed.
+    #[error("idle_timeout must be longer than keep_alive_interval")]
+    IdleTimeoutRange,
+    /// [`QuicConfig::idle_timeout`] is beyond what QUIC can carry (2^62 − 1 ms).
+    #[error("idle_timeout {0:?} is too long for QUIC")]
+    IdleTimeoutTooLong(Duration),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_tcp_transport_and_are_valid() {
+        let quic = QuicConfig::default();
+        let tcp = solo_transport_tcp::Config::new("c", "cookie");
+        assert_eq!(quic.keep_alive_interval, tcp.keepalive_interval);
+        assert_eq!(quic.idle_timeout, tcp.idle_timeout);
+        assert_eq!(quic.validate(), Ok(()));
+    }
+
+    #[test]
+    fn out_of_range_fields_are_named() {
+        let mut config = QuicConfig {
+            keep_alive_interval: Duration::ZERO,
+            ..QuicConfig::default()
+        };
+        assert_eq!(config.validate(), Err(QuicConfigError::ZeroKeepAlive));
+        config.keep_alive_interval = config.idle_timeout;
+        assert_eq!(config.validate(), Err(QuicConfigError::IdleTimeoutRange));
+        config.keep_alive_interval = Duration::from_secs(1);
+        config.idle_timeout = Duration::MAX;
+        assert_eq!(
+            config.validate(),
+            Err(QuicConfigError::IdleTimeoutTooLong(Duration::MAX))
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! [`QuicNetwork`]: the transport's [`Network`] over one quinn endpoint.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
+use quinn::{ClientConfig, Endpoint, IdleTimeout, ServerConfig, TransportConfig, VarInt};
+use solo_transport_tcp::Network;
+use solo_transport_tcp::tls::{SERVER_NAME, TlsConfig};
+
+use crate::config::{QuicConfig, QuicConfigError};
+use crate::stream::{QuicStream, connection_error};
+
+/// Bidirectional streams a peer may have open at once on one connection: the transport uses
+/// exactly one per connection.
+const MAX_BIDI_STREAMS: u32 = 1;
+
+/// Why a [`QuicNetwork`] could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuicError {
+    /// The [`QuicConfig`] is invalid.
+    #[error("invalid QUIC config: {0}")]
+    Config(#[from] QuicConfigError),
+    /// The TLS server configuration cannot secure QUIC (QUIC needs TLS 1.3 and the
+    /// `TLS13_AES_128_GCM_SHA256` cipher suite, and no early data).
+    #[error("the TLS server configuration cannot be used for QUIC: {0}")]
+    ServerCrypto(#[source] NoInitialCipherSuite),
+    /// The TLS client configuration cannot secure QUIC (same requirements).
+    #[error("the TLS client configuration cannot be used for QUIC: {0}")]
+    ClientCrypto(#[source] NoInitialCipherSuite),
+}
+
+/// QUIC through quinn, with mutual TLS against the cluster CA, as a
+/// [`Network`] for [`solo_transport_tcp::Transport`].
+///
+/// [`bind`](Network::bind) opens one UDP socket that both accepts connections and dials
+/// them, so a node is reached at one address. Every [`connect`](Network::connect) opens a
+/// new QUIC connection with one bidirectional stream ([`QuicStream`]).
+///
+/// One `QuicNetwork` serves one transport: it remembers the endpoint [`bind`](Network::bind)
+/// created in order to dial from it, so a second `bind` fails, and a
+/// [`connect`](Network::connect) before `bind` fails with [`io::ErrorKind::NotConnected`].
+pub struct QuicNetwork {
+    server: ServerConfig,
+    client: ClientConfig,
+    /// How long a dropped stream's connection waits for the peer's acknowledgements.
+    linger: Duration,
+    endpoint: OnceLock<Endpoint>,
+}
+
+impl fmt::Debug for QuicNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let local_addr = self.endpoint.get().and_then(|e| e.local_addr().ok());
+        f.debug_struct("QuicNetwork")
+            .field("local_addr", &local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicNetwork {
+    /// A network whose connections authenticate with the node's certificate in `tls` and
+    /// accept only peers whose certificates chain to the same cluster CA, in both directions.
+    ///
+    /// # Errors
+    ///
+    /// [`QuicError::Config`] when `config` is invalid. (A [`TlsConfig`] always suits QUIC;
+    /// the crypto errors are for [`from_rustls`](QuicNetwork::from_rustls).)
+    pub fn new(tls: &TlsConfig, config: QuicConfig) -> Result<Self, QuicError> {
+        Self::from_rustls(tls.server_config(), tls.client_config(), config)
+    }
+
+    /// As [`new`](QuicNetwork::new), from rustls configurations made some other way. They
+    /// must use TLS 1.3 and agree on ALPN with the cluster's peers
+    /// ([`solo_transport_tcp::tls::ALPN`]), and the server side should require client
+    /// certificates: this network adds no check of its own. Dials use the server name
+    /// [`solo_transport_tcp::tls::SERVER_NAME`].
+    ///
+    /// # Errors
+    ///
+    /// [`QuicError`] when `config` is invalid or either configuration cannot secure QUIC.
+    pub fn from_rustls(
+        server: Arc<rustls::ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+        config: QuicConfig,
+    ) -> Result<Self, QuicError> {
+        config.validate()?;
+        let transport = Arc::new(transport_config(&config)?);
+        let server_crypto = QuicServerConfig::try_from(server).map_err(QuicError::ServerCrypto)?;
+        let client_crypto = QuicClientConfig::try_from(client).map_err(QuicError::ClientCrypto)?;
+        let mut server = ServerConfig::with_crypto(Arc::new(server_crypto));
+        server.transport_config(Arc::clone(&transport));
+        let mut client = ClientConfig::new(Arc::new(client_crypto));
+        client.transport_config(transport);
+        Ok(Self {
+            server,
+            client,
+            linger: config.idle_timeout,
+            endpoint: OnceLock::new(),
+        })
+    }
+
+    fn endpoint(&self) -> io::Result<&Endpoint> {
+        self.endpoint.get().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the QUIC network is not bound yet: nothing to dial from",
+            )
+        })
+    }
+}
+
+fn transport_config(config: &QuicConfig) -> Result<TransportConfig, QuicError> {
+    let idle_timeout = IdleTimeout::try_from(config.idle_timeout)
+        .map_err(|_| QuicConfigError::IdleTimeoutTooLong(config.idle_timeout))?;
+    let mut transport = TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(config.keep_alive_interval))
+        .max_idle_timeout(Some(idle_timeout))
+        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_BIDI_STREAMS))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .datagram_receive_buffer_size(None);
+    Ok(transport)
+}
+
+impl Network for QuicNetwork {
+    type Stream = QuicStream;
+    type Listener = Endpoint;
+
+    async fn bind(&self, addr: SocketAddr) -> io::Result<Endpoint> {
+        if self.endpoint.get().is_some() {
+            return Err(already_bound());
+        }
+        let mut endpoint = Endpoint::server(self.server.clone(), addr)?;
+        endpoint.set_default_client_config(self.client.clone());
+        self.endpoint
+            .set(endpoint.clone())
+            .map_err(|_| already_bound())?;
+        Ok(endpoint)
+    }
+
+    fn local_addr(&self, listener: &Endpoint) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn accept(&self, listener: &mut Endpoint) -> io::Result<(QuicStream, SocketAddr)> {
+        let incoming = listener.accept().await.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotConnected, "the QUIC endpoint is closed")
+        })?;
+        let remote = incoming.remote_address();
+        // The handshake runs on the stream's first read, in the transport's per-connection
+        // task and under its handshake timeout: a slow or hostile dialer holds up nobody.
+        Ok((QuicStream::accepting(incoming, self.linger), remote))
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> io::Result<QuicStream> {
+        let connecting = self
+            .endpoint()?
+            .connect_with(self.client.clone(), addr, SERVER_NAME)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        let connection = connecting.await.map_err(connection_error)?;
+        // The peer hears of the stream with its first bytes: the initiator speaks first.
+        let (send, recv) = connection.open_bi().await.map_err(connection_error)?;
+        Ok(QuicStream::open(connection, send, recv, self.linger))
+    }
+}
+
+fn already_bound() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "this QUIC network is already bound: use one QuicNetwork per transport",
+    )
+}
