@@ -89,6 +89,7 @@ pub struct SimBuilder {
     max_latency: Duration,
     tick: Duration,
     sabotage: bool,
+    tls: bool,
 }
 
 impl std::fmt::Debug for SimBuilder {
@@ -107,6 +108,21 @@ impl SimBuilder {
     /// survive a heal: for testing that the invariant checker catches it.
     pub fn sabotage_duplicate_resolution(mut self) -> Self {
         self.sabotage = true;
+        self
+    }
+
+    /// Runs every node's streams over mutual TLS (the `tls` carrier of `solo`), with a fresh
+    /// cluster CA and a certificate per node, inside turmoil's TCP.
+    ///
+    /// The schedule stays a function of the seed (TLS adds bytes, not timing choices), but
+    /// rustls draws its handshake keys from the operating system: runs are not
+    /// byte-for-byte identical, so this is for smoke tests, not for [`check::history_hash`]
+    /// comparisons.
+    ///
+    /// [`check::history_hash`]: crate::check::history_hash
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -188,6 +204,7 @@ impl SimBuilder {
             Arc::new((0..self.nodes).map(|_| AtomicU64::new(0)).collect());
         let commands: Commands = Arc::new(Mutex::new(vec![None; self.nodes]));
         let names: Vec<String> = (0..self.nodes).map(|i| format!("n{i}")).collect();
+        let carriers = Carriers::new(self.tls, &names);
         for host in 0..self.nodes {
             let node = NodeSetup {
                 host,
@@ -200,6 +217,7 @@ impl SimBuilder {
                 incarnations: Arc::clone(&incarnations),
                 commands: Arc::clone(&commands),
                 sabotage: self.sabotage,
+                carriers: carriers.clone(),
             };
             sim.host(names[host].as_str(), move || node.clone().run());
         }
@@ -227,6 +245,54 @@ struct NodeSetup {
     incarnations: Arc<Vec<AtomicU64>>,
     commands: Commands,
     sabotage: bool,
+    carriers: Carriers,
+}
+
+/// What carries each host's streams: turmoil's TCP, plain or under TLS.
+#[derive(Clone, Default)]
+struct Carriers {
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<Vec<solo::tls::TlsConfig>>>,
+}
+
+impl Carriers {
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    fn new(tls: bool, names: &[String]) -> Self {
+        #[cfg(feature = "tls")]
+        if tls {
+            let ca = solo::tls::CertificateAuthority::new("simulated").expect("a CA");
+            let configs = names
+                .iter()
+                .map(|name| {
+                    let issued = ca.issue(name).expect("a node certificate");
+                    solo::tls::TlsConfig::from_pem(
+                        ca.cert_pem().as_bytes(),
+                        issued.cert_pem.as_bytes(),
+                        issued.key_pem.as_bytes(),
+                    )
+                    .expect("fresh certificates are valid")
+                })
+                .collect();
+            return Self {
+                tls: Some(Arc::new(configs)),
+            };
+        }
+        Self::default()
+    }
+
+    async fn start(
+        &self,
+        host: usize,
+        builder: solo::ClusterBuilder,
+    ) -> Result<Cluster, solo::StartError> {
+        #[cfg(feature = "tls")]
+        if let Some(configs) = &self.tls {
+            let network = solo_transport_tcp::tls::TlsNetwork::new(TurmoilNetwork, &configs[host]);
+            return builder.start_on(network).await;
+        }
+        let _ = host;
+        builder.start_on(TurmoilNetwork).await
+    }
 }
 
 impl NodeSetup {
@@ -248,7 +314,7 @@ impl NodeSetup {
         for register in &self.workers {
             builder = register(builder);
         }
-        let cluster = builder
+        let builder = builder
             .node_name(self.names[self.host].clone())
             .incarnation(incarnation)
             .listen(SocketAddr::new([0, 0, 0, 0].into(), PORT))
@@ -257,9 +323,8 @@ impl NodeSetup {
             .cookie("simulated")
             .config(self.config.clone())
             .simulation_seed(self.seed ^ (self.host as u64) << 32 ^ incarnation)
-            .worker("wait", wait_for_shutdown)
-            .start_on(TurmoilNetwork)
-            .await?;
+            .worker("wait", wait_for_shutdown);
+        let cluster = self.carriers.start(self.host, builder).await?;
         let mut events = cluster.events();
         for (singleton, kinds) in &self.singletons {
             cluster.singleton(singleton, kinds.iter().cloned()).await?;
@@ -373,6 +438,7 @@ impl Sim {
             max_latency: Duration::from_millis(2),
             tick: Duration::from_millis(1),
             sabotage: false,
+            tls: false,
         }
     }
 

@@ -96,3 +96,36 @@ fn the_same_seed_gives_the_same_history() {
     };
     assert_eq!(run(), run());
 }
+
+/// The TLS carrier under turmoil: a crash, a partition and its heal, over mutual TLS.
+#[test]
+fn over_tls_the_singleton_survives_a_crash_and_a_healed_partition() {
+    let mut sim = Sim::builder()
+        .nodes(3)
+        .seed(5)
+        .singleton("roar")
+        .tls()
+        .build();
+    sim.run_for(Duration::from_secs(3)).expect("runs");
+    let first =
+        owner(&sim, "roar").unwrap_or_else(|| panic!("{}", check::excerpt(&sim.history(), "roar")));
+    sim.crash(first);
+    sim.run_for(Duration::from_secs(3)).expect("runs");
+    let second =
+        owner(&sim, "roar").unwrap_or_else(|| panic!("{}", check::excerpt(&sim.history(), "roar")));
+    assert_ne!(first, second);
+    sim.restart(first);
+    let others: Vec<usize> = (0..3).filter(|&i| i != second).collect();
+    sim.run_for(Duration::from_secs(3)).expect("runs");
+    sim.partition(&[second], &others);
+    sim.run_for(Duration::from_secs(5)).expect("runs");
+    assert_eq!(instances(&sim, "roar"), 2, "each side runs its own");
+    sim.repair_all();
+    sim.run_for(Duration::from_secs(5)).expect("runs");
+    assert_eq!(
+        instances(&sim, "roar"),
+        1,
+        "{}",
+        check::excerpt(&sim.history(), "roar")
+    );
+}
