@@ -182,6 +182,83 @@ pub enum Message {
         /// Bucket indices.
         buckets: Vec<u16>,
     },
+    /// Messages between the runtimes of two nodes on behalf of workers (calls, casts,
+    /// replies, handed-over state). The core carries them and never looks inside:
+    /// [`Node::handle_message`](crate::Node::handle_message) ignores them, the runtime
+    /// decodes frames itself and handles these.
+    App(AppMessage),
+}
+
+/// What the runtimes of two nodes say to each other on behalf of workers: see
+/// [`Message::App`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AppMessage {
+    /// A message for the worker that runs a child (or singleton).
+    Deliver(Delivery),
+    /// The answer to a call, sent straight to the caller's node.
+    Reply {
+        /// The caller's number for the call ([`CallRef::call`]).
+        call: u64,
+        /// The worker's encoded reply, or why there is none.
+        result: Result<Vec<u8>, RemoteError>,
+    },
+    /// The state a worker handed over when its child moved here on purpose (or lost a
+    /// conflict to the instance here). `None`: the new instance starts afresh.
+    Handoff {
+        /// The child.
+        id: crate::placement::ChildId,
+        /// The encoded state, if the old instance chose to hand it over.
+        state: Option<Vec<u8>>,
+    },
+}
+
+/// A message for the worker that runs `to`, wherever that is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The child (or singleton) whose worker should get it.
+    pub to: crate::placement::ChildId,
+    /// Where the answer goes; `None` for a one-way message (a cast).
+    pub reply_to: Option<CallRef>,
+    /// The encoded message.
+    pub payload: Vec<u8>,
+    /// How many nodes passed it on already: a node that does not run `to` forwards it to
+    /// the owner it knows, a bounded number of times.
+    pub hops: u8,
+    /// Passed on by the node `to` just moved away from, which delivers these before any
+    /// that reach the new node directly (so that one sender's messages stay in order).
+    pub from_previous_owner: bool,
+}
+
+/// Identifies a call for its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRef {
+    /// The calling node, which waits for the [`AppMessage::Reply`].
+    pub caller: NodeId,
+    /// The caller's number for the call.
+    pub call: u64,
+}
+
+/// Why a call got no reply from a worker. Sent over the wire, so it is plain data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// The child's worker does not take messages (it is not an actor).
+    #[error("the worker does not take messages")]
+    NotAnActor,
+    /// The worker could not decode the message as its call type.
+    #[error("the worker could not decode the message: {0}")]
+    BadMessage(String),
+    /// The worker's handler failed.
+    #[error("the worker's handler failed: {0}")]
+    Failed(String),
+    /// No node knows this name.
+    #[error("no such name")]
+    NoSuchName,
+    /// The node does not run it (it is moving, or the node's view is behind): the caller
+    /// routes the call again.
+    #[error("not running here")]
+    NotHere,
 }
 
 /// A [`Message`] that could not be framed. Nothing was sent.

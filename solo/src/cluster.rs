@@ -12,6 +12,7 @@ use solo_core::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::Event;
+use crate::actor::{Actor, ActorRef, CallError};
 use crate::driver::{Command, Driver};
 use crate::worker::{Registry, Spawner, Worker};
 
@@ -90,6 +91,7 @@ pub struct ClusterBuilder {
     registry: Registry,
     shutdown_grace: Duration,
     drain_timeout: Duration,
+    handoff_timeout: Duration,
     simulation_seed: Option<u64>,
     sabotage_ignore_moves: bool,
     carrier: Carrier,
@@ -170,6 +172,22 @@ impl ClusterBuilder {
     /// Registers a worker kind this node can run. Specs name workers by kind.
     pub fn worker(mut self, kind: impl Into<String>, worker: impl Worker) -> Self {
         self.registry.insert(kind.into(), worker);
+        self
+    }
+
+    /// Registers an [`Actor`] type as a worker kind: a child whose first worker is of this
+    /// kind gets the messages sent to its name ([`Cluster::call`], [`Cluster::send`]) and
+    /// hands its state over when it moves.
+    pub fn actor<A: Actor>(mut self, kind: impl Into<String>) -> Self {
+        self.registry.insert_actor::<A>(kind.into());
+        self
+    }
+
+    /// How long a child moving here on purpose waits for its previous instance's state
+    /// before it starts afresh, and how long an instance may take to answer
+    /// [`Actor::begin_handoff`]. Messages for it wait meanwhile. Default 5 s.
+    pub fn handoff_timeout(mut self, timeout: Duration) -> Self {
+        self.handoff_timeout = timeout;
         self
     }
 
@@ -290,8 +308,10 @@ impl ClusterBuilder {
                     .unwrap_or(incarnation ^ u64::from(addr.port())),
             )
             .build(tokio::time::Instant::now().into_std())?;
-        let (commands_tx, commands) = mpsc::channel(256);
+        let (commands_tx, commands) = mpsc::channel(4096);
         let (exits_tx, exits) = mpsc::unbounded_channel();
+        let (handoffs_tx, handoffs) = mpsc::unbounded_channel();
+        let (replies_tx, replies) = mpsc::unbounded_channel();
         // Subscribed before the driver runs, so that the first `events()` call sees what
         // happened while the node joined.
         let (events, first_events) = broadcast::channel(4096);
@@ -302,6 +322,9 @@ impl ClusterBuilder {
             frames,
             commands,
             exits,
+            handoffs,
+            replies,
+            messaging: Some(crate::driver::Messaging::new(self.handoff_timeout)),
             events: events.clone(),
             spawner: Spawner {
                 registry: self.registry,
@@ -309,6 +332,8 @@ impl ClusterBuilder {
                 exits: exits_tx,
                 events: events.clone(),
                 grace: self.shutdown_grace,
+                handoffs: handoffs_tx,
+                replies: replies_tx,
             },
             drain_timeout: self.drain_timeout,
             sabotage_ignore_moves: self.sabotage_ignore_moves,
@@ -383,6 +408,7 @@ impl Cluster {
             registry: Registry::default(),
             shutdown_grace: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
+            handoff_timeout: Duration::from_secs(5),
             simulation_seed: None,
             sabotage_ignore_moves: false,
             carrier: Carrier::default(),
@@ -477,6 +503,74 @@ impl Cluster {
     /// Once called, the leave proceeds even if this future is dropped.
     pub async fn leave(&self) {
         let _ = self.request(Command::Leave).await;
+    }
+
+    /// Where `name` (a child or singleton) runs now, as this node sees it: the node that
+    /// owns it, or `None` while it has no owner (during a failover) or does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the node left.
+    pub async fn whereis(&self, name: &ChildId) -> Result<Option<NodeName>, Error> {
+        self.owner_of(name).await
+    }
+
+    /// Calls the actor that runs `name`, wherever it runs, and waits for its reply for at
+    /// most `timeout`.
+    ///
+    /// While `name` has no reachable owner (its node just failed, or it is being handed
+    /// over) the call waits, within its timeout, and goes to the new instance. A call sent
+    /// to a node that fails before answering is sent again to the new owner. A call to a
+    /// name that no node knows fails at once.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`]: no such name, timeout, not an actor, a message or reply the two ends
+    /// disagree on, a failed handler, or this node left.
+    pub async fn call<M, R>(
+        &self,
+        name: &ChildId,
+        message: &M,
+        timeout: Duration,
+    ) -> Result<R, CallError>
+    where
+        M: serde::Serialize + ?Sized,
+        R: serde::de::DeserializeOwned,
+    {
+        let payload =
+            postcard::to_allocvec(message).map_err(|e| CallError::BadMessage(e.to_string()))?;
+        let name = name.clone();
+        let answer = tokio::time::timeout(timeout, async {
+            self.request(|reply| Command::Call(name, payload, reply))
+                .await?
+        })
+        .await
+        .map_err(|_| CallError::Timeout(timeout))??;
+        postcard::from_bytes(&answer).map_err(|e| CallError::BadReply(e.to_string()))
+    }
+
+    /// Sends `message` to the actor that runs `name`, one way. It waits for an owner as a
+    /// call does (up to 5 s), is delivered at most once, and keeps its order with the other
+    /// messages this node sends to `name` while the owner stays the same.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::NoSuchName`] at once if no node knows `name`; a message that does not
+    /// encode; this node left.
+    pub async fn send<M>(&self, name: &ChildId, message: &M) -> Result<(), CallError>
+    where
+        M: serde::Serialize + ?Sized,
+    {
+        let payload =
+            postcard::to_allocvec(message).map_err(|e| CallError::BadMessage(e.to_string()))?;
+        let name = name.clone();
+        self.request(|reply| Command::Cast(name, payload, reply))
+            .await?
+    }
+
+    /// A typed handle on the actor `A` that runs `name`.
+    pub fn actor<A: Actor>(&self, name: ChildId) -> ActorRef<A> {
+        ActorRef::new(self.clone(), name)
     }
 
     async fn request<T>(

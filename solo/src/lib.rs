@@ -78,10 +78,12 @@
 //!
 //! All of it runs on one crypto provider, `ring`.
 
+mod actor;
 mod cluster;
 mod driver;
 mod worker;
 
+pub use actor::{Actor, ActorRef, CallError, Handoff};
 pub use cluster::{Cluster, ClusterBuilder, Error, StartError, Supervisor};
 pub use worker::{Worker, WorkerContext, WorkerError};
 

@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::Event;
+use crate::actor::{Actor, HandoffDone, Mail, Mailbox, RemoteReply, run_actor};
 
 /// What a worker returns when it fails: any error.
 pub type WorkerError = Box<dyn std::error::Error + Send + Sync>;
@@ -72,10 +73,30 @@ impl<W: Worker> ErasedWorker for W {
     }
 }
 
+/// An [`Actor`] type behind a pointer.
+trait ErasedActor: Send + Sync {
+    fn run_boxed(&self, ctx: WorkerContext, mailbox: Mailbox) -> BoxedRun;
+}
+
+struct ActorKind<A>(std::marker::PhantomData<fn() -> A>);
+
+impl<A: Actor> ErasedActor for ActorKind<A> {
+    fn run_boxed(&self, ctx: WorkerContext, mailbox: Mailbox) -> BoxedRun {
+        Box::pin(run_actor::<A>(ctx, mailbox))
+    }
+}
+
+/// A registered worker kind.
+#[derive(Clone)]
+enum Kind {
+    Plain(Arc<dyn ErasedWorker>),
+    Actor(Arc<dyn ErasedActor>),
+}
+
 /// The worker kinds this node can run, by name.
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
-    kinds: HashMap<String, Arc<dyn ErasedWorker>>,
+    kinds: HashMap<String, Kind>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -86,7 +107,14 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     pub(crate) fn insert(&mut self, kind: String, worker: impl Worker) {
-        self.kinds.insert(kind, Arc::new(worker));
+        self.kinds.insert(kind, Kind::Plain(Arc::new(worker)));
+    }
+
+    pub(crate) fn insert_actor<A: Actor>(&mut self, kind: String) {
+        self.kinds.insert(
+            kind,
+            Kind::Actor(Arc::new(ActorKind::<A>(std::marker::PhantomData))),
+        );
     }
 }
 
@@ -156,19 +184,26 @@ pub(crate) struct Exited {
     pub(crate) exit: Exit,
 }
 
-/// A running instance: how to stop it.
+/// A running instance: how to stop it, and its mailbox if its first worker is an actor.
 #[derive(Debug)]
 pub(crate) struct Instance {
     pub(crate) instance: u64,
     stop: watch::Sender<bool>,
     /// Why the driver stopped it, for the `WorkerStopped` event.
     pub(crate) stop_reason: Option<String>,
+    /// Where its messages go; `None` if it takes none.
+    pub(crate) mailbox: Option<mpsc::UnboundedSender<Mail>>,
 }
 
 impl Instance {
     pub(crate) fn stop(&mut self, reason: String) {
         self.stop_reason.get_or_insert(reason);
         let _ = self.stop.send(true);
+    }
+
+    /// Records why it is ending without stopping it yet (it is handing over first).
+    pub(crate) fn ending(&mut self, reason: String) {
+        self.stop_reason.get_or_insert(reason);
     }
 }
 
@@ -179,6 +214,8 @@ pub(crate) struct Spawner {
     pub(crate) exits: mpsc::UnboundedSender<Exited>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) grace: Duration,
+    pub(crate) handoffs: mpsc::UnboundedSender<HandoffDone>,
+    pub(crate) replies: mpsc::UnboundedSender<RemoteReply>,
 }
 
 impl Spawner {
@@ -186,6 +223,23 @@ impl Spawner {
     /// together: the first worker to end stops the others, and its exit is the instance's.
     pub(crate) fn spawn(&self, spec: ChildSpec, instance: u64) -> Instance {
         let (stop, shutdown) = watch::channel(false);
+        // The first worker of the group gets the child's messages, if it is an actor.
+        let (mail_tx, mut mailbox) = match spec
+            .workers
+            .first()
+            .and_then(|w| self.registry.kinds.get(&w.kind))
+        {
+            Some(Kind::Actor(_)) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let mailbox = Mailbox {
+                    mail: rx,
+                    handoffs: self.handoffs.clone(),
+                    replies: self.replies.clone(),
+                };
+                (Some(tx), Some(mailbox))
+            }
+            _ => (None, None),
+        };
         let registry = self.registry.clone();
         let node = self.node.clone();
         let exits = self.exits.clone();
@@ -201,7 +255,10 @@ impl Spawner {
             let announced = Arc::new(std::sync::Once::new());
             for worker in spec.workers {
                 let Some(factory) = registry.kinds.get(&worker.kind) else {
-                    unknown = Some(worker.kind);
+                    unknown = Some(format!(
+                        "no worker kind {:?} is registered on this node",
+                        worker.kind
+                    ));
                     break;
                 };
                 let ctx = WorkerContext {
@@ -212,7 +269,21 @@ impl Spawner {
                     node: node.clone(),
                     shutdown: shutdown.clone(),
                 };
-                let run = factory.run_boxed(ctx);
+                let run = match factory {
+                    Kind::Plain(worker) => worker.run_boxed(ctx),
+                    Kind::Actor(actor) => match mailbox.take() {
+                        Some(mailbox) => actor.run_boxed(ctx, mailbox),
+                        None => {
+                            // Only the first worker has the mailbox; a later actor in the
+                            // group would never get a message.
+                            unknown = Some(format!(
+                                "worker kind {:?} is an actor but not its group's first worker",
+                                ctx.kind()
+                            ));
+                            break;
+                        }
+                    },
+                };
                 let (announced, events, started_id) =
                     (Arc::clone(&announced), events.clone(), id.clone());
                 tasks.spawn(async move {
@@ -225,10 +296,8 @@ impl Spawner {
                     run.await
                 });
             }
-            let exit = if let Some(kind) = unknown {
-                Exit::Failed(format!(
-                    "no worker kind {kind:?} is registered on this node"
-                ))
+            let exit = if let Some(why) = unknown {
+                Exit::Failed(why)
             } else {
                 match tasks.join_next().await {
                     None | Some(Ok(Ok(()))) => Exit::Normal,
@@ -251,6 +320,7 @@ impl Spawner {
             instance,
             stop,
             stop_reason: None,
+            mailbox: mail_tx,
         }
     }
 }

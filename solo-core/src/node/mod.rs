@@ -57,6 +57,10 @@ pub enum Action {
         instance: u64,
         /// What to run.
         spec: ChildSpec,
+        /// The node `id` is moving here from on purpose (it is alive: a rebalance, a
+        /// draining or leaving node). The runtime should wait, briefly, for the state that
+        /// node's instance hands over. `None` after a failure or for a new child.
+        handoff_from: Option<NodeId>,
     },
     /// Stop instance `instance` of child `id` here. Its later exit needs no report.
     Stop {
@@ -192,6 +196,7 @@ impl NodeBuilder {
             children: ChildTable::default(),
             singletons: BTreeMap::new(),
             running: BTreeMap::new(),
+            handoff_from: BTreeMap::new(),
             pending_acks: BTreeMap::new(),
             next_instance: 0,
             view: BTreeMap::new(),
@@ -293,6 +298,9 @@ pub struct Node {
     singletons: BTreeMap<ChildId, ownership::Singleton>,
     /// What this node asked the runtime to run.
     running: BTreeMap<ChildId, ownership::Running>,
+    /// Children whose owner just became this node while their previous owner lives on
+    /// (a graceful move): the next `Start` names that node, which hands the state over.
+    handoff_from: BTreeMap<ChildId, NodeName>,
     /// `start_child` calls waiting for a second member to hold the spec.
     pending_acks: BTreeMap<ChildId, u64>,
     next_instance: u64,
@@ -534,6 +542,8 @@ impl Node {
             Message::ChildAck { acks } => self.handle_child_ack(acks),
             Message::ChildDigest { digests } => self.handle_child_digest(from, digests),
             Message::ChildPull { buckets } => self.handle_child_pull(from, buckets),
+            // The runtime's business: it decodes frames itself and handles these.
+            Message::App(_) => {}
             Message::Sync { members, reply } => {
                 self.apply_updates(now, &members);
                 if reply {

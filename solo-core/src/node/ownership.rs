@@ -235,6 +235,7 @@ impl Node {
                 id: id.clone(),
                 instance,
                 spec,
+                handoff_from: None,
             });
         } else {
             tracing::warn!(node = %self.id, child = %id, "restart intensity exceeded, giving up");
@@ -246,6 +247,11 @@ impl Node {
     // ----- queries -------------------------------------------------------------------------
 
     /// The node that should run `id` by this node's view, if any is eligible.
+    ///
+    /// For a singleton this node did not declare itself, the owner is computed from what the
+    /// members declared (the highest rendezvous weight among the non-draining members that
+    /// declared it), which is what the declaring nodes compute unless a declarer lacks the
+    /// singleton's role.
     pub fn owner_of(&self, id: &ChildId) -> Option<&NodeName> {
         match self.singletons.get(id) {
             Some(s) => s.owner.as_ref().map(|(n, _)| n),
@@ -253,8 +259,30 @@ impl Node {
                 .children
                 .get(id)
                 .filter(|s| s.record.state == ChildState::Live)
-                .and_then(|s| s.owner.as_ref().map(|(n, _)| n)),
+                .and_then(|s| s.owner.as_ref().map(|(n, _)| n))
+                .or_else(|| {
+                    self.view
+                        .iter()
+                        .filter(|(_, (_, meta))| !meta.draining && meta.singleton(id).is_some())
+                        .map(|(name, _)| (weight(id, name), name))
+                        .max()
+                        .map(|(_, name)| name)
+                }),
         }
+    }
+
+    /// Whether `id` names a live child or a singleton some member (or this node) declared:
+    /// a message to any other name can never be delivered.
+    pub fn knows(&self, id: &ChildId) -> bool {
+        self.singletons.contains_key(id)
+            || self
+                .children
+                .get(id)
+                .is_some_and(|s| s.record.state == ChildState::Live)
+            || self
+                .members
+                .live()
+                .any(|m| m.meta().singleton(id).is_some())
     }
 
     /// The children and singletons running here ([`Scope::Local`]) or known cluster-wide
@@ -475,20 +503,44 @@ impl Node {
                 }
             }
             if slot.owner != before {
-                moved.push(id.clone());
+                moved.push((id.clone(), before));
             }
         }
         let singletons: Vec<ChildId> = self.singletons.keys().cloned().collect();
         for id in &singletons {
             if let Some(s) = self.singletons.get_mut(id) {
+                let before = s.owner.clone();
                 s.owner = owner_in(&self.view, &s.spec, true);
+                if s.owner != before {
+                    moved.push((id.clone(), before));
+                }
             }
         }
+        for (id, before) in &moved {
+            self.note_graceful_move(id, before.as_ref().map(|(name, _)| name));
+        }
+        let moved: Vec<ChildId> = moved.into_iter().map(|(id, _)| id).collect();
         for id in moved.iter().chain(&singletons) {
             self.reconcile(id);
         }
+        // Moves that did not turn into a start here are not waiting for anything.
+        self.handoff_from.clear();
         self.report_conflicts();
         self.answer_pending_if_alone();
+    }
+
+    /// Remembers that `id` moves here from `previous`, if `previous` is another node that is
+    /// still in the view (alive, maybe draining): it will hand its instance's state over.
+    fn note_graceful_move(&mut self, id: &ChildId, previous: Option<&NodeName>) {
+        let mine = self.owner_of(id) == Some(&self.id.name);
+        match previous {
+            Some(previous)
+                if mine && *previous != self.id.name && self.view.contains_key(previous) =>
+            {
+                self.handoff_from.insert(id.clone(), previous.clone());
+            }
+            _ => {}
+        }
     }
 
     /// A node that has joined and has no live peer has no second member to wait for: it
@@ -558,10 +610,15 @@ impl Node {
                     restarts: VecDeque::new(),
                 },
             );
+            let handoff_from = self
+                .handoff_from
+                .remove(id)
+                .and_then(|name| self.view.get(&name).map(|(node, _)| node.clone()));
             self.actions.push_back(Action::Start {
                 id: id.clone(),
                 instance,
                 spec,
+                handoff_from,
             });
         } else if !should_run && running {
             let reason = if self.status != Status::Active {

@@ -17,7 +17,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::Event;
+use crate::actor::{CallError, HandoffDone, RemoteReply};
 use crate::worker::{Exited, Instance, Spawner};
+
+mod messaging;
+
+pub(crate) use messaging::Messaging;
 
 /// What the public API asks of the driver.
 pub(crate) enum Command {
@@ -27,6 +32,12 @@ pub(crate) enum Command {
     WhichChildren(Scope, oneshot::Sender<Vec<ChildInfo>>),
     OwnerOf(ChildId, oneshot::Sender<Option<NodeName>>),
     Members(oneshot::Sender<Vec<NodeId>>),
+    Call(
+        ChildId,
+        Vec<u8>,
+        oneshot::Sender<Result<Vec<u8>, CallError>>,
+    ),
+    Cast(ChildId, Vec<u8>, oneshot::Sender<Result<(), CallError>>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -36,6 +47,9 @@ pub(crate) struct Driver<N: Network> {
     pub(crate) frames: mpsc::Receiver<TransportEvent>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) exits: mpsc::UnboundedReceiver<Exited>,
+    pub(crate) handoffs: mpsc::UnboundedReceiver<HandoffDone>,
+    pub(crate) replies: mpsc::UnboundedReceiver<RemoteReply>,
+    pub(crate) messaging: Option<Messaging>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) spawner: Spawner,
     /// How long a leave waits for this node's children to move before it goes anyway.
@@ -46,19 +60,34 @@ pub(crate) struct Driver<N: Network> {
 }
 
 /// The driver's bookkeeping beside the node.
-#[derive(Default)]
 struct State {
     instances: HashMap<ChildId, Instance>,
     pending_starts: HashMap<ChildId, oneshot::Sender<Result<bool, StartError>>>,
+    messaging: Messaging,
 }
 
 impl<N: Network> Driver<N> {
     pub(crate) async fn run(mut self) {
-        let mut state = State::default();
+        let Some(messaging) = self.messaging.take() else {
+            return;
+        };
+        let mut state = State {
+            instances: HashMap::new(),
+            pending_starts: HashMap::new(),
+            messaging,
+        };
         let mut leave_reply: Option<oneshot::Sender<()>> = None;
         loop {
             self.drain(&mut state);
-            let deadline = self.node.poll_timeout().map(Instant::from_std);
+            self.messaging_tick(&mut state);
+            self.drain(&mut state);
+            let deadline = [
+                self.node.poll_timeout().map(Instant::from_std),
+                state.messaging.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -68,12 +97,10 @@ impl<N: Network> Driver<N> {
             tokio::select! {
                 biased;
                 Some(exited) = self.exits.recv() => self.worker_exited(&mut state, exited),
+                Some(done) = self.handoffs.recv() => self.handoff_done(&mut state, done),
+                Some(reply) = self.replies.recv() => self.actor_replied(&mut state, reply),
                 event = self.frames.recv() => match event {
-                    Some(TransportEvent::Frame { from, frame }) => {
-                        if let Err(error) = self.node.handle_frame(now(), &from, &frame) {
-                            tracing::debug!(%from, %error, "dropped a malformed frame");
-                        }
-                    }
+                    Some(TransportEvent::Frame { from, frame }) => self.frame(&mut state, &from, &frame),
                     Some(TransportEvent::Link { peer, link }) => self.node.handle_link(now(), &peer, link),
                     Some(_) => {}
                     None => break,
@@ -96,6 +123,16 @@ impl<N: Network> Driver<N> {
         }
     }
 
+    /// A frame from `from`: the runtime's own messages are handled here, the rest by the
+    /// core.
+    fn frame(&mut self, state: &mut State, from: &NodeId, frame: &[u8]) {
+        match solo_core::wire::decode_frame(frame) {
+            Ok(solo_core::wire::Message::App(message)) => self.app_message(state, from, message),
+            Ok(message) => self.node.handle_message(now(), from, message),
+            Err(error) => tracing::debug!(%from, %error, "dropped a malformed frame"),
+        }
+    }
+
     /// Carries out everything the node asked for.
     fn drain(&mut self, state: &mut State) {
         loop {
@@ -107,11 +144,17 @@ impl<N: Network> Driver<N> {
                 return;
             };
             match action {
-                Action::Start { id, instance, spec } => {
+                Action::Start {
+                    id,
+                    instance,
+                    spec,
+                    handoff_from,
+                } => {
                     let running = self.spawner.spawn(spec, instance);
-                    if let Some(mut old) = state.instances.insert(id, running) {
+                    if let Some(mut old) = state.instances.insert(id.clone(), running) {
                         old.stop("replaced".into());
                     }
+                    self.instance_started(state, id, instance, handoff_from);
                 }
                 Action::Stop {
                     reason: StopReason::Moved { .. },
@@ -122,16 +165,28 @@ impl<N: Network> Driver<N> {
                     instance,
                     reason,
                 } => {
-                    if let Some(running) = state.instances.get_mut(&id)
-                        && running.instance == instance
-                    {
-                        running.stop(describe(&reason));
+                    let handing_over = match &reason {
+                        StopReason::Moved { to: Some(to) } => {
+                            self.start_handoff(state, &id, instance, to.clone(), describe(&reason))
+                        }
+                        _ => false,
+                    };
+                    if !handing_over {
+                        if let Some(running) = state.instances.get_mut(&id)
+                            && running.instance == instance
+                        {
+                            running.stop(describe(&reason));
+                        }
+                        self.instance_stopped(state, &id);
                     }
                 }
                 Action::Member(event) => {
                     if let MemberEvent::Down(peer) = &event {
                         // Its connection may be a black hole (a cut cable): dial afresh.
                         self.transport.disconnect(peer);
+                    }
+                    if let MemberEvent::Down(peer) | MemberEvent::Left(peer) = &event {
+                        self.peer_gone(state, peer);
                     }
                     let _ = self.events.send(Event::Member(event));
                 }
@@ -159,7 +214,9 @@ impl<N: Network> Driver<N> {
             .get(&id)
             .is_some_and(|i| i.instance == instance);
         let stopped_on_purpose = if current {
-            state.instances.remove(&id).and_then(|i| i.stop_reason)
+            let reason = state.instances.remove(&id).and_then(|i| i.stop_reason);
+            self.instance_stopped(state, &id);
+            reason
         } else {
             Some("replaced".into())
         };
@@ -207,6 +264,12 @@ impl<N: Network> Driver<N> {
             Command::Members(reply) => {
                 let _ = reply.send(self.node.live_view().into_iter().collect());
             }
+            Command::Call(target, payload, reply) => {
+                self.start_call(state, target, payload, reply);
+            }
+            Command::Cast(target, payload, reply) => {
+                let _ = reply.send(self.start_cast(state, target, payload));
+            }
             Command::Leave(_) => {}
         }
     }
@@ -218,14 +281,24 @@ impl<N: Network> Driver<N> {
         if self.node.set_draining(now(), true).is_ok() {
             self.drain(state);
             let deadline = Instant::now() + self.drain_timeout;
-            while !state.instances.is_empty() && Instant::now() < deadline {
+            while (!state.instances.is_empty() || state.messaging.is_handing_off())
+                && Instant::now() < deadline
+            {
+                let wake = state
+                    .messaging
+                    .next_deadline()
+                    .map_or(deadline, |at| at.min(deadline));
                 tokio::select! {
                     Some(exited) = self.exits.recv() => self.worker_exited(state, exited),
+                    Some(done) = self.handoffs.recv() => self.handoff_done(state, done),
+                    Some(reply) = self.replies.recv() => self.actor_replied(state, reply),
                     Some(TransportEvent::Frame { from, frame }) = self.frames.recv() => {
-                        let _ = self.node.handle_frame(now(), &from, &frame);
+                        self.frame(state, &from, &frame);
                     }
-                    () = tokio::time::sleep_until(deadline) => {}
+                    () = tokio::time::sleep_until(wake) => {}
                 }
+                self.drain(state);
+                self.messaging_tick(state);
                 self.drain(state);
             }
         }

@@ -1,0 +1,382 @@
+//! Actors: workers with a mailbox that can be called, cast to and moved with their state.
+//!
+//! A plain [`Worker`](crate::Worker) is one async function; an [`Actor`] is a value with
+//! handlers, in the style of an OTP `GenServer` and Swarm's handoff callbacks. Its message
+//! types are associated types, serialized with postcard, so both ends are typed and nothing
+//! crosses the wire as `Any`. A separate trait (rather than more methods on `Worker`) keeps
+//! the one-closure worker as short as it was.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use solo_core::wire::{CallRef, RemoteError};
+use solo_core::{ChildId, NodeName};
+use tokio::sync::mpsc;
+
+use crate::worker::{WorkerContext, WorkerError};
+use crate::{Cluster, Error};
+
+/// A worker with a mailbox: solo routes [`Cluster::call`] and [`Cluster::send`] to the one
+/// node that runs it, and hands its state over when it moves on purpose.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use solo::{Actor, Handoff, WorkerContext, WorkerError};
+///
+/// struct Counter(u64);
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum Op { Get, Add(u64) }
+///
+/// impl Actor for Counter {
+///     type Call = Op;
+///     type Reply = u64;
+///     type Cast = u64;
+///     type State = u64;
+///
+///     async fn start(_: &WorkerContext, handed_over: Option<u64>) -> Result<Self, WorkerError> {
+///         Ok(Counter(handed_over.unwrap_or(0)))
+///     }
+///     async fn handle_call(&mut self, op: Op, _: &WorkerContext) -> Result<u64, WorkerError> {
+///         if let Op::Add(n) = op { self.0 += n; }
+///         Ok(self.0)
+///     }
+///     async fn handle_cast(&mut self, n: u64, _: &WorkerContext) -> Result<(), WorkerError> {
+///         self.0 += n;
+///         Ok(())
+///     }
+///     async fn begin_handoff(&mut self, _: &WorkerContext) -> Handoff<u64> {
+///         Handoff::Resume(self.0)
+///     }
+/// }
+/// ```
+///
+/// Messages are handled one at a time, in the order they arrived. A handler that returns an
+/// error (or panics) ends the instance as a failure, which the child's restart policy
+/// handles; the caller whose call failed gets [`CallError::Failed`].
+pub trait Actor: Sized + Send + 'static {
+    /// The requests it answers ([`Cluster::call`]).
+    type Call: Serialize + DeserializeOwned + Send + 'static;
+    /// Its answers.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+    /// The one-way messages it takes ([`Cluster::send`]).
+    type Cast: Serialize + DeserializeOwned + Send + 'static;
+    /// What it hands over when it moves ([`begin_handoff`](Actor::begin_handoff)).
+    type State: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Starts an instance. `handed_over` is the state the previous instance handed over
+    /// (Swarm's `end_handoff`), or `None` for a fresh start. Messages that arrived while the
+    /// state was on its way are handled after this returns, in order.
+    fn start(
+        ctx: &WorkerContext,
+        handed_over: Option<Self::State>,
+    ) -> impl Future<Output = Result<Self, WorkerError>> + Send;
+
+    /// Answers a call.
+    fn handle_call(
+        &mut self,
+        call: Self::Call,
+        ctx: &WorkerContext,
+    ) -> impl Future<Output = Result<Self::Reply, WorkerError>> + Send;
+
+    /// Handles a one-way message. By default, ignores it.
+    fn handle_cast(
+        &mut self,
+        cast: Self::Cast,
+        ctx: &WorkerContext,
+    ) -> impl Future<Output = Result<(), WorkerError>> + Send {
+        let _ = (cast, ctx);
+        async { Ok(()) }
+    }
+
+    /// The child is moving to another node on purpose (a rebalance after a join, a draining
+    /// or leaving node) or lost a conflict after a healed partition: say what to hand over.
+    /// Every message that arrived before is handled first; messages arriving after go to the
+    /// new instance. By default, [`Handoff::Restart`].
+    fn begin_handoff(
+        &mut self,
+        ctx: &WorkerContext,
+    ) -> impl Future<Output = Handoff<Self::State>> + Send {
+        let _ = ctx;
+        async { Handoff::Restart }
+    }
+
+    /// Another instance of this child ran during a partition and lost to this one when it
+    /// healed (or arrived with state after this one had started): `theirs` is the state it
+    /// handed over. By default, keeps this instance's own state.
+    fn resolve_conflict(
+        &mut self,
+        theirs: Self::State,
+        ctx: &WorkerContext,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (theirs, ctx);
+        async {}
+    }
+}
+
+/// What [`Actor::begin_handoff`] answers (Swarm's vocabulary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handoff<S> {
+    /// The new instance starts afresh.
+    Restart,
+    /// The new instance starts with this state.
+    Resume(S),
+    /// As `Restart`. (Swarm's `:ignore` leaves the old process running; solo cannot, since
+    /// the child would then run twice, so the old instance stops either way.)
+    Ignore,
+}
+
+/// Why a [`Cluster::call`] or [`Cluster::send`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No child or singleton of this name exists in the cluster (as this node knows it).
+    #[error("no child or singleton is named {0}")]
+    NoSuchName(ChildId),
+    /// No answer within the timeout. The call may still be handled.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The child's worker is not an [`Actor`]: it takes no messages.
+    #[error("the worker does not take messages")]
+    NotAnActor,
+    /// The message could not be encoded, or the worker could not decode it (the two ends
+    /// disagree on the message type).
+    #[error("bad message: {0}")]
+    BadMessage(String),
+    /// The reply could not be decoded as the expected type.
+    #[error("bad reply: {0}")]
+    BadReply(String),
+    /// The worker's handler failed (the instance ended).
+    #[error("the handler failed: {0}")]
+    Failed(String),
+    /// This node has left the cluster.
+    #[error("this node has left the cluster")]
+    Closed,
+}
+
+impl From<RemoteError> for CallError {
+    fn from(error: RemoteError) -> Self {
+        match error {
+            RemoteError::NotAnActor => CallError::NotAnActor,
+            RemoteError::BadMessage(why) => CallError::BadMessage(why),
+            RemoteError::Failed(why) => CallError::Failed(why),
+            RemoteError::NoSuchName => CallError::BadMessage("the name vanished".into()),
+            other => CallError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<Error> for CallError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::ChildId(e) => CallError::BadMessage(e.to_string()),
+            _ => CallError::Closed,
+        }
+    }
+}
+
+/// A typed handle on a named actor anywhere in the cluster: [`Cluster::actor`].
+#[derive(Debug, Clone)]
+pub struct ActorRef<A> {
+    cluster: Cluster,
+    name: ChildId,
+    actor: PhantomData<fn() -> A>,
+}
+
+impl<A: Actor> ActorRef<A> {
+    pub(crate) fn new(cluster: Cluster, name: ChildId) -> Self {
+        Self {
+            cluster,
+            name,
+            actor: PhantomData,
+        }
+    }
+
+    /// The name it reaches.
+    pub fn name(&self) -> &ChildId {
+        &self.name
+    }
+
+    /// Calls the actor and waits for its reply, at most `timeout` (see [`Cluster::call`]).
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub async fn call(&self, call: &A::Call, timeout: Duration) -> Result<A::Reply, CallError> {
+        self.cluster.call(&self.name, call, timeout).await
+    }
+
+    /// Sends the actor a one-way message (see [`Cluster::send`]).
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub async fn send(&self, cast: &A::Cast) -> Result<(), CallError> {
+        self.cluster.send(&self.name, cast).await
+    }
+
+    /// Where it runs now, as this node sees it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if this node left.
+    pub async fn whereis(&self) -> Result<Option<NodeName>, Error> {
+        self.cluster.whereis(&self.name).await
+    }
+}
+
+// ----- the runtime side ---------------------------------------------------------------------
+
+/// What the driver puts in an actor's mailbox, in order.
+#[derive(Debug)]
+pub(crate) enum Mail {
+    /// Start, with the handed-over state if any. Always the first mail.
+    Begin(Option<Vec<u8>>),
+    /// A call.
+    Call { payload: Vec<u8>, reply: CallRef },
+    /// A cast.
+    Cast { payload: Vec<u8> },
+    /// Hand over and end.
+    BeginHandoff,
+    /// State from a losing duplicate.
+    Conflict(Vec<u8>),
+}
+
+/// An instance's answer to [`Mail::BeginHandoff`].
+#[derive(Debug)]
+pub(crate) struct HandoffDone {
+    pub(crate) id: ChildId,
+    pub(crate) instance: u64,
+    pub(crate) state: Option<Vec<u8>>,
+}
+
+/// An answer to a call, which the driver hands to its caller (here or on another node).
+#[derive(Debug)]
+pub(crate) struct RemoteReply {
+    pub(crate) to: CallRef,
+    pub(crate) result: Result<Vec<u8>, RemoteError>,
+}
+
+/// The channels an actor instance talks to its driver through.
+pub(crate) struct Mailbox {
+    pub(crate) mail: mpsc::UnboundedReceiver<Mail>,
+    pub(crate) handoffs: mpsc::UnboundedSender<HandoffDone>,
+    pub(crate) replies: mpsc::UnboundedSender<RemoteReply>,
+}
+
+fn answer(
+    to: CallRef,
+    result: Result<Vec<u8>, RemoteError>,
+    replies: &mpsc::UnboundedSender<RemoteReply>,
+) {
+    let _ = replies.send(RemoteReply { to, result });
+}
+
+/// Runs one instance of actor `A` on its mailbox until it ends.
+pub(crate) async fn run_actor<A: Actor>(
+    ctx: WorkerContext,
+    mailbox: Mailbox,
+) -> Result<(), WorkerError> {
+    let Mailbox {
+        mut mail,
+        handoffs,
+        replies,
+    } = mailbox;
+    let shutdown = ctx.shutdown();
+    tokio::pin!(shutdown);
+    let handed_over = loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            next = mail.recv() => match next {
+                Some(Mail::Begin(state)) => break state,
+                None => return Ok(()),
+                // The driver sends `Begin` first; anything else is a bug, answered politely.
+                Some(Mail::Call { reply, .. }) => {
+                    answer(reply, Err(RemoteError::Failed("not started".into())), &replies);
+                }
+                Some(_) => {}
+            },
+        }
+    };
+    let state = match handed_over {
+        Some(bytes) => match postcard::from_bytes::<A::State>(&bytes) {
+            Ok(state) => Some(state),
+            Err(error) => {
+                tracing::warn!(child = %ctx.id(), %error, "handed-over state does not decode; starting afresh");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut actor = A::start(&ctx, state).await?;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            next = mail.recv() => next,
+        };
+        match next {
+            None => return Ok(()),
+            Some(Mail::Call { payload, reply }) => {
+                let call = match postcard::from_bytes::<A::Call>(&payload) {
+                    Ok(call) => call,
+                    Err(error) => {
+                        answer(
+                            reply,
+                            Err(RemoteError::BadMessage(error.to_string())),
+                            &replies,
+                        );
+                        continue;
+                    }
+                };
+                match actor.handle_call(call, &ctx).await {
+                    Ok(value) => {
+                        let encoded = postcard::to_allocvec(&value).map_err(|e| {
+                            RemoteError::Failed(format!("reply does not encode: {e}"))
+                        });
+                        answer(reply, encoded, &replies);
+                    }
+                    Err(error) => {
+                        answer(reply, Err(RemoteError::Failed(error.to_string())), &replies);
+                        return Err(error);
+                    }
+                }
+            }
+            Some(Mail::Cast { payload }) => match postcard::from_bytes::<A::Cast>(&payload) {
+                Ok(cast) => actor.handle_cast(cast, &ctx).await?,
+                Err(error) => {
+                    tracing::debug!(child = %ctx.id(), %error, "a cast does not decode; dropped");
+                }
+            },
+            Some(Mail::Conflict(bytes)) => match postcard::from_bytes::<A::State>(&bytes) {
+                Ok(theirs) => actor.resolve_conflict(theirs, &ctx).await,
+                Err(error) => {
+                    tracing::warn!(child = %ctx.id(), %error, "a loser's state does not decode; kept ours");
+                }
+            },
+            Some(Mail::BeginHandoff) => {
+                let state = match actor.begin_handoff(&ctx).await {
+                    Handoff::Resume(state) => match postcard::to_allocvec(&state) {
+                        Ok(bytes) => Some(bytes),
+                        Err(error) => {
+                            tracing::warn!(child = %ctx.id(), %error, "state does not encode; the new instance starts afresh");
+                            None
+                        }
+                    },
+                    Handoff::Restart | Handoff::Ignore => None,
+                };
+                let _ = handoffs.send(HandoffDone {
+                    id: ctx.id().clone(),
+                    instance: ctx.instance(),
+                    state,
+                });
+                return Ok(());
+            }
+            Some(Mail::Begin(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Actors in-process: calls and casts routed to the one node that runs a name, typed
+//! errors, and state handed over when the owner leaves. Every wait is bounded.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use solo::{
+    Actor, CallError, ChildId, Cluster, ClusterBuilder, Event, Handoff, WorkerContext, WorkerError,
+};
+
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A counter that hands its count over when it moves.
+struct Counter {
+    count: u64,
+    /// Where it runs, to show which instance answered.
+    node: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Op {
+    Get,
+    Add(u64),
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Reading {
+    count: u64,
+    node: String,
+}
+
+impl Actor for Counter {
+    type Call = Op;
+    type Reply = Reading;
+    type Cast = u64;
+    type State = u64;
+
+    async fn start(ctx: &WorkerContext, handed_over: Option<u64>) -> Result<Self, WorkerError> {
+        Ok(Counter {
+            count: handed_over.unwrap_or(0),
+            node: ctx.node().name.to_string(),
+        })
+    }
+
+    async fn handle_call(&mut self, op: Op, _: &WorkerContext) -> Result<Reading, WorkerError> {
+        if let Op::Add(n) = op {
+            self.count += n;
+        }
+        Ok(Reading {
+            count: self.count,
+            node: self.node.clone(),
+        })
+    }
+
+    async fn handle_cast(&mut self, n: u64, _: &WorkerContext) -> Result<(), WorkerError> {
+        self.count += n;
+        Ok(())
+    }
+
+    async fn begin_handoff(&mut self, _: &WorkerContext) -> Handoff<u64> {
+        Handoff::Resume(self.count)
+    }
+}
+
+async fn idle(ctx: WorkerContext) -> Result<(), WorkerError> {
+    ctx.shutdown().await;
+    Ok(())
+}
+
+fn builder(name: &str) -> ClusterBuilder {
+    Cluster::builder()
+        .node_name(name)
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .cookie("test-cookie")
+        .actor::<Counter>("counter")
+        .worker("idle", idle)
+}
+
+fn id(name: &str) -> ChildId {
+    name.parse().expect("valid id")
+}
+
+async fn three_nodes() -> Vec<Cluster> {
+    let a = builder("a").start().await.expect("a starts");
+    let seed = a.local_addr();
+    let b = builder("b").seeds([seed]).start().await.expect("b starts");
+    let c = builder("c").seeds([seed]).start().await.expect("c starts");
+    let nodes = vec![a, b, c];
+    tokio::time::timeout(BOUND, async {
+        for node in &nodes {
+            while node.members().await.expect("up").len() < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    })
+    .await
+    .expect("the cluster forms");
+    nodes
+}
+
+#[tokio::test]
+async fn calls_and_casts_reach_the_one_instance_from_every_node() {
+    let nodes = three_nodes().await;
+    for node in &nodes {
+        node.singleton("count", ["counter"])
+            .await
+            .expect("declared");
+    }
+    let count = id("count");
+    // Every node's calls land on the same instance, whichever node runs it.
+    let mut total = 0;
+    for round in 0..3 {
+        for node in &nodes {
+            let reading: Reading = node
+                .call(&count, &Op::Add(1), BOUND)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            total += 1;
+            assert_eq!(reading.count, total);
+        }
+    }
+    // Casts from one node arrive in order, before that node's next call.
+    for _ in 0..10 {
+        nodes[1].send(&count, &1u64).await.expect("sent");
+    }
+    let reading: Reading = nodes[1]
+        .call(&count, &Op::Get, BOUND)
+        .await
+        .expect("answered");
+    assert_eq!(reading.count, total + 10);
+    let owner = nodes[0]
+        .whereis(&count)
+        .await
+        .expect("up")
+        .expect("an owner");
+    assert_eq!(owner.as_str(), reading.node);
+    // The typed handle says the same.
+    let counter = nodes[2].actor::<Counter>(count.clone());
+    assert_eq!(
+        counter.call(&Op::Get, BOUND).await.expect("answered").count,
+        total + 10
+    );
+    for node in nodes {
+        node.leave().await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_names_and_plain_workers_fail_with_typed_errors() {
+    let a = builder("a").start().await.expect("starts");
+    let started = std::time::Instant::now();
+    let unknown = a.call::<_, Reading>(&id("nobody"), &Op::Get, BOUND).await;
+    assert_eq!(unknown, Err(CallError::NoSuchName(id("nobody"))));
+    assert!(
+        started.elapsed() < BOUND / 2,
+        "fails at once, not at the timeout"
+    );
+    assert_eq!(
+        a.send(&id("nobody"), &1u64).await,
+        Err(CallError::NoSuchName(id("nobody")))
+    );
+
+    a.singleton("plain", ["idle"]).await.expect("declared");
+    let mut events = a.events();
+    tokio::time::timeout(BOUND, async {
+        while !matches!(events.recv().await, Ok(Event::WorkerStarted { .. })) {}
+    })
+    .await
+    .expect("the plain worker starts");
+    let plain = a.call::<_, Reading>(&id("plain"), &Op::Get, BOUND).await;
+    assert_eq!(plain, Err(CallError::NotAnActor));
+
+    // The two ends disagree on the message type: a typed error, and the actor lives on.
+    a.singleton("count", ["counter"]).await.expect("declared");
+    let wrong = a
+        .call::<_, Reading>(&id("count"), &"not an Op", BOUND)
+        .await;
+    assert!(matches!(wrong, Err(CallError::BadMessage(_))), "{wrong:?}");
+    let right: Reading = a
+        .call(&id("count"), &Op::Add(2), BOUND)
+        .await
+        .expect("answered");
+    assert_eq!(right.count, 2);
+    a.leave().await;
+}
+
+#[tokio::test]
+async fn a_leaving_owner_hands_its_state_over_and_no_call_is_lost() {
+    let nodes = three_nodes().await;
+    for node in &nodes {
+        node.singleton("count", ["counter"])
+            .await
+            .expect("declared");
+    }
+    let count = id("count");
+    let first: Reading = nodes[0]
+        .call(&count, &Op::Add(5), BOUND)
+        .await
+        .expect("answered");
+    let owner = nodes
+        .iter()
+        .position(|n| n.id().name.as_str() == first.node)
+        .expect("the owner is one of ours");
+    let caller = nodes[(owner + 1) % 3].clone();
+    let old_node = first.node.clone();
+    // A caller keeps calling while the owner leaves, until 50 calls after the first answer
+    // from the new instance: every call is answered exactly once, in order, and the count
+    // continues across the move.
+    let calling = tokio::spawn(async move {
+        let mut readings: Vec<Reading> = Vec::new();
+        let mut after_move = 0;
+        while after_move < 50 && readings.len() < 100_000 {
+            let reading: Reading = caller
+                .call(&count, &Op::Add(1), BOUND)
+                .await
+                .expect("answered");
+            if reading.node != old_node {
+                after_move += 1;
+            }
+            readings.push(reading);
+        }
+        readings
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    nodes[owner].clone().leave().await;
+    let readings = tokio::time::timeout(BOUND * 2, calling)
+        .await
+        .expect("the calls finish")
+        .expect("the caller did not panic");
+    let counts: Vec<u64> = readings.iter().map(|r| r.count).collect();
+    let expected: Vec<u64> = (6..6 + readings.len() as u64).collect();
+    assert_eq!(counts, expected, "each call counted exactly once, in order");
+    let moved = readings.last().expect("readings").node.clone();
+    assert_ne!(moved, first.node, "the last calls ran on the new instance");
+    for (i, node) in nodes.into_iter().enumerate() {
+        if i != owner {
+            node.leave().await;
+        }
+    }
+}
