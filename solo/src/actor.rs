@@ -67,6 +67,19 @@ pub trait Actor: Sized + Send + 'static {
     /// What it hands over when it moves ([`begin_handoff`](Actor::begin_handoff)).
     type State: Serialize + DeserializeOwned + Send + 'static;
 
+    /// If set, [`handle_tick`](Actor::handle_tick) runs this often, between messages (like
+    /// a `GenServer`'s timeout message). Default: never.
+    const TICK: Option<Duration> = None;
+
+    /// Runs every [`TICK`](Actor::TICK). By default, nothing.
+    fn handle_tick(
+        &mut self,
+        ctx: &WorkerContext,
+    ) -> impl Future<Output = Result<(), WorkerError>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
     /// Starts an instance. `handed_over` is the state the previous instance handed over
     /// (Swarm's `end_handoff`), or `None` for a fresh start. Messages that arrived while the
     /// state was on its way are handled after this returns, in order.
@@ -313,11 +326,28 @@ pub(crate) async fn run_actor<A: Actor>(
         None => None,
     };
     let mut actor = A::start(&ctx, state).await?;
+    let mut ticks = A::TICK.map(|every| {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     loop {
+        let tick = async {
+            match ticks.as_mut() {
+                Some(ticks) => {
+                    ticks.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let next = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(()),
             next = mail.recv() => next,
+            () = tick => {
+                actor.handle_tick(&ctx).await?;
+                continue;
+            }
         };
         match next {
             None => return Ok(()),

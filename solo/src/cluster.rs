@@ -95,6 +95,7 @@ pub struct ClusterBuilder {
     simulation_seed: Option<u64>,
     sabotage_ignore_moves: bool,
     carrier: Carrier,
+    observer: bool,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -180,6 +181,13 @@ impl ClusterBuilder {
     /// hands its state over when it moves.
     pub fn actor<A: Actor>(mut self, kind: impl Into<String>) -> Self {
         self.registry.insert_actor::<A>(kind.into());
+        self
+    }
+
+    /// Makes this node an observer: a member that never runs a child or singleton, for a
+    /// client that joins to call workers ([`Cluster::call`]) or to watch the cluster.
+    pub fn observer(mut self) -> Self {
+        self.observer = true;
         self
     }
 
@@ -303,6 +311,7 @@ impl ClusterBuilder {
             .config(self.config)
             .seeds(self.seeds)
             .roles(self.roles)
+            .observer(self.observer)
             .rng_seed(
                 self.simulation_seed
                     .unwrap_or(incarnation ^ u64::from(addr.port())),
@@ -412,6 +421,7 @@ impl Cluster {
             simulation_seed: None,
             sabotage_ignore_moves: false,
             carrier: Carrier::default(),
+            observer: false,
         }
     }
 

@@ -626,3 +626,78 @@ pub fn settled_owner_for(
     }
     None
 }
+
+/// Runs `solo-node call NAME MESSAGE` against the cluster of `through` (seeded with its
+/// address, with its cookie and transport) and returns the reply, or stderr on failure.
+///
+/// # Panics
+///
+/// If the process cannot be started.
+pub fn call(
+    binary: &PathBuf,
+    through: &NodeSpec,
+    name: &str,
+    message: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let addr = through.addr.to_string();
+    let secs = format!("{}", timeout.as_secs_f64());
+    let mut args: Vec<String> = [
+        "call",
+        name,
+        message,
+        "--seed",
+        &addr,
+        "--cookie",
+        &through.cookie,
+        "--timeout",
+        &secs,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    match &through.wire {
+        Wire::Tcp => {}
+        Wire::Tls(certs) => {
+            args.extend([
+                "--cert".into(),
+                certs
+                    .join(format!("{}.pem", through.name))
+                    .display()
+                    .to_string(),
+            ]);
+            args.extend([
+                "--key".into(),
+                certs
+                    .join(format!("{}.key", through.name))
+                    .display()
+                    .to_string(),
+            ]);
+            args.extend(["--ca".into(), certs.join("ca.pem").display().to_string()]);
+        }
+        Wire::Quic(certs) => {
+            args.extend(["--transport".into(), "quic".into()]);
+            args.extend([
+                "--cert".into(),
+                certs
+                    .join(format!("{}.pem", through.name))
+                    .display()
+                    .to_string(),
+            ]);
+            args.extend([
+                "--key".into(),
+                certs
+                    .join(format!("{}.key", through.name))
+                    .display()
+                    .to_string(),
+            ]);
+            args.extend(["--ca".into(), certs.join("ca.pem").display().to_string()]);
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match run_to_exit(binary, &args, timeout + Duration::from_secs(10)) {
+        Some(exited) if exited.status.success() => Ok(exited.stdout.trim().to_owned()),
+        Some(exited) => Err(exited.stderr.trim().to_owned()),
+        None => Err("solo-node call did not exit in time".to_owned()),
+    }
+}

@@ -136,9 +136,17 @@ pub struct NodeBuilder {
     seeds: Vec<SocketAddr>,
     rng_seed: u64,
     roles: Vec<String>,
+    observer: bool,
 }
 
 impl NodeBuilder {
+    /// Makes the node an observer: a member that never owns a child or singleton (it
+    /// starts, and stays, draining), for clients that join to call workers or to watch.
+    pub fn observer(mut self, observer: bool) -> Self {
+        self.observer = observer;
+        self
+    }
+
     /// The node's roles, which children's placement constraints match (at most
     /// [`MAX_ROLES`]; extra roles are ignored).
     pub fn roles<S: Into<String>>(mut self, roles: impl IntoIterator<Item = S>) -> Self {
@@ -189,6 +197,7 @@ impl NodeBuilder {
         Ok(Node {
             meta: NodeMeta {
                 roles: self.roles,
+                draining: self.observer,
                 ..NodeMeta::default()
             },
             joined,
@@ -328,6 +337,7 @@ impl Node {
             seeds: Vec::new(),
             rng_seed: 0,
             roles: Vec::new(),
+            observer: false,
         }
     }
 

@@ -12,18 +12,25 @@
 //!   that does not answer yet is retried in the background, which is how a cluster cold
 //!   starts, for up to `--seed-timeout SECS`, default 30, after which a node that has met no
 //!   one exits with an error naming its seeds); `--cookie SECRET` or the `SOLO_COOKIE` environment variable (required);
-//!   `--singleton NAME` (repeatable: a demo singleton that prints
-//!   `I am singleton, hear me roar` every second while it runs); `--cluster NAME`
-//!   (default `solo`); `--json`.
+//!   `--singleton NAME` (repeatable: a demo singleton, an actor that prints
+//!   `I am singleton, hear me roar` every second while it runs and counts its roars; it
+//!   hands the count over when it moves on purpose, so the count goes on after a graceful
+//!   handover and starts again from 0 after a crash); `--cluster NAME` (default `solo`);
+//!   `--json`.
 //! * `--json` prints one JSON object per line, each with `ts_us` (microseconds since the Unix
 //!   epoch), `node` and `event`: `ready` (with `listen`), `member_up` / `member_down` /
 //!   `member_left` (with `member`), `worker_started` (with `name`, once the worker task runs),
 //!   `worker_stopped` (with `name` and `reason`, once the task has ended), `roar` (with
-//!   `name`), `left`. Without `--json`, the same as readable lines.
+//!   `name` and `count`), `left`. Without `--json`, the same as readable lines.
 //! * Transport: `--transport tcp` (default) or `--transport quic` (built with the `quic`
 //!   feature). `--certs DIR` turns on mutual TLS (TLS over TCP, or QUIC's) with
 //!   `DIR/ca.pem`, `DIR/NAME.pem` and `DIR/NAME.key` (built with the `tls` feature); `--ca`,
 //!   `--cert` and `--key FILE` name the files one by one instead. QUIC requires certificates.
+//! * `solo-node call NAME MESSAGE --seed HOST:PORT --cookie SECRET [--timeout SECS]` joins
+//!   as an observer (a member that never runs anything), calls the actor `NAME` with the
+//!   text `MESSAGE`, prints its text reply and leaves. The demo singleton answers `get`
+//!   and `add N` with its count. Takes `--cluster`, `--transport`, `--certs`/`--ca`/
+//!   `--cert`/`--key`, `--name` and `--listen` (default `127.0.0.1:0`) as a node does.
 //! * `solo-node certs --out DIR [--cluster NAME] NODE...` (built with the `certgen` feature)
 //!   writes a new cluster CA (`ca.pem`, `ca.key`) and a certificate and key per node, and
 //!   refuses to overwrite any file.
@@ -36,12 +43,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use solo::{Cluster, ClusterBuilder, Event, MemberEvent, WorkerContext, WorkerError};
+use solo::{
+    Actor, CallError, Cluster, ClusterBuilder, Event, Handoff, MemberEvent, WorkerContext,
+    WorkerError,
+};
 
 const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOST:PORT]... \
                      [--seed-timeout SECS] [--cookie SECRET | SOLO_COOKIE=...] [--singleton NAME]... \
                      [--cluster NAME] [--json] [--transport tcp|quic] \
                      [--certs DIR | --ca FILE --cert FILE --key FILE]\n       \
+                     solo-node call NAME MESSAGE --seed HOST:PORT [--timeout SECS] [same flags]\n       \
                      solo-node certs --out DIR [--cluster NAME] NODE...";
 
 /// Which transport carries the node's traffic.
@@ -92,11 +103,15 @@ struct Args {
     seed_timeout: Duration,
     transport: TransportKind,
     certs: CertFiles,
+    /// `solo-node call`: the name, the message and the timeout.
+    call: Option<(String, String, Duration)>,
 }
 
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<Args, String> {
     let mut name = None;
     let mut listen = None;
+    let mut positional = Vec::new();
+    let mut timeout = Duration::from_secs(5);
     let mut seeds = Vec::new();
     let mut cookie = std::env::var("SOLO_COOKIE").ok();
     let mut singletons = Vec::new();
@@ -147,10 +162,35 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--ca" => certs.ca = Some(value("--ca")?.into()),
             "--cert" => certs.cert = Some(value("--cert")?.into()),
             "--key" => certs.key = Some(value("--key")?.into()),
+            "--timeout" if calling => {
+                let raw = value("--timeout")?;
+                let secs: f64 = raw
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .ok_or(format!(
+                        "--timeout {raw:?} is not a positive number of seconds"
+                    ))?;
+                timeout = Duration::from_secs_f64(secs);
+            }
             "--help" | "-h" => return Err(USAGE.to_owned()),
+            other if calling && !other.starts_with('-') => positional.push(other.to_owned()),
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
+    let call = if calling {
+        let [target, message]: [String; 2] = positional
+            .try_into()
+            .map_err(|_| "call: expected NAME MESSAGE".to_owned())?;
+        if seeds.is_empty() {
+            return Err("call: --seed is required".to_owned());
+        }
+        name = name.or_else(|| Some(format!("call-{}", std::process::id())));
+        listen = listen.or_else(|| "127.0.0.1:0".parse().ok());
+        Some((target, message, timeout))
+    } else {
+        None
+    };
     if transport == TransportKind::Quic && certs.is_empty() {
         return Err("--transport quic needs certificates (--certs DIR)".to_owned());
     }
@@ -167,6 +207,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         seed_timeout,
         transport,
         certs,
+        call,
     })
 }
 
@@ -267,7 +308,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    let args = match parse_args(argv) {
+    let calling = argv.peek().map(String::as_str) == Some("call");
+    if calling {
+        argv.next();
+    }
+    let args = match parse_args(argv, calling) {
         Ok(args) => args,
         Err(message) => {
             eprintln!("solo-node: {message}");
@@ -285,7 +330,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = if args.call.is_some() {
+        runtime.block_on(call(args))
+    } else {
+        runtime.block_on(run(args))
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("solo-node: {message}");
@@ -299,30 +349,14 @@ async fn run(args: Args) -> Result<(), String> {
         node: args.name.clone(),
         json: args.json,
     };
-    let roar_printer = printer.clone();
-    let roar = move |ctx: WorkerContext| {
-        let printer = roar_printer.clone();
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    () = ctx.shutdown() => return Ok::<(), WorkerError>(()),
-                    _ = tick.tick() => printer.print(
-                        "roar",
-                        &[("name", ctx.id().as_str())],
-                        &format!("I am singleton, hear me roar ({})", ctx.id()),
-                    ),
-                }
-            }
-        }
-    };
+    let _ = PRINTER.set(printer.clone());
     let builder = Cluster::builder()
         .node_name(args.name.clone())
         .listen(args.listen)
         .seeds(args.seeds.clone())
         .cookie(args.cookie)
         .cluster_name(args.cluster)
-        .worker("roar", roar);
+        .actor::<Roar>("roar");
     let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
     let cluster = builder.start().await.map_err(|e| e.to_string())?;
     let mut events = cluster.events();
@@ -382,6 +416,98 @@ async fn run(args: Args) -> Result<(), String> {
         print_event(&printer, &event);
     }
     printer.print("left", &[], "left the cluster");
+    Ok(())
+}
+
+/// The printer the demo singleton prints through (set once, before the node starts).
+static PRINTER: std::sync::OnceLock<Printer> = std::sync::OnceLock::new();
+
+/// The demo singleton: roars every second and counts its roars; the count is handed over
+/// when it moves on purpose. Answers the text calls `get` and `add N`.
+struct Roar {
+    count: u64,
+}
+
+impl Actor for Roar {
+    type Call = String;
+    type Reply = String;
+    type Cast = String;
+    type State = u64;
+
+    const TICK: Option<Duration> = Some(Duration::from_secs(1));
+
+    async fn start(_: &WorkerContext, handed_over: Option<u64>) -> Result<Self, WorkerError> {
+        Ok(Roar {
+            count: handed_over.unwrap_or(0),
+        })
+    }
+
+    async fn handle_tick(&mut self, ctx: &WorkerContext) -> Result<(), WorkerError> {
+        self.count += 1;
+        if let Some(printer) = PRINTER.get() {
+            let count = self.count.to_string();
+            printer.print(
+                "roar",
+                &[("name", ctx.id().as_str()), ("count", &count)],
+                &format!("I am singleton, hear me roar ({}, roar {count})", ctx.id()),
+            );
+        }
+        Ok(())
+    }
+
+    async fn handle_call(
+        &mut self,
+        text: String,
+        _: &WorkerContext,
+    ) -> Result<String, WorkerError> {
+        let mut words = text.split_whitespace();
+        Ok(match (words.next(), words.next().map(str::parse::<u64>)) {
+            (Some("get"), None) => self.count.to_string(),
+            (Some("add"), Some(Ok(n))) => {
+                self.count = self.count.saturating_add(n);
+                self.count.to_string()
+            }
+            _ => format!("unknown request {text:?}: try `get` or `add N`"),
+        })
+    }
+
+    async fn begin_handoff(&mut self, _: &WorkerContext) -> Handoff<u64> {
+        Handoff::Resume(self.count)
+    }
+}
+
+/// `solo-node call`: join as an observer, call, print the reply, leave.
+async fn call(args: Args) -> Result<(), String> {
+    let Some((target, message, timeout)) = args.call.clone() else {
+        return Err("call: nothing to call".to_owned());
+    };
+    let target: solo::ChildId = target
+        .parse()
+        .map_err(|e| format!("call: {target:?}: {e}"))?;
+    let builder = Cluster::builder()
+        .node_name(args.name.clone())
+        .listen(args.listen)
+        .seeds(args.seeds.clone())
+        .cookie(args.cookie.clone())
+        .cluster_name(args.cluster.clone())
+        .observer();
+    let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
+    let cluster = builder.start().await.map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Until it has joined, this node knows no names: a `NoSuchName` then is not final.
+    let answer = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let joined = cluster.members().await.map_err(|e| e.to_string())?.len() > 1;
+        match cluster.call::<_, String>(&target, &message, left).await {
+            Err(CallError::NoSuchName(_)) if !joined && !left.is_zero() => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other,
+        }
+    };
+    cluster.leave().await;
+    let reply = answer.map_err(|e| format!("call {target}: {e}"))?;
+    println!("{reply}");
     Ok(())
 }
 
