@@ -61,6 +61,22 @@ pub enum What {
     },
     /// The node left gracefully.
     Left,
+    /// [`Sim::call`] was issued on this node.
+    Called {
+        /// The number [`Sim::call`] returned.
+        call: u64,
+        /// The actor called.
+        name: String,
+    },
+    /// A call issued on this node ended: the encoded reply, or the error's text.
+    Answered {
+        /// The number [`Sim::call`] returned.
+        call: u64,
+        /// The actor called.
+        name: String,
+        /// The encoded reply (postcard), or why there is none.
+        reply: Result<Vec<u8>, String>,
+    },
 }
 
 /// What the test asks a simulated node to do, through its command queue.
@@ -69,6 +85,12 @@ enum SimCommand {
     StartChild(String),
     TerminateChild(String),
     Leave,
+    Call {
+        call: u64,
+        name: String,
+        payload: Vec<u8>,
+        timeout: Duration,
+    },
 }
 
 type Commands = Arc<Mutex<Vec<Option<mpsc::UnboundedSender<SimCommand>>>>>;
@@ -156,6 +178,17 @@ impl SimBuilder {
         self
     }
 
+    /// Registers your [`solo::Actor`] type as worker kind `kind` on every node: calls made
+    /// with [`Sim::call`] reach it.
+    pub fn actor<A: solo::Actor>(mut self, kind: impl Into<String>) -> Self {
+        let kind = kind.into();
+        self.workers
+            .push(Arc::new(move |builder: solo::ClusterBuilder| {
+                builder.actor::<A>(kind.clone())
+            }));
+        self
+    }
+
     /// Registers one of your worker kinds on every node: the simulation runs your code.
     pub fn worker<W: solo::Worker + Clone>(mut self, kind: impl Into<String>, worker: W) -> Self {
         let kind = kind.into();
@@ -228,6 +261,7 @@ impl SimBuilder {
             history,
             incarnations,
             commands,
+            next_call: 0,
         }
     }
 }
@@ -372,6 +406,17 @@ impl NodeSetup {
                                 cluster.leave().await;
                                 record(What::Left);
                             }
+                            SimCommand::Call { call, name, payload, timeout } => {
+                                record(What::Called { call, name: name.clone() });
+                                let reply = match ChildId::new(name.clone()) {
+                                    Ok(id) => cluster
+                                        .call_encoded(&id, payload, timeout)
+                                        .await
+                                        .map_err(|e| e.to_string()),
+                                    Err(e) => Err(e.to_string()),
+                                };
+                                record(What::Answered { call, name, reply });
+                            }
                         }
                     });
                     continue;
@@ -409,6 +454,7 @@ pub struct Sim {
     history: Arc<Mutex<Vec<Record>>>,
     incarnations: Arc<Vec<AtomicU64>>,
     commands: Commands,
+    next_call: u64,
 }
 
 impl std::fmt::Debug for Sim {
@@ -540,6 +586,34 @@ impl Sim {
     /// Asks host `i` to terminate the child `id` (recorded as [`What::Terminated`]).
     pub fn terminate_child(&mut self, i: usize, id: impl Into<String>) {
         self.command(i, SimCommand::TerminateChild(id.into()));
+    }
+
+    /// Asks host `i` to call the actor `name` with `message` (recorded as [`What::Called`],
+    /// then [`What::Answered`]); returns the call's number. Ignored if the host is down.
+    ///
+    /// # Panics
+    ///
+    /// If `message` cannot be encoded.
+    pub fn call<M: serde::Serialize>(
+        &mut self,
+        i: usize,
+        name: impl Into<String>,
+        message: &M,
+        timeout: Duration,
+    ) -> u64 {
+        self.next_call += 1;
+        let call = self.next_call;
+        let payload = postcard::to_allocvec(message).expect("the message encodes");
+        self.command(
+            i,
+            SimCommand::Call {
+                call,
+                name: name.into(),
+                payload,
+                timeout,
+            },
+        );
+        call
     }
 
     /// Asks host `i` to leave the cluster gracefully (recorded as [`What::Left`]).
