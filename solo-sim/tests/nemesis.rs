@@ -19,8 +19,10 @@ const CI_SEEDS: u64 = 12;
 /// 8482: a link that flapped during the schedule left a TCP connection stalled without ever
 /// closing (turmoil, like a real path, can lose a segment for good); node n0 stayed cut off
 /// after the heal and ran the singleton beside n3. Fixed by the transport's keep-alive and
-/// idle timeout.
-const REGRESSION_SEEDS: &[u64] = &[8482];
+/// idle timeout. 6509: that idle timeout, reported as `Link::Down`, turned each stalled
+/// connection into a false `Down` verdict, and the membership flapped for seconds after the
+/// heal; a stalled connection is now replaced without a `Down`.
+const REGRESSION_SEEDS: &[u64] = &[6509, 8482];
 /// How long the network stays healed before the check: membership converges within a few
 /// seconds (the core's 10 000-seed sweep: at most 3.5 s), then owners settle.
 const HEALED_FOR: Duration = Duration::from_secs(10);

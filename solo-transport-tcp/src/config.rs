@@ -102,14 +102,16 @@ pub struct Config {
     /// A connection on which nothing was written for this long gets a keep-alive frame, so
     /// that its peer can tell a quiet connection from a dead one. Default 1 s.
     pub keepalive_interval: Duration,
-    /// A connection on which nothing (not even a keep-alive) arrived for this long is closed
-    /// and its peer reported [`Link::Down`](solo_core::Link::Down); the next frame for the
-    /// peer dials again. This catches a connection that stalled without closing (a middlebox
-    /// that lost its state, a path that blackholes one direction), which TCP itself would
-    /// report only after minutes of retransmissions; Erlang's `net_ticktime` plays the same
-    /// role. It backs up the core's failure detector, which notices a silent *member* within
-    /// [`silent_failure_bound`](solo_core::Config::silent_failure_bound) but cannot repair a
-    /// connection. Must exceed [`keepalive_interval`](Config::keepalive_interval). Default 5 s.
+    /// A connection on which nothing (not even a keep-alive) arrived for this long is
+    /// replaced: retired with the handover marker (so that the peer does not take the close
+    /// for a failure) and dialed afresh at once. This repairs a connection that stalled
+    /// without closing (a middlebox that lost its state, a lost segment on a path that went
+    /// dark for a while), which TCP itself would give up on only after minutes of
+    /// retransmissions. It reports no `Link::Down`: whether the *peer* is alive is the core's
+    /// failure detector's call (within
+    /// [`silent_failure_bound`](solo_core::Config::silent_failure_bound)), and a false `Down`
+    /// would move its workers. Must exceed [`keepalive_interval`](Config::keepalive_interval).
+    /// Default 5 s.
     pub idle_timeout: Duration,
 }
 

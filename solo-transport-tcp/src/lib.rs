@@ -132,9 +132,10 @@
 //! that lost its state. TCP would notice only after minutes of retransmissions, and the core
 //! cannot repair a connection. So a connection on which nothing was written for
 //! [`Config::keepalive_interval`] carries a keep-alive (a frame of one zero byte, which no
-//! data frame can be), and one on which nothing arrived for [`Config::idle_timeout`] is closed
-//! and reported `Down`; the next frame for that peer dials a fresh one. Keep-alives never
-//! reach the core.
+//! data frame can be), and one on which nothing arrived for [`Config::idle_timeout`] is
+//! replaced: retired with the handover marker and dialed afresh at once, without a
+//! `Link::Down` (the core's failure detector, not a stalled socket, decides that a peer is
+//! dead). Keep-alives never reach the core.
 
 mod backoff;
 mod config;

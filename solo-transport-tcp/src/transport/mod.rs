@@ -121,7 +121,7 @@ pub struct TransportStats {
     pub links_up: u64,
     /// `Link::Down` events sent.
     pub links_down: u64,
-    /// Connections closed because nothing arrived on them for
+    /// Connections replaced because nothing arrived on them for
     /// [`Config::idle_timeout`](crate::Config::idle_timeout).
     pub idle_timeouts: u64,
     /// Established connections now.
@@ -913,6 +913,30 @@ impl<N: Network> Shared<N> {
             .await;
     }
 
+    /// Nothing arrived on `conn` for the idle timeout: the connection stalled without
+    /// closing. Retire it the way the tie-break does (its writer sends the handover marker,
+    /// so the peer waits for a successor instead of reporting a failure) and dial a successor
+    /// at once. No `Link::Down`: a stalled connection is not a dead peer, and the core's
+    /// failure detector judges the peer. If the successor cannot be dialed, the peer's side
+    /// reports `Down` after its handshake timeout.
+    async fn connection_idle(self: &Arc<Self>, conn: u64, peer: &NodeId) {
+        let addr = {
+            let _link = self.link_lock.lock().await;
+            let mut st = self.state();
+            if !st.is_current(&peer.name, conn) {
+                return;
+            }
+            let Some(old) = st.remove_conn(&peer.name) else {
+                return;
+            };
+            old.retired.store(true, Ordering::Release);
+            // Dropping `old` drops its queue: the writer flushes, sends the marker, closes.
+            old.addr
+        };
+        self.counters.idle_timeouts.inc();
+        self.route(Some(peer.clone()), Some(addr), KEEPALIVE.to_vec());
+    }
+
     /// The peer retired connection `conn` in favour of another between the same two
     /// processes (it sent the handover marker). Remove it without a `Down`, and wait for the
     /// successor to be installed here: the peer installed it already, so its handshake is
@@ -1211,9 +1235,11 @@ impl<N: Network> Shared<N> {
                 tokio::time::timeout(idle_timeout, frame::read_frame(&mut reader, MAX_FRAME_LEN))
                     .await
             else {
-                tracing::info!(?idle_timeout, "nothing received, not even a keep-alive");
-                self.counters.idle_timeouts.inc();
-                return self.connection_lost(conn, &peer, task, &events).await;
+                tracing::info!(
+                    ?idle_timeout,
+                    "nothing received, not even a keep-alive; replacing the connection"
+                );
+                return self.connection_idle(conn, &peer).await;
             };
             match read {
                 Ok(frame) if frame == KEEPALIVE => {}
