@@ -31,6 +31,41 @@ pub struct QuicConfig {
     /// the crate docs). Must exceed [`keep_alive_interval`](QuicConfig::keep_alive_interval).
     /// Default 5 s.
     pub idle_timeout: Duration,
+    /// Close a connection at once when its peer's host answers one of our packets with an
+    /// ICMP "port unreachable": nothing listens there any more, so the peer process is gone
+    /// (killed, crashed, or stopped without a word). Linux only; ignored elsewhere. Default
+    /// `true`.
+    ///
+    /// A killed peer's kernel closes its UDP socket silently, but it answers every later
+    /// packet sent to that port with "port unreachable". With this on, the endpoint's socket
+    /// asks the kernel for those errors (`IP_RECVERR`, `IPV6_RECVERR`), and each one closes
+    /// every connection to the address it names, dialed or accepted: the transport reports
+    /// [`Link::Down`](solo_core::Link::Down) within one round trip of the next packet sent to
+    /// the dead peer, instead of after [`idle_timeout`](QuicConfig::idle_timeout). Something
+    /// is sent soon: the core probes each monitored peer every
+    /// [`probe_interval`](solo_core::Config::probe_interval) (200 ms), the transport sends a
+    /// keep-alive frame after [`keepalive_interval`](solo_transport_tcp::Config::keepalive_interval)
+    /// (1 s) without writes, and QUIC a `PING` after
+    /// [`keep_alive_interval`](QuicConfig::keep_alive_interval) (1 s) without sending. So a
+    /// killed process that its monitors probe is `Down` within about 200 ms plus a round
+    /// trip; on loopback, with only the transport's keep-alives, within their interval.
+    /// Likewise a dial to an address where nothing listens fails at once, as a TCP
+    /// connection is refused, instead of after the QUIC handshake's timeout (the idle
+    /// timeout); the transport's backoff then spaces the next dials out as for TCP.
+    ///
+    /// The trade-offs:
+    ///
+    /// * ICMP is not authenticated. An off-path attacker who can forge an ICMP error naming
+    ///   both addresses and ports can make a node drop a connection to a live peer. The
+    ///   transport dials again with the next frame and the core's refutation keeps or brings
+    ///   the peer back, so the cost is churn (a `Link::Down`, a failover at worst, as for any
+    ///   false suspicion), not a split brain beyond what the `Available` mode allows. An
+    ///   attacker who can do that can usually drop packets too. Turn this off if forged ICMP
+    ///   is a concern and slower detection is not.
+    /// * Hosts and firewalls that drop ICMP, or do not send it, leave only the idle timeout
+    ///   and the core's failure detector, as with this off. A peer whose whole host died
+    ///   sends no ICMP either (but a router may send "host unreachable", which is ignored).
+    pub close_on_unreachable: bool,
 }
 
 impl Default for QuicConfig {
@@ -38,6 +73,7 @@ impl Default for QuicConfig {
         Self {
             keep_alive_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
+            close_on_unreachable: true,
         }
     }
 }
@@ -89,6 +125,7 @@ mod tests {
         assert_eq!(quic.keep_alive_interval, tcp.keepalive_interval);
         assert_eq!(quic.idle_timeout, tcp.idle_timeout);
         assert_eq!(quic.validate(), Ok(()));
+        assert!(quic.close_on_unreachable);
     }
 
     #[test]

@@ -1,18 +1,30 @@
 //! [`QuicNetwork`]: the transport's [`Network`] over one quinn endpoint.
 
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
-use quinn::{ClientConfig, Endpoint, IdleTimeout, ServerConfig, TransportConfig, VarInt};
+use quinn::{
+    ClientConfig, Connecting, Connection, Endpoint, IdleTimeout, ServerConfig, TransportConfig,
+    VarInt,
+};
 use solo_transport_tcp::Network;
 use solo_transport_tcp::tls::{SERVER_NAME, TlsConfig};
 
 use crate::config::{QuicConfig, QuicConfigError};
 use crate::stream::{QuicStream, connection_error};
+use crate::unreachable::{QuicStats, QuicStatsHandle, Registry, Watched};
+
+/// How many unreachable addresses may wait for the network to close their connections; more
+/// are dropped (the next packet to such an address draws another error).
+#[cfg(target_os = "linux")]
+const UNREACHABLE_QUEUE: usize = 1024;
 
 /// Bidirectional streams a peer may have open at once on one connection: the transport uses
 /// exactly one per connection.
@@ -44,12 +56,19 @@ pub enum QuicError {
 /// One `QuicNetwork` serves one transport: it remembers the endpoint [`bind`](Network::bind)
 /// created in order to dial from it, so a second `bind` fails, and a
 /// [`connect`](Network::connect) before `bind` fails with [`io::ErrorKind::NotConnected`].
+///
+/// On Linux, with [`QuicConfig::close_on_unreachable`] (the default), the endpoint's socket
+/// also hears ICMP "port unreachable" errors, and each one closes the connections to the
+/// address it names and fails the dials to it at once: see the crate docs.
 pub struct QuicNetwork {
     server: ServerConfig,
     client: ClientConfig,
     /// How long a dropped stream's connection waits for the peer's acknowledgements.
     linger: Duration,
     endpoint: OnceLock<Endpoint>,
+    /// The connections and dials an ICMP error may end: `None` when that is off.
+    unreachable: Option<Arc<Registry>>,
+    stats: QuicStatsHandle,
 }
 
 impl fmt::Debug for QuicNetwork {
@@ -57,6 +76,8 @@ impl fmt::Debug for QuicNetwork {
         let local_addr = self.endpoint.get().and_then(|e| e.local_addr().ok());
         f.debug_struct("QuicNetwork")
             .field("local_addr", &local_addr)
+            .field("close_on_unreachable", &self.unreachable.is_some())
+            .field("stats", &self.stats.stats())
             .finish_non_exhaustive()
     }
 }
@@ -95,12 +116,57 @@ impl QuicNetwork {
         server.transport_config(Arc::clone(&transport));
         let mut client = ClientConfig::new(Arc::new(client_crypto));
         client.transport_config(transport);
+        let unreachable = (cfg!(target_os = "linux") && config.close_on_unreachable)
+            .then(|| Arc::new(Registry::default()));
+        let stats = unreachable
+            .as_ref()
+            .map(|registry| registry.stats_handle())
+            .unwrap_or_default();
         Ok(Self {
             server,
             client,
             linger: config.idle_timeout,
             endpoint: OnceLock::new(),
+            unreachable,
+            stats,
         })
+    }
+
+    /// The counters of the unreachable fast path so far (see
+    /// [`QuicConfig::close_on_unreachable`]).
+    pub fn stats(&self) -> QuicStats {
+        self.stats.stats()
+    }
+
+    /// A handle that reads [`stats`](QuicNetwork::stats) also after this network was handed
+    /// to a transport.
+    pub fn stats_handle(&self) -> QuicStatsHandle {
+        self.stats.clone()
+    }
+
+    /// A new endpoint on `addr`: quinn's own, or one on a socket that reports ICMP errors.
+    fn new_endpoint(&self, addr: SocketAddr) -> io::Result<Endpoint> {
+        #[cfg(target_os = "linux")]
+        if let Some(registry) = &self.unreachable {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(UNREACHABLE_QUEUE);
+            let socket = crate::socket::bind(addr, tx)?;
+            let endpoint = Endpoint::new_with_abstract_socket(
+                quinn::EndpointConfig::default(),
+                Some(self.server.clone()),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )?;
+            // Closing connections from a task of its own, not from within quinn's drivers
+            // (which read the errors while holding their locks). It ends with the socket.
+            let registry = Arc::clone(registry);
+            tokio::spawn(async move {
+                while let Some(addr) = rx.recv().await {
+                    registry.peer_unreachable(addr);
+                }
+            });
+            return Ok(endpoint);
+        }
+        Endpoint::server(self.server.clone(), addr)
     }
 
     fn endpoint(&self) -> io::Result<&Endpoint> {
@@ -134,7 +200,7 @@ impl Network for QuicNetwork {
         if self.endpoint.get().is_some() {
             return Err(already_bound());
         }
-        let mut endpoint = Endpoint::server(self.server.clone(), addr)?;
+        let mut endpoint = self.new_endpoint(addr)?;
         endpoint.set_default_client_config(self.client.clone());
         self.endpoint
             .set(endpoint.clone())
@@ -153,19 +219,57 @@ impl Network for QuicNetwork {
         let remote = incoming.remote_address();
         // The handshake runs on the stream's first read, in the transport's per-connection
         // task and under its handshake timeout: a slow or hostile dialer holds up nobody.
-        Ok((QuicStream::accepting(incoming, self.linger), remote))
+        let registry = self.unreachable.clone();
+        Ok((
+            QuicStream::accepting(incoming, self.linger, registry),
+            remote,
+        ))
     }
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<QuicStream> {
-        let connecting = self
-            .endpoint()?
+        let endpoint = self.endpoint()?;
+        // Watched before the first packet goes out: its error may come back at once.
+        let dial = self
+            .unreachable
+            .as_ref()
+            .map(|registry| registry.watch_dial(addr));
+        let connecting = endpoint
             .connect_with(self.client.clone(), addr, SERVER_NAME)
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-        let connection = connecting.await.map_err(connection_error)?;
+        let connection = match &dial {
+            None => connecting.await.map_err(connection_error)?,
+            Some(dial) => dial_unless_refused(connecting, dial).await?,
+        };
+        drop(dial);
+        let watch = self
+            .unreachable
+            .as_ref()
+            .map(|registry| registry.watch_connection(&connection));
         // The peer hears of the stream with its first bytes: the initiator speaks first.
         let (send, recv) = connection.open_bi().await.map_err(connection_error)?;
-        Ok(QuicStream::open(connection, send, recv, self.linger))
+        Ok(QuicStream::open(connection, send, recv, self.linger, watch))
     }
+}
+
+/// Completes a dial, unless an ICMP "port unreachable" says that nothing listens at the
+/// address: then it fails at once, as a refused TCP connection does, rather than after the
+/// handshake's timeout. Dropping `connecting` abandons the attempt.
+async fn dial_unless_refused(connecting: Connecting, dial: &Watched) -> io::Result<Connection> {
+    let mut connecting = pin!(connecting);
+    let mut refused = pin!(dial.refused());
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = connecting.as_mut().poll(cx) {
+            return Poll::Ready(result.map_err(connection_error));
+        }
+        if refused.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "nothing listens at the address (ICMP port unreachable)",
+            )));
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 fn already_bound() -> io::Error {

@@ -6,13 +6,18 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use quinn::{Connection, ConnectionError, ReadError, RecvStream, SendStream, VarInt, WriteError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The application error code of every CONNECTION_CLOSE this crate sends.
+use crate::unreachable::{Registry, Watched};
+
+/// The application error code of every CONNECTION_CLOSE this crate sends when it drops a
+/// connection (one closed because its peer is unreachable has its own, in
+/// `unreachable.rs`).
 const CLOSE_CODE: VarInt = VarInt::from_u32(0);
 /// Its reason phrase.
 const CLOSE_REASON: &[u8] = b"solo: connection closed";
@@ -58,6 +63,10 @@ struct Open {
     connection: Connection,
     send: SendStream,
     recv: RecvStream,
+    /// Lets an ICMP "port unreachable" for the peer's address close the connection (see
+    /// [`QuicConfig::close_on_unreachable`](crate::QuicConfig::close_on_unreachable)); holds
+    /// a handle to the connection, dropped with the stream.
+    _watch: Option<Arc<Watched>>,
 }
 
 impl QuicStream {
@@ -67,26 +76,35 @@ impl QuicStream {
         send: SendStream,
         recv: RecvStream,
         linger: Duration,
+        watch: Option<Arc<Watched>>,
     ) -> Self {
         Self {
             state: State::Open(Open {
                 connection,
                 send,
                 recv,
+                _watch: watch,
             }),
             linger,
         }
     }
 
-    /// An inbound connection whose handshake and stream are still to come.
-    pub(crate) fn accepting(incoming: quinn::Incoming, linger: Duration) -> Self {
+    /// An inbound connection whose handshake and stream are still to come; once established
+    /// it is watched by `registry`, if any.
+    pub(crate) fn accepting(
+        incoming: quinn::Incoming,
+        linger: Duration,
+        registry: Option<Arc<Registry>>,
+    ) -> Self {
         let accepting = async move {
             let connection = incoming.await?;
+            let watch = registry.map(|r| r.watch_connection(&connection));
             let (send, recv) = connection.accept_bi().await?;
             Ok(Open {
                 connection,
                 send,
                 recv,
+                _watch: watch,
             })
         };
         Self {
@@ -193,7 +211,10 @@ impl Drop for QuicStream {
             connection,
             mut send,
             recv,
+            _watch: watch,
         } = open;
+        // The watch's handle to the connection goes now: the one below closes it.
+        drop(watch);
         // Nothing more will be read: the peer's further writes fail (STOP_SENDING).
         drop(recv);
         // The peer reads what is in flight, then end-of-file.

@@ -1,6 +1,12 @@
 //! What a surviving node sees when its peer's *process* is killed (SIGKILL): the peer's
-//! kernel closes its UDP socket without a word, unlike TCP's FIN or RST. The peer runs in a
-//! child process (this test binary again, running the ignored test `peer_process`).
+//! kernel closes its UDP socket without a word, unlike TCP's FIN or RST, but answers later
+//! packets to that port with ICMP "port unreachable". The peer runs in a child process (this
+//! test binary again, running the ignored test `peer_process`).
+//!
+//! * With [`QuicConfig::close_on_unreachable`] (Linux), that ICMP error closes the
+//!   connection: `Link::Down` comes as soon as the survivor sends something, long before the
+//!   (here very long) idle timeouts.
+//! * Without it, only the QUIC idle timeout notices.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -9,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use solo_core::wire::Message;
 use solo_core::{Incarnation, Link, NodeId, NodeName, Transmit};
-use solo_transport_quic::{QuicConfig, QuicNetwork};
+use solo_transport_quic::{QuicConfig, QuicNetwork, QuicStatsHandle};
 use solo_transport_tcp::tls::{CertificateAuthority, TlsConfig};
 use solo_transport_tcp::{Config, Transport, TransportEvent};
 use tokio::time::timeout;
@@ -17,13 +23,81 @@ use tokio::time::timeout;
 const WAIT: Duration = Duration::from_secs(10);
 const CLUSTER: &str = "test";
 const COOKIE: &str = "test-cookie-0123456789";
-/// QUIC's liveness settings on both sides, short so that the test is quick.
-const KEEP_ALIVE: Duration = Duration::from_millis(200);
-const QUIC_IDLE: Duration = Duration::from_millis(1500);
-/// The transport's own idle timeout, longer than QUIC's, to tell which one fires.
-const TRANSPORT_IDLE: Duration = Duration::from_secs(4);
 /// Where the child prints its address.
 const ADDR_LINE: &str = "SOLO_PEER_ADDR ";
+/// Tells the child which [`Mode`] to run in.
+const MODE_VAR: &str = "SOLO_TEST_MODE";
+
+/// The settings both sides of a test run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The ICMP fast path on, and every timeout long: only ICMP can explain a quick `Down`.
+    Icmp,
+    /// The fast path off, and a short QUIC idle timeout: the only way to notice.
+    IdleTimeout,
+}
+
+/// [`Mode::Icmp`]: QUIC's liveness settings on both sides, long.
+const ICMP_QUIC_KEEP_ALIVE: Duration = Duration::from_secs(10);
+const ICMP_QUIC_IDLE: Duration = Duration::from_secs(30);
+/// The transport's keep-alive frames: what the survivor sends after the kill (in a cluster,
+/// the core's probes every 200 ms would do it too).
+const ICMP_TRANSPORT_KEEP_ALIVE: Duration = Duration::from_millis(100);
+const ICMP_TRANSPORT_IDLE: Duration = Duration::from_secs(60);
+
+/// [`Mode::IdleTimeout`]: QUIC's liveness settings on both sides, short so that the test is
+/// quick.
+const SLOW_KEEP_ALIVE: Duration = Duration::from_millis(200);
+const SLOW_QUIC_IDLE: Duration = Duration::from_millis(1500);
+/// The transport's own idle timeout, longer than QUIC's, to tell which one fires.
+const SLOW_TRANSPORT_IDLE: Duration = Duration::from_secs(4);
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Icmp => "icmp",
+            Mode::IdleTimeout => "idle-timeout",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [Mode::Icmp, Mode::IdleTimeout]
+            .into_iter()
+            .find(|mode| mode.name() == name)
+    }
+
+    fn quic(self) -> QuicConfig {
+        let mut quic = QuicConfig::default();
+        match self {
+            Mode::Icmp => {
+                quic.keep_alive_interval = ICMP_QUIC_KEEP_ALIVE;
+                quic.idle_timeout = ICMP_QUIC_IDLE;
+                quic.close_on_unreachable = true;
+            }
+            Mode::IdleTimeout => {
+                quic.keep_alive_interval = SLOW_KEEP_ALIVE;
+                quic.idle_timeout = SLOW_QUIC_IDLE;
+                quic.close_on_unreachable = false;
+            }
+        }
+        quic
+    }
+
+    fn transport(self) -> Config {
+        let mut config = Config::new(CLUSTER, COOKIE);
+        match self {
+            Mode::Icmp => {
+                config.keepalive_interval = ICMP_TRANSPORT_KEEP_ALIVE;
+                config.idle_timeout = ICMP_TRANSPORT_IDLE;
+            }
+            Mode::IdleTimeout => {
+                config.keepalive_interval = SLOW_KEEP_ALIVE;
+                config.idle_timeout = SLOW_TRANSPORT_IDLE;
+            }
+        }
+        config
+    }
+}
 
 fn id(name: &str) -> NodeId {
     NodeId::new(NodeName::new(name).expect("valid name"), Incarnation(1))
@@ -31,30 +105,31 @@ fn id(name: &str) -> NodeId {
 
 type Events = tokio::sync::mpsc::Receiver<TransportEvent>;
 
-async fn start(tls: &TlsConfig, name: &str) -> (Transport<QuicNetwork>, Events) {
-    let mut quic = QuicConfig::default();
-    quic.keep_alive_interval = KEEP_ALIVE;
-    quic.idle_timeout = QUIC_IDLE;
-    let mut config = Config::new(CLUSTER, COOKIE);
-    config.keepalive_interval = KEEP_ALIVE;
-    config.idle_timeout = TRANSPORT_IDLE;
-    Transport::builder(id(name), config)
-        .bind(
-            QuicNetwork::new(tls, quic).expect("a QUIC network"),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        )
+async fn start(
+    tls: &TlsConfig,
+    name: &str,
+    mode: Mode,
+) -> (Transport<QuicNetwork>, Events, QuicStatsHandle) {
+    let network = QuicNetwork::new(tls, mode.quic()).expect("a QUIC network");
+    let stats = network.stats_handle();
+    let (transport, events) = Transport::builder(id(name), mode.transport())
+        .bind(network, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
-        .expect("transport starts")
+        .expect("transport starts");
+    (transport, events, stats)
 }
 
 /// The child: a transport that prints its address and runs until killed.
 #[test]
-#[ignore = "the peer process of `a_killed_peer_is_down_within_the_quic_idle_timeout`"]
+#[ignore = "the peer process of the tests below"]
 fn peer_process() {
-    let (Ok(ca), Ok(cert), Ok(key)) = (
+    let (Ok(ca), Ok(cert), Ok(key), Some(mode)) = (
         std::env::var("SOLO_TEST_CA"),
         std::env::var("SOLO_TEST_CERT"),
         std::env::var("SOLO_TEST_KEY"),
+        std::env::var(MODE_VAR)
+            .ok()
+            .and_then(|m| Mode::from_name(&m)),
     ) else {
         return;
     };
@@ -65,20 +140,20 @@ fn peer_process() {
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let (transport, mut events) = start(&tls, "peer").await;
+        let (transport, mut events, _) = start(&tls, "peer", mode).await;
         println!("{ADDR_LINE}{}", transport.local_addr());
         // Killed long before; the bound only keeps an orphan from running forever.
-        let _ = timeout(Duration::from_secs(60), async {
+        let _ = timeout(Duration::from_secs(120), async {
             while events.recv().await.is_some() {}
         })
         .await;
     });
 }
 
-async fn next(events: &mut Events) -> TransportEvent {
-    timeout(WAIT, events.recv())
+async fn next(events: &mut Events, within: Duration) -> TransportEvent {
+    timeout(within, events.recv())
         .await
-        .expect("an event in time")
+        .unwrap_or_else(|_| panic!("no event within {within:?}"))
         .expect("the event stream is open")
 }
 
@@ -92,8 +167,17 @@ impl Drop for Killed {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_peer_is_down_within_the_quic_idle_timeout() {
+/// A survivor connected to a peer in a child process, both in `mode`.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+struct Pair {
+    child: Killed,
+    peer_addr: SocketAddr,
+    me: Transport<QuicNetwork>,
+    events: Events,
+    stats: QuicStatsHandle,
+}
+
+async fn connected_pair(mode: Mode) -> Pair {
     let ca = CertificateAuthority::new(CLUSTER).expect("a CA");
     let issue = |node: &str| ca.issue(node).expect("a certificate");
     let (mine, theirs) = (issue("me"), issue("peer"));
@@ -104,6 +188,7 @@ async fn a_killed_peer_is_down_within_the_quic_idle_timeout() {
             .env("SOLO_TEST_CA", ca.cert_pem())
             .env("SOLO_TEST_CERT", &theirs.cert_pem)
             .env("SOLO_TEST_KEY", &theirs.key_pem)
+            .env(MODE_VAR, mode.name())
             .stdout(Stdio::piped())
             .spawn()
             .expect("the peer process starts"),
@@ -129,45 +214,122 @@ async fn a_killed_peer_is_down_within_the_quic_idle_timeout() {
         mine.key_pem.as_bytes(),
     )
     .expect("TLS");
-    let (me, mut events) = start(&tls, "me").await;
-    me.send(Transmit {
-        to: None,
-        addr: Some(peer_addr),
-        message: Message::IndirectAck {
-            seq: 0,
-            target: id("x"),
-        },
-    });
-    match next(&mut events).await {
+    let (me, mut events, stats) = start(&tls, "me", mode).await;
+    me.send(frame_to(peer_addr));
+    match next(&mut events, WAIT).await {
         TransportEvent::Link {
             peer,
             link: Link::Up,
         } if peer == id("peer") => {}
         other => panic!("expected Link::Up, got {other:?}"),
     }
+    Pair {
+        child,
+        peer_addr,
+        me,
+        events,
+        stats,
+    }
+}
 
+fn frame_to(addr: SocketAddr) -> Transmit {
+    Transmit {
+        to: None,
+        addr: Some(addr),
+        message: Message::IndirectAck {
+            seq: 0,
+            target: id("x"),
+        },
+    }
+}
+
+/// SIGKILLs the child, waits until it is gone (its sockets closed), and returns when.
+fn kill(child: &mut Killed) -> Instant {
     child.0.kill().expect("SIGKILL");
     child.0.wait().expect("the peer is gone");
-    let killed = Instant::now();
-    match next(&mut events).await {
+    Instant::now()
+}
+
+async fn expect_down(events: &mut Events, within: Duration) {
+    match next(events, within).await {
         TransportEvent::Link {
             peer,
             link: Link::Down,
         } if peer == id("peer") => {}
         other => panic!("expected Link::Down, got {other:?}"),
     }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_peer_is_down_at_its_first_icmp_error_long_before_the_idle_timeout() {
+    let Pair {
+        mut child,
+        peer_addr,
+        me,
+        mut events,
+        stats,
+    } = connected_pair(Mode::Icmp).await;
+    assert_eq!(stats.stats().closed_unreachable, 0);
+
+    let killed = kill(&mut child);
+    // Bounded by half the idle timeout: only an ICMP error can explain a `Down` in time.
+    expect_down(&mut events, ICMP_QUIC_IDLE / 2).await;
     let elapsed = killed.elapsed();
-    let stats = me.stats();
+    let quic = stats.stats();
     eprintln!(
-        "killed peer: Link::Down after {elapsed:?} (QUIC idle timeout {QUIC_IDLE:?}, \
-         transport idle timeout {TRANSPORT_IDLE:?}, transport idle timeouts: {})",
-        stats.idle_timeouts
+        "killed peer, ICMP fast path: Link::Down after {elapsed:?} (transport keep-alive \
+         {ICMP_TRANSPORT_KEEP_ALIVE:?}, QUIC keep-alive {ICMP_QUIC_KEEP_ALIVE:?}, QUIC idle \
+         timeout {ICMP_QUIC_IDLE:?}); {quic:?}"
     );
-    // No ICMP shortcut: quinn learns of the death only when its idle timer expires. (If
-    // this fails because `Down` came early, quinn learned to use ICMP "port unreachable":
-    // update the crate docs.)...
-    assert!(elapsed >= QUIC_IDLE / 2, "{elapsed:?}");
+    assert!(elapsed < ICMP_QUIC_IDLE / 2, "{elapsed:?}");
+    assert!(quic.unreachable_errors >= 1, "{quic:?}");
+    assert_eq!(quic.closed_unreachable, 1, "{quic:?}");
+    assert_eq!(me.stats().idle_timeouts, 0);
+    assert!(me.connections().is_empty());
+
+    // Dialing the dead address again fails at once, as a refused TCP connection does, not
+    // after the transport's handshake timeout (5 s) or QUIC's (the idle timeout).
+    let dialing = Instant::now();
+    me.send(frame_to(peer_addr));
+    let failed = async {
+        while me.stats().dials_failed == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    timeout(WAIT, failed).await.expect("the dial fails in time");
+    let elapsed = dialing.elapsed();
+    let quic = stats.stats();
+    eprintln!("dial to the killed peer failed after {elapsed:?}; {quic:?}");
+    assert_eq!(quic.dials_refused, 1, "{quic:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(me.stats().links_up, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_icmp_fast_path_a_killed_peer_is_down_at_the_quic_idle_timeout() {
+    let Pair {
+        mut child,
+        me,
+        mut events,
+        stats,
+        ..
+    } = connected_pair(Mode::IdleTimeout).await;
+
+    let killed = kill(&mut child);
+    expect_down(&mut events, WAIT).await;
+    let elapsed = killed.elapsed();
+    let transport = me.stats();
+    eprintln!(
+        "killed peer, no ICMP fast path: Link::Down after {elapsed:?} (QUIC idle timeout \
+         {SLOW_QUIC_IDLE:?}, transport idle timeout {SLOW_TRANSPORT_IDLE:?}, transport idle \
+         timeouts: {})",
+        transport.idle_timeouts
+    );
+    // No ICMP shortcut: quinn learns of the death only when its idle timer expires...
+    assert!(elapsed >= SLOW_QUIC_IDLE / 2, "{elapsed:?}");
     // ...which is QUIC's, before the transport's own.
-    assert!(elapsed < TRANSPORT_IDLE, "{elapsed:?}");
-    assert_eq!(stats.idle_timeouts, 0);
+    assert!(elapsed < SLOW_TRANSPORT_IDLE, "{elapsed:?}");
+    assert_eq!(transport.idle_timeouts, 0);
+    assert_eq!(stats.stats(), Default::default());
 }

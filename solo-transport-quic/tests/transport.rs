@@ -152,6 +152,33 @@ async fn dialing_before_binding_and_binding_twice_fail() {
     assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
 }
 
+/// Linux only: elsewhere the dial waits for the handshake's timeout.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn dialing_an_address_where_nothing_listens_is_refused_at_once() {
+    let ca = ca();
+    // The QUIC handshake's timeout is the idle timeout: far beyond the wait.
+    let mut config = QuicConfig::default();
+    config.idle_timeout = Duration::from_secs(60);
+    let net = QuicNetwork::new(&tls(&ca, "a"), config).expect("a QUIC network");
+    let _endpoint = net.bind(loopback()).await.expect("binds");
+    // A port that was just free, and is again: nothing listens there.
+    let closed = std::net::UdpSocket::bind(loopback())
+        .and_then(|socket| socket.local_addr())
+        .expect("an address");
+    let started = Instant::now();
+    let error = timeout(WAIT, net.connect(closed))
+        .await
+        .expect("in time")
+        .expect_err("refused");
+    let elapsed = started.elapsed();
+    eprintln!("dial to a closed port refused after {elapsed:?}: {error}");
+    assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused, "{error}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(net.stats().dials_refused, 1);
+    assert_eq!(net.stats().closed_unreachable, 0);
+}
+
 #[test]
 fn an_invalid_config_is_refused() {
     let ca = ca();
