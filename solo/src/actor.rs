@@ -288,7 +288,9 @@ fn answer(
     let _ = replies.send(RemoteReply { to, result });
 }
 
-/// Runs one instance of actor `A` on its mailbox until it ends.
+/// Runs one instance of actor `A` on its mailbox until it ends. Calls still queued when
+/// it ends (it failed, or was stopped) are bounced to their callers, which route them again:
+/// to the restarted instance, the new owner, or a `NoSuchName` if the child is gone.
 pub(crate) async fn run_actor<A: Actor>(
     ctx: WorkerContext,
     mailbox: Mailbox,
@@ -298,6 +300,22 @@ pub(crate) async fn run_actor<A: Actor>(
         handoffs,
         replies,
     } = mailbox;
+    let result = serve::<A>(&ctx, &mut mail, &handoffs, &replies).await;
+    mail.close();
+    while let Ok(left) = mail.try_recv() {
+        if let Mail::Call { reply, .. } = left {
+            answer(reply, Err(RemoteError::NotHere), &replies);
+        }
+    }
+    result
+}
+
+async fn serve<A: Actor>(
+    ctx: &WorkerContext,
+    mail: &mut mpsc::UnboundedReceiver<Mail>,
+    handoffs: &mpsc::UnboundedSender<HandoffDone>,
+    replies: &mpsc::UnboundedSender<RemoteReply>,
+) -> Result<(), WorkerError> {
     let shutdown = ctx.shutdown();
     tokio::pin!(shutdown);
     let handed_over = loop {
@@ -309,7 +327,7 @@ pub(crate) async fn run_actor<A: Actor>(
                 None => return Ok(()),
                 // The driver sends `Begin` first; anything else is a bug, answered politely.
                 Some(Mail::Call { reply, .. }) => {
-                    answer(reply, Err(RemoteError::Failed("not started".into())), &replies);
+                    answer(reply, Err(RemoteError::Failed("not started".into())), replies);
                 }
                 Some(_) => {}
             },
@@ -325,7 +343,7 @@ pub(crate) async fn run_actor<A: Actor>(
         },
         None => None,
     };
-    let mut actor = A::start(&ctx, state).await?;
+    let mut actor = A::start(ctx, state).await?;
     let mut ticks = A::TICK.map(|every| {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -345,7 +363,7 @@ pub(crate) async fn run_actor<A: Actor>(
             () = &mut shutdown => return Ok(()),
             next = mail.recv() => next,
             () = tick => {
-                actor.handle_tick(&ctx).await?;
+                actor.handle_tick(ctx).await?;
                 continue;
             }
         };
@@ -358,38 +376,38 @@ pub(crate) async fn run_actor<A: Actor>(
                         answer(
                             reply,
                             Err(RemoteError::BadMessage(error.to_string())),
-                            &replies,
+                            replies,
                         );
                         continue;
                     }
                 };
-                match actor.handle_call(call, &ctx).await {
+                match actor.handle_call(call, ctx).await {
                     Ok(value) => {
                         let encoded = postcard::to_allocvec(&value).map_err(|e| {
                             RemoteError::Failed(format!("reply does not encode: {e}"))
                         });
-                        answer(reply, encoded, &replies);
+                        answer(reply, encoded, replies);
                     }
                     Err(error) => {
-                        answer(reply, Err(RemoteError::Failed(error.to_string())), &replies);
+                        answer(reply, Err(RemoteError::Failed(error.to_string())), replies);
                         return Err(error);
                     }
                 }
             }
             Some(Mail::Cast { payload }) => match postcard::from_bytes::<A::Cast>(&payload) {
-                Ok(cast) => actor.handle_cast(cast, &ctx).await?,
+                Ok(cast) => actor.handle_cast(cast, ctx).await?,
                 Err(error) => {
                     tracing::debug!(child = %ctx.id(), %error, "a cast does not decode; dropped");
                 }
             },
             Some(Mail::Conflict(bytes)) => match postcard::from_bytes::<A::State>(&bytes) {
-                Ok(theirs) => actor.resolve_conflict(theirs, &ctx).await,
+                Ok(theirs) => actor.resolve_conflict(theirs, ctx).await,
                 Err(error) => {
                     tracing::warn!(child = %ctx.id(), %error, "a loser's state does not decode; kept ours");
                 }
             },
             Some(Mail::BeginHandoff) => {
-                let state = match actor.begin_handoff(&ctx).await {
+                let state = match actor.begin_handoff(ctx).await {
                     Handoff::Resume(state) => match postcard::to_allocvec(&state) {
                         Ok(bytes) => Some(bytes),
                         Err(error) => {

@@ -1,4 +1,5 @@
-//! The README demo: a local 3-node cluster whose singleton survives the SIGKILL of its node.
+//! The README demo: a local 3-node cluster whose singleton survives a graceful handover
+//! (SIGTERM: its roar count goes on) and the SIGKILL of its node (the count starts again).
 //!
 //! ```sh
 //! cargo run -p tests --example demo
@@ -6,7 +7,36 @@
 
 use std::time::Duration;
 
-use tests::{cluster, now_us, settled_owner, solo_node_binary};
+use tests::{Node, cluster, now_us, settled_owner, solo_node_binary};
+
+/// The next `roar` of `node` (after `since_us`), with its count.
+fn next_roar(node: &Node, since_us: u64) -> Option<u64> {
+    node.wait_for(Duration::from_secs(3), |e| {
+        e.event == "roar" && e.ts_us >= since_us
+    })
+    .and_then(|e| e.field("count").and_then(|c| c.parse().ok()))
+}
+
+/// Which of `nodes` (but `except`) starts the singleton after `since_us`, and how long after.
+fn takeover(nodes: &[Node], except: usize, since_us: u64) -> Option<(usize, u64)> {
+    for _ in 0..100 {
+        for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != except) {
+            if let Some(started) = node.wait_for(Duration::from_millis(50), |e| {
+                e.event == "worker_started"
+                    && e.field("name") == Some("roar")
+                    && e.ts_us >= since_us
+            }) {
+                return Some((i, started.ts_us.saturating_sub(since_us)));
+            }
+        }
+    }
+    None
+}
+
+fn fail(why: &str) -> ! {
+    eprintln!("demo: {why}");
+    std::process::exit(1);
+}
 
 fn main() {
     println!("building solo-node…");
@@ -16,58 +46,62 @@ fn main() {
     for node in &nodes {
         println!("  {} listens on {}", node.spec.name, node.spec.addr);
     }
-    let Some(owner) = settled_owner(&nodes, "roar", Duration::from_secs(10)) else {
-        eprintln!("demo: no node settled as the singleton's owner within 10 s");
-        std::process::exit(1);
+    let Some(first) = settled_owner(&nodes, "roar", Duration::from_secs(10)) else {
+        fail("no node settled as the singleton's owner within 10 s");
     };
-    println!(
-        "{} runs the singleton (\"I am singleton, hear me roar\")",
-        nodes[owner].spec.name
-    );
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut count = 0;
+    for _ in 0..3 {
+        count = next_roar(&nodes[first], 0).unwrap_or_else(|| fail("the owner does not roar"));
+        println!(
+            "{}: I am singleton, hear me roar (roar {count})",
+            nodes[first].spec.name
+        );
+    }
 
     println!(
-        "SIGKILL {} (pid {})",
-        nodes[owner].spec.name,
-        nodes[owner].pid()
+        "SIGTERM {} (pid {}): a graceful handover",
+        nodes[first].spec.name,
+        nodes[first].pid()
+    );
+    let termed_at = now_us();
+    nodes[first].signal("TERM");
+    let Some((second, micros)) = takeover(&nodes, first, termed_at) else {
+        fail("nobody took the singleton over after the SIGTERM");
+    };
+    println!(
+        "{} took the singleton over {:.1} ms after the SIGTERM, with its state:",
+        nodes[second].spec.name,
+        micros as f64 / 1000.0
+    );
+    let after = next_roar(&nodes[second], termed_at).unwrap_or_else(|| fail("no roar"));
+    println!(
+        "{}: I am singleton, hear me roar (roar {after}: the count goes on from {count})",
+        nodes[second].spec.name
+    );
+
+    println!(
+        "SIGKILL {} (pid {}): a crash",
+        nodes[second].spec.name,
+        nodes[second].pid()
     );
     let killed_at = now_us();
-    nodes[owner].signal("KILL");
-    let mut takeover = None;
-    for _ in 0..100 {
-        for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != owner) {
-            if let Some(started) = node.wait_for(Duration::from_millis(50), |e| {
-                e.event == "worker_started"
-                    && e.field("name") == Some("roar")
-                    && e.ts_us >= killed_at
-            }) {
-                takeover = Some((i, started.ts_us.saturating_sub(killed_at)));
-            }
-        }
-        if takeover.is_some() {
-            break;
-        }
-    }
-    let Some((new_owner, micros)) = takeover else {
-        eprintln!("demo: no survivor took the singleton over within 10 s");
-        std::process::exit(1);
+    nodes[second].signal("KILL");
+    let third = (0..3)
+        .find(|&i| i != first && i != second)
+        .unwrap_or_else(|| fail("no third node"));
+    let Some((_, micros)) = takeover(&nodes, second, killed_at) else {
+        fail("the last node did not take the singleton over after the SIGKILL");
     };
     println!(
         "{} took the singleton over {:.1} ms after the kill",
-        nodes[new_owner].spec.name,
+        nodes[third].spec.name,
         micros as f64 / 1000.0
     );
-    let roared = nodes[new_owner].wait_for(Duration::from_secs(3), |e| e.event == "roar");
-    if roared.is_some() {
-        println!(
-            "{}: I am singleton, hear me roar",
-            nodes[new_owner].spec.name
-        );
-    }
-    for (i, node) in nodes.iter().enumerate() {
-        if i != owner {
-            node.signal("TERM");
-        }
-    }
-    println!("done: the survivors left gracefully");
+    let fresh = next_roar(&nodes[third], killed_at).unwrap_or_else(|| fail("no roar"));
+    println!(
+        "{}: I am singleton, hear me roar (roar {fresh}: a crash hands nothing over, the count starts again)",
+        nodes[third].spec.name
+    );
+    nodes[third].signal("TERM");
+    println!("done");
 }

@@ -184,6 +184,13 @@ impl<N: Network> Driver<N> {
             return;
         }
         let target = pending.target.clone();
+        if !self.node.knows(&target) {
+            // Terminated (or given up) while the call was on its way.
+            if let Some(pending) = state.messaging.calls.remove(&call) {
+                let _ = pending.reply.send(Err(CallError::NoSuchName(target)));
+            }
+            return;
+        }
         let owner = self
             .node
             .owner_of(&target)
