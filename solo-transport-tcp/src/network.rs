@@ -1,5 +1,6 @@
-//! [`Network`]: what the transport needs from a TCP stack, so that the same code runs over
-//! tokio's sockets and over a simulator's (turmoil's `net` module has the same shape).
+//! [`Network`]: what the transport needs from a stream network, so that the same code runs
+//! over tokio's sockets, a simulator's (turmoil's `net` module has the same shape), TLS and
+//! QUIC.
 
 use std::future::Future;
 use std::io;
@@ -7,10 +8,23 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// A TCP stack: [`TokioNetwork`] for real sockets, or a simulator's.
+/// A network of reliable, ordered byte streams: [`TokioNetwork`] for real TCP sockets, a
+/// simulator's, TLS over either (`tls::TlsNetwork`, with the `tls` feature), or QUIC
+/// (`solo-transport-quic`).
 ///
 /// An implementation for `turmoil::net` forwards each method to `TcpListener::bind`,
 /// `TcpListener::local_addr`, `TcpListener::accept` and `TcpStream::connect`.
+///
+/// What the transport relies on, beyond the method signatures:
+///
+/// * **Dropping a stream closes it gracefully**: bytes already written still reach the
+///   peer, which then reads end-of-file (as TCP's close does). The handshake's last message
+///   and the handover marker are written just before a drop.
+/// * **A dead peer's stream fails promptly if the stack can tell** (TCP: the peer's kernel
+///   resets it): this is the transport's fast failure signal.
+/// * **`accept` does not wait for anything slow** (a TLS or QUIC handshake): it returns the
+///   stream at once, and the stream finishes its handshake on first use, inside the
+///   connection's own task and under the transport's handshake timeout.
 pub trait Network: Send + Sync + 'static {
     /// A connected byte stream.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
