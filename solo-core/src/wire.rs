@@ -210,6 +210,11 @@ pub enum AppMessage {
         id: crate::placement::ChildId,
         /// The encoded state, if the old instance chose to hand it over.
         state: Option<Vec<u8>>,
+        /// Calls the old instance took in lately, per caller as ranges of call numbers
+        /// (first, last): a caller that routes one of them again (it saw the old node leave
+        /// before the answer arrived) must not get it handled twice. The answer the old
+        /// instance sent still reaches the caller.
+        seen: Vec<(NodeId, Vec<(u64, u64)>)>,
     },
 }
 
@@ -230,8 +235,8 @@ pub struct Delivery {
     pub from_previous_owner: bool,
 }
 
-/// Identifies a call for its answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Identifies a call for its answer (and, at the receiving node, against duplicates).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CallRef {
     /// The calling node, which waits for the [`AppMessage::Reply`].
     pub caller: NodeId,

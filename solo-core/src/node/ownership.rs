@@ -531,16 +531,37 @@ impl Node {
 
     /// Remembers that `id` moves here from `previous`, if `previous` is another node that is
     /// still in the view (alive, maybe draining): it will hand its instance's state over.
+    ///
+    /// With no previous owner in this node's own view (it just joined, or restarted), the
+    /// previous owner is the one the rest of the cluster had: the eligible node that would
+    /// own `id` if this one did not exist (the rendezvous runner-up).
     fn note_graceful_move(&mut self, id: &ChildId, previous: Option<&NodeName>) {
-        let mine = self.owner_of(id) == Some(&self.id.name);
-        match previous {
-            Some(previous)
-                if mine && *previous != self.id.name && self.view.contains_key(previous) =>
-            {
-                self.handoff_from.insert(id.clone(), previous.clone());
-            }
-            _ => {}
+        if self.owner_of(id) != Some(&self.id.name) {
+            return;
         }
+        let previous = match previous {
+            Some(previous) if *previous == self.id.name => None,
+            Some(previous) => Some(previous.clone()),
+            None => self.runner_up(id),
+        };
+        if let Some(previous) = previous.filter(|p| self.view.contains_key(p)) {
+            self.handoff_from.insert(id.clone(), previous);
+        }
+    }
+
+    /// The eligible node other than this one with the highest rendezvous weight for `id`.
+    fn runner_up(&self, id: &ChildId) -> Option<NodeName> {
+        let (spec, singleton) = match self.singletons.get(id) {
+            Some(s) => (&s.spec, true),
+            None => (&self.children.get(id)?.record.spec, false),
+        };
+        self.view
+            .iter()
+            .filter(|(name, _)| **name != self.id.name)
+            .filter(|(_, (_, meta))| eligible(meta, spec, singleton))
+            .map(|(name, _)| (weight(id, name), name))
+            .max()
+            .map(|(_, name)| name.clone())
     }
 
     /// A node that has joined and has no live peer has no second member to wait for: it

@@ -37,7 +37,11 @@ const MAX_HOPS: u8 = 4;
 /// How long a cast waits for its name to get a reachable owner before it is dropped.
 pub(crate) const CAST_WAIT: Duration = Duration::from_secs(5);
 /// How soon a bounced call is routed again (the bouncing node's view was ahead or behind).
-const REROUTE_PAUSE: Duration = Duration::from_millis(5);
+const REROUTE_PAUSE: Duration = Duration::from_millis(1);
+/// How long a node remembers the calls it delivered, to drop a second copy: one routed
+/// again by a caller that saw the old owner go while the first copy was being handled or
+/// passed on. Re-routes follow within milliseconds of the event that causes them.
+const DEDUPE_WINDOW: Duration = Duration::from_secs(2);
 
 /// A call this node made, until it is answered (or its caller gives up).
 struct PendingCall {
@@ -94,6 +98,12 @@ pub(crate) struct Messaging {
     next_sweep: Instant,
     /// Waiting casts are routed again no sooner than this.
     cast_retry_at: Instant,
+    /// Calls delivered into a mailbox here (or by a previous owner, per its handoff), with
+    /// the child and when: a second copy is dropped.
+    delivered: HashMap<CallRef, (ChildId, Instant)>,
+    /// Calls a previous owner handled, per caller, as ranges of call numbers, with when
+    /// they arrived: a copy routed here again is dropped.
+    handled_elsewhere: HashMap<NodeId, Vec<(u64, u64, Instant)>>,
 }
 
 impl Messaging {
@@ -108,6 +118,8 @@ impl Messaging {
             handoff_timeout,
             next_sweep: Instant::now() + Duration::from_secs(1),
             cast_retry_at: Instant::now(),
+            delivered: HashMap::new(),
+            handled_elsewhere: HashMap::new(),
         }
     }
 
@@ -299,6 +311,11 @@ impl<N: Network> Driver<N> {
     /// An answer from one of this node's actors, for a caller here or elsewhere.
     pub(super) fn actor_replied(&mut self, state: &mut State, reply: RemoteReply) {
         let RemoteReply { to, result } = reply;
+        if matches!(result, Err(RemoteError::NotHere)) {
+            // Sent back unhandled (its instance ended first): a copy routed again must not be
+            // taken for a duplicate.
+            state.messaging.delivered.remove(&to);
+        }
         if to.caller == *self.node.id() {
             self.answered(state, to.call, result);
         } else {
@@ -320,8 +337,17 @@ impl<N: Network> Driver<N> {
         match message {
             AppMessage::Deliver(delivery) => self.deliver(state, delivery),
             AppMessage::Reply { call, result } => self.answered(state, call, result),
-            AppMessage::Handoff { id, state: handed } => {
+            AppMessage::Handoff {
+                id,
+                state: handed,
+                seen,
+            } => {
                 tracing::debug!(child = %id, %from, with_state = handed.is_some(), "state handed over");
+                let now = Instant::now();
+                for (caller, ranges) in seen {
+                    let known = state.messaging.handled_elsewhere.entry(caller).or_default();
+                    known.extend(ranges.into_iter().map(|(first, last)| (first, last, now)));
+                }
                 self.handed_over(state, id, handed);
             }
             other => tracing::debug!(?other, "unknown app message"),
@@ -346,6 +372,26 @@ impl<N: Network> Driver<N> {
         if let Some(instance) = state.instances.get(id) {
             match &instance.mailbox {
                 Some(mailbox) => {
+                    if let Some(call) = &delivery.reply_to {
+                        if state.messaging.delivered.contains_key(call)
+                            || state
+                                .messaging
+                                .handled_elsewhere
+                                .get(&call.caller)
+                                .is_some_and(|ranges| {
+                                    ranges.iter().any(|&(first, last, _)| {
+                                        (first..=last).contains(&call.call)
+                                    })
+                                })
+                        {
+                            tracing::debug!(child = %id, ?call, "a second copy of a call; dropped");
+                            return;
+                        }
+                        state
+                            .messaging
+                            .delivered
+                            .insert(call.clone(), (id.clone(), Instant::now()));
+                    }
                     let mail = match delivery.reply_to {
                         Some(reply) => Mail::Call {
                             payload: delivery.payload,
@@ -518,6 +564,7 @@ impl<N: Network> Driver<N> {
                 AppMessage::Handoff {
                     id: id.clone(),
                     state: None,
+                    seen: Vec::new(),
                 },
             );
             return false;
@@ -556,7 +603,16 @@ impl<N: Network> Driver<N> {
     }
 
     /// The instance answered `begin_handoff`: send the state, then what arrived meanwhile.
+    /// Sends the answers actors have given so far. An instance answers its calls before it
+    /// reports its handoff or its end, on another channel: those answers go first.
+    pub(super) fn drain_replies(&mut self, state: &mut State) {
+        while let Ok(reply) = self.replies.try_recv() {
+            self.actor_replied(state, reply);
+        }
+    }
+
     pub(super) fn handoff_done(&mut self, state: &mut State, done: HandoffDone) {
+        self.drain_replies(state);
         let matches = state
             .messaging
             .handing_off
@@ -571,11 +627,13 @@ impl<N: Network> Driver<N> {
         let Some(handing) = state.messaging.handing_off.remove(id) else {
             return;
         };
+        let seen = handled_ranges(&state.messaging.delivered, id);
         self.send_app(
             &handing.to,
             AppMessage::Handoff {
                 id: id.clone(),
                 state: handed,
+                seen,
             },
         );
         for delivery in handing.held {
@@ -709,6 +767,44 @@ impl<N: Network> Driver<N> {
                 .messaging
                 .early_state
                 .retain(|_, (_, until)| *until > now);
+            state
+                .messaging
+                .delivered
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < DEDUPE_WINDOW);
+            state.messaging.handled_elsewhere.retain(|_, ranges| {
+                ranges.retain(|&(_, _, at)| now.saturating_duration_since(at) < DEDUPE_WINDOW);
+                !ranges.is_empty()
+            });
         }
     }
+}
+
+/// The calls delivered here for `id` lately, per caller, merged into ranges of call numbers:
+/// a caller's calls are numbered in order, so a busy caller's thousands of calls make a
+/// handful of ranges.
+fn handled_ranges(
+    delivered: &HashMap<CallRef, (ChildId, Instant)>,
+    id: &ChildId,
+) -> Vec<(NodeId, Vec<(u64, u64)>)> {
+    let now = Instant::now();
+    let mut by_caller: HashMap<&NodeId, Vec<u64>> = HashMap::new();
+    for (call, (child, at)) in delivered {
+        if child == id && now.saturating_duration_since(*at) < DEDUPE_WINDOW {
+            by_caller.entry(&call.caller).or_default().push(call.call);
+        }
+    }
+    by_caller
+        .into_iter()
+        .map(|(caller, mut calls)| {
+            calls.sort_unstable();
+            let mut ranges: Vec<(u64, u64)> = Vec::new();
+            for call in calls {
+                match ranges.last_mut() {
+                    Some((_, last)) if *last + 1 == call => *last = call,
+                    _ => ranges.push((call, call)),
+                }
+            }
+            (caller.clone(), ranges)
+        })
+        .collect()
 }

@@ -208,6 +208,7 @@ impl<N: Network> Driver<N> {
     }
 
     fn worker_exited(&mut self, state: &mut State, exited: Exited) {
+        self.drain_replies(state);
         let Exited { id, instance, exit } = exited;
         let current = state
             .instances
@@ -315,6 +316,7 @@ impl<N: Network> Driver<N> {
                 () = tokio::time::sleep_until(flush) => {}
             }
         }
+        self.drain_replies(state);
         tokio::time::sleep_until(flush).await;
         self.transport.shutdown();
     }

@@ -1,0 +1,801 @@
+//! Calls bench: `Cluster` nodes in this one process, talking over TCP on 127.0.0.1, a counter
+//! actor, and a tokio multi-thread runtime with 2 worker threads.
+//!
+//! ```sh
+//! cargo bench -p solo --bench calls              # 20 000 latency calls, 200 000 throughput
+//!                                                # calls, 100 handoffs
+//! cargo bench -p solo --bench calls -- --quick   # smoke run: 2 000, 20 000, 10
+//! ```
+//!
+//! * Unloaded latency: node `a` calls the counter that runs on node `b` (only `b` declares
+//!   the singleton, so only `b` can own it), one call at a time, after a warm-up; nearest-rank
+//!   p50, p99, p999 and the maximum of each call's round trip as the caller sees it.
+//! * Throughput, pipelined: one client task on `a` keeps up to 256 calls in flight: it spawns
+//!   each call as a tokio task into a `JoinSet`, and spawns the next one as soon as any
+//!   finishes. Calls per second over a fixed count.
+//! * Throughput, 64 tasks: 64 tasks on `a`, each calling in a loop with one call in flight.
+//! * Handoff gap: a caller task on `a` calls the counter in a tight loop (one call in flight)
+//!   while the counter moves gracefully: it is declared by two nodes other than `a`; the one
+//!   that runs it leaves (`Cluster::leave`, which hands the state over to the other), then a
+//!   fresh node declaring it joins, so that the next round has two candidates again (a fresh
+//!   node that wins the rendezvous hash takes the counter over: a rebalance, also counted).
+//!   A handoff is a change of the node that answers; its gap is the time between the last
+//!   reply from the old instance and the first reply from the new one. Every reply must
+//!   count exactly one more than the one before (the state moved, each call counted once).
+//!
+//! Every wait is bounded; a handoff round that cannot complete ends that measurement and is
+//! reported.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use solo::{Actor, ChildId, Cluster, ClusterBuilder, Handoff, WorkerContext, WorkerError};
+use tokio::task::JoinSet;
+
+/// The timeout of every call.
+const CALL: Duration = Duration::from_secs(10);
+/// The bound on every wait for the cluster (forming, agreeing on an owner, a handoff).
+const BOUND: Duration = Duration::from_secs(10);
+const COOKIE: &str = "calls-bench";
+/// Calls in flight in the pipelined throughput run.
+const WINDOW: usize = 256;
+/// Tasks in the concurrent throughput run.
+const TASKS: usize = 64;
+/// Replies from the settled owner before its node is asked to leave.
+const SETTLE_REPLIES: u64 = 20;
+
+/// The targets from the issue.
+const TARGET_CALLS_PER_S: f64 = 100_000.0;
+const TARGET_P99_US: f64 = 1_000.0;
+const TARGET_GAP_MS: f64 = 5.0;
+
+/// What the counters' instances did (started with what, handed over what, resolved which
+/// conflict), in order: printed to stderr after the handoffs, to explain a break in the count.
+static JOURNAL: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn note(line: String) {
+    JOURNAL
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(line);
+}
+
+/// A counter that hands its count over when it moves (as in `tests/actors.rs`; it also notes
+/// its life in [`JOURNAL`], and keeps its own state on a conflict, as the default does).
+struct Counter {
+    count: u64,
+    /// Where it runs, to show which instance answered.
+    node: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Op {
+    Get,
+    Add(u64),
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Reading {
+    count: u64,
+    node: String,
+}
+
+impl Actor for Counter {
+    type Call = Op;
+    type Reply = Reading;
+    type Cast = u64;
+    type State = u64;
+
+    async fn start(ctx: &WorkerContext, handed_over: Option<u64>) -> Result<Self, WorkerError> {
+        let node = ctx.node().name.to_string();
+        match handed_over {
+            Some(count) => note(format!("{node} starts with the handed-over count {count}")),
+            None => note(format!("{node} starts afresh")),
+        }
+        Ok(Counter {
+            count: handed_over.unwrap_or(0),
+            node,
+        })
+    }
+
+    async fn handle_call(&mut self, op: Op, _: &WorkerContext) -> Result<Reading, WorkerError> {
+        if let Op::Add(n) = op {
+            self.count += n;
+        }
+        Ok(Reading {
+            count: self.count,
+            node: self.node.clone(),
+        })
+    }
+
+    async fn handle_cast(&mut self, n: u64, _: &WorkerContext) -> Result<(), WorkerError> {
+        self.count += n;
+        Ok(())
+    }
+
+    async fn begin_handoff(&mut self, _: &WorkerContext) -> Handoff<u64> {
+        note(format!("{} hands over the count {}", self.node, self.count));
+        Handoff::Resume(self.count)
+    }
+
+    async fn resolve_conflict(&mut self, theirs: u64, _: &WorkerContext) {
+        note(format!(
+            "{} at {} receives a conflicting instance's count {theirs}; keeps its own",
+            self.node, self.count
+        ));
+    }
+}
+
+/// How much to measure.
+struct Settings {
+    warmup: usize,
+    latency_calls: usize,
+    throughput_calls: usize,
+    handoffs: usize,
+}
+
+impl Settings {
+    const FULL: Settings = Settings {
+        warmup: 1_000,
+        latency_calls: 20_000,
+        throughput_calls: 200_000,
+        handoffs: 100,
+    };
+    const QUICK: Settings = Settings {
+        warmup: 200,
+        latency_calls: 2_000,
+        throughput_calls: 20_000,
+        handoffs: 10,
+    };
+}
+
+fn builder(name: &str) -> ClusterBuilder {
+    Cluster::builder()
+        .node_name(name)
+        .listen("127.0.0.1:0".parse().expect("a socket address"))
+        .cookie(COOKIE)
+        .actor::<Counter>("counter")
+}
+
+fn child_id(name: &str) -> ChildId {
+    name.parse().expect("a valid child id")
+}
+
+/// Waits until every node sees `size` live members.
+async fn wait_mesh(nodes: &[&Cluster], size: usize) -> Result<(), String> {
+    tokio::time::timeout(BOUND, async {
+        for node in nodes {
+            while node.members().await.map_or(0, |m| m.len()) != size {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("the nodes did not see {size} members within {BOUND:?}"))
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Whether `counts` (replies to `Add(1)` calls, in any order) are exactly `base + 1 ..=
+/// base + counts.len()`: each call counted once.
+fn counted_once(base: u64, counts: &mut [u64]) -> bool {
+    counts.sort_unstable();
+    counts
+        .iter()
+        .zip(base + 1..)
+        .all(|(count, expected)| *count == expected)
+}
+
+// ----- 1 to 3: latency and throughput, a -> b -----------------------------------------------
+
+struct Latency {
+    /// Round trips of the measured calls, sorted, in nanoseconds.
+    nanos: Vec<u64>,
+    errors: usize,
+    /// Replies whose count was not one more than the previous one.
+    out_of_order: usize,
+}
+
+struct Throughput {
+    calls: usize,
+    elapsed: Duration,
+    errors: usize,
+    counted_once: bool,
+}
+
+impl Throughput {
+    fn per_second(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+async fn current_count(a: &Cluster, id: &ChildId) -> u64 {
+    a.call::<_, Reading>(id, &Op::Get, CALL)
+        .await
+        .map_or(0, |r| r.count)
+}
+
+async fn unloaded_latency(a: &Cluster, id: &ChildId, settings: &Settings) -> Latency {
+    let mut previous = current_count(a, id).await;
+    let mut nanos = Vec::with_capacity(settings.latency_calls);
+    let mut errors = 0;
+    let mut out_of_order = 0;
+    for i in 0..settings.warmup + settings.latency_calls {
+        let started = Instant::now();
+        let reply = a.call::<_, Reading>(id, &Op::Add(1), CALL).await;
+        let elapsed = started.elapsed();
+        match reply {
+            Ok(reading) => {
+                if reading.count != previous + 1 {
+                    out_of_order += 1;
+                }
+                previous = reading.count;
+            }
+            Err(_) => errors += 1,
+        }
+        if i >= settings.warmup {
+            nanos.push(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+    nanos.sort_unstable();
+    Latency {
+        nanos,
+        errors,
+        out_of_order,
+    }
+}
+
+/// One client task keeps up to [`WINDOW`] calls in flight, each a spawned tokio task.
+async fn pipelined(a: &Cluster, id: &ChildId, calls: usize) -> Throughput {
+    let base = current_count(a, id).await;
+    let mut in_flight = JoinSet::new();
+    let mut counts = Vec::with_capacity(calls);
+    let mut issued = 0;
+    let mut errors = 0;
+    let started = Instant::now();
+    while issued < calls || !in_flight.is_empty() {
+        while issued < calls && in_flight.len() < WINDOW {
+            let (a, id) = (a.clone(), id.clone());
+            in_flight.spawn(async move { a.call::<_, Reading>(&id, &Op::Add(1), CALL).await });
+            issued += 1;
+        }
+        match in_flight.join_next().await {
+            Some(Ok(Ok(reading))) => counts.push(reading.count),
+            Some(_) => errors += 1,
+            None => break,
+        }
+    }
+    let elapsed = started.elapsed();
+    Throughput {
+        calls,
+        elapsed,
+        errors,
+        counted_once: errors == 0 && counted_once(base, &mut counts),
+    }
+}
+
+/// [`TASKS`] tasks, each calling in a loop with one call in flight.
+async fn concurrent(a: &Cluster, id: &ChildId, calls: usize) -> Throughput {
+    let base = current_count(a, id).await;
+    let mut tasks = JoinSet::new();
+    let started = Instant::now();
+    for task in 0..TASKS {
+        let share = calls / TASKS + usize::from(task < calls % TASKS);
+        let (a, id) = (a.clone(), id.clone());
+        tasks.spawn(async move {
+            let mut counts = Vec::with_capacity(share);
+            let mut errors = 0;
+            for _ in 0..share {
+                match a.call::<_, Reading>(&id, &Op::Add(1), CALL).await {
+                    Ok(reading) => counts.push(reading.count),
+                    Err(_) => errors += 1,
+                }
+            }
+            (counts, errors)
+        });
+    }
+    let mut counts = Vec::with_capacity(calls);
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((mut theirs, their_errors)) => {
+                counts.append(&mut theirs);
+                errors += their_errors;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let elapsed = started.elapsed();
+    Throughput {
+        calls,
+        elapsed,
+        errors,
+        counted_once: errors == 0 && counted_once(base, &mut counts),
+    }
+}
+
+// ----- 4: handoff gaps ------------------------------------------------------------------------
+
+/// One handoff as the caller saw it.
+struct Gap {
+    from: String,
+    to: String,
+    gap: Duration,
+}
+
+/// What the caller shares with the orchestrating task while it runs.
+#[derive(Default)]
+struct Progress {
+    replies: u64,
+    /// The node that answered last.
+    node: String,
+    handoffs: usize,
+}
+
+/// What the caller saw.
+struct CallerLog {
+    gaps: Vec<Gap>,
+    replies: u64,
+    first_count: Option<u64>,
+    last_count: Option<u64>,
+    /// Calls that failed, with why.
+    errors: Vec<String>,
+    /// Replies whose count was not one more than the previous one.
+    breaks: Vec<String>,
+}
+
+fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    progress.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Calls `Add(1)` in a loop, one call in flight, until told to stop.
+async fn caller(
+    a: Cluster,
+    id: ChildId,
+    progress: Arc<Mutex<Progress>>,
+    stop: Arc<AtomicBool>,
+) -> CallerLog {
+    let mut log = CallerLog {
+        gaps: Vec::new(),
+        replies: 0,
+        first_count: None,
+        last_count: None,
+        errors: Vec::new(),
+        breaks: Vec::new(),
+    };
+    // The last reply: when it arrived, from where, and its count.
+    let mut last: Option<(Instant, String, u64)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let reply = a.call::<_, Reading>(&id, &Op::Add(1), CALL).await;
+        let at = Instant::now();
+        let reading = match reply {
+            Ok(reading) => reading,
+            Err(error) => {
+                let after = last.as_ref().map_or_else(
+                    || "before the first reply".to_owned(),
+                    |(_, node, count)| format!("after {count} from {node}"),
+                );
+                log.errors.push(format!("{error} ({after})"));
+                continue;
+            }
+        };
+        log.replies += 1;
+        log.first_count.get_or_insert(reading.count);
+        log.last_count = Some(reading.count);
+        let mut moved = last.is_none();
+        if let Some((then, node, count)) = &last {
+            if reading.count != count + 1 {
+                log.breaks.push(format!(
+                    "{count} from {node}, then {} from {}",
+                    reading.count, reading.node
+                ));
+            }
+            if reading.node != *node {
+                moved = true;
+                log.gaps.push(Gap {
+                    from: node.clone(),
+                    to: reading.node.clone(),
+                    gap: at - *then,
+                });
+            }
+        }
+        {
+            let mut shared = lock(&progress);
+            shared.replies += 1;
+            if moved {
+                shared.node.clone_from(&reading.node);
+                shared.handoffs = log.gaps.len();
+            }
+        }
+        last = Some((at, reading.node, reading.count));
+    }
+    log
+}
+
+/// Waits until `a`, every candidate and the caller agree on who runs `id`, and the caller has
+/// had [`SETTLE_REPLIES`] replies from it since; returns its name.
+async fn settled_owner(
+    a: &Cluster,
+    candidates: &[Cluster],
+    id: &ChildId,
+    progress: &Mutex<Progress>,
+) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let mut agreed_since: Option<(String, u64)> = None;
+    loop {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "the nodes and the caller did not agree on an owner within {BOUND:?}"
+            ));
+        }
+        let owner = a.whereis(id).await.ok().flatten();
+        let mut agreed = owner.clone();
+        for candidate in candidates {
+            if candidate.whereis(id).await.ok().flatten() != owner {
+                agreed = None;
+            }
+        }
+        let (node, replies) = {
+            let shared = lock(progress);
+            (shared.node.clone(), shared.replies)
+        };
+        match agreed {
+            Some(owner) if owner.as_str() == node => match &agreed_since {
+                Some((same, since)) if *same == node => {
+                    if replies >= since + SETTLE_REPLIES {
+                        return Ok(node);
+                    }
+                }
+                _ => agreed_since = Some((node, replies)),
+            },
+            _ => agreed_since = None,
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A node that may run the counter: it declares the singleton.
+async fn candidate(
+    name: &str,
+    seed: std::net::SocketAddr,
+    id: &ChildId,
+) -> Result<Cluster, String> {
+    let node = builder(name)
+        .seeds([seed])
+        .start()
+        .await
+        .map_err(|e| format!("{name} did not start: {e}"))?;
+    node.singleton(id.as_str(), ["counter"])
+        .await
+        .map_err(|e| format!("{name} could not declare the singleton: {e}"))?;
+    Ok(node)
+}
+
+struct Handoffs {
+    log: CallerLog,
+    /// Why the rounds stopped before enough handoffs, if they did.
+    aborted: Option<String>,
+    /// Nodes started in all.
+    nodes_started: usize,
+}
+
+async fn handoffs(target: usize) -> Handoffs {
+    let id = child_id("handoff-count");
+    let a = builder("h-a").start().await.expect("node h-a starts");
+    let seed = a.local_addr();
+    let mut candidates = Vec::new();
+    for name in ["h-b", "h-c"] {
+        candidates.push(
+            candidate(name, seed, &id)
+                .await
+                .expect("a candidate starts"),
+        );
+    }
+    let mut nodes_started = 3;
+    wait_mesh(&[&a, &candidates[0], &candidates[1]], 3)
+        .await
+        .expect("h-a, h-b and h-c form a cluster");
+    tokio::time::timeout(BOUND, async {
+        while a.whereis(&id).await.ok().flatten().is_none() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("h-a learns who runs the counter");
+    let progress = Arc::new(Mutex::new(Progress::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let calling = tokio::spawn(caller(
+        a.clone(),
+        id.clone(),
+        Arc::clone(&progress),
+        Arc::clone(&stop),
+    ));
+    let rounds = async {
+        while lock(&progress).handoffs < target {
+            let owner = settled_owner(&a, &candidates, &id, &progress).await?;
+            let Some(index) = candidates
+                .iter()
+                .position(|c| c.id().name.as_str() == owner)
+            else {
+                return Err(format!("the owner {owner} is not a candidate"));
+            };
+            let leaving = candidates.remove(index);
+            let before = lock(&progress).handoffs;
+            eprintln!("  {owner} runs the counter and leaves ({before} handoffs so far)");
+            tokio::time::timeout(BOUND * 2, leaving.leave())
+                .await
+                .map_err(|_| format!("{owner} did not leave within {:?}", BOUND * 2))?;
+            drop(leaving);
+            tokio::time::timeout(BOUND, async {
+                while lock(&progress).handoffs == before {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .map_err(|_| format!("no other node answered within {BOUND:?} of {owner} leaving"))?;
+            if lock(&progress).handoffs >= target {
+                break;
+            }
+            nodes_started += 1;
+            let name = format!("n{nodes_started}");
+            eprintln!("  {} answers; {name} joins", lock(&progress).node);
+            candidates.push(candidate(&name, seed, &id).await?);
+            let mut all: Vec<&Cluster> = vec![&a];
+            all.extend(&candidates);
+            wait_mesh(&all, 3).await?;
+        }
+        Ok(())
+    };
+    let aborted = rounds.await.err();
+    stop.store(true, Ordering::Relaxed);
+    let log = match tokio::time::timeout(CALL + BOUND, calling).await {
+        Ok(Ok(log)) => log,
+        Ok(Err(panicked)) => panic!("the caller panicked: {panicked}"),
+        Err(_) => panic!("the caller did not stop within {:?}", CALL + BOUND),
+    };
+    for node in candidates {
+        node.leave().await;
+    }
+    a.leave().await;
+    Handoffs {
+        log,
+        aborted,
+        nodes_started,
+    }
+}
+
+// ----- the table ------------------------------------------------------------------------------
+
+fn row(what: &str, value: String, target: &str, met: Option<bool>) {
+    let met = match met {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "",
+    };
+    println!("{what:<58} {value:>12} {target:>10} {met:>4}");
+}
+
+fn us(nanos: u64) -> f64 {
+    nanos as f64 / 1_000.0
+}
+
+async fn run(settings: Settings) {
+    // 1 to 3: a calls the counter on b.
+    let id = child_id("count");
+    let a = builder("a").start().await.expect("node a starts");
+    let b = builder("b")
+        .seeds([a.local_addr()])
+        .start()
+        .await
+        .expect("node b starts");
+    wait_mesh(&[&a, &b], 2)
+        .await
+        .expect("a and b form a cluster");
+    b.singleton(id.as_str(), ["counter"])
+        .await
+        .expect("b declares the counter");
+    let first = tokio::time::timeout(BOUND, async {
+        loop {
+            if let Ok(reading) = a.call::<_, Reading>(&id, &Op::Get, CALL).await {
+                return reading;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("a reaches the counter");
+    assert_eq!(first.node, "b", "the counter runs on b");
+
+    eprintln!("unloaded latency…");
+    let latency = unloaded_latency(&a, &id, &settings).await;
+    eprintln!("pipelined throughput…");
+    let pipelined = pipelined(&a, &id, settings.throughput_calls).await;
+    eprintln!("throughput from {TASKS} tasks…");
+    let concurrent = concurrent(&a, &id, settings.throughput_calls).await;
+    let last: Reading = a
+        .call(&id, &Op::Get, CALL)
+        .await
+        .expect("the counter still answers");
+    assert_eq!(last.node, "b", "the counter stayed on b");
+    b.leave().await;
+    a.leave().await;
+
+    eprintln!("{} handoffs…", settings.handoffs);
+    let handoffs = handoffs(settings.handoffs).await;
+    let mut gaps: Vec<Duration> = handoffs.log.gaps.iter().map(|g| g.gap).collect();
+    gaps.sort_unstable();
+
+    println!();
+    println!(
+        "solo calls: Cluster nodes in one process over TCP on 127.0.0.1, a counter actor, tokio \
+         multi-thread runtime with 2 worker threads"
+    );
+    row("measurement", "value".into(), "target", None);
+    let n = latency.nanos.len();
+    if n > 0 {
+        let p99 = us(percentile(&latency.nanos, 99.0));
+        row(
+            &format!("a -> b, one call at a time ({n} calls): p50 us"),
+            format!("{:.1}", us(percentile(&latency.nanos, 50.0))),
+            "",
+            None,
+        );
+        row(
+            "  p99 us",
+            format!("{p99:.1}"),
+            "< 1000",
+            Some(p99 < TARGET_P99_US),
+        );
+        row(
+            "  p999 us",
+            format!("{:.1}", us(percentile(&latency.nanos, 99.9))),
+            "",
+            None,
+        );
+        row(
+            "  max us",
+            format!("{:.1}", us(latency.nanos[n - 1])),
+            "",
+            None,
+        );
+    }
+    for (what, t) in [
+        (
+            format!("pipelined: 1 task, <= {WINDOW} in flight (JoinSet), calls/s"),
+            &pipelined,
+        ),
+        (
+            format!("{TASKS} tasks, 1 in flight each, calls/s"),
+            &concurrent,
+        ),
+    ] {
+        let rate = t.per_second();
+        row(
+            &what,
+            format!("{rate:.0}"),
+            ">= 100000",
+            Some(rate >= TARGET_CALLS_PER_S),
+        );
+        row(
+            &format!("  ({} calls in {:.3} s)", t.calls, t.elapsed.as_secs_f64()),
+            String::new(),
+            "",
+            None,
+        );
+    }
+    let gap_count = gaps.len();
+    if gap_count > 0 {
+        let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
+        let median = ms(percentile(&gaps, 50.0));
+        let p99 = ms(percentile(&gaps, 99.0));
+        row(
+            &format!("handoff gap ({gap_count} handoffs): median ms"),
+            format!("{median:.3}"),
+            "< 5",
+            Some(median < TARGET_GAP_MS),
+        );
+        row(
+            "  p99 ms",
+            format!("{p99:.3}"),
+            "< 5",
+            Some(p99 < TARGET_GAP_MS),
+        );
+        row(
+            "  max ms",
+            format!("{:.3}", ms(gaps[gap_count - 1])),
+            "",
+            None,
+        );
+        row("  min ms", format!("{:.3}", ms(gaps[0])), "", None);
+    }
+    println!();
+    println!(
+        "Latency percentiles are nearest-rank, after {} warm-up calls; p99 with fewer than 100 \
+         handoffs is the maximum.",
+        settings.warmup
+    );
+    println!(
+        "Counts: latency {} errors, {} replies out of order; pipelined {} errors, each call \
+         counted once: {}; {TASKS} tasks {} errors, each call counted once: {}.",
+        latency.errors,
+        latency.out_of_order,
+        pipelined.errors,
+        pipelined.counted_once,
+        concurrent.errors,
+        concurrent.counted_once
+    );
+    let log = &handoffs.log;
+    println!(
+        "Handoffs: {} nodes started in all; the caller had {} replies, counts {}..={}, {} call \
+         errors, {} breaks in the count (a count that went back or skipped).",
+        handoffs.nodes_started,
+        log.replies,
+        log.first_count.unwrap_or(0),
+        log.last_count.unwrap_or(0),
+        log.errors.len(),
+        log.breaks.len()
+    );
+    let moves: Vec<String> = log
+        .gaps
+        .iter()
+        .map(|g| format!("{}->{} {:.3}", g.from, g.to, g.gap.as_secs_f64() * 1_000.0))
+        .collect();
+    eprintln!("handoffs (ms): {}", moves.join(", "));
+    if !log.breaks.is_empty() || !log.errors.is_empty() {
+        let journal = std::mem::take(&mut *JOURNAL.lock().unwrap_or_else(PoisonError::into_inner));
+        eprintln!("the counters' journal (to explain the breaks below):");
+        for line in &journal {
+            eprintln!("  {line}");
+        }
+    }
+    for error in log.errors.iter().take(10) {
+        println!("  call error: {error}");
+    }
+    for broken in log.breaks.iter().take(10) {
+        println!("  count break: {broken}");
+    }
+    if let Some(why) = &handoffs.aborted {
+        println!("The handoff rounds stopped early: {why}");
+    }
+
+    assert!(
+        latency.errors == 0 && latency.out_of_order == 0,
+        "unloaded latency: every call answered, in order"
+    );
+    assert!(
+        pipelined.counted_once && concurrent.counted_once,
+        "throughput: every call answered and counted once"
+    );
+    assert!(
+        log.errors.is_empty() && log.breaks.is_empty(),
+        "handoffs: every call answered and counted once, in order"
+    );
+    assert!(
+        handoffs.aborted.is_none() && gap_count >= settings.handoffs,
+        "handoffs: {} measured of {}",
+        gap_count,
+        settings.handoffs
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; other arguments are ignored.
+    let quick = std::env::args().any(|arg| arg == "--quick");
+    let settings = if quick {
+        Settings::QUICK
+    } else {
+        Settings::FULL
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(run(settings));
+}
