@@ -226,19 +226,29 @@ fn a_rejoining_node_that_wins_the_singleton_back_gets_the_state_handed_over() {
         sim.crash(first);
         sim.run_for(Duration::from_secs(3)).expect("runs");
         let second = owner(&sim, "count");
-        let caller = (0..3).find(|&i| i != first && i != second).expect("a third node");
+        let caller = (0..3)
+            .find(|&i| i != first && i != second)
+            .expect("a third node");
         // The runner-up started afresh after the crash; it counts to 50.
         let before = add_ones(&mut sim, caller, 50);
         // The old owner comes back as a new incarnation, wins the rendezvous again (same
         // name), and the runner-up must hand the count over to it: a rebalance on join.
         sim.restart(first);
         sim.run_for(Duration::from_secs(3)).expect("runs");
-        assert_eq!(owner(&sim, "count"), first, "seed {seed}: the rejoined node wins it back");
+        assert_eq!(
+            owner(&sim, "count"),
+            first,
+            "seed {seed}: the rejoined node wins it back"
+        );
         let after = sim.call(caller, "count", &Op::Get, CALL);
         sim.run_for(Duration::from_secs(1)).expect("runs");
         let answers = answers(&sim.history());
         let counted = answers.get(before.last().expect("calls")).cloned();
         assert_eq!(counted, Some(Ok(50)), "seed {seed}");
-        assert_eq!(answers.get(&after), Some(&Ok(50)), "seed {seed}: the state moved with it");
+        assert_eq!(
+            answers.get(&after),
+            Some(&Ok(50)),
+            "seed {seed}: the state moved with it"
+        );
     }
 }
