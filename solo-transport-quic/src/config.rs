@@ -27,8 +27,10 @@ pub struct QuicConfig {
     /// A connection on which nothing arrived for this long (not a frame, not a `PING`, not
     /// an acknowledgement) is closed silently: the peer is dead, frozen or cut off. QUIC uses
     /// the smaller of the two ends' values. It is the bound within which a peer whose process
-    /// was killed is noticed: the peer's kernel sends nothing when a UDP socket closes (see
-    /// the crate docs). Must exceed [`keep_alive_interval`](QuicConfig::keep_alive_interval).
+    /// was killed is noticed when neither [`tripwire`](QuicConfig::tripwire) nor
+    /// [`close_on_unreachable`](QuicConfig::close_on_unreachable) does: the peer's kernel
+    /// sends nothing when a UDP socket closes (see the crate docs). Must exceed
+    /// [`keep_alive_interval`](QuicConfig::keep_alive_interval).
     /// Default 5 s.
     pub idle_timeout: Duration,
     /// Close a connection at once when its peer's host answers one of our packets with an
@@ -65,7 +67,47 @@ pub struct QuicConfig {
     /// * Hosts and firewalls that drop ICMP, or do not send it, leave only the idle timeout
     ///   and the core's failure detector, as with this off. A peer whose whole host died
     ///   sends no ICMP either (but a router may send "host unreachable", which is ignored).
+    ///
+    /// With [`tripwire`](QuicConfig::tripwire) on and working, a killed peer is noticed
+    /// before anything is sent to it: this is the fallback for connections without one.
     pub close_on_unreachable: bool,
+    /// Give each connection a *tripwire*: an idle TCP connection between the same two
+    /// processes, which closes the QUIC connection as soon as it closes. When a process dies
+    /// (SIGKILL, a crash, the OOM killer), its kernel closes its TCP sockets with a FIN or an
+    /// RST, but its UDP socket silently; so the tripwire makes a killed peer's connections
+    /// close within a round trip of its death, and the transport report
+    /// [`Link::Down`](solo_core::Link::Down), as fast as over TCP, with nothing sent to it.
+    /// All platforms. Default `true`.
+    ///
+    /// How: [`bind`](solo_transport_tcp::Network::bind) also listens on TCP at the same IP
+    /// address and port number as the QUIC endpoint. The dialer of each connection opens a
+    /// TCP connection to the address it dialed and presents a token exported from the QUIC
+    /// connection's TLS session, which only the two ends of that connection know; the
+    /// acceptor matches it with the connection and answers with a proof of its own. Nothing
+    /// more is sent, except one byte when an end is done with the connection in the ordinary
+    /// way (closed, dropped by the transport), which tells the other end to stand down. An
+    /// armed tripwire that reads end-of-file or an error closes its own QUIC connection, and
+    /// no other. A stranger cannot attach a tripwire to a connection nor trip one; someone
+    /// who can watch and forge the TCP traffic between two nodes can (as over TCP, by a
+    /// forged RST, or by dropping packets): the cost is churn, a `Link::Down` and a new
+    /// dial, as for any false suspicion.
+    ///
+    /// What it costs: a TCP listener on the QUIC port number (the bind does not fail if
+    /// that port is taken on TCP: it warns, and accepted connections run without tripwires;
+    /// when asked for any port it picks one free on both), one idle TCP connection (a file
+    /// descriptor on each side) per QUIC connection, and one more round trip of background
+    /// set-up per connection (a dial does not wait for it).
+    ///
+    /// Firewalls: allow TCP on the QUIC port too. Where TCP is blocked, or the peer has
+    /// tripwires off, connections run without one (they are never closed for that), and a
+    /// killed peer is noticed as without this option: by ICMP on Linux
+    /// ([`close_on_unreachable`](QuicConfig::close_on_unreachable)) within one round trip of
+    /// the next packet sent to it (the core probes every 200 ms), else by the idle timeout or
+    /// the core's failure detector. A middlebox that silently forgets idle TCP connections
+    /// disarms their tripwires the same way; one that resets idle TCP connections trips
+    /// them, which costs churn. A peer whose whole host died closes nothing: neither TCP nor
+    /// this option can tell it from a cut cable.
+    pub tripwire: bool,
 }
 
 impl Default for QuicConfig {
@@ -74,6 +116,7 @@ impl Default for QuicConfig {
             keep_alive_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
             close_on_unreachable: true,
+            tripwire: true,
         }
     }
 }
@@ -126,6 +169,7 @@ mod tests {
         assert_eq!(quic.idle_timeout, tcp.idle_timeout);
         assert_eq!(quic.validate(), Ok(()));
         assert!(quic.close_on_unreachable);
+        assert!(quic.tripwire);
     }
 
     #[test]

@@ -74,32 +74,49 @@
 //!   defaults) back this up. Either way the peer is `Link::Down` within the idle timeout.
 //! * **A peer process that was killed** (SIGKILL, a crash, the OOM killer): when a process
 //!   dies its kernel closes its TCP sockets with a FIN or RST, which the TCP transport
-//!   reports at once, but closes a UDP socket silently. What it does do is answer every later
-//!   packet sent to that port with an ICMP "port unreachable". On Linux, with
-//!   [`QuicConfig::close_on_unreachable`] (the default), the endpoint's socket asks the
-//!   kernel for those errors (`IP_RECVERR` and `IPV6_RECVERR`, read from the socket's error
-//!   queue), and each one closes every connection to the address it names, dialed or
-//!   accepted: the transport reports `Link::Down` within one round trip of the next packet
-//!   sent to the dead peer. Something is sent soon: the core probes each monitored peer every
-//!   [`probe_interval`](solo_core::Config::probe_interval) (200 ms); on any connection the
-//!   transport sends a keep-alive frame after 1 s without writes and QUIC a `PING` after
-//!   1 s without sending. So a killed peer is `Down` at its monitors within about 200 ms
-//!   plus a round trip, and at every other connected node within about 1 s, against a few
-//!   milliseconds over TCP. (On loopback, with a transport keep-alive of 100 ms and nothing
-//!   else sent, `Link::Down` came 0.3 to 60 ms after the SIGKILL.) A dial to an address where
-//!   nothing listens fails at once too, as a refused TCP connection does, instead of after
-//!   the handshake's timeout, and the transport's backoff spaces the next dials out.
+//!   reports at once, but closes a UDP socket silently. Two things make up for it:
 //!
-//!   The same errors are not reported on other platforms, with the option off, or when a
-//!   firewall drops ICMP; nor when the peer's whole host died. Then the killed peer is found
-//!   by the idle timeout (with the defaults, `Link::Down` comes 5 s after the kill), or
-//!   earlier by the core's failure detector (about 1.3 s), whichever comes first: lower both
-//!   idle timeouts and keep-alive intervals (QUIC's and the transport's) for faster failover,
-//!   at the cost of more keep-alive traffic and of closing connections over shorter stalls.
-//!   ICMP is not authenticated: see [`QuicConfig::close_on_unreachable`] for what a forged
-//!   error can do (churn, never more than a false suspicion). Either way, a restarted node
-//!   is a new incarnation that dials again, and the transport replaces the old connection at
-//!   once.
+//!   * **The tripwire** ([`QuicConfig::tripwire`], the default, all platforms): each QUIC
+//!     connection has a companion TCP connection between the same two processes, opened by
+//!     the dialer to the same address (the network listens on TCP at its QUIC port number
+//!     too) and bound to its QUIC connection by a token exported from that connection's TLS
+//!     session, so that no one else can attach or trip it. Nothing flows on it; when the
+//!     peer's process dies, its kernel closes it, and the survivor closes the QUIC
+//!     connection at once: the transport reports `Link::Down` within a round trip of the
+//!     death, as over TCP, with nothing sent to the dead peer. (On loopback, about a
+//!     millisecond after the SIGKILL.) An end that is done with a connection in the ordinary
+//!     way (shutdown, a tie-break, a dropped stream) tells the other end to stand down
+//!     rather than trip, and a tripwire only ever closes its own QUIC connection. The cost
+//!     is one idle TCP connection per QUIC connection and a TCP listener on the QUIC port
+//!     number; firewalls must let TCP through on that port too.
+//!   * **ICMP** ([`QuicConfig::close_on_unreachable`], the default, Linux only), for
+//!     connections without a tripwire (TCP blocked, the peer has them off): the killed
+//!     peer's kernel answers every later packet sent to its port with an ICMP "port
+//!     unreachable". The endpoint's socket asks the kernel for those errors (`IP_RECVERR`
+//!     and `IPV6_RECVERR`, read from the socket's error queue), and each one closes every
+//!     connection to the address it names, dialed or accepted: the transport reports
+//!     `Link::Down` within one round trip of the next packet sent to the dead peer.
+//!     Something is sent soon: the core probes each monitored peer every
+//!     [`probe_interval`](solo_core::Config::probe_interval) (200 ms); on any connection the
+//!     transport sends a keep-alive frame after 1 s without writes and QUIC a `PING` after
+//!     1 s without sending. So a killed peer is `Down` at its monitors within about 200 ms
+//!     plus a round trip, and at every other connected node within about 1 s. (On loopback,
+//!     with a transport keep-alive of 100 ms and nothing else sent, `Link::Down` came 0.3 to
+//!     60 ms after the SIGKILL.) A dial to an address where nothing listens fails at once
+//!     too, as a refused TCP connection does, instead of after the handshake's timeout, and
+//!     the transport's backoff spaces the next dials out. ICMP is not authenticated: see
+//!     [`QuicConfig::close_on_unreachable`] for what a forged error can do (churn, never
+//!     more than a false suspicion).
+//!
+//!   Neither works with both options off, nor when a firewall drops both TCP and ICMP (the
+//!   latter is not reported on other platforms either); nor when the peer's whole host
+//!   died, which closes nothing (a router may send "host unreachable", which is ignored).
+//!   Then the killed peer is found by the idle timeout (with the defaults, `Link::Down`
+//!   comes 5 s after the kill), or earlier by the core's failure detector (about 1.3 s),
+//!   whichever comes first: lower both idle timeouts and keep-alive intervals (QUIC's and
+//!   the transport's) for faster failover, at the cost of more keep-alive traffic and of
+//!   closing connections over shorter stalls. Either way, a restarted node is a new
+//!   incarnation that dials again, and the transport replaces the old connection at once.
 //!
 //! # Simulation
 //!
@@ -111,11 +128,13 @@ mod config;
 mod network;
 #[cfg(target_os = "linux")]
 mod socket;
+mod stats;
 mod stream;
+mod tripwire;
 mod unreachable;
 
 pub use config::{QuicConfig, QuicConfigError};
 pub use network::{QuicError, QuicNetwork};
 pub use solo_core::wire::{MAX_FRAME_LEN, PROTOCOL_VERSION};
+pub use stats::{QuicStats, QuicStatsHandle};
 pub use stream::QuicStream;
-pub use unreachable::{QuicStats, QuicStatsHandle};

@@ -16,15 +16,22 @@ use quinn::{
 };
 use solo_transport_tcp::Network;
 use solo_transport_tcp::tls::{SERVER_NAME, TlsConfig};
+use tokio::net::TcpListener;
 
 use crate::config::{QuicConfig, QuicConfigError};
+use crate::stats::{QuicStats, QuicStatsHandle};
 use crate::stream::{QuicStream, connection_error};
-use crate::unreachable::{QuicStats, QuicStatsHandle, Registry, Watched};
+use crate::tripwire::{Listening, Tripwires};
+use crate::unreachable::{Registry, Watched};
 
 /// How many unreachable addresses may wait for the network to close their connections; more
 /// are dropped (the next packet to such an address draws another error).
 #[cfg(target_os = "linux")]
 const UNREACHABLE_QUEUE: usize = 1024;
+
+/// How many UDP ports [`bind`](Network::bind) tries, when asked for any port, to find one whose
+/// number is free on TCP too, for the tripwire listener.
+const TRIPWIRE_PORT_ATTEMPTS: usize = 8;
 
 /// Bidirectional streams a peer may have open at once on one connection: the transport uses
 /// exactly one per connection.
@@ -57,9 +64,12 @@ pub enum QuicError {
 /// created in order to dial from it, so a second `bind` fails, and a
 /// [`connect`](Network::connect) before `bind` fails with [`io::ErrorKind::NotConnected`].
 ///
-/// On Linux, with [`QuicConfig::close_on_unreachable`] (the default), the endpoint's socket
-/// also hears ICMP "port unreachable" errors, and each one closes the connections to the
-/// address it names and fails the dials to it at once: see the crate docs.
+/// With [`QuicConfig::tripwire`] (the default), [`bind`](Network::bind) also listens on TCP at
+/// the same IP address and port number, and each connection gets a companion TCP connection
+/// that closes it as soon as the peer's process is gone. On Linux, with
+/// [`QuicConfig::close_on_unreachable`] (the default), the endpoint's socket also hears ICMP
+/// "port unreachable" errors, and each one closes the connections to the address it names
+/// and fails the dials to it at once. See the crate docs.
 pub struct QuicNetwork {
     server: ServerConfig,
     client: ClientConfig,
@@ -68,6 +78,10 @@ pub struct QuicNetwork {
     endpoint: OnceLock<Endpoint>,
     /// The connections and dials an ICMP error may end: `None` when that is off.
     unreachable: Option<Arc<Registry>>,
+    /// The connections' tripwires: `None` when they are off.
+    tripwires: Option<Arc<Tripwires>>,
+    /// The tripwire listener, once bound: without it, accepted connections get none.
+    tripwire_listener: OnceLock<Listening>,
     stats: QuicStatsHandle,
 }
 
@@ -77,6 +91,11 @@ impl fmt::Debug for QuicNetwork {
         f.debug_struct("QuicNetwork")
             .field("local_addr", &local_addr)
             .field("close_on_unreachable", &self.unreachable.is_some())
+            .field("tripwire", &self.tripwires.is_some())
+            .field(
+                "tripwire_listener",
+                &self.tripwire_listener.get().map(Listening::addr),
+            )
             .field("stats", &self.stats.stats())
             .finish_non_exhaustive()
     }
@@ -116,24 +135,26 @@ impl QuicNetwork {
         server.transport_config(Arc::clone(&transport));
         let mut client = ClientConfig::new(Arc::new(client_crypto));
         client.transport_config(transport);
+        let stats = QuicStatsHandle::default();
         let unreachable = (cfg!(target_os = "linux") && config.close_on_unreachable)
-            .then(|| Arc::new(Registry::default()));
-        let stats = unreachable
-            .as_ref()
-            .map(|registry| registry.stats_handle())
-            .unwrap_or_default();
+            .then(|| Arc::new(Registry::new(stats.clone())));
+        let tripwires = config
+            .tripwire
+            .then(|| Arc::new(Tripwires::new(stats.clone())));
         Ok(Self {
             server,
             client,
             linger: config.idle_timeout,
             endpoint: OnceLock::new(),
             unreachable,
+            tripwires,
+            tripwire_listener: OnceLock::new(),
             stats,
         })
     }
 
-    /// The counters of the unreachable fast path so far (see
-    /// [`QuicConfig::close_on_unreachable`]).
+    /// The counters of the fast paths to a killed peer so far (see
+    /// [`QuicConfig::close_on_unreachable`] and [`QuicConfig::tripwire`]).
     pub fn stats(&self) -> QuicStats {
         self.stats.stats()
     }
@@ -169,6 +190,44 @@ impl QuicNetwork {
         Endpoint::server(self.server.clone(), addr)
     }
 
+    /// A new endpoint on `addr` and, with tripwires on, a TCP listener for them on the same
+    /// IP address and port number. When `addr` asks for any port, tries a few until one is
+    /// free on TCP too; without a listener the endpoint runs without tripwires on accepted
+    /// connections (and says so).
+    async fn bind_endpoint(&self, addr: SocketAddr) -> io::Result<(Endpoint, Option<TcpListener>)> {
+        let attempts = if addr.port() == 0 {
+            TRIPWIRE_PORT_ATTEMPTS
+        } else {
+            1
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let endpoint = self.new_endpoint(addr)?;
+            if self.tripwires.is_none() {
+                return Ok((endpoint, None));
+            }
+            let local = endpoint.local_addr()?;
+            match TcpListener::bind(local).await {
+                Ok(listener) => return Ok((endpoint, Some(listener))),
+                // Dropping the endpoint frees its port: the next one is another.
+                Err(error) if attempt < attempts => {
+                    tracing::debug!(%local, %error, "TCP port taken: another UDP port");
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        %local,
+                        %error,
+                        "cannot listen on TCP at the QUIC endpoint's address: connections \
+                         accepted here run without tripwires, and a killed peer that dialed \
+                         them is noticed later"
+                    );
+                    return Ok((endpoint, None));
+                }
+            }
+        }
+    }
+
     fn endpoint(&self) -> io::Result<&Endpoint> {
         self.endpoint.get().ok_or_else(|| {
             io::Error::new(
@@ -200,11 +259,21 @@ impl Network for QuicNetwork {
         if self.endpoint.get().is_some() {
             return Err(already_bound());
         }
-        let mut endpoint = self.new_endpoint(addr)?;
+        let (mut endpoint, listener) = self.bind_endpoint(addr).await?;
         endpoint.set_default_client_config(self.client.clone());
         self.endpoint
             .set(endpoint.clone())
             .map_err(|_| already_bound())?;
+        if let (Some(tripwires), Some(listener)) = (&self.tripwires, listener) {
+            match tripwires.listen(listener) {
+                Ok(listening) => {
+                    let _ = self.tripwire_listener.set(listening);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for tripwires: running without");
+                }
+            }
+        }
         Ok(endpoint)
     }
 
@@ -220,8 +289,13 @@ impl Network for QuicNetwork {
         // The handshake runs on the stream's first read, in the transport's per-connection
         // task and under its handshake timeout: a slow or hostile dialer holds up nobody.
         let registry = self.unreachable.clone();
+        let tripwires = self
+            .tripwire_listener
+            .get()
+            .and(self.tripwires.as_ref())
+            .map(Arc::clone);
         Ok((
-            QuicStream::accepting(incoming, self.linger, registry),
+            QuicStream::accepting(incoming, self.linger, registry, tripwires),
             remote,
         ))
     }
@@ -247,7 +321,18 @@ impl Network for QuicNetwork {
             .map(|registry| registry.watch_connection(&connection));
         // The peer hears of the stream with its first bytes: the initiator speaks first.
         let (send, recv) = connection.open_bi().await.map_err(connection_error)?;
-        Ok(QuicStream::open(connection, send, recv, self.linger, watch))
+        let tripwire = self
+            .tripwires
+            .as_ref()
+            .and_then(|tripwires| tripwires.dial(addr, &connection));
+        Ok(QuicStream::open(
+            connection,
+            send,
+            recv,
+            self.linger,
+            watch,
+            tripwire,
+        ))
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use quinn::{Connection, ConnectionError, ReadError, RecvStream, SendStream, VarInt, WriteError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::tripwire::{Attachment, Tripwires};
 use crate::unreachable::{Registry, Watched};
 
 /// The application error code of every CONNECTION_CLOSE this crate sends when it drops a
@@ -67,6 +68,9 @@ struct Open {
     /// [`QuicConfig::close_on_unreachable`](crate::QuicConfig::close_on_unreachable)); holds
     /// a handle to the connection, dropped with the stream.
     _watch: Option<Arc<Watched>>,
+    /// The connection's tripwire (see [`QuicConfig::tripwire`](crate::QuicConfig::tripwire)),
+    /// stood down when the stream is dropped.
+    _tripwire: Option<Attachment>,
 }
 
 impl QuicStream {
@@ -77,6 +81,7 @@ impl QuicStream {
         recv: RecvStream,
         linger: Duration,
         watch: Option<Arc<Watched>>,
+        tripwire: Option<Attachment>,
     ) -> Self {
         Self {
             state: State::Open(Open {
@@ -84,27 +89,33 @@ impl QuicStream {
                 send,
                 recv,
                 _watch: watch,
+                _tripwire: tripwire,
             }),
             linger,
         }
     }
 
     /// An inbound connection whose handshake and stream are still to come; once established
-    /// it is watched by `registry`, if any.
+    /// it is watched by `registry`, if any, and waits for its tripwire from `tripwires`, if
+    /// any.
     pub(crate) fn accepting(
         incoming: quinn::Incoming,
         linger: Duration,
         registry: Option<Arc<Registry>>,
+        tripwires: Option<Arc<Tripwires>>,
     ) -> Self {
         let accepting = async move {
             let connection = incoming.await?;
             let watch = registry.map(|r| r.watch_connection(&connection));
+            // Before the stream: the dialer opens the tripwire as soon as it has opened it.
+            let tripwire = tripwires.and_then(|t| t.register(&connection));
             let (send, recv) = connection.accept_bi().await?;
             Ok(Open {
                 connection,
                 send,
                 recv,
                 _watch: watch,
+                _tripwire: tripwire,
             })
         };
         Self {
@@ -212,9 +223,13 @@ impl Drop for QuicStream {
             mut send,
             recv,
             _watch: watch,
+            _tripwire: tripwire,
         } = open;
         // The watch's handle to the connection goes now: the one below closes it.
         drop(watch);
+        // The tripwire stands down, and tells the peer's end: this is no death, and the
+        // peer reads what is in flight before the connection closes.
+        drop(tripwire);
         // Nothing more will be read: the peer's further writes fail (STOP_SENDING).
         drop(recv);
         // The peer reads what is in flight, then end-of-file.

@@ -4,59 +4,18 @@
 //! side is Linux-only.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use quinn::{Connection, VarInt};
 use tokio::sync::Notify;
 
+use crate::stats::QuicStatsHandle;
+
 /// The application error code of a connection closed because its peer is unreachable.
 const UNREACHABLE_CODE: VarInt = VarInt::from_u32(1);
 /// Its reason phrase.
 const UNREACHABLE_REASON: &[u8] = b"peer unreachable (ICMP)";
-
-/// The counters of a [`QuicNetwork`](crate::QuicNetwork)'s unreachable fast path (see
-/// [`QuicConfig::close_on_unreachable`](crate::QuicConfig::close_on_unreachable)). All stay
-/// zero when it is off, and on platforms other than Linux.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct QuicStats {
-    /// ICMP "port unreachable" errors received for packets this node sent.
-    pub unreachable_errors: u64,
-    /// Established connections closed because such an error named their peer's address.
-    pub closed_unreachable: u64,
-    /// Dials given up because such an error named the address being dialed.
-    pub dials_refused: u64,
-}
-
-/// Reads a [`QuicNetwork`](crate::QuicNetwork)'s [`QuicStats`], also after the network was
-/// handed to a transport. Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub struct QuicStatsHandle(Arc<Counters>);
-
-impl QuicStatsHandle {
-    /// The counters now.
-    pub fn stats(&self) -> QuicStats {
-        self.0.snapshot()
-    }
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    unreachable_errors: AtomicU64,
-    closed_unreachable: AtomicU64,
-    dials_refused: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> QuicStats {
-        QuicStats {
-            unreachable_errors: self.unreachable_errors.load(Ordering::Relaxed),
-            closed_unreachable: self.closed_unreachable.load(Ordering::Relaxed),
-            dials_refused: self.dials_refused.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// A connection or a dial that an unreachable error may end. Whoever owns it holds the
 /// [`Arc`]; the registry only a [`Weak`], so it keeps nothing alive.
@@ -65,8 +24,13 @@ pub(crate) enum Watched {
     /// An established connection, matched by its current remote address. The clone is
     /// dropped with the [`QuicStream`](crate::QuicStream) that holds the watch.
     Connection(Connection),
-    /// A dial in progress to `addr`: told through `refused`.
-    Dial { addr: SocketAddr, refused: Notify },
+    /// A dial in progress to `addr`: told through `refused` (and counted once, however many
+    /// errors come before the dial gives up: `counted`).
+    Dial {
+        addr: SocketAddr,
+        refused: Notify,
+        counted: AtomicBool,
+    },
 }
 
 impl Watched {
@@ -80,15 +44,19 @@ impl Watched {
 }
 
 /// The connections and dials of one network, by the address they talk to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Registry {
     watched: Mutex<Vec<Weak<Watched>>>,
     counters: QuicStatsHandle,
 }
 
 impl Registry {
-    pub(crate) fn stats_handle(&self) -> QuicStatsHandle {
-        self.counters.clone()
+    /// An empty registry that counts in `counters`.
+    pub(crate) fn new(counters: QuicStatsHandle) -> Self {
+        Self {
+            watched: Mutex::default(),
+            counters,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Weak<Watched>>> {
@@ -114,6 +82,7 @@ impl Registry {
         self.watch(Watched::Dial {
             addr,
             refused: Notify::new(),
+            counted: AtomicBool::new(false),
         })
     }
 
@@ -121,8 +90,8 @@ impl Registry {
     /// dial to it.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn peer_unreachable(&self, addr: SocketAddr) {
-        let counters = &self.counters.0;
-        counters.unreachable_errors.fetch_add(1, Ordering::Relaxed);
+        let counters = self.counters.counters();
+        counters.unreachable_errors.inc();
         let key = canonical(addr);
         let matching: Vec<Arc<Watched>> = self
             .lock()
@@ -147,13 +116,18 @@ impl Registry {
                         %addr,
                         "peer unreachable (ICMP port unreachable): closing its connection"
                     );
+                    // Counted first: the close is seen (and the stats read) at once.
+                    counters.closed_unreachable.inc();
                     connection.close(UNREACHABLE_CODE, UNREACHABLE_REASON);
-                    counters.closed_unreachable.fetch_add(1, Ordering::Relaxed);
                 }
-                Watched::Dial { refused, .. } => {
+                Watched::Dial {
+                    refused, counted, ..
+                } => {
                     tracing::debug!(%addr, "dial refused (ICMP port unreachable)");
+                    if !counted.swap(true, Ordering::Relaxed) {
+                        counters.dials_refused.inc();
+                    }
                     refused.notify_one();
-                    counters.dials_refused.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -186,7 +160,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_address_ends_its_dials_only_and_the_list_is_pruned() {
-        let registry = Registry::default();
+        let stats = QuicStatsHandle::default();
+        let registry = Registry::new(stats.clone());
         let here = SocketAddr::from((Ipv4Addr::LOCALHOST, 7000));
         let there = SocketAddr::from((Ipv4Addr::LOCALHOST, 7001));
         let dial = registry.watch_dial(here);
@@ -195,18 +170,20 @@ mod tests {
             Ipv4Addr::LOCALHOST.to_ipv6_mapped(),
             7000,
         )));
+        // A second error before the dial gives up: one dial refused, counted once.
+        registry.peer_unreachable(here);
         // The permit is stored: a waiter that comes later still hears of it.
         tokio::time::timeout(std::time::Duration::from_secs(10), dial.refused())
             .await
             .expect("the dial is refused");
-        let stats = registry.stats_handle().stats();
+        let stats = stats.stats();
         assert_eq!(
             (
                 stats.unreachable_errors,
                 stats.dials_refused,
                 stats.closed_unreachable
             ),
-            (1, 1, 0)
+            (2, 1, 0)
         );
         drop((dial, other));
         let _third = registry.watch_dial(there);

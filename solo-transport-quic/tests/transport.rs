@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use solo_core::wire::{Message, decode_frame};
 use solo_core::{Incarnation, Link, NodeId, NodeName, Transmit};
-use solo_transport_quic::{QuicConfig, QuicNetwork, QuicStream};
+use solo_transport_quic::{QuicConfig, QuicNetwork, QuicStatsHandle, QuicStream};
 use solo_transport_tcp::tls::{
     ALPN, CertificateAuthority, NodeCertificate, SERVER_NAME, TlsConfig, crypto_provider,
 };
 use solo_transport_tcp::{Config, Direction, Network, Transport, TransportEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -546,14 +547,11 @@ async fn simultaneous_dials_end_with_exactly_one_connection_and_frames_still_flo
             barrier: Arc::clone(&barrier),
             waited: AtomicBool::new(false),
         };
-        // Alternate which side has the lower id.
-        let (x, y) = if round % 2 == 0 {
-            ("a", "b")
-        } else {
-            ("d", "c")
-        };
-        let (a, mut a_events) = start_with(network(x), x, config()).await;
-        let (b, mut b_events) = start_with(network(y), y, config()).await;
+        let (x_net, y_net) = (network(x_name(round)), network(y_name(round)));
+        let (a_stats, b_stats) = (x_net.inner.stats_handle(), y_net.inner.stats_handle());
+        let (x, y) = (x_name(round), y_name(round));
+        let (a, mut a_events) = start_with(x_net, x, config()).await;
+        let (b, mut b_events) = start_with(y_net, y, config()).await;
         a.send(transmit(
             Some(b.node().clone()),
             Some(b.advertised_addr()),
@@ -606,5 +604,228 @@ async fn simultaneous_dials_end_with_exactly_one_connection_and_frames_still_flo
             assert_quiet(events);
         }
         assert_eq!(a.stats().links_down + b.stats().links_down, 0);
+        // Each connection had a tripwire: the dropped one's stood down without tripping
+        // anything, and the kept one's is armed at both ends.
+        eventually(
+            "the kept connection's tripwire is armed at both ends",
+            || a_stats.stats().tripwires_active == 1 && b_stats.stats().tripwires_active == 1,
+        )
+        .await;
+        let (qa, qb) = (a_stats.stats(), b_stats.stats());
+        assert_eq!(
+            (qa.closed_by_tripwire, qb.closed_by_tripwire),
+            (0, 0),
+            "{qa:?} {qb:?}"
+        );
+        assert_eq!(a.stats().links_down + b.stats().links_down, 0);
+        assert_quiet(&mut a_events);
+        assert_quiet(&mut b_events);
     }
+}
+
+/// Alternates which side of the simultaneous dials has the lower id.
+fn x_name(round: usize) -> &'static str {
+    if round % 2 == 0 { "a" } else { "d" }
+}
+
+fn y_name(round: usize) -> &'static str {
+    if round % 2 == 0 { "b" } else { "c" }
+}
+
+// ----- tripwires --------------------------------------------------------------------------
+
+async fn start_watched(
+    ca: &CertificateAuthority,
+    name: &str,
+    quic: QuicConfig,
+) -> (Transport<QuicNetwork>, Events, QuicStatsHandle) {
+    let network = QuicNetwork::new(&tls(ca, name), quic).expect("a QUIC network");
+    let stats = network.stats_handle();
+    let (transport, events) = start_with(network, name, config()).await;
+    (transport, events, stats)
+}
+
+/// `a` dials `b`; returns once both are up.
+async fn connect(
+    a: &Transport<QuicNetwork>,
+    a_events: &mut Events,
+    b: &Transport<QuicNetwork>,
+    b_events: &mut Events,
+) {
+    a.send(transmit(None, Some(b.advertised_addr()), 0));
+    expect_link(b_events, a.node(), Link::Up).await;
+    assert_eq!(expect_frame(b_events, a.node()).await, message(0));
+    expect_link(a_events, b.node(), Link::Up).await;
+}
+
+/// 32 bytes nobody can have exported from a QUIC connection.
+fn forged_token(seed: u64) -> [u8; 32] {
+    use std::hash::BuildHasher;
+    let state = std::collections::hash_map::RandomState::new();
+    let mut token = [0; 32];
+    for (i, chunk) in (0u64..).zip(token.chunks_mut(8)) {
+        chunk.copy_from_slice(&state.hash_one((seed, i)).to_le_bytes());
+    }
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tripwires_close_nothing() {
+    let ca = ca();
+    let (a, mut a_events, a_stats) = start_watched(&ca, "a", QuicConfig::default()).await;
+    let (b, mut b_events, b_stats) = start_watched(&ca, "b", QuicConfig::default()).await;
+    connect(&a, &mut a_events, &b, &mut b_events).await;
+    eventually("the connection's tripwire is armed at both ends", || {
+        a_stats.stats().tripwires_active == 1 && b_stats.stats().tripwires_active == 1
+    })
+    .await;
+
+    // Strangers at both nodes' tripwire listeners: the QUIC port numbers, on TCP.
+    for target in [a.local_addr(), b.local_addr()] {
+        let stranger = || async {
+            TcpStream::connect(target)
+                .await
+                .expect("the tripwire listener accepts anyone")
+        };
+        // Closes at once; closes after part of a token.
+        drop(stranger().await);
+        let mut short = stranger().await;
+        short.write_all(&[7; 31]).await.expect("writes");
+        drop(short);
+        // Forged tokens: one closed at once, one closed after a while, one held open until
+        // the listener gives up on it.
+        let mut forged = Vec::new();
+        for seed in 0..3 {
+            let mut tripwire = stranger().await;
+            tripwire
+                .write_all(&forged_token(seed))
+                .await
+                .expect("writes");
+            forged.push(tripwire);
+        }
+        let held = forged.pop().expect("three");
+        drop(forged.remove(0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(forged);
+        // Never answered (a real one gets the proof): closed once its time is up.
+        let mut held = held;
+        let mut answer = Vec::new();
+        let _ = timeout(WAIT, held.read_to_end(&mut answer))
+            .await
+            .expect("the listener gives up on it in time");
+        assert!(answer.is_empty(), "{answer:?}");
+    }
+
+    // The connection is untouched: frames flow both ways, and nothing tripped.
+    for seq in 1..=20 {
+        a.send(transmit(Some(b.node().clone()), None, seq));
+        b.send(transmit(Some(a.node().clone()), None, seq));
+    }
+    for seq in 1..=20 {
+        assert_eq!(expect_frame(&mut b_events, a.node()).await, message(seq));
+        assert_eq!(expect_frame(&mut a_events, b.node()).await, message(seq));
+    }
+    assert_quiet(&mut a_events);
+    assert_quiet(&mut b_events);
+    let (qa, qb) = (a_stats.stats(), b_stats.stats());
+    eprintln!("after the forgeries: {qa:?} {qb:?}");
+    assert_eq!(
+        (qa.closed_by_tripwire, qb.closed_by_tripwire),
+        (0, 0),
+        "{qa:?} {qb:?}"
+    );
+    assert_eq!(
+        (qa.tripwires_active, qb.tripwires_active),
+        (1, 1),
+        "{qa:?} {qb:?}"
+    );
+    assert_eq!((qa.tripwires_attached, qb.tripwires_attached), (1, 1));
+    assert_eq!(a.stats().links_down + b.stats().links_down, 0);
+    assert_eq!((a.connections().len(), b.connections().len()), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orderly_close_stands_tripwires_down_without_tripping_them() {
+    let ca = ca();
+    let (a, mut a_events, a_stats) = start_watched(&ca, "a", QuicConfig::default()).await;
+    let (b, mut b_events, b_stats) = start_watched(&ca, "b", QuicConfig::default()).await;
+    let (c, mut c_events, c_stats) = start_watched(&ca, "c", QuicConfig::default()).await;
+    // `a` dials `b`, and `c` dials `a`: `a` holds a tripwire in either role.
+    connect(&a, &mut a_events, &b, &mut b_events).await;
+    connect(&c, &mut c_events, &a, &mut a_events).await;
+    eventually("every tripwire is armed", || {
+        a_stats.stats().tripwires_active == 2
+            && b_stats.stats().tripwires_active == 1
+            && c_stats.stats().tripwires_active == 1
+    })
+    .await;
+
+    // The transport closes a connection (the core declared the peer down): the other end
+    // reads end-of-file, and the tripwire stands down at both ends.
+    a.disconnect(b.node());
+    expect_link(&mut b_events, a.node(), Link::Down).await;
+    // A dropped transport: its peers read end-of-file, and their tripwires stand down.
+    let c_id = c.node().clone();
+    drop(c);
+    expect_link(&mut a_events, &c_id, Link::Down).await;
+    eventually("every tripwire stood down", || {
+        a_stats.stats().tripwires_active == 0
+            && b_stats.stats().tripwires_active == 0
+            && c_stats.stats().tripwires_active == 0
+    })
+    .await;
+    let (qa, qb, qc) = (a_stats.stats(), b_stats.stats(), c_stats.stats());
+    assert_eq!(
+        (
+            qa.closed_by_tripwire,
+            qb.closed_by_tripwire,
+            qc.closed_by_tripwire
+        ),
+        (0, 0, 0),
+        "{qa:?} {qb:?} {qc:?}"
+    );
+
+    // The connection comes back, with a tripwire of its own.
+    a.send(transmit(
+        Some(b.node().clone()),
+        Some(b.advertised_addr()),
+        1,
+    ));
+    expect_link(&mut b_events, a.node(), Link::Up).await;
+    assert_eq!(expect_frame(&mut b_events, a.node()).await, message(1));
+    eventually("the new connection's tripwire is armed", || {
+        a_stats.stats().tripwires_active == 1 && b_stats.stats().tripwires_active == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_tripwires_is_connected_without_one() {
+    let ca = ca();
+    let mut off = QuicConfig::default();
+    off.tripwire = false;
+    let (a, mut a_events, a_stats) = start_watched(&ca, "a", QuicConfig::default()).await;
+    let (b, mut b_events, b_stats) = start_watched(&ca, "b", off.clone()).await;
+    let (c, mut c_events, c_stats) = start_watched(&ca, "c", off).await;
+    // `a` dials one without (no TCP listener there); one without dials `a` (no tripwire
+    // comes: `a`'s registration waits in vain).
+    connect(&a, &mut a_events, &b, &mut b_events).await;
+    connect(&c, &mut c_events, &a, &mut a_events).await;
+    // Past the listener's deadline for a tripwire: nothing may have come of it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for seq in 1..=10 {
+        a.send(transmit(Some(b.node().clone()), None, seq));
+        c.send(transmit(Some(a.node().clone()), None, seq));
+    }
+    for seq in 1..=10 {
+        assert_eq!(expect_frame(&mut b_events, a.node()).await, message(seq));
+        assert_eq!(expect_frame(&mut a_events, c.node()).await, message(seq));
+    }
+    assert_quiet(&mut a_events);
+    assert_quiet(&mut b_events);
+    assert_quiet(&mut c_events);
+    for stats in [&a_stats, &b_stats, &c_stats] {
+        assert_eq!(stats.stats(), Default::default());
+    }
+    assert_eq!(a.connections().len(), 2);
 }

@@ -24,7 +24,11 @@
 //!   count exactly one more than the one before (the state moved, each call counted once).
 //!
 //! Every wait is bounded; a handoff round that cannot complete ends that measurement and is
-//! reported.
+//! reported. The table goes to stdout, progress to stderr; when the count broke, stderr also
+//! gets the counters' journal (which instance started with which state, handed over which
+//! count, received which conflicting state) to explain each break. After the table, the bench
+//! asserts that every call was answered and counted exactly once (so it fails, after printing
+//! everything, when one was not).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
