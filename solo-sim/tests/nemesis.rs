@@ -21,8 +21,11 @@ const CI_SEEDS: u64 = 12;
 /// after the heal and ran the singleton beside n3. Fixed by the transport's keep-alive and
 /// idle timeout. 6509: that idle timeout, reported as `Link::Down`, turned each stalled
 /// connection into a false `Down` verdict, and the membership flapped for seconds after the
-/// heal; a stalled connection is now replaced without a `Down`.
-const REGRESSION_SEEDS: &[u64] = &[6509, 8482];
+/// heal; a stalled connection is now replaced without a `Down`. 4689: one false `Down` echoed
+/// between nodes for seconds: a node that declared a peer down closed its connection, the
+/// peer took the close for a crash and declared it down in turn; a deliberate close now
+/// sends the handover marker.
+const REGRESSION_SEEDS: &[u64] = &[4689, 6509, 8482];
 /// How long the network stays healed before the check: membership converges within a few
 /// seconds (the core's 10 000-seed sweep: at most 3.5 s), then owners settle.
 const HEALED_FOR: Duration = Duration::from_secs(10);

@@ -374,26 +374,32 @@ impl<N: Network> Transport<N> {
     }
 
     /// Closes the established connection to exactly `peer` (that incarnation), if any,
-    /// without reporting `Link::Down`: the caller decided. The next frame for the peer dials
-    /// again.
+    /// without reporting `Link::Down`: the caller decided. The peer is sent the handover
+    /// marker, so it waits (up to its handshake timeout) for a successor rather than report
+    /// this node down. The next frame for the peer dials again.
     ///
     /// The driver calls it when the protocol declares a peer down. Across a cut cable a TCP
     /// connection still looks established until TCP's own timeout, minutes later, and would
     /// swallow everything sent to the peer once the cable is mended: a fresh dial does not.
     pub fn disconnect(&self, peer: &NodeId) {
-        let abort = {
+        let reader = {
             let mut st = self.shared().state();
             let current = st.conns.get(&peer.name).is_some_and(|c| c.peer == *peer);
             match current.then(|| st.remove_conn(&peer.name)).flatten() {
-                Some(old) => st.take_tasks(&old, None),
-                None => Vec::new(),
+                Some(old) => {
+                    // Retired, not killed: its writer flushes, sends the handover marker and
+                    // closes, so the peer waits for a successor instead of reporting this node
+                    // down. Otherwise one false `Down` would echo back and forth: each side's
+                    // disconnect would read as a crash to the other.
+                    old.retired.store(true, Ordering::Release);
+                    st.tasks.remove(&old.reader_task)
+                }
+                None => None,
             }
         };
-        if !abort.is_empty() {
+        if let Some(reader) = reader {
             tracing::debug!(node = %self.node(), %peer, "disconnecting a peer declared down");
-        }
-        for task in abort {
-            task.abort();
+            reader.abort();
         }
     }
 
