@@ -309,15 +309,25 @@ impl<N: Network> Driver<N> {
             instance.stop("leaving".into());
         }
         // Let the leave announcement and the last stops go out before the sockets close.
+        // Messages still arriving (from a node whose view is a moment behind) are passed on
+        // or sent back to their callers meanwhile, never silently dropped.
         let flush = Instant::now() + Duration::from_millis(100);
-        while !state.instances.is_empty() && Instant::now() < flush {
+        while Instant::now() < flush {
             tokio::select! {
                 Some(exited) = self.exits.recv() => self.worker_exited(state, exited),
+                Some(reply) = self.replies.recv() => self.actor_replied(state, reply),
+                Some(TransportEvent::Frame { from, frame }) = self.frames.recv() => {
+                    if let Ok(solo_core::wire::Message::App(message)) =
+                        solo_core::wire::decode_frame(&frame)
+                    {
+                        self.app_message(state, &from, message);
+                    }
+                }
                 () = tokio::time::sleep_until(flush) => {}
             }
+            self.drain(state);
         }
         self.drain_replies(state);
-        tokio::time::sleep_until(flush).await;
         self.transport.shutdown();
     }
 }
