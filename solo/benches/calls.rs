@@ -531,7 +531,12 @@ async fn handoffs(target: usize) -> Handoffs {
             };
             let leaving = candidates.remove(index);
             let before = lock(&progress).handoffs;
-            eprintln!("  {owner} runs the counter and leaves ({before} handoffs so far)");
+            eprintln!(
+                "  {owner} runs the counter and leaves ({before} handoffs so far, {} tasks alive)",
+                tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks()
+            );
             tokio::time::timeout(BOUND * 2, leaving.leave())
                 .await
                 .map_err(|_| format!("{owner} did not leave within {:?}", BOUND * 2))?;

@@ -347,7 +347,10 @@ impl ClusterBuilder {
             drain_timeout: self.drain_timeout,
             sabotage_ignore_moves: self.sabotage_ignore_moves,
         };
-        tokio::spawn(driver.run());
+        // Every event the node logs names it: several nodes may share a process (tests, the
+        // simulator, an embedded observer).
+        let span = tracing::info_span!("solo", node = %id.name);
+        tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
         Ok(Cluster {
             inner: Arc::new(Inner {
                 id,

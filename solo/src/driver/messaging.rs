@@ -28,6 +28,7 @@ use solo_core::{ChildId, NodeId, Transmit};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::dedupe::Delivered;
 use super::{Driver, State};
 use crate::actor::{CallError, HandoffDone, Mail, RemoteReply};
 use solo_transport_tcp::Network;
@@ -98,12 +99,9 @@ pub(crate) struct Messaging {
     next_sweep: Instant,
     /// Waiting casts are routed again no sooner than this.
     cast_retry_at: Instant,
-    /// Calls delivered into a mailbox here (or by a previous owner, per its handoff), with
-    /// the child and when: a second copy is dropped.
-    delivered: HashMap<CallRef, (ChildId, Instant)>,
-    /// Calls a previous owner handled, per caller, as ranges of call numbers, with when
-    /// they arrived: a copy routed here again is dropped.
-    handled_elsewhere: HashMap<NodeId, Vec<(u64, u64, Instant)>>,
+    /// Calls delivered into a mailbox here, or by a previous owner (per its handoff): a
+    /// second copy is dropped.
+    delivered: Delivered,
 }
 
 impl Messaging {
@@ -118,8 +116,7 @@ impl Messaging {
             handoff_timeout,
             next_sweep: Instant::now() + Duration::from_secs(1),
             cast_retry_at: Instant::now(),
-            delivered: HashMap::new(),
-            handled_elsewhere: HashMap::new(),
+            delivered: Delivered::new(DEDUPE_WINDOW),
         }
     }
 
@@ -343,11 +340,10 @@ impl<N: Network> Driver<N> {
                 seen,
             } => {
                 tracing::debug!(child = %id, %from, with_state = handed.is_some(), "state handed over");
-                let now = Instant::now();
-                for (caller, ranges) in seen {
-                    let known = state.messaging.handled_elsewhere.entry(caller).or_default();
-                    known.extend(ranges.into_iter().map(|(first, last)| (first, last, now)));
-                }
+                state
+                    .messaging
+                    .delivered
+                    .insert_handled(&id, seen, Instant::now());
                 self.handed_over(state, id, handed);
             }
             other => tracing::debug!(?other, "unknown app message"),
@@ -373,24 +369,11 @@ impl<N: Network> Driver<N> {
             match &instance.mailbox {
                 Some(mailbox) => {
                     if let Some(call) = &delivery.reply_to {
-                        if state.messaging.delivered.contains_key(call)
-                            || state
-                                .messaging
-                                .handled_elsewhere
-                                .get(&call.caller)
-                                .is_some_and(|ranges| {
-                                    ranges.iter().any(|&(first, last, _)| {
-                                        (first..=last).contains(&call.call)
-                                    })
-                                })
-                        {
+                        if state.messaging.delivered.contains(id, call) {
                             tracing::debug!(child = %id, ?call, "a second copy of a call; dropped");
                             return;
                         }
-                        state
-                            .messaging
-                            .delivered
-                            .insert(call.clone(), (id.clone(), Instant::now()));
+                        state.messaging.delivered.insert(id, call, Instant::now());
                     }
                     let mail = match delivery.reply_to {
                         Some(reply) => Mail::Call {
@@ -587,6 +570,7 @@ impl<N: Network> Driver<N> {
             running.ending(reason);
             return true;
         }
+        tracing::debug!(child = %id, %to, "asking the instance for its state");
         running.ending(reason);
         let _ = mailbox.send(Mail::BeginHandoff);
         let deadline = Instant::now() + state.messaging.handoff_timeout;
@@ -627,7 +611,8 @@ impl<N: Network> Driver<N> {
         let Some(handing) = state.messaging.handing_off.remove(id) else {
             return;
         };
-        let seen = handled_ranges(&state.messaging.delivered, id);
+        let seen = state.messaging.delivered.handled(id);
+        tracing::debug!(child = %id, to = %handing.to, held = handing.held.len(), "state sent");
         self.send_app(
             &handing.to,
             AppMessage::Handoff {
@@ -767,44 +752,7 @@ impl<N: Network> Driver<N> {
                 .messaging
                 .early_state
                 .retain(|_, (_, until)| *until > now);
-            state
-                .messaging
-                .delivered
-                .retain(|_, (_, at)| now.saturating_duration_since(*at) < DEDUPE_WINDOW);
-            state.messaging.handled_elsewhere.retain(|_, ranges| {
-                ranges.retain(|&(_, _, at)| now.saturating_duration_since(at) < DEDUPE_WINDOW);
-                !ranges.is_empty()
-            });
+            state.messaging.delivered.expire(now);
         }
     }
-}
-
-/// The calls delivered here for `id` lately, per caller, merged into ranges of call numbers:
-/// a caller's calls are numbered in order, so a busy caller's thousands of calls make a
-/// handful of ranges.
-fn handled_ranges(
-    delivered: &HashMap<CallRef, (ChildId, Instant)>,
-    id: &ChildId,
-) -> Vec<(NodeId, Vec<(u64, u64)>)> {
-    let now = Instant::now();
-    let mut by_caller: HashMap<&NodeId, Vec<u64>> = HashMap::new();
-    for (call, (child, at)) in delivered {
-        if child == id && now.saturating_duration_since(*at) < DEDUPE_WINDOW {
-            by_caller.entry(&call.caller).or_default().push(call.call);
-        }
-    }
-    by_caller
-        .into_iter()
-        .map(|(caller, mut calls)| {
-            calls.sort_unstable();
-            let mut ranges: Vec<(u64, u64)> = Vec::new();
-            for call in calls {
-                match ranges.last_mut() {
-                    Some((_, last)) if *last + 1 == call => *last = call,
-                    _ => ranges.push((call, call)),
-                }
-            }
-            (caller.clone(), ranges)
-        })
-        .collect()
 }

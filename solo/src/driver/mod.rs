@@ -20,6 +20,7 @@ use crate::Event;
 use crate::actor::{CallError, HandoffDone, RemoteReply};
 use crate::worker::{Exited, Instance, Spawner};
 
+mod dedupe;
 mod messaging;
 
 pub(crate) use messaging::Messaging;
@@ -150,6 +151,7 @@ impl<N: Network> Driver<N> {
                     spec,
                     handoff_from,
                 } => {
+                    tracing::debug!(child = %id, instance, from = ?handoff_from, "starting an instance");
                     let running = self.spawner.spawn(spec, instance);
                     if let Some(mut old) = state.instances.insert(id.clone(), running) {
                         old.stop("replaced".into());
@@ -181,6 +183,7 @@ impl<N: Network> Driver<N> {
                     }
                 }
                 Action::Member(event) => {
+                    tracing::debug!(?event, "membership");
                     if let MemberEvent::Down(peer) = &event {
                         // Its connection may be a black hole (a cut cable): dial afresh.
                         self.transport.disconnect(peer);
