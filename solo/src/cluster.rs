@@ -507,6 +507,32 @@ impl Cluster {
         self.request(|reply| Command::OwnerOf(id, reply)).await
     }
 
+    /// Drains this node (`true`) or ends a drain (`false`).
+    ///
+    /// A draining node stays a member (it routes calls and watches its peers) but runs no
+    /// worker: each of its singletons and children moves to the node that would run it
+    /// without this one, and actors hand their state over as they do on a leave. Ending the
+    /// drain makes the node eligible again, and what the placement hash gives it moves back,
+    /// with a handoff too. Use it before an upgrade that restarts the node, or to empty a
+    /// node that misbehaves without removing it.
+    ///
+    /// Returns once the node has taken the change; the moves follow within a message delay
+    /// (watch [`Cluster::events`] or [`Supervisor::which_children`] to see them done).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the node left.
+    pub async fn set_draining(&self, draining: bool) -> Result<(), Error> {
+        if self
+            .request(|reply| Command::SetDraining(draining, reply))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
+    }
+
     /// Leaves the cluster gracefully: this node stops being eligible, its workers move to
     /// other nodes (waiting up to the drain timeout), the leave is announced, and the node
     /// stops. Returns when it has.

@@ -238,3 +238,79 @@ async fn a_leaving_owner_hands_its_state_over_and_no_call_is_lost() {
         }
     }
 }
+
+#[tokio::test]
+async fn draining_moves_the_state_away_and_ending_the_drain_brings_it_back() {
+    let nodes = three_nodes().await;
+    for node in &nodes {
+        node.singleton("count", ["counter"])
+            .await
+            .expect("declared");
+    }
+    let count = id("count");
+    let first: Reading = nodes[0]
+        .call(&count, &Op::Add(5), BOUND)
+        .await
+        .expect("answered");
+    let owner = nodes
+        .iter()
+        .position(|n| n.id().name.as_str() == first.node)
+        .expect("the owner is one of ours");
+    let home = first.node.clone();
+    // The caller counts until it has had 20 answers from elsewhere and then 20 from home
+    // again; the test drains the owner, then ends the drain once the count has moved.
+    let caller = nodes[(owner + 1) % 3].clone();
+    let (moved_tx, moved) = tokio::sync::oneshot::channel();
+    let caller_home = home.clone();
+    let calling = tokio::spawn(async move {
+        let home = caller_home;
+        let mut moved_tx = Some(moved_tx);
+        let (mut away, mut back) = (0, 0);
+        let mut readings: Vec<Reading> = Vec::new();
+        while back < 20 && readings.len() < 200_000 {
+            let reading: Reading = caller
+                .call(&count, &Op::Add(1), BOUND)
+                .await
+                .expect("answered");
+            if reading.node != home {
+                away += 1;
+            } else if away > 0 {
+                back += 1;
+            }
+            if away == 20
+                && let Some(tx) = moved_tx.take()
+            {
+                let _ = tx.send(());
+            }
+            readings.push(reading);
+        }
+        readings
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    nodes[owner].set_draining(true).await.expect("drains");
+    tokio::time::timeout(BOUND, moved)
+        .await
+        .expect("the count moves off the draining node")
+        .expect("the caller reports the move");
+    assert_eq!(
+        nodes[owner].members().await.expect("still up").len(),
+        3,
+        "a draining node stays a member"
+    );
+    nodes[owner].set_draining(false).await.expect("drain ends");
+    let readings = tokio::time::timeout(BOUND * 2, calling)
+        .await
+        .expect("the calls finish")
+        .expect("the caller did not panic");
+    let counts: Vec<u64> = readings.iter().map(|r| r.count).collect();
+    let expected: Vec<u64> = (6..6 + readings.len() as u64).collect();
+    assert_eq!(counts, expected, "each call counted exactly once, in order");
+    let mut hosts: Vec<&str> = readings.iter().map(|r| r.node.as_str()).collect();
+    hosts.dedup();
+    assert_eq!(hosts.first(), Some(&home.as_str()));
+    assert_eq!(hosts.last(), Some(&home.as_str()), "the count came back");
+    assert_eq!(hosts.len(), 3, "away once and back once: {hosts:?}");
+    for node in nodes {
+        node.leave().await;
+    }
+}

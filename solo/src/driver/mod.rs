@@ -39,6 +39,8 @@ pub(crate) enum Command {
         oneshot::Sender<Result<Vec<u8>, CallError>>,
     ),
     Cast(ChildId, Vec<u8>, oneshot::Sender<Result<(), CallError>>),
+    /// Drain (`true`) or not: answers whether the node still took it (it had not left).
+    SetDraining(bool, oneshot::Sender<bool>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -273,6 +275,9 @@ impl<N: Network> Driver<N> {
             }
             Command::Cast(target, payload, reply) => {
                 let _ = reply.send(self.start_cast(state, target, payload));
+            }
+            Command::SetDraining(draining, reply) => {
+                let _ = reply.send(self.node.set_draining(now, draining).is_ok());
             }
             Command::Leave(_) => {}
         }
