@@ -3,7 +3,9 @@
 //!
 //! The loop follows the core's drain rule: after each input, drain `poll_transmit` into the
 //! transport and `poll_action` into worker tasks and events, then sleep until
-//! `poll_timeout` or the next input, whichever comes first.
+//! `poll_timeout` or the next input, whichever comes first. Inputs that queue up under load
+//! are taken in batches of [`BATCH`] (still drained one by one), so that the loop's own work
+//! is paid once per batch.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +24,10 @@ use crate::worker::{Exited, Instance, Spawner};
 
 mod dedupe;
 mod messaging;
+
+/// Inputs of one kind taken in one turn of the loop when they queue up: the loop's own
+/// work (timers, routing what waits) runs once per batch, not once per message.
+const BATCH: usize = 64;
 
 pub(crate) use messaging::Messaging;
 
@@ -79,8 +85,12 @@ impl<N: Network> Driver<N> {
             pending_starts: HashMap::new(),
             messaging,
         };
-        let mut leave_reply: Option<oneshot::Sender<()>> = None;
-        loop {
+        // One timer for the life of the loop, moved only when the deadline moves: a timer
+        // made and dropped per input costs as much as the input under load.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let leave_reply = loop {
             self.drain(&mut state);
             self.messaging_tick(&mut state);
             self.drain(&mut state);
@@ -91,38 +101,73 @@ impl<N: Network> Driver<N> {
             .into_iter()
             .flatten()
             .min();
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    timer.as_mut().reset(at);
                 }
-            };
+                armed = deadline;
+            }
             tokio::select! {
                 biased;
                 Some(exited) = self.exits.recv() => self.worker_exited(&mut state, exited),
                 Some(done) = self.handoffs.recv() => self.handoff_done(&mut state, done),
-                Some(reply) = self.replies.recv() => self.actor_replied(&mut state, reply),
-                event = self.frames.recv() => match event {
-                    Some(TransportEvent::Frame { from, frame }) => self.frame(&mut state, &from, &frame),
-                    Some(TransportEvent::Link { peer, link }) => self.node.handle_link(now(), &peer, link),
-                    Some(_) => {}
-                    None => break,
-                },
-                command = self.commands.recv() => match command {
-                    Some(Command::Leave(reply)) => {
-                        leave_reply = Some(reply);
-                        break;
+                Some(reply) = self.replies.recv() => {
+                    self.actor_replied(&mut state, reply);
+                    for _ in 1..BATCH {
+                        let Ok(reply) = self.replies.try_recv() else { break };
+                        self.actor_replied(&mut state, reply);
                     }
-                    Some(command) => self.command(&mut state, command),
-                    // Every `Cluster` handle was dropped: leave as if asked.
-                    None => break,
-                },
-                () = sleep => self.node.handle_timeout(now()),
+                }
+                event = self.frames.recv() => {
+                    let Some(event) = event else { break None };
+                    self.transport_event(&mut state, event);
+                    for _ in 1..BATCH {
+                        let Ok(event) = self.frames.try_recv() else { break };
+                        self.drain(&mut state);
+                        self.transport_event(&mut state, event);
+                    }
+                }
+                command = self.commands.recv() => {
+                    let mut next = command;
+                    let mut taken = 0;
+                    // Every `Cluster` handle dropped (`None`) leaves as if asked.
+                    let leave = loop {
+                        match next {
+                            None => break Some(None),
+                            Some(Command::Leave(reply)) => break Some(Some(reply)),
+                            Some(command) => self.command(&mut state, command),
+                        }
+                        taken += 1;
+                        if taken == BATCH {
+                            break None;
+                        }
+                        match self.commands.try_recv() {
+                            Ok(command) => next = Some(command),
+                            Err(_) => break None,
+                        }
+                        self.drain(&mut state);
+                    };
+                    if let Some(reply) = leave {
+                        break reply;
+                    }
+                }
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.node.handle_timeout(now());
+                }
             }
-        }
+        };
         self.leave(&mut state).await;
         if let Some(reply) = leave_reply {
             let _ = reply.send(());
+        }
+    }
+
+    fn transport_event(&mut self, state: &mut State, event: TransportEvent) {
+        match event {
+            TransportEvent::Frame { from, frame } => self.frame(state, &from, &frame),
+            TransportEvent::Link { peer, link } => self.node.handle_link(now(), &peer, link),
+            _ => {}
         }
     }
 
