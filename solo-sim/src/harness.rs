@@ -262,6 +262,7 @@ impl SimBuilder {
             incarnations,
             commands,
             next_call: 0,
+            max_latency: self.max_latency,
         }
     }
 }
@@ -455,6 +456,8 @@ pub struct Sim {
     incarnations: Arc<Vec<AtomicU64>>,
     commands: Commands,
     next_call: u64,
+    /// The builder's maximum one-way latency, restored by [`Sim::heal`].
+    max_latency: Duration,
 }
 
 impl std::fmt::Debug for Sim {
@@ -558,16 +561,44 @@ impl Sim {
             .partition_oneway(self.names[from].as_str(), self.names[to].as_str());
     }
 
-    /// Repairs every link.
+    /// Repairs every link, and delivers what [`Sim::hold`] held.
     pub fn repair_all(&mut self) {
         for a in 0..self.names.len() {
             for b in 0..self.names.len() {
                 if a != b {
-                    self.sim
-                        .repair(self.names[a].as_str(), self.names[b].as_str());
+                    let (a, b) = (self.names[a].as_str(), self.names[b].as_str());
+                    self.sim.repair(a, b);
+                    self.sim.release(a, b);
                 }
             }
         }
+    }
+
+    /// Holds every message between `a` and `b` (both ways) until [`Sim::release`] or
+    /// [`Sim::repair_all`]: a link that stalls, then delivers a burst late.
+    pub fn hold(&mut self, a: usize, b: usize) {
+        self.sim
+            .hold(self.names[a].as_str(), self.names[b].as_str());
+    }
+
+    /// Delivers what [`Sim::hold`] held between `a` and `b`, and lets messages flow again.
+    pub fn release(&mut self, a: usize, b: usize) {
+        self.sim
+            .release(self.names[a].as_str(), self.names[b].as_str());
+    }
+
+    /// Sets the maximum one-way latency of every link (each message takes a random time
+    /// between the builder's minimum and this).
+    pub fn set_max_latency(&mut self, max: Duration) {
+        self.sim.set_max_message_latency(max);
+    }
+
+    /// Undoes every network fault: repairs and releases every link, stops link failures and
+    /// restores the builder's latency. Crashed hosts stay down.
+    pub fn heal(&mut self) {
+        self.repair_all();
+        self.set_loss(0.0);
+        self.set_max_latency(self.max_latency);
     }
 
     /// Sets turmoil's link failure rate on every link: the probability, each step, that a

@@ -5,7 +5,8 @@
 //! * A larger sweep: `SOLO_SIM_SEEDS=10000 cargo test --release -p solo-sim --test nemesis`
 //!   (`SOLO_SIM_SEED_START=N` resumes one from seed N).
 //! * One seed, with its schedule printed: `SOLO_SIM_SEED=N cargo test -p solo-sim --test
-//!   nemesis replay -- --nocapture`.
+//!   nemesis replay -- --nocapture` (`SOLO_SIM_V1_SEED=N` for a seed of the first sweeps'
+//!   fault mix, as the regression seeds are).
 
 use std::time::Duration;
 
@@ -15,33 +16,61 @@ use solo_sim::{Schedule, Sim, check, check_healed};
 const NODES: usize = 5;
 const FAULTS: usize = 8;
 const CI_SEEDS: u64 = 12;
-/// Seeds from past sweeps that once broke an invariant, run in CI with the fixed set.
-/// 8482: a link that flapped during the schedule left a TCP connection stalled without ever
-/// closing (turmoil, like a real path, can lose a segment for good); node n0 stayed cut off
-/// after the heal and ran the singleton beside n3. Fixed by the transport's keep-alive and
-/// idle timeout. 6509: that idle timeout, reported as `Link::Down`, turned each stalled
-/// connection into a false `Down` verdict, and the membership flapped for seconds after the
-/// heal; a stalled connection is now replaced without a `Down`. 4689: one false `Down` echoed
-/// between nodes for seconds: a node that declared a peer down closed its connection, the
-/// peer took the close for a crash and declared it down in turn; a deliberate close now
-/// sends the handover marker.
+/// Seeds from past sweeps (of the first fault mix, `Mix::V1`) that once broke an
+/// invariant, run in CI with the fixed set.
+/// * 8482: a link that flapped during the schedule left a TCP connection stalled without
+///   ever closing (turmoil, like a real path, can lose a segment for good); node n0 stayed
+///   cut off after the heal and ran the singleton beside n3. Fixed by the transport's
+///   keep-alive and idle timeout.
+/// * 6509: that idle timeout, reported as `Link::Down`, turned each stalled connection into
+///   a false `Down` verdict, and the membership flapped for seconds after the heal; a
+///   stalled connection is now replaced without a `Down`.
+/// * 4689: one false `Down` echoed between nodes for seconds: a node that declared a peer
+///   down closed its connection, the peer took the close for a crash and declared it down
+///   in turn; a deliberate close now sends the handover marker.
 const REGRESSION_SEEDS: &[u64] = &[4689, 6509, 8482];
 /// How long the network stays healed before the check: membership converges within a few
 /// seconds (the core's 10 000-seed sweep: at most 3.5 s), then owners settle.
 const HEALED_FOR: Duration = Duration::from_secs(10);
 
-fn run_seed(seed: u64, sabotage: bool) -> Result<u64, String> {
+/// Which fault mix a seed's schedule comes from.
+#[derive(Clone, Copy)]
+enum Mix {
+    /// [`Schedule::random`]: every fault kind.
+    All,
+    /// [`Schedule::random_v1`]: the first sweeps' mix, which found [`REGRESSION_SEEDS`].
+    V1,
+}
+
+impl Mix {
+    fn schedule(self, seed: u64) -> Schedule {
+        match self {
+            Mix::All => Schedule::random(seed, NODES, FAULTS),
+            Mix::V1 => Schedule::random_v1(seed, NODES, FAULTS),
+        }
+    }
+
+    /// The command that replays `seed` of this mix.
+    fn replay(self, seed: u64) -> String {
+        let var = match self {
+            Mix::All => "SOLO_SIM_SEED",
+            Mix::V1 => "SOLO_SIM_V1_SEED",
+        };
+        format!("{var}={seed} cargo test -p solo-sim --test nemesis replay -- --nocapture")
+    }
+}
+
+fn run_seed(seed: u64, mix: Mix, sabotage: bool) -> Result<u64, String> {
     let mut builder = Sim::builder().nodes(NODES).seed(seed).singleton("roar");
     if sabotage {
         builder = builder.sabotage_duplicate_resolution();
     }
     let mut sim = builder.build();
-    let schedule = Schedule::random(seed, NODES, FAULTS);
+    let schedule = mix.schedule(seed);
     let run = |sim: &mut Sim| -> Result<(), solo_sim::SimError> {
         sim.run_for(Duration::from_secs(2))?;
         schedule.apply(sim)?;
-        sim.repair_all();
-        sim.set_loss(0.0);
+        sim.heal();
         sim.run_for(HEALED_FOR)
     };
     run(&mut sim).map_err(|e| e.to_string())?;
@@ -51,10 +80,10 @@ fn run_seed(seed: u64, sabotage: bool) -> Result<u64, String> {
     Ok(check::history_hash(&history))
 }
 
-fn fail(seed: u64, why: &str) -> ! {
-    let replay =
-        format!("SOLO_SIM_SEED={seed} cargo test -p solo-sim --test nemesis replay -- --nocapture");
-    fail_seed(seed, why, &replay)
+fn check_seed(seed: u64, mix: Mix) {
+    if let Err(why) = run_seed(seed, mix, false) {
+        fail_seed(seed, &why, &mix.replay(seed));
+    }
 }
 
 #[test]
@@ -62,27 +91,23 @@ fn seeded_nemesis_runs_keep_every_invariant() {
     let seeds = env_u64("SOLO_SIM_SEEDS").unwrap_or(CI_SEEDS);
     // `SOLO_SIM_SEED_START` resumes a long sweep where a previous one stopped.
     let start = env_u64("SOLO_SIM_SEED_START").unwrap_or(0);
-    let regressions = REGRESSION_SEEDS
-        .iter()
-        .copied()
-        .filter(|&s| s < start || s >= seeds);
-    for seed in (start..seeds).chain(regressions) {
-        if let Err(why) = run_seed(seed, false) {
-            fail(seed, &why);
-        }
+    for seed in start..seeds {
+        check_seed(seed, Mix::All);
+    }
+    for &seed in REGRESSION_SEEDS {
+        check_seed(seed, Mix::V1);
     }
 }
 
 #[test]
 fn replay() {
-    if let Some(seed) = env_u64("SOLO_SIM_SEED") {
-        println!(
-            "schedule: {:?}",
-            Schedule::random(seed, NODES, FAULTS).faults
-        );
-        match run_seed(seed, false) {
-            Ok(hash) => println!("seed {seed} holds every invariant (history {hash:016x})"),
-            Err(why) => fail(seed, &why),
+    for (var, mix) in [("SOLO_SIM_SEED", Mix::All), ("SOLO_SIM_V1_SEED", Mix::V1)] {
+        if let Some(seed) = env_u64(var) {
+            println!("schedule: {:?}", mix.schedule(seed).faults);
+            match run_seed(seed, mix, false) {
+                Ok(hash) => println!("seed {seed} holds every invariant (history {hash:016x})"),
+                Err(why) => fail_seed(seed, &why, &mix.replay(seed)),
+            }
         }
     }
 }
@@ -92,12 +117,12 @@ fn replay() {
 #[test]
 fn a_build_that_skips_duplicate_resolution_is_caught() {
     let caught = (0..CI_SEEDS)
-        .filter(|&seed| run_seed(seed, true).is_err())
+        .filter(|&seed| run_seed(seed, Mix::All, true).is_err())
         .count();
     assert!(caught > 0, "the sabotaged build passed every CI seed");
 }
 
 #[test]
 fn a_seed_replays_to_the_same_history() {
-    assert_eq!(run_seed(5, false), run_seed(5, false));
+    assert_eq!(run_seed(5, Mix::All, false), run_seed(5, Mix::All, false));
 }
