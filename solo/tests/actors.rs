@@ -98,8 +98,8 @@ async fn three_nodes() -> Vec<Cluster> {
     nodes
 }
 
-#[tokio::test]
-async fn calls_and_casts_reach_the_one_instance_from_every_node() {
+/// Three nodes that all declare the counter singleton `count`.
+async fn counter_on_three_nodes() -> (Vec<Cluster>, ChildId) {
     let nodes = three_nodes().await;
     for node in &nodes {
         node.singleton("count", ["counter"])
@@ -107,6 +107,34 @@ async fn calls_and_casts_reach_the_one_instance_from_every_node() {
             .expect("declared");
     }
     let count = id("count");
+    (nodes, count)
+}
+
+/// Three nodes that all declare the counter singleton `count`, and its first call (adding
+/// 5): the nodes, the name, that first reading and the index of the node that runs it.
+async fn counter_at_five() -> (Vec<Cluster>, ChildId, Reading, usize) {
+    let (nodes, count) = counter_on_three_nodes().await;
+    let first: Reading = nodes[0]
+        .call(&count, &Op::Add(5), BOUND)
+        .await
+        .expect("answered");
+    let owner = nodes
+        .iter()
+        .position(|n| n.id().name.as_str() == first.node)
+        .expect("the owner is one of ours");
+    (nodes, count, first, owner)
+}
+
+/// The readings of calls that each added 1 after [`counter_at_five`]: 6, 7, 8, …
+fn assert_counted_once_after_five(readings: &[Reading]) {
+    let counts: Vec<u64> = readings.iter().map(|r| r.count).collect();
+    let expected: Vec<u64> = (6..6 + readings.len() as u64).collect();
+    assert_eq!(counts, expected, "each call counted exactly once, in order");
+}
+
+#[tokio::test]
+async fn calls_and_casts_reach_the_one_instance_from_every_node() {
+    let (nodes, count) = counter_on_three_nodes().await;
     // Every node's calls land on the same instance, whichever node runs it.
     let mut total = 0;
     for round in 0..3 {
@@ -186,21 +214,7 @@ async fn unknown_names_and_plain_workers_fail_with_typed_errors() {
 
 #[tokio::test]
 async fn a_leaving_owner_hands_its_state_over_and_no_call_is_lost() {
-    let nodes = three_nodes().await;
-    for node in &nodes {
-        node.singleton("count", ["counter"])
-            .await
-            .expect("declared");
-    }
-    let count = id("count");
-    let first: Reading = nodes[0]
-        .call(&count, &Op::Add(5), BOUND)
-        .await
-        .expect("answered");
-    let owner = nodes
-        .iter()
-        .position(|n| n.id().name.as_str() == first.node)
-        .expect("the owner is one of ours");
+    let (nodes, count, first, owner) = counter_at_five().await;
     let caller = nodes[(owner + 1) % 3].clone();
     let old_node = first.node.clone();
     // A caller keeps calling while the owner leaves, until 50 calls after the first answer
@@ -227,9 +241,7 @@ async fn a_leaving_owner_hands_its_state_over_and_no_call_is_lost() {
         .await
         .expect("the calls finish")
         .expect("the caller did not panic");
-    let counts: Vec<u64> = readings.iter().map(|r| r.count).collect();
-    let expected: Vec<u64> = (6..6 + readings.len() as u64).collect();
-    assert_eq!(counts, expected, "each call counted exactly once, in order");
+    assert_counted_once_after_five(&readings);
     let moved = readings.last().expect("readings").node.clone();
     assert_ne!(moved, first.node, "the last calls ran on the new instance");
     for (i, node) in nodes.into_iter().enumerate() {
@@ -241,21 +253,7 @@ async fn a_leaving_owner_hands_its_state_over_and_no_call_is_lost() {
 
 #[tokio::test]
 async fn draining_moves_the_state_away_and_ending_the_drain_brings_it_back() {
-    let nodes = three_nodes().await;
-    for node in &nodes {
-        node.singleton("count", ["counter"])
-            .await
-            .expect("declared");
-    }
-    let count = id("count");
-    let first: Reading = nodes[0]
-        .call(&count, &Op::Add(5), BOUND)
-        .await
-        .expect("answered");
-    let owner = nodes
-        .iter()
-        .position(|n| n.id().name.as_str() == first.node)
-        .expect("the owner is one of ours");
+    let (nodes, count, first, owner) = counter_at_five().await;
     let home = first.node.clone();
     // The caller counts until it has had 20 answers from elsewhere and then 20 from home
     // again; the test drains the owner, then ends the drain once the count has moved.
@@ -302,9 +300,7 @@ async fn draining_moves_the_state_away_and_ending_the_drain_brings_it_back() {
         .await
         .expect("the calls finish")
         .expect("the caller did not panic");
-    let counts: Vec<u64> = readings.iter().map(|r| r.count).collect();
-    let expected: Vec<u64> = (6..6 + readings.len() as u64).collect();
-    assert_eq!(counts, expected, "each call counted exactly once, in order");
+    assert_counted_once_after_five(&readings);
     let mut hosts: Vec<&str> = readings.iter().map(|r| r.node.as_str()).collect();
     hosts.dedup();
     assert_eq!(hosts.first(), Some(&home.as_str()));
