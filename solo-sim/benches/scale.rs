@@ -33,7 +33,7 @@ fn nemesis_speed(seeds: u64) {
         let mut sim = Sim::builder().nodes(5).seed(seed).singleton("roar").build();
         sim.run_for(Duration::from_secs(2)).expect("runs");
         Schedule::random(seed, 5, 8).apply(&mut sim).expect("runs");
-        sim.repair_all();
+        sim.heal();
         sim.run_for(Duration::from_secs(10)).expect("runs");
         simulated += sim.elapsed();
     }
