@@ -388,7 +388,7 @@ impl NodeSetup {
                     let cluster = cluster.clone();
                     let record = record.clone();
                     // Calls run beside the event loop: a start waits for its replication.
-                    tokio::spawn(async move {
+                    tokio::task::spawn_local(async move {
                         match command {
                             SimCommand::StartChild(id) => {
                                 let Ok(child) = ChildId::new(id.clone()) else { return };

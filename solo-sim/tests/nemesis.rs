@@ -124,5 +124,13 @@ fn a_build_that_skips_duplicate_resolution_is_caught() {
 
 #[test]
 fn a_seed_replays_to_the_same_history() {
-    assert_eq!(run_seed(5, Mix::All, false), run_seed(5, Mix::All, false));
+    // 5 crashes hosts while a link is held and links fail at random (a crash's closes
+    // then once came in an order set by other test threads); 6 has a graceful leave.
+    for seed in [5, 6] {
+        assert_eq!(
+            run_seed(seed, Mix::All, false),
+            run_seed(seed, Mix::All, false),
+            "seed {seed}"
+        );
+    }
 }

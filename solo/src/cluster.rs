@@ -212,8 +212,10 @@ impl ClusterBuilder {
     }
 
     /// Makes every random choice of this node (handshake nonces, backoff jitter, the core's
-    /// choices) follow from `seed` instead of the operating system's generator: for
-    /// deterministic simulation only. Handshake nonces become predictable: never use it in
+    /// choices) follow from `seed` instead of the operating system's generator, and spawns
+    /// the node's tasks on the current [`tokio::task::LocalSet`] (so that a simulated crash
+    /// drops them in a fixed order): for deterministic simulation only, where each host runs
+    /// in a `LocalSet` as under turmoil. Handshake nonces become predictable: never use it in
     /// production.
     pub fn simulation_seed(mut self, seed: u64) -> Self {
         self.simulation_seed = Some(seed);
@@ -301,9 +303,11 @@ impl ClusterBuilder {
         let mut transport = solo_transport_tcp::Transport::builder(id.clone(), transport_config);
         if let Some(seed) = self.simulation_seed {
             let mut rng = solo_core::Rng::new(seed ^ 0x7AB5_0000_0000_0001);
-            transport = transport.randomness(solo_transport_tcp::Randomness::from_fn(move || {
-                rng.next_u64()
-            }));
+            transport = transport
+                .randomness(solo_transport_tcp::Randomness::from_fn(move || {
+                    rng.next_u64()
+                }))
+                .local_tasks();
         }
         let (transport, frames) = transport.bind(network, listen).await?;
         let addr = transport.advertised_addr();
@@ -343,6 +347,7 @@ impl ClusterBuilder {
                 grace: self.shutdown_grace,
                 handoffs: handoffs_tx,
                 replies: replies_tx,
+                local_tasks: self.simulation_seed.is_some(),
             },
             drain_timeout: self.drain_timeout,
             sabotage_ignore_moves: self.sabotage_ignore_moves,
@@ -350,7 +355,10 @@ impl ClusterBuilder {
         // Every event the node logs names it: several nodes may share a process (tests, the
         // simulator, an embedded observer).
         let span = tracing::info_span!("solo", node = %id.name);
-        tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
+        crate::worker::spawn_task(
+            self.simulation_seed.is_some(),
+            tracing::Instrument::instrument(driver.run(), span),
+        );
         Ok(Cluster {
             inner: Arc::new(Inner {
                 id,

@@ -216,6 +216,22 @@ pub(crate) struct Spawner {
     pub(crate) grace: Duration,
     pub(crate) handoffs: mpsc::UnboundedSender<HandoffDone>,
     pub(crate) replies: mpsc::UnboundedSender<RemoteReply>,
+    /// Spawn on the current `LocalSet` (simulation; see [`spawn_task`]).
+    pub(crate) local_tasks: bool,
+}
+
+/// Spawns `task` on the runtime, or on the current `LocalSet` when `local`: a simulated host
+/// (turmoil) runs in a `LocalSet`, which drops its tasks in spawn order when the host
+/// crashes, so that a seed replays exactly.
+pub(crate) fn spawn_task<F>(local: bool, task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    if local {
+        tokio::task::spawn_local(task);
+    } else {
+        tokio::spawn(task);
+    }
 }
 
 impl Spawner {
@@ -246,7 +262,8 @@ impl Spawner {
         let events = self.events.clone();
         let grace = self.grace;
         let stopper = stop.clone();
-        tokio::spawn(async move {
+        let local = self.local_tasks;
+        spawn_task(local, async move {
             let id = spec.id.clone();
             let mut tasks = JoinSet::new();
             let mut unknown = None;
@@ -286,7 +303,7 @@ impl Spawner {
                 };
                 let (announced, events, started_id) =
                     (Arc::clone(&announced), events.clone(), id.clone());
-                tasks.spawn(async move {
+                let task = async move {
                     announced.call_once(|| {
                         let _ = events.send(Event::WorkerStarted {
                             id: started_id,
@@ -294,7 +311,12 @@ impl Spawner {
                         });
                     });
                     run.await
-                });
+                };
+                if local {
+                    tasks.spawn_local(task);
+                } else {
+                    tasks.spawn(task);
+                }
             }
             let exit = if let Some(why) = unknown {
                 Exit::Failed(why)

@@ -167,6 +167,7 @@ pub struct TransportBuilder {
     node: NodeId,
     config: Config,
     randomness: Option<Randomness>,
+    local_tasks: bool,
 }
 
 impl TransportBuilder {
@@ -176,7 +177,19 @@ impl TransportBuilder {
             node,
             config,
             randomness: None,
+            local_tasks: false,
         }
+    }
+
+    /// Spawns the transport's tasks on the current [`tokio::task::LocalSet`] instead of the
+    /// runtime: for deterministic simulation. turmoil runs each host in a `LocalSet`; when a
+    /// host crashes, a `LocalSet` drops its tasks (and so closes their sockets) in the order
+    /// they were spawned, where a runtime's order depends on task ids, which every thread of
+    /// the process draws from. [`bind`](Self::bind) and everything after it must then run
+    /// inside that `LocalSet`.
+    pub fn local_tasks(mut self) -> Self {
+        self.local_tasks = true;
+        self
     }
 
     /// Where nonces and jitter come from. Default: [`Randomness::system`].
@@ -209,6 +222,7 @@ impl TransportBuilder {
             node,
             config,
             randomness,
+            local_tasks,
         } = self;
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
@@ -241,6 +255,7 @@ impl TransportBuilder {
             config,
             local_addr,
             runtime,
+            local_tasks,
             link_lock: tokio::sync::Mutex::new(()),
             installs: tokio::sync::watch::Sender::new(()),
             counters: Counters::default(),
@@ -485,6 +500,8 @@ struct Shared<N: Network> {
     config: Config,
     local_addr: SocketAddr,
     runtime: tokio::runtime::Handle,
+    /// Spawn on the current `LocalSet` (see [`TransportBuilder::local_tasks`]).
+    local_tasks: bool,
     /// Held while the connection table changes *and* the resulting link events are sent.
     link_lock: tokio::sync::Mutex<()>,
     /// Signalled whenever a connection is installed (handovers wait for their successor).
@@ -633,10 +650,15 @@ impl<N: Network> Shared<N> {
         }
         let shared = Arc::clone(self);
         // The task can only deregister itself after this registration: both take the lock.
-        let handle = self.runtime.spawn(async move {
+        let task = async move {
             future.await;
             shared.state().tasks.remove(&id);
-        });
+        };
+        let handle = if self.local_tasks {
+            tokio::task::spawn_local(task)
+        } else {
+            self.runtime.spawn(task)
+        };
         st.tasks.insert(id, handle.abort_handle());
     }
 

@@ -342,7 +342,10 @@ impl<N: Network> Driver<N> {
                     .messaging
                     .next_deadline()
                     .map_or(deadline, |at| at.min(deadline));
+                // Biased, as every select of the runtime: the same inputs are taken in the same
+                // order, so a simulated seed replays.
                 tokio::select! {
+                    biased;
                     Some(exited) = self.exits.recv() => self.worker_exited(state, exited),
                     Some(done) = self.handoffs.recv() => self.handoff_done(state, done),
                     Some(reply) = self.replies.recv() => self.actor_replied(state, reply),
@@ -367,6 +370,7 @@ impl<N: Network> Driver<N> {
         let flush = Instant::now() + Duration::from_millis(100);
         while Instant::now() < flush {
             tokio::select! {
+                biased;
                 Some(exited) = self.exits.recv() => self.worker_exited(state, exited),
                 Some(reply) = self.replies.recv() => self.actor_replied(state, reply),
                 Some(TransportEvent::Frame { from, frame }) = self.frames.recv() => {
