@@ -101,6 +101,8 @@ pub struct Member {
     meta: NodeMeta,
     pub(crate) changed_at: Instant,
     pub(crate) suspicion: Option<Suspicion>,
+    /// When this node last had a message from the member itself: first-hand evidence.
+    pub(crate) heard_at: Option<Instant>,
 }
 
 /// A running suspicion timer.
@@ -210,6 +212,58 @@ impl MemberTable {
             _ => MemberEvent::Down(id.clone()),
         };
         Some((member.to_update(), event))
+    }
+
+    /// Turns a second-hand `Down` verdict about a member this node holds `Alive` into a
+    /// first-hand suspicion at the verdict's version, to be checked before it is believed
+    /// (see `Node::apply_updates`): returns the suspicion to announce. `Some(None)`: a check
+    /// of this node's own is already under way, and the verdict changes nothing. `None`,
+    /// changing nothing: the verdict is to be merged as usual (it is about another process,
+    /// would not win, or the member is already suspected second-hand).
+    pub(crate) fn doubt(
+        &mut self,
+        now: Instant,
+        verdict: &MemberUpdate,
+        deadline: Instant,
+        recent: std::time::Duration,
+    ) -> Option<Option<(MemberUpdate, MemberEvent)>> {
+        let member = self
+            .by_name
+            .get_mut(&verdict.id.name)
+            .filter(|m| m.id == verdict.id)?;
+        if verdict.state != MemberState::Down || verdict.version < member.version {
+            return None;
+        }
+        // Without recent first-hand news of it, this node has nothing to set against the
+        // verdict (and a killed node's failover must not wait for a check).
+        let heard_lately = member
+            .heard_at
+            .is_some_and(|t| now.saturating_duration_since(t) <= recent);
+        // Already checking on this node's own account: its own deadline decides.
+        if member.state == MemberState::Suspect && member.suspicion.is_some_and(|s| s.first_hand) {
+            return Some(None);
+        }
+        if member.state != MemberState::Alive || !heard_lately {
+            return None;
+        }
+        member.state = MemberState::Suspect;
+        member.version = verdict.version;
+        member.changed_at = now;
+        member.suspicion = Some(Suspicion {
+            deadline,
+            first_hand: true,
+        });
+        Some(Some((
+            member.to_update(),
+            MemberEvent::Suspect(member.id.clone()),
+        )))
+    }
+
+    /// Notes a message from the member `from` itself.
+    pub(crate) fn heard(&mut self, now: Instant, from: &NodeId) {
+        if let Some(member) = self.by_name.get_mut(&from.name).filter(|m| m.id == *from) {
+            member.heard_at = Some(now);
+        }
     }
 
     /// Merges one update about another member. `max_members` bounds the table: a new
@@ -342,6 +396,7 @@ fn new_member(now: Instant, update: &MemberUpdate, suspicion_deadline: Instant) 
             deadline: suspicion_deadline,
             first_hand: false,
         }),
+        heard_at: None,
     }
 }
 

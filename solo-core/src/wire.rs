@@ -19,7 +19,7 @@ use crate::membership::{MemberState, NodeMeta};
 use crate::supervisor::ChildRecord;
 
 /// The protocol this build speaks. Bumped on any incompatible change to [`Message`].
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// The largest frame, in bytes, that a node sends or accepts (1 MiB). A full member table of
 /// [`Config::max_members`](crate::Config::max_members) members fits with room to spare.
@@ -187,6 +187,44 @@ pub enum Message {
     /// [`Node::handle_message`](crate::Node::handle_message) ignores them, the runtime
     /// decodes frames itself and handles these.
     App(AppMessage),
+    /// "I am about to run these children (and singletons): does any run on your side?"
+    /// A node that becomes an owner asks every live member before it starts anything, so
+    /// that a view a moment behind (a join, a declaration, a heal) never runs two copies.
+    /// Each claim is answered in a [`Message::ClaimReply`].
+    Claim {
+        /// Each child claimed, with the claim's round (echoed in the answer).
+        claims: Vec<(crate::placement::ChildId, u64)>,
+    },
+    /// Answers to [`Message::Claim`]s.
+    ClaimReply {
+        /// One answer per claim; an answer may come later than others of its message (it
+        /// waits for an instance here to end).
+        answers: Vec<ClaimAnswer>,
+    },
+}
+
+/// The answer to one claim of a [`Message::Claim`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimAnswer {
+    /// The child claimed.
+    pub id: crate::placement::ChildId,
+    /// The claim's round.
+    pub round: u64,
+    /// What the answering node says.
+    pub verdict: ClaimVerdict,
+}
+
+/// What a node answers to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClaimVerdict {
+    /// Nothing of it runs here, and this node does not claim it.
+    Free,
+    /// An instance ran here and has ended; the state it handed over (if any) was sent
+    /// before this answer, on the same connection.
+    Released,
+    /// It runs here, or this node claims it with precedence: the claimer's view is behind.
+    /// The claimer waits and, if it still owns the child by then, claims again.
+    Refused,
 }
 
 /// What the runtimes of two nodes say to each other on behalf of workers: see

@@ -68,6 +68,90 @@ pub fn max_concurrent(history: &[Record], id: &str) -> (usize, Duration) {
     max
 }
 
+/// Every start of an instance while another instance of the same id still ran (another
+/// host, or an earlier process of the same host that has not ended): what "exactly one"
+/// forbids in a cluster whose network is healthy. Each entry names the id, when, and where.
+pub fn overlaps(history: &[Record]) -> Vec<String> {
+    let mut live: BTreeMap<&str, BTreeSet<(usize, u64)>> = BTreeMap::new();
+    let mut found = Vec::new();
+    for record in history {
+        match &record.what {
+            What::Started { id } => {
+                let running = live.entry(id.as_str()).or_default();
+                let others: Vec<String> = running
+                    .iter()
+                    .filter(|(h, i)| (*h, *i) != (record.host, record.incarnation))
+                    .map(|(h, i)| format!("n{h}#{i}"))
+                    .collect();
+                if !others.is_empty() {
+                    found.push(format!(
+                        "{:?}: n{}#{} started {id} while it ran on {}",
+                        record.at,
+                        record.host,
+                        record.incarnation,
+                        others.join(", ")
+                    ));
+                }
+                running.insert((record.host, record.incarnation));
+            }
+            What::Stopped { id, .. } => {
+                if let Some(running) = live.get_mut(id.as_str()) {
+                    running.remove(&(record.host, record.incarnation));
+                }
+            }
+            What::Crashed => {
+                for running in live.values_mut() {
+                    running.retain(|(h, i)| !(*h == record.host && *i == record.incarnation));
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Every `Down` verdict about a process that was alive: it had not crashed by then, and
+/// never left. Each entry says who declared whom down, and when.
+pub fn false_downs(history: &[Record]) -> Vec<String> {
+    let left: BTreeSet<(usize, u64)> = history
+        .iter()
+        .filter(|r| r.what == What::Left)
+        .map(|r| (r.host, r.incarnation))
+        .collect();
+    let mut crashed: BTreeSet<(usize, u64)> = BTreeSet::new();
+    let mut found = Vec::new();
+    for record in history {
+        match &record.what {
+            What::Crashed => {
+                crashed.insert((record.host, record.incarnation));
+            }
+            What::Member(event) => {
+                let Some(peer) = event
+                    .strip_prefix("Down(n")
+                    .and_then(|e| e.strip_suffix(')'))
+                else {
+                    continue;
+                };
+                let Some((host, incarnation)) = peer.split_once('#') else {
+                    continue;
+                };
+                let (Ok(host), Ok(incarnation)) = (host.parse(), incarnation.parse()) else {
+                    continue;
+                };
+                let process = (host, incarnation);
+                if !crashed.contains(&process) && !left.contains(&process) {
+                    found.push(format!(
+                        "{:?}: n{}#{} declared the live n{host}#{incarnation} down",
+                        record.at, record.host, record.incarnation
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
 /// The shortest excerpt of `history` that shows `id`'s instances: its starts, stops and the
 /// crashes of the processes that ran it.
 pub fn excerpt(history: &[Record], id: &str) -> String {

@@ -111,6 +111,7 @@ pub struct SimBuilder {
     max_latency: Duration,
     tick: Duration,
     sabotage: bool,
+    sabotage_claims: bool,
     tls: bool,
 }
 
@@ -130,6 +131,13 @@ impl SimBuilder {
     /// survive a heal: for testing that the invariant checker catches it.
     pub fn sabotage_duplicate_resolution(mut self) -> Self {
         self.sabotage = true;
+        self
+    }
+
+    /// Runs deliberately broken nodes that start what they own without claiming it first
+    /// (solo before claims): for testing that the checker of "never two at once" catches it.
+    pub fn sabotage_skip_claims(mut self) -> Self {
+        self.sabotage_claims = true;
         self
     }
 
@@ -250,6 +258,7 @@ impl SimBuilder {
                 incarnations: Arc::clone(&incarnations),
                 commands: Arc::clone(&commands),
                 sabotage: self.sabotage,
+                sabotage_claims: self.sabotage_claims,
                 carriers: carriers.clone(),
             };
             sim.host(names[host].as_str(), move || node.clone().run());
@@ -280,6 +289,7 @@ struct NodeSetup {
     incarnations: Arc<Vec<AtomicU64>>,
     commands: Commands,
     sabotage: bool,
+    sabotage_claims: bool,
     carriers: Carriers,
 }
 
@@ -345,6 +355,9 @@ impl NodeSetup {
         let mut builder = Cluster::builder();
         if self.sabotage {
             builder = builder.sabotage_ignore_moves();
+        }
+        if self.sabotage_claims {
+            builder = builder.sabotage_skip_claims();
         }
         for register in &self.workers {
             builder = register(builder);
@@ -487,6 +500,7 @@ impl Sim {
             max_latency: Duration::from_millis(2),
             tick: Duration::from_millis(1),
             sabotage: false,
+            sabotage_claims: false,
             tls: false,
         }
     }

@@ -162,6 +162,45 @@ impl Schedule {
         Self { faults }
     }
 
+    /// `steps` random faults for `nodes` hosts with a healthy network: crashes, restarts,
+    /// graceful leaves and children started from any host (each followed by a wait of up
+    /// to 2 s), from `seed`. Nothing here may ever run two instances of anything at once.
+    pub fn random_healthy(seed: u64, nodes: usize, steps: usize) -> Self {
+        let mut rng = Rng::new(seed ^ 0x4EA1_7457_0000_0002);
+        let mut faults = Vec::new();
+        let mut down: Option<usize> = None;
+        let mut children = 0usize;
+        for _ in 0..steps {
+            let host = rng.below(nodes as u64) as usize;
+            let fault = match (rng.below(6), down.take()) {
+                (0..=2, Some(host)) => Fault::Restart(host),
+                (0, None) => {
+                    down = Some(host);
+                    Fault::Crash(host)
+                }
+                (1, None) => {
+                    down = Some(host);
+                    Fault::Leave(host)
+                }
+                (2, None) => Fault::Restart(host),
+                (_, previous) => {
+                    down = previous;
+                    children += 1;
+                    Fault::StartChild(host, format!("c{children}"))
+                }
+            };
+            faults.push(fault);
+            // Sometimes two things at once.
+            if rng.below(3) != 0 {
+                faults.push(Fault::Wait(Duration::from_millis(rng.below(2000))));
+            }
+        }
+        if let Some(host) = down {
+            faults.push(Fault::Restart(host));
+        }
+        Self { faults }
+    }
+
     /// Applies the faults in order.
     ///
     /// # Errors

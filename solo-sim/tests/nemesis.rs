@@ -99,8 +99,83 @@ fn seeded_nemesis_runs_keep_every_invariant() {
     }
 }
 
+/// A healthy network (crashes, restarts, graceful leaves, children started anywhere, and
+/// every node declaring the singleton right after it starts): never two instances of
+/// anything at any instant, and no live process declared down.
+fn run_healthy_seed(seed: u64, sabotage: bool) -> Result<(), String> {
+    // A worker that takes a while to stop, as real ones do: a start that does not wait for
+    // the old instance's end shows as an overlap.
+    async fn linger(ctx: solo::WorkerContext) -> Result<(), solo::WorkerError> {
+        ctx.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
+    }
+    let mut builder = Sim::builder()
+        .nodes(NODES)
+        .seed(seed)
+        .worker("linger", linger)
+        .singleton_of("roar", ["linger"]);
+    if sabotage {
+        builder = builder.sabotage_skip_claims();
+    }
+    let mut sim = builder.build();
+    let schedule = Schedule::random_healthy(seed, NODES, FAULTS);
+    let run = |sim: &mut Sim| -> Result<(), solo_sim::SimError> {
+        schedule.apply(sim)?;
+        sim.run_for(HEALED_FOR)
+    };
+    run(&mut sim).map_err(|e| e.to_string())?;
+    let history = sim.history();
+    let mut problems = check::overlaps(&history);
+    problems.extend(check::false_downs(&history));
+    if problems.is_empty() {
+        check_healed(&history, &["roar".to_owned()])
+            .map_err(|v| format!("{v}\nschedule: {:?}", schedule.faults))?;
+        return Ok(());
+    }
+    Err(format!(
+        "{}\nschedule: {:?}\n{}",
+        problems.join("\n"),
+        schedule.faults,
+        check::excerpt(&history, "roar")
+    ))
+}
+
+fn healthy_replay(seed: u64) -> String {
+    format!(
+        "SOLO_SIM_HEALTHY_SEED={seed} cargo test -p solo-sim --test nemesis replay -- --nocapture"
+    )
+}
+
+#[test]
+fn in_a_healthy_network_nothing_ever_runs_twice_and_no_live_node_is_declared_down() {
+    let seeds = env_u64("SOLO_SIM_SEEDS").unwrap_or(CI_SEEDS);
+    let start = env_u64("SOLO_SIM_SEED_START").unwrap_or(0);
+    for seed in start..seeds {
+        if let Err(why) = run_healthy_seed(seed, false) {
+            fail_seed(seed, &why, &healthy_replay(seed));
+        }
+    }
+}
+
+/// The stricter checker itself is tested: nodes that start what they own without claiming
+/// it first (solo before claims) must be caught within the CI seeds.
+#[test]
+fn a_build_that_starts_without_claiming_is_caught() {
+    let caught = (0..CI_SEEDS)
+        .filter(|&seed| run_healthy_seed(seed, true).is_err())
+        .count();
+    assert!(caught > 0, "the sabotaged build passed every CI seed");
+}
+
 #[test]
 fn replay() {
+    if let Some(seed) = env_u64("SOLO_SIM_HEALTHY_SEED") {
+        match run_healthy_seed(seed, false) {
+            Ok(()) => println!("healthy seed {seed} holds every invariant"),
+            Err(why) => fail_seed(seed, &why, &healthy_replay(seed)),
+        }
+    }
     for (var, mix) in [("SOLO_SIM_SEED", Mix::All), ("SOLO_SIM_V1_SEED", Mix::V1)] {
         if let Some(seed) = env_u64(var) {
             println!("schedule: {:?}", mix.schedule(seed).faults);

@@ -94,6 +94,7 @@ pub struct ClusterBuilder {
     handoff_timeout: Duration,
     simulation_seed: Option<u64>,
     sabotage_ignore_moves: bool,
+    sabotage_skip_claims: bool,
     carrier: Carrier,
     observer: bool,
 }
@@ -249,6 +250,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// A deliberately broken node for testing the simulation's invariant checker: it starts
+    /// what it owns without claiming it from its peers first, as solo did before claims.
+    /// Never use it outside such a test.
+    #[doc(hidden)]
+    pub fn sabotage_skip_claims(mut self) -> Self {
+        self.sabotage_skip_claims = true;
+        self
+    }
+
     /// Binds the listener, starts the node and begins joining the seeds.
     ///
     /// # Errors
@@ -316,6 +326,7 @@ impl ClusterBuilder {
             .seeds(self.seeds)
             .roles(self.roles)
             .observer(self.observer)
+            .sabotage_skip_claims(self.sabotage_skip_claims)
             .rng_seed(
                 self.simulation_seed
                     .unwrap_or(incarnation ^ u64::from(addr.port())),
@@ -431,6 +442,7 @@ impl Cluster {
             handoff_timeout: Duration::from_secs(5),
             simulation_seed: None,
             sabotage_ignore_moves: false,
+            sabotage_skip_claims: false,
             carrier: Carrier::default(),
             observer: false,
         }

@@ -50,6 +50,10 @@ pub enum Action {
     },
     /// Start the workers of `spec` here, in order, as instance `instance` of child `id`.
     /// Report their end with [`Node::worker_exited`].
+    ///
+    /// A node starts nothing it has not *claimed*: every live member has answered that it
+    /// runs no instance of `id` (one that did has ended it first), so a view a moment
+    /// behind never runs two copies in a healthy cluster.
     Start {
         /// The child (or singleton).
         id: ChildId,
@@ -57,12 +61,15 @@ pub enum Action {
         instance: u64,
         /// What to run.
         spec: ChildSpec,
-        /// The node `id` is moving here from on purpose (it is alive: a rebalance, a
-        /// draining or leaving node). The runtime should wait, briefly, for the state that
-        /// node's instance hands over. `None` after a failure or for a new child.
+        /// The node whose instance of `id` ended so that this one could start (a rebalance,
+        /// a draining or leaving node, a newcomer that outweighs it). The state it handed
+        /// over, if any, was sent before the end was confirmed, so it has already arrived.
+        /// `None` when no instance ran anywhere (a failure, a new child).
         handoff_from: Option<NodeId>,
     },
-    /// Stop instance `instance` of child `id` here. Its later exit needs no report.
+    /// Stop instance `instance` of child `id` here, and report its end with
+    /// [`Node::worker_exited`] once every worker of it has finished: until then it counts
+    /// as running here, and another node's claim on `id` waits for it.
     Stop {
         /// The child (or singleton).
         id: ChildId,
@@ -137,9 +144,18 @@ pub struct NodeBuilder {
     rng_seed: u64,
     roles: Vec<String>,
     observer: bool,
+    sabotage_skip_claims: bool,
 }
 
 impl NodeBuilder {
+    /// Test-only sabotage: start children without claiming them first (the behaviour
+    /// before claims), so that tests can show their checkers catch the duplicates it makes.
+    #[doc(hidden)]
+    pub fn sabotage_skip_claims(mut self, skip: bool) -> Self {
+        self.sabotage_skip_claims = skip;
+        self
+    }
+
     /// Makes the node an observer: a member that never owns a child or singleton (it
     /// starts, and stays, draining), for clients that join to call workers or to watch.
     pub fn observer(mut self, observer: bool) -> Self {
@@ -191,8 +207,9 @@ impl NodeBuilder {
         seeds.sort();
         seeds.dedup();
         // A node with no one to join is the first of its cluster: it owns children at once.
-        // Others wait to hear from a peer, or for `join_timeout`, so that a restarting node
-        // does not start a duplicate of a singleton that runs elsewhere.
+        // Others wait to hear from every seed (or, once one answered, for `probe_timeout`
+        // more: a seed that is down never answers), or for `join_timeout` if none answers,
+        // so that they know who runs what before they claim anything.
         let joined = seeds.is_empty();
         Ok(Node {
             meta: NodeMeta {
@@ -202,10 +219,19 @@ impl NodeBuilder {
             },
             joined,
             join_deadline: now + self.config.join_timeout,
+            seeds_heard: BTreeSet::new(),
+            join_grace_until: None,
             children: ChildTable::default(),
             singletons: BTreeMap::new(),
             running: BTreeMap::new(),
-            handoff_from: BTreeMap::new(),
+            stopping: BTreeMap::new(),
+            unsent_claims: BTreeMap::new(),
+            unsent_answers: BTreeMap::new(),
+            open_claims: BTreeSet::new(),
+            deferred: BTreeMap::new(),
+            claim_tick_at: None,
+            latest_now: now,
+            sabotage_skip_claims: self.sabotage_skip_claims,
             pending_acks: BTreeMap::new(),
             next_instance: 0,
             view: BTreeMap::new(),
@@ -302,14 +328,34 @@ pub struct Node {
     /// Whether this node may own children yet (see `NodeBuilder::build`).
     joined: bool,
     join_deadline: Instant,
+    /// The seeds that answered while this node was joining.
+    seeds_heard: BTreeSet<SocketAddr>,
+    /// Once a first peer answered: the seeds still silent by then are taken for down.
+    join_grace_until: Option<Instant>,
     /// The replicated table of distributed children.
     children: ChildTable,
     singletons: BTreeMap<ChildId, ownership::Singleton>,
-    /// What this node asked the runtime to run.
+    /// What this node asked the runtime to run, or claims in order to run.
     running: BTreeMap<ChildId, ownership::Running>,
-    /// Children whose owner just became this node while their previous owner lives on
-    /// (a graceful move): the next `Start` names that node, which hands the state over.
-    handoff_from: BTreeMap<ChildId, NodeName>,
+    /// Instances asked to stop whose end the runtime has not reported yet, with the claims
+    /// that wait for it.
+    stopping: BTreeMap<ChildId, ownership::Stopping>,
+    /// Claims to send, per peer, by the next `poll_transmit` (one message per peer).
+    unsent_claims: BTreeMap<NodeId, Vec<(ChildId, u64)>>,
+    /// Answers to peers' claims, sent by the next `poll_transmit`.
+    unsent_answers: BTreeMap<NodeId, Vec<wire::ClaimAnswer>>,
+    /// The children with a claim in progress here.
+    open_claims: BTreeSet<ChildId>,
+    /// Peers' claims whose answer waits for this node's view to agree (a third node owns
+    /// the child by it), by child: at most one per peer.
+    deferred: BTreeMap<ChildId, Vec<(NodeId, u64)>>,
+    /// When open claims are next looked at (resent to silent peers, or retried).
+    claim_tick_at: Option<Instant>,
+    /// The latest `now` an input carried: deadlines set by code that runs without one
+    /// (placement, deep in an input) count from it.
+    latest_now: Instant,
+    /// See [`NodeBuilder::sabotage_skip_claims`].
+    sabotage_skip_claims: bool,
     /// `start_child` calls waiting for a second member to hold the spec.
     pending_acks: BTreeMap<ChildId, u64>,
     next_instance: u64,
@@ -338,6 +384,7 @@ impl Node {
             rng_seed: 0,
             roles: Vec::new(),
             observer: false,
+            sabotage_skip_claims: false,
         }
     }
 
@@ -408,6 +455,9 @@ impl Node {
         if !self.unsent_starts.is_empty() {
             self.flush_starts();
         }
+        if !self.unsent_claims.is_empty() || !self.unsent_answers.is_empty() {
+            self.flush_claims();
+        }
         self.transmits.pop_front()
     }
 
@@ -426,6 +476,12 @@ impl Node {
         let mut next = self.next_sync_at;
         if !self.joined {
             next = next.min(self.join_deadline);
+            if let Some(at) = self.join_grace_until {
+                next = next.min(at);
+            }
+        }
+        if let Some(at) = self.claim_tick_at {
+            next = next.min(at);
         }
         if has_peers {
             next = next.min(self.next_probe_at);
@@ -466,9 +522,14 @@ impl Node {
 
     /// Handles a message from `from`, whose identity the transport authenticated.
     pub fn handle_message(&mut self, now: Instant, from: &NodeId, message: Message) {
+        self.latest_now = self.latest_now.max(now);
         if self.status != Status::Active {
             return;
         }
+        if !self.joined {
+            self.note_seed_heard(from, &message);
+        }
+        self.members.heard(now, from);
         match message {
             Message::Ping {
                 seq,
@@ -552,6 +613,8 @@ impl Node {
             Message::ChildAck { acks } => self.handle_child_ack(acks),
             Message::ChildDigest { digests } => self.handle_child_digest(from, digests),
             Message::ChildPull { buckets } => self.handle_child_pull(from, buckets),
+            Message::Claim { claims } => self.handle_claim(now, from, claims),
+            Message::ClaimReply { answers } => self.handle_claim_reply(now, from, answers),
             // The runtime's business: it decodes frames itself and handles these.
             Message::App(_) => {}
             Message::Sync { members, reply } => {
@@ -577,6 +640,7 @@ impl Node {
     /// [`Config::link_down_grace`]), and announced to every member; if the peer is in fact
     /// alive it refutes, and is `Up` again.
     pub fn handle_link(&mut self, now: Instant, peer: &NodeId, link: Link) {
+        self.latest_now = self.latest_now.max(now);
         if self.status != Status::Active || link == Link::Up {
             return;
         }
@@ -600,12 +664,14 @@ impl Node {
     /// Handles the passing of time: probe deadlines, suspicions, the next probe round, sync
     /// and join retries. Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.latest_now = self.latest_now.max(now);
         if self.status != Status::Active {
             return;
         }
         self.expire_probes(now);
         self.relays.retain(|_, r| r.deadline > now);
         self.expire_suspicions(now);
+        self.claim_tick(now);
         let has_peers = self.members.live().next().is_some();
         if has_peers && now >= self.next_probe_at {
             self.probe_round(now);
@@ -636,13 +702,14 @@ impl Node {
     ///
     /// [`CommandError::NotActive`] if the node already left or was superseded; nothing
     /// changes.
-    pub fn leave(&mut self, _now: Instant) -> Result<(), CommandError> {
+    pub fn leave(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.latest_now = self.latest_now.max(now);
         if self.status != Status::Active {
             return Err(CommandError::NotActive(self.status));
         }
         self.status = Status::Left;
         self.placement_dirty = true;
-        self.stop_all();
+        self.stop_all(StopReason::Leaving);
         self.probes.clear();
         self.relays.clear();
         let update = self.self_update();
@@ -813,6 +880,24 @@ impl Node {
                 }
                 continue;
             }
+            // A `Down` verdict from a peer about a member this node holds alive, and heard
+            // from lately, is only a claim: after a heal it is often old news from the other
+            // side about a node this side talks to. Check it first: the member is suspected at the verdict's
+            // version and told so, and either refutes within a probe cycle or is declared
+            // down on this node's own evidence.
+            let check_by = now + self.config.probe_timeout + self.config.indirect_timeout;
+            let recent = 2 * self.config.probe_interval;
+            match self.members.doubt(now, update, check_by, recent) {
+                Some(Some((suspicion, event))) => {
+                    tracing::debug!(node = %self.id, accused = %update.id, "checking a second-hand down");
+                    self.placement_dirty = true;
+                    self.broadcast(suspicion, false);
+                    self.emit(event);
+                    continue;
+                }
+                Some(None) => continue,
+                None => {}
+            }
             let merged =
                 self.members
                     .merge(now, update, self.config.max_members, suspicion_deadline);
@@ -833,6 +918,9 @@ impl Node {
             tracing::warn!(node = %self.id, by = %update.id, "superseded by a newer process");
             self.status = Status::Superseded;
             self.placement_dirty = true;
+            // The newer process owns the name and everything it ran: stop at once, with no
+            // handoff (a frozen process's state is stale by definition).
+            self.stop_all(StopReason::Superseded);
             self.actions.push_back(Action::Superseded {
                 by: update.id.clone(),
             });
@@ -1012,7 +1100,15 @@ impl Node {
             }
         }
         self.had_peers = has_peers;
-        if !self.joined && (has_peers || now >= self.join_deadline) {
+        if !self.joined && has_peers && self.join_grace_until.is_none() {
+            self.join_grace_until = Some(now + self.config.probe_timeout);
+        }
+        let every_seed_answered = self.seeds.iter().all(|s| self.seeds_heard.contains(s));
+        let grace_over = self.join_grace_until.is_some_and(|at| now >= at);
+        if !self.joined
+            && ((has_peers && every_seed_answered) || grace_over || now >= self.join_deadline)
+        {
+            tracing::debug!(node = %self.id, peers = has_peers, "joined");
             self.joined = true;
             self.placement_dirty = true;
         }
@@ -1020,6 +1116,19 @@ impl Node {
     }
 
     // ----- plumbing ------------------------------------------------------------------------
+
+    /// While joining: notes that the seed `from` speaks for has answered (its address is
+    /// the one its own member row, in the table it sent, gives).
+    fn note_seed_heard(&mut self, from: &NodeId, message: &Message) {
+        let own_row = match message {
+            Message::Sync { members, .. } => members.iter().find(|m| m.id == *from).map(|m| m.addr),
+            _ => None,
+        };
+        let addr = own_row.or_else(|| self.members.current(from).map(|m| m.addr()));
+        if let Some(addr) = addr.filter(|a| self.seeds.contains(a)) {
+            self.seeds_heard.insert(addr);
+        }
+    }
 
     fn emit(&mut self, event: MemberEvent) {
         self.placement_dirty = true;

@@ -13,10 +13,13 @@ use crate::supervisor::{
     ChildInfo, ChildRecord, ChildSpec, ChildState, DIGEST_BUCKETS, DeclareError, Exit,
     RestartPolicy, Scope, StartError, StopReason, SupervisorEvent, TerminateError,
 };
-use crate::wire::Message;
+use crate::wire::{ClaimAnswer, ClaimVerdict, Message};
 
 /// Records per `Children` message are capped by size: well under the frame limit.
 const CHUNK_BYTES: usize = 256 * 1024;
+/// Claims (or answers) per message: a child id is at most `MAX_CHILD_ID_LEN` bytes, so a
+/// message of this many stays well under the frame limit.
+const CLAIMS_PER_MESSAGE: usize = 2048;
 
 /// The nodes that may own children right now, as this node sees them: live members, and this
 /// node once it has joined.
@@ -32,12 +35,45 @@ pub(super) struct Singleton {
     ended: bool,
 }
 
-/// A child this node runs (asked the runtime to run).
+/// A child this node runs (asked the runtime to run), or claims in order to run.
 #[derive(Debug)]
 pub(super) struct Running {
     instance: u64,
     singleton: bool,
     restarts: VecDeque<Instant>,
+    /// `Some` while the claim is open: nothing runs yet.
+    claim: Option<Claim>,
+}
+
+impl Running {
+    fn started(&self) -> bool {
+        self.claim.is_none()
+    }
+}
+
+/// A claim in progress: this node owns the child by its view and waits for every live
+/// peer to say that no instance of it runs there before it starts one. The round of the
+/// claim is the instance number it will start.
+#[derive(Debug)]
+pub(super) struct Claim {
+    /// The peers whose answer is still awaited.
+    waiting: Vec<NodeId>,
+    /// The peer whose instance ended for this claim: its state was sent ahead of its answer.
+    released_by: Option<NodeId>,
+    /// A peer refused (it runs the child, or claims it with precedence): claim again from
+    /// this moment, if this node still owns the child then.
+    retry_at: Option<Instant>,
+    /// When the claim goes again to the peers still silent (a message can be lost when a
+    /// connection is replaced).
+    resend_at: Instant,
+}
+
+/// An instance asked to stop whose end the runtime has not reported yet.
+#[derive(Debug)]
+pub(super) struct Stopping {
+    instance: u64,
+    /// Claims on the child that wait for this instance to end, by peer and round.
+    claims: Vec<(NodeId, u64)>,
 }
 
 /// Whether the node described by `meta` may run `spec` (as singleton `singleton` if set).
@@ -67,6 +103,7 @@ impl Node {
     /// [`DeclareError`] if the spec breaks a limit, the name is taken by a child or by a
     /// different declaration, or the node is no longer active. Nothing changes.
     pub fn declare_singleton(&mut self, now: Instant, spec: ChildSpec) -> Result<(), DeclareError> {
+        self.latest_now = self.latest_now.max(now);
         if self.status != Status::Active {
             return Err(DeclareError::NotActive);
         }
@@ -115,6 +152,7 @@ impl Node {
     /// [`StartError`] if the spec breaks a limit, the id is taken, or the node is no longer
     /// active. Nothing changes.
     pub fn start_child(&mut self, now: Instant, spec: ChildSpec) -> Result<(), StartError> {
+        self.latest_now = self.latest_now.max(now);
         if self.status != Status::Active {
             return Err(StartError::NotActive);
         }
@@ -157,6 +195,7 @@ impl Node {
     /// [`TerminateError`] if no live child has this id, it is a singleton, or the node is no
     /// longer active. Nothing changes.
     pub fn terminate_child(&mut self, now: Instant, id: &ChildId) -> Result<(), TerminateError> {
+        self.latest_now = self.latest_now.max(now);
         if self.status != Status::Active {
             return Err(TerminateError::NotActive);
         }
@@ -182,6 +221,7 @@ impl Node {
     ///
     /// [`CommandError::NotActive`] if the node left or was superseded; nothing changes.
     pub fn set_draining(&mut self, now: Instant, draining: bool) -> Result<(), CommandError> {
+        self.latest_now = self.latest_now.max(now);
         if self.status != Status::Active {
             return Err(CommandError::NotActive(self.status));
         }
@@ -198,12 +238,27 @@ impl Node {
     /// Reports that instance `instance` of child `id` ended. The core applies the restart
     /// policy and intensity: it may answer with a new [`Action::Start`], end the child
     /// ([`SupervisorEvent::Completed`] or [`SupervisorEvent::GaveUp`]), or, for an
-    /// instance it already asked to stop, do nothing.
+    /// instance it asked to stop, confirm its end to the peers whose claims wait for it.
+    /// Report every end, asked for or not.
     pub fn worker_exited(&mut self, now: Instant, id: &ChildId, instance: u64, exit: Exit) {
+        self.latest_now = self.latest_now.max(now);
         if self.status != Status::Active {
             return;
         }
-        let Some(running) = self.running.get(id).filter(|r| r.instance == instance) else {
+        if self
+            .stopping
+            .get(id)
+            .is_some_and(|s| s.instance == instance)
+        {
+            self.stopped(now, id);
+            self.after_input_at(now);
+            return;
+        }
+        let Some(running) = self
+            .running
+            .get(id)
+            .filter(|r| r.instance == instance && r.started())
+        else {
             return;
         };
         let singleton = running.singleton;
@@ -292,7 +347,7 @@ impl Node {
             id: id.clone(),
             singleton: true,
             owner: s.owner.as_ref().map(|(n, _)| n.clone()),
-            running_here: self.running.contains_key(id),
+            running_here: self.runs(id),
         });
         let children = self
             .children
@@ -302,7 +357,7 @@ impl Node {
                 id: id.clone(),
                 singleton: false,
                 owner: s.owner.as_ref().map(|(n, _)| n.clone()),
-                running_here: self.running.contains_key(id),
+                running_here: self.runs(id),
             });
         singletons
             .chain(children)
@@ -315,9 +370,30 @@ impl Node {
         self.children.live_len()
     }
 
-    /// The ids this node runs, with the instance numbers it gave them.
+    /// The ids this node runs, with the instance numbers it gave them (not those it only
+    /// claims yet, nor those it asked to stop).
     pub fn running(&self) -> impl Iterator<Item = (&ChildId, u64)> {
-        self.running.iter().map(|(id, r)| (id, r.instance))
+        self.running
+            .iter()
+            .filter(|(_, r)| r.started())
+            .map(|(id, r)| (id, r.instance))
+    }
+
+    /// Whether this node claims `id`: it owns it by its view and waits for its peers'
+    /// answers before it starts an instance. A runtime holds the messages for `id` that
+    /// arrive meanwhile, and delivers them to the instance once it starts.
+    pub fn is_claiming(&self, id: &ChildId) -> bool {
+        self.running.get(id).is_some_and(|r| !r.started())
+    }
+
+    /// Whether nothing runs, starts or stops here: a draining node is done moving its
+    /// children away once this holds, and may [`leave`](Node::leave).
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty() && self.stopping.is_empty()
+    }
+
+    fn runs(&self, id: &ChildId) -> bool {
+        self.running.get(id).is_some_and(Running::started)
     }
 
     // ----- messages ------------------------------------------------------------------------
@@ -474,6 +550,8 @@ impl Node {
             .map(|(name, _)| name.clone())
             .collect();
         self.view = view;
+        self.prune_claims();
+        self.answer_deferred();
         let mut moved = Vec::new();
         for (id, slot) in self.children.iter_mut() {
             if slot.record.state != ChildState::Live {
@@ -503,65 +581,20 @@ impl Node {
                 }
             }
             if slot.owner != before {
-                moved.push((id.clone(), before));
+                moved.push(id.clone());
             }
         }
         let singletons: Vec<ChildId> = self.singletons.keys().cloned().collect();
         for id in &singletons {
             if let Some(s) = self.singletons.get_mut(id) {
-                let before = s.owner.clone();
                 s.owner = owner_in(&self.view, &s.spec, true);
-                if s.owner != before {
-                    moved.push((id.clone(), before));
-                }
             }
         }
-        for (id, before) in &moved {
-            self.note_graceful_move(id, before.as_ref().map(|(name, _)| name));
-        }
-        let moved: Vec<ChildId> = moved.into_iter().map(|(id, _)| id).collect();
         for id in moved.iter().chain(&singletons) {
             self.reconcile(id);
         }
-        // Moves that did not turn into a start here are not waiting for anything.
-        self.handoff_from.clear();
         self.report_conflicts();
         self.answer_pending_if_alone();
-    }
-
-    /// Remembers that `id` moves here from `previous`, if `previous` is another node that is
-    /// still in the view (alive, maybe draining): it will hand its instance's state over.
-    ///
-    /// With no previous owner in this node's own view (it just joined, or restarted), the
-    /// previous owner is the one the rest of the cluster had: the eligible node that would
-    /// own `id` if this one did not exist (the rendezvous runner-up).
-    fn note_graceful_move(&mut self, id: &ChildId, previous: Option<&NodeName>) {
-        if self.owner_of(id) != Some(&self.id.name) {
-            return;
-        }
-        let previous = match previous {
-            Some(previous) if *previous == self.id.name => None,
-            Some(previous) => Some(previous.clone()),
-            None => self.runner_up(id),
-        };
-        if let Some(previous) = previous.filter(|p| self.view.contains_key(p)) {
-            self.handoff_from.insert(id.clone(), previous);
-        }
-    }
-
-    /// The eligible node other than this one with the highest rendezvous weight for `id`.
-    fn runner_up(&self, id: &ChildId) -> Option<NodeName> {
-        let (spec, singleton) = match self.singletons.get(id) {
-            Some(s) => (&s.spec, true),
-            None => (&self.children.get(id)?.record.spec, false),
-        };
-        self.view
-            .iter()
-            .filter(|(name, _)| **name != self.id.name)
-            .filter(|(_, (_, meta))| eligible(meta, spec, singleton))
-            .map(|(name, _)| (weight(id, name), name))
-            .max()
-            .map(|(_, name)| name.clone())
     }
 
     /// A node that has joined and has no live peer has no second member to wait for: it
@@ -596,7 +629,9 @@ impl Node {
         true
     }
 
-    /// Starts or stops `id` here so that it runs exactly when this node owns it.
+    /// Starts or stops `id` here so that it runs exactly when this node owns it: a node
+    /// that comes to own it claims it first (see [`Node::handle_claim`]), and starts it
+    /// once every live peer has answered.
     fn reconcile(&mut self, id: &ChildId) {
         let (owner, live, singleton) = match self.singletons.get(id) {
             Some(s) => (s.owner.clone(), !s.ended, true),
@@ -611,37 +646,10 @@ impl Node {
         };
         let mine = owner.as_ref().is_some_and(|(n, _)| *n == self.id.name);
         let should_run = self.status == Status::Active && live && mine && self.may_run(id);
-        let running = self.running.contains_key(id);
-        if should_run && !running {
-            let spec = if singleton {
-                self.singletons.get(id).map(|s| s.spec.clone())
-            } else {
-                self.children.get(id).map(|s| s.record.spec.clone())
-            };
-            let Some(spec) = spec else {
-                return;
-            };
-            self.next_instance += 1;
-            let instance = self.next_instance;
-            self.running.insert(
-                id.clone(),
-                Running {
-                    instance,
-                    singleton,
-                    restarts: VecDeque::new(),
-                },
-            );
-            let handoff_from = self
-                .handoff_from
-                .remove(id)
-                .and_then(|name| self.view.get(&name).map(|(node, _)| node.clone()));
-            self.actions.push_back(Action::Start {
-                id: id.clone(),
-                instance,
-                spec,
-                handoff_from,
-            });
-        } else if !should_run && running {
+        let present = self.running.contains_key(id);
+        if should_run && !present {
+            self.open_claim(id, singleton);
+        } else if !should_run && present {
             let reason = if self.status != Status::Active {
                 StopReason::Leaving
             } else if !live {
@@ -658,22 +666,375 @@ impl Node {
         }
     }
 
-    /// Asks the runtime to stop `id` here.
+    /// Asks the runtime to stop `id` here (or drops the claim, if nothing started yet).
     pub(super) fn stop_here(&mut self, id: &ChildId, reason: StopReason) {
-        if let Some(running) = self.running.remove(id) {
-            self.actions.push_back(Action::Stop {
-                id: id.clone(),
+        let Some(running) = self.running.remove(id) else {
+            return;
+        };
+        if !running.started() {
+            self.open_claims.remove(id);
+            return;
+        }
+        self.stopping.insert(
+            id.clone(),
+            Stopping {
                 instance: running.instance,
-                reason,
-            });
+                claims: Vec::new(),
+            },
+        );
+        self.actions.push_back(Action::Stop {
+            id: id.clone(),
+            instance: running.instance,
+            reason,
+        });
+    }
+
+    /// Stops everything this node runs (it is leaving, or was superseded).
+    pub(super) fn stop_all(&mut self, reason: StopReason) {
+        let ids: Vec<ChildId> = self.running.keys().cloned().collect();
+        for id in ids {
+            self.stop_here(&id, reason.clone());
         }
     }
 
-    /// Stops everything this node runs (it is leaving).
-    pub(super) fn stop_all(&mut self) {
-        let ids: Vec<ChildId> = self.running.keys().cloned().collect();
-        for id in ids {
-            self.stop_here(&id, StopReason::Leaving);
+    // ----- claims --------------------------------------------------------------------------
+
+    /// Starts claiming `id`: asks every live peer whether an instance runs there. With no
+    /// peer to ask (and nothing of it still stopping here), it starts at once.
+    fn open_claim(&mut self, id: &ChildId, singleton: bool) {
+        self.next_instance += 1;
+        let instance = self.next_instance;
+        let waiting: Vec<NodeId> = if self.sabotage_skip_claims {
+            Vec::new()
+        } else {
+            self.members.live().map(|m| m.id().clone()).collect()
+        };
+        for peer in &waiting {
+            self.unsent_claims
+                .entry(peer.clone())
+                .or_default()
+                .push((id.clone(), instance));
+        }
+        let resend_at = self.claim_resend_at();
+        self.running.insert(
+            id.clone(),
+            Running {
+                instance,
+                singleton,
+                restarts: VecDeque::new(),
+                claim: Some(Claim {
+                    waiting,
+                    released_by: None,
+                    retry_at: None,
+                    resend_at,
+                }),
+            },
+        );
+        self.open_claims.insert(id.clone());
+        self.finish_claim(id);
+    }
+
+    /// When a claim still unanswered goes out again, and a refused one is retried.
+    fn claim_resend_at(&mut self) -> Instant {
+        let at = self.latest_now + self.config.probe_timeout;
+        self.arm_claim_tick(at);
+        at
+    }
+
+    fn arm_claim_tick(&mut self, at: Instant) {
+        self.claim_tick_at = Some(self.claim_tick_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// Starts the instance of a claim that every peer answered, unless a refusal or an
+    /// instance of its own that is still stopping holds it back.
+    fn finish_claim(&mut self, id: &ChildId) {
+        if self.stopping.contains_key(id) {
+            return;
+        }
+        let Some(running) = self.running.get_mut(id) else {
+            return;
+        };
+        let ready = running
+            .claim
+            .as_ref()
+            .is_some_and(|c| c.waiting.is_empty() && c.retry_at.is_none());
+        if !ready {
+            return;
+        }
+        let Some(claim) = running.claim.take() else {
+            return;
+        };
+        let (instance, singleton) = (running.instance, running.singleton);
+        self.open_claims.remove(id);
+        let spec = if singleton {
+            self.singletons.get(id).map(|s| s.spec.clone())
+        } else {
+            self.children.get(id).map(|s| s.record.spec.clone())
+        };
+        let Some(spec) = spec else {
+            self.running.remove(id);
+            return;
+        };
+        self.actions.push_back(Action::Start {
+            id: id.clone(),
+            instance,
+            spec,
+            handoff_from: claim.released_by,
+        });
+    }
+
+    /// A peer claims children: answer for each whether an instance runs here.
+    ///
+    /// * Nothing here: [`ClaimVerdict::Free`].
+    /// * An instance stopping here: the answer waits for its end, then says
+    ///   [`ClaimVerdict::Released`].
+    /// * An instance running here: [`ClaimVerdict::Refused`]. This node owns it by its own
+    ///   view; a running instance moves only when this node's view says so, never on a
+    ///   peer's word.
+    /// * A claim of this node's own: the claim with the higher rendezvous weight wins. The
+    ///   loser answers `Free` and waits before it claims again, or gets `Refused`.
+    /// * Nothing here, but by this node's view a third node owns it: the answer waits until
+    ///   this node's view changes (see [`Node::answer_deferred`]). Views that disagree are
+    ///   catching up with a failure or merging after a heal, and a start now could
+    ///   duplicate an instance the claimer does not know of yet.
+    pub(super) fn handle_claim(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        claims: Vec<(ChildId, u64)>,
+    ) {
+        for (id, round) in claims.into_iter().take(self.config.max_children) {
+            let verdict = match self.running.get_mut(&id) {
+                Some(running) => match running.claim.as_mut() {
+                    None => ClaimVerdict::Refused,
+                    Some(claim) => {
+                        let theirs = (weight(&id, &from.name), &from.name);
+                        let ours = (weight(&id, &self.id.name), &self.id.name);
+                        if theirs > ours {
+                            let retry_at = now + self.config.probe_timeout;
+                            claim.retry_at = Some(retry_at);
+                            self.arm_claim_tick(retry_at);
+                            ClaimVerdict::Free
+                        } else {
+                            ClaimVerdict::Refused
+                        }
+                    }
+                },
+                None => match self.stopping.get_mut(&id) {
+                    Some(stopping) => {
+                        if !stopping
+                            .claims
+                            .iter()
+                            .any(|(p, r)| p == from && *r == round)
+                        {
+                            stopping.claims.push((from.clone(), round));
+                        }
+                        continue;
+                    }
+                    None => {
+                        // A third node owns it by this node's view: the views disagree (a
+                        // failure this node has not heard of yet, or a heal merging them).
+                        // The answer waits until they agree.
+                        if self.third_owner(&id, &from.name) {
+                            let waiting = self.deferred.entry(id).or_default();
+                            waiting.retain(|(p, _)| p != from);
+                            waiting.push((from.clone(), round));
+                            continue;
+                        }
+                        ClaimVerdict::Free
+                    }
+                },
+            };
+            self.unsent_answers
+                .entry(from.clone())
+                .or_default()
+                .push(ClaimAnswer { id, round, verdict });
+        }
+    }
+
+    /// Whether, by this node's view, `id` is owned by a live node other than `claimer` and
+    /// this one.
+    fn third_owner(&self, id: &ChildId, claimer: &NodeName) -> bool {
+        self.owner_of(id)
+            .is_some_and(|o| o != claimer && *o != self.id.name && self.view.contains_key(o))
+    }
+
+    /// Answers the claims that waited for this node's view to agree with the claimer's,
+    /// now that the view changed. Claims from peers gone from the view are dropped.
+    fn answer_deferred(&mut self) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        for (id, claims) in std::mem::take(&mut self.deferred) {
+            for (peer, round) in claims {
+                if self.view.get(&peer.name).is_none_or(|(p, _)| *p != peer) {
+                    continue;
+                }
+                if self.third_owner(&id, &peer.name) {
+                    self.deferred
+                        .entry(id.clone())
+                        .or_default()
+                        .push((peer, round));
+                    continue;
+                }
+                // Whatever else holds now (this node claims or runs it itself) is answered
+                // as a fresh claim would be.
+                self.handle_claim(self.latest_now, &peer, vec![(id.clone(), round)]);
+            }
+        }
+    }
+
+    /// A peer answered claims of this node.
+    pub(super) fn handle_claim_reply(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        answers: Vec<ClaimAnswer>,
+    ) {
+        for answer in answers.into_iter().take(self.config.max_children) {
+            let Some(claim) = self
+                .running
+                .get_mut(&answer.id)
+                .filter(|r| r.instance == answer.round)
+                .and_then(|r| r.claim.as_mut())
+            else {
+                continue;
+            };
+            if !claim.waiting.contains(from) {
+                continue;
+            }
+            claim.waiting.retain(|p| p != from);
+            match answer.verdict {
+                ClaimVerdict::Free => {}
+                ClaimVerdict::Released => claim.released_by = Some(from.clone()),
+                ClaimVerdict::Refused => {
+                    tracing::debug!(node = %self.id, child = %answer.id, peer = %from, "claim refused");
+                    let retry_at = now + self.config.probe_timeout;
+                    claim.retry_at = Some(retry_at);
+                    self.arm_claim_tick(retry_at);
+                }
+            }
+            self.finish_claim(&answer.id);
+        }
+    }
+
+    /// The instance of `id` this node asked to stop has ended: the claims that waited for
+    /// it are answered, and a claim of this node's own may start.
+    fn stopped(&mut self, _now: Instant, id: &ChildId) {
+        let Some(stopping) = self.stopping.remove(id) else {
+            return;
+        };
+        for (peer, round) in stopping.claims {
+            self.unsent_answers
+                .entry(peer)
+                .or_default()
+                .push(ClaimAnswer {
+                    id: id.clone(),
+                    round,
+                    verdict: ClaimVerdict::Released,
+                });
+        }
+        self.finish_claim(id);
+    }
+
+    /// Resends open claims to the peers still silent, and claims again what was refused.
+    pub(super) fn claim_tick(&mut self, now: Instant) {
+        if self.claim_tick_at.is_none_or(|at| at > now) {
+            return;
+        }
+        self.claim_tick_at = None;
+        let open: Vec<ChildId> = self.open_claims.iter().cloned().collect();
+        let mut next: Option<Instant> = None;
+        for id in open {
+            let Some(running) = self.running.get_mut(&id) else {
+                self.open_claims.remove(&id);
+                continue;
+            };
+            let instance = running.instance;
+            let Some(claim) = running.claim.as_mut() else {
+                self.open_claims.remove(&id);
+                continue;
+            };
+            if let Some(retry_at) = claim.retry_at {
+                if retry_at > now {
+                    next = Some(next.map_or(retry_at, |n| n.min(retry_at)));
+                    continue;
+                }
+                // Claim afresh, with a new round, if this node still owns it.
+                self.running.remove(&id);
+                self.open_claims.remove(&id);
+                self.reconcile(&id);
+                continue;
+            }
+            if claim.waiting.is_empty() {
+                continue;
+            }
+            if claim.resend_at <= now {
+                claim.resend_at = now + self.config.probe_timeout;
+                for peer in claim.waiting.clone() {
+                    self.unsent_claims
+                        .entry(peer)
+                        .or_default()
+                        .push((id.clone(), instance));
+                }
+            }
+            let at = self
+                .running
+                .get(&id)
+                .and_then(|r| r.claim.as_ref())
+                .map(|c| c.resend_at);
+            if let Some(at) = at {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        if let Some(at) = next {
+            self.arm_claim_tick(at);
+        }
+    }
+
+    /// Peers that left the live view answer no claim: stop waiting for them.
+    fn prune_claims(&mut self) {
+        if self.open_claims.is_empty() {
+            return;
+        }
+        let live: BTreeSet<&NodeId> = self.members.live().map(|m| m.id()).collect();
+        let open: Vec<ChildId> = self.open_claims.iter().cloned().collect();
+        let mut ready = Vec::new();
+        for id in open {
+            if let Some(claim) = self.running.get_mut(&id).and_then(|r| r.claim.as_mut()) {
+                let before = claim.waiting.len();
+                claim.waiting.retain(|p| live.contains(p));
+                if claim.waiting.len() != before {
+                    ready.push(id);
+                }
+            }
+        }
+        for id in ready {
+            self.finish_claim(&id);
+        }
+    }
+
+    /// Sends the queued claims and answers, one message per peer, in chunks that fit a frame.
+    pub(super) fn flush_claims(&mut self) {
+        for (peer, claims) in std::mem::take(&mut self.unsent_claims) {
+            for chunk in claims.chunks(CLAIMS_PER_MESSAGE) {
+                self.send_to(
+                    &peer,
+                    Message::Claim {
+                        claims: chunk.to_vec(),
+                    },
+                );
+            }
+        }
+        for (peer, answers) in std::mem::take(&mut self.unsent_answers) {
+            for chunk in answers.chunks(CLAIMS_PER_MESSAGE) {
+                self.send_to(
+                    &peer,
+                    Message::ClaimReply {
+                        answers: chunk.to_vec(),
+                    },
+                );
+            }
         }
     }
 

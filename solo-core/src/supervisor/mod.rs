@@ -53,6 +53,9 @@ pub enum StopReason {
     Terminated,
     /// This node is leaving the cluster.
     Leaving,
+    /// A newer process with this node's name joined the cluster: it owns everything now, so
+    /// this stale process stops at once, with no handoff.
+    Superseded,
 }
 
 /// Which children [`Node::which_children`](crate::Node::which_children) lists.

@@ -75,8 +75,14 @@ pub struct SimConfig {
     pub max_drift_ppm: u32,
     /// Whether to keep a log of every event, printed when a check fails (slower).
     pub log_history: bool,
-    /// Singletons every process declares when it starts.
+    /// Singletons every process declares when it starts (see `declare_on_start`).
     pub singletons: Vec<ChildSpec>,
+    /// Whether a process declares `singletons` as it starts (default), or only when
+    /// [`Sim::declare`] says so.
+    pub declare_on_start: bool,
+    /// Runs nodes that start children without claiming them (see
+    /// [`NodeBuilder::sabotage_skip_claims`](crate::NodeBuilder::sabotage_skip_claims)).
+    pub sabotage_skip_claims: bool,
 }
 
 impl Default for SimConfig {
@@ -90,6 +96,8 @@ impl Default for SimConfig {
             max_drift_ppm: 200,
             log_history: false,
             singletons: Vec::new(),
+            declare_on_start: true,
+            sabotage_skip_claims: false,
         }
     }
 }
@@ -130,6 +138,14 @@ enum Payload {
     LinkDown {
         peer: NodeId,
     },
+    /// An instance the node asked to stop has ended: the simulated runtime reports it, as
+    /// the real one does once every worker task has finished.
+    WorkerEnded {
+        /// The process that stopped it (a restarted process never ran it).
+        incarnation: u64,
+        id: ChildId,
+        instance: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +184,31 @@ pub struct Record {
     pub action: Action,
 }
 
+/// An instance started while another instance of the same id still ran (or was still
+/// stopping) on another host: what "exactly one" forbids in a healthy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlap {
+    /// Simulated time of the start.
+    pub at: Duration,
+    /// The child or singleton.
+    pub id: ChildId,
+    /// The host that started it.
+    pub started_on: usize,
+    /// The hosts whose instance still ran.
+    pub running_on: Vec<usize>,
+}
+
+/// A node declared `Down` a process that was running, not frozen, and active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FalseDown {
+    /// Simulated time of the verdict.
+    pub at: Duration,
+    /// The host that declared it.
+    pub by: usize,
+    /// The process declared down.
+    pub peer: NodeId,
+}
+
 /// The simulated cluster. See the [module docs](self).
 #[derive(Debug)]
 pub struct Sim {
@@ -185,6 +226,8 @@ pub struct Sim {
     /// Pairs with an open connection, which a killed process closes with a FIN.
     connections: BTreeSet<(usize, usize)>,
     records: Vec<Record>,
+    overlaps: Vec<Overlap>,
+    false_downs: Vec<FalseDown>,
     history: Vec<String>,
     steps: u64,
     /// Every running, unfrozen host's next deadline: a node's `poll_timeout` only changes
@@ -212,6 +255,8 @@ impl Sim {
             blocked: BTreeSet::new(),
             connections: BTreeSet::new(),
             records: Vec::new(),
+            overlaps: Vec::new(),
+            false_downs: Vec::new(),
             history: Vec::new(),
             steps: 0,
             timeouts: BTreeSet::new(),
@@ -430,6 +475,43 @@ impl Sim {
         &self.records
     }
 
+    /// The overlaps since the last call: starts of an id while another host still ran it,
+    /// whatever the network did meanwhile (the caller judges them: in `Available` mode a
+    /// partition may run one copy per side).
+    pub fn take_overlaps(&mut self) -> Vec<Overlap> {
+        std::mem::take(&mut self.overlaps)
+    }
+
+    /// The false `Down` verdicts since the last call (a live, unfrozen, active process
+    /// declared down), whatever the network did meanwhile: the caller judges them.
+    pub fn take_false_downs(&mut self) -> Vec<FalseDown> {
+        std::mem::take(&mut self.false_downs)
+    }
+
+    /// Declares the configured singletons on host `i` (a no-op for those it declared).
+    pub fn declare(&mut self, i: usize) {
+        let specs = self.config.singletons.clone();
+        self.with_node(i, |node, now| {
+            for spec in specs {
+                // A node that left refuses; nothing to check then.
+                let _ = node.declare_singleton(now, spec);
+            }
+        });
+    }
+
+    /// Leaves as the `solo` runtime does: the node drains (its children move to others),
+    /// the simulation runs until nothing runs there any more (at most `within`), then the
+    /// node announces its leave.
+    pub fn leave_gracefully(&mut self, i: usize, within: Duration) {
+        if self.with_node(i, |node, now| node.set_draining(now, true).is_ok()) != Some(true) {
+            return;
+        }
+        self.run_until(within, |sim| {
+            sim.node(i).is_none_or(|n| n.is_idle()) && sim.hosts[i].workers.is_empty()
+        });
+        self.with_node(i, |node, now| node.leave(now).is_ok());
+    }
+
     /// Forgets the recorded actions (to bound memory in long runs).
     pub fn clear_records(&mut self) {
         self.records.clear();
@@ -525,12 +607,18 @@ impl Sim {
             .seeds(seeds)
             .roles(self.hosts[i].roles.clone())
             .rng_seed(rng_seed)
+            .sabotage_skip_claims(self.config.sabotage_skip_claims)
             .build(now);
         let mut node = match node {
             Ok(node) => node,
             Err(e) => panic!("simulated node config is invalid: {e}"),
         };
-        for spec in &self.config.singletons {
+        let declared = if self.config.declare_on_start {
+            self.config.singletons.as_slice()
+        } else {
+            &[]
+        };
+        for spec in declared {
             if let Err(e) = node.declare_singleton(now, spec.clone()) {
                 panic!("simulated singleton is invalid: {e}");
             }
@@ -694,6 +782,20 @@ impl Sim {
             Payload::LinkDown { peer } => {
                 node.handle_link(now, &peer, Link::Down);
             }
+            Payload::WorkerEnded {
+                incarnation,
+                id,
+                instance,
+            } => {
+                let host = &mut self.hosts[i];
+                if host.incarnation != incarnation || host.workers.get(&id) != Some(&instance) {
+                    return;
+                }
+                host.workers.remove(&id);
+                if let Some(node) = host.node.as_mut() {
+                    node.worker_exited(now, &id, instance, Exit::Normal);
+                }
+            }
         }
         self.drain(i);
     }
@@ -722,10 +824,55 @@ impl Sim {
                     let workers = &mut self.hosts[i].workers;
                     match &action {
                         Action::Start { id, instance, .. } => {
-                            workers.insert(id.clone(), *instance);
+                            if let Some(old) = workers.insert(id.clone(), *instance) {
+                                panic!("{from} started {id} as {instance} while {old} still ran");
+                            }
+                            let running_on: Vec<usize> = (0..self.hosts.len())
+                                .filter(|&j| j != i)
+                                .filter(|&j| {
+                                    self.hosts[j].node.is_some()
+                                        && self.hosts[j].workers.contains_key(id)
+                                })
+                                .collect();
+                            if !running_on.is_empty() {
+                                self.overlaps.push(Overlap {
+                                    at: self.now,
+                                    id: id.clone(),
+                                    started_on: i,
+                                    running_on,
+                                });
+                            }
+                        }
+                        Action::Member(crate::membership::MemberEvent::Down(peer)) => {
+                            let alive = self.hosts.iter().any(|h| {
+                                !h.frozen
+                                    && h.node.as_ref().is_some_and(|n| {
+                                        n.id() == peer && n.status() == Status::Active
+                                    })
+                            });
+                            if alive {
+                                self.false_downs.push(FalseDown {
+                                    at: self.now,
+                                    by: i,
+                                    peer: peer.clone(),
+                                });
+                            }
                         }
                         Action::Stop { id, instance, .. } if workers.get(id) == Some(instance) => {
-                            workers.remove(id);
+                            // It runs on until the runtime has stopped it, a moment later.
+                            let (id, instance) = (id.clone(), *instance);
+                            let incarnation = self.hosts[i].incarnation;
+                            let at = self.now + self.delay();
+                            self.push(Delivery {
+                                at,
+                                order: 0,
+                                to: i,
+                                payload: Payload::WorkerEnded {
+                                    incarnation,
+                                    id,
+                                    instance,
+                                },
+                            });
                         }
                         _ => {}
                     }

@@ -5,6 +5,10 @@ use std::time::Duration;
 use super::Sim;
 use crate::rng::Rng;
 
+/// How long a graceful leave waits for the leaving node's children to move (the runtime's
+/// drain timeout).
+const LEAVE_WITHIN: Duration = Duration::from_secs(5);
+
 /// One thing the nemesis does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
@@ -31,8 +35,12 @@ pub enum Fault {
     Thaw(usize),
     /// Sets the probability of losing a message, in per mille.
     LossPerMille(u16),
-    /// A host leaves the cluster gracefully.
+    /// A host leaves the cluster gracefully, as the runtime does it: it drains, then leaves.
     Leave(usize),
+    /// A new host joins (through every host).
+    Join,
+    /// A host declares the simulation's singletons (see `SimConfig::declare_on_start`).
+    Declare(usize),
     /// Lets the cluster run.
     Wait(Duration),
 }
@@ -83,6 +91,45 @@ impl Schedule {
         Self { nodes, faults }
     }
 
+    /// A random schedule with a healthy network: processes start, join, declare, leave,
+    /// crash and restart, in any order, `steps` times (each followed by a wait of up to
+    /// 1.5 s), for a cluster of `nodes` hosts at first. Meant for a [`Sim`] built with
+    /// `declare_on_start: false`, so that declarations come in any order too. In such a
+    /// cluster no child may ever have two instances.
+    pub fn random_healthy(seed: u64, nodes: usize, steps: usize) -> Self {
+        let mut rng = Rng::new(seed ^ 0x4EA1_7457_0000_0001);
+        let mut faults = Vec::with_capacity(steps * 2 + nodes);
+        let mut hosts = nodes;
+        // Most hosts declare at once, at the start, in a random order.
+        let mut order: Vec<usize> = (0..nodes).collect();
+        rng.shuffle(&mut order);
+        for &i in &order {
+            if rng.below(4) != 0 {
+                faults.push(Fault::Declare(i));
+            }
+        }
+        for _ in 0..steps {
+            let host = rng.below(hosts as u64) as usize;
+            let fault = match rng.below(10) {
+                0..=2 => Fault::Declare(host),
+                3 if hosts < 2 * nodes => {
+                    hosts += 1;
+                    Fault::Join
+                }
+                4 => Fault::Kill(host),
+                5 => Fault::CrashSilently(host),
+                6 | 7 => Fault::Restart(host),
+                _ => Fault::Leave(host),
+            };
+            faults.push(fault);
+            // Sometimes two things at once.
+            if rng.below(3) != 0 {
+                faults.push(Fault::Wait(Duration::from_millis(rng.below(1500))));
+            }
+        }
+        Self { nodes, faults }
+    }
+
     /// Applies the faults to `sim` in order, running it through every wait.
     pub fn apply(&self, sim: &mut Sim) {
         for fault in &self.faults {
@@ -104,9 +151,11 @@ pub(super) fn apply_fault(sim: &mut Sim, fault: &Fault) {
         Fault::Freeze(i) => sim.freeze(*i),
         Fault::Thaw(i) => sim.thaw(*i),
         Fault::LossPerMille(p) => sim.config_mut().loss = f64::from(*p) / 1000.0,
-        Fault::Leave(i) => {
-            sim.with_node(*i, |node, now| node.leave(now).is_ok());
+        Fault::Leave(i) => sim.leave_gracefully(*i, LEAVE_WITHIN),
+        Fault::Join => {
+            sim.add_node();
         }
+        Fault::Declare(i) => sim.declare(*i),
         Fault::Wait(d) => sim.run_for(*d),
     }
 }

@@ -16,9 +16,11 @@
 //! * Graceful move (the core says `Stop { Moved { to } }` here and `Start { handoff_from }`
 //!   there): the old instance handles everything already in its mailbox, answers
 //!   `begin_handoff`, and its state goes to the new node, followed by the messages that
-//!   reached the old node meanwhile. The new node starts its instance with the state, then
-//!   delivers those messages, then the ones that reached it directly, each group in arrival
-//!   order.
+//!   reached the old node meanwhile; then it ends, and only then does its node confirm the
+//!   new node's claim. So the state is there before the new instance starts: the new node
+//!   never waits for a state. While its core claims the name, the new node holds the
+//!   messages that reach it; it delivers those passed on by the old node first, then the
+//!   ones that reached it directly, each group in arrival order.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -66,15 +68,19 @@ enum Waiting {
     },
 }
 
-/// An instance started here that waits for its previous node's state.
-struct Awaiting {
-    instance: u64,
-    from: NodeId,
-    deadline: Instant,
+/// Messages for a name this node's core claims, held until its instance starts.
+#[derive(Default)]
+struct Held {
     /// Passed on by the previous node: delivered first.
     forwarded: Vec<Delivery>,
     /// Sent here directly.
     direct: Vec<Delivery>,
+}
+
+impl Held {
+    fn into_deliveries(self) -> impl Iterator<Item = Delivery> {
+        self.forwarded.into_iter().chain(self.direct)
+    }
 }
 
 /// An instance here that is handing over to `to`.
@@ -91,7 +97,8 @@ pub(crate) struct Messaging {
     next_call: u64,
     calls: HashMap<u64, PendingCall>,
     waiting: VecDeque<Waiting>,
-    awaiting: HashMap<ChildId, Awaiting>,
+    /// Messages for names the core claims here, until their instance starts.
+    claimed: HashMap<ChildId, Held>,
     handing_off: HashMap<ChildId, HandingOff>,
     /// State that arrived before its instance started here, with when it expires.
     early_state: HashMap<ChildId, (Option<Vec<u8>>, Instant)>,
@@ -110,7 +117,7 @@ impl Messaging {
             next_call: 0,
             calls: HashMap::new(),
             waiting: VecDeque::new(),
-            awaiting: HashMap::new(),
+            claimed: HashMap::new(),
             handing_off: HashMap::new(),
             early_state: HashMap::new(),
             handoff_timeout,
@@ -126,10 +133,8 @@ impl Messaging {
             Waiting::Call { not_before, .. } => *not_before,
             Waiting::Cast { until, .. } => (*until).min(self.cast_retry_at),
         });
-        let awaiting = self.awaiting.values().map(|a| a.deadline);
         let handing = self.handing_off.values().map(|h| h.deadline);
         waiting
-            .chain(awaiting)
             .chain(handing)
             .chain(std::iter::once(self.next_sweep))
             .min()
@@ -353,14 +358,6 @@ impl<N: Network> Driver<N> {
     /// Puts `delivery` where it belongs: a mailbox here, a buffer, another node, or back.
     fn deliver(&mut self, state: &mut State, delivery: Delivery) {
         let id = &delivery.to;
-        if let Some(awaiting) = state.messaging.awaiting.get_mut(id) {
-            if delivery.from_previous_owner {
-                awaiting.forwarded.push(delivery);
-            } else {
-                awaiting.direct.push(delivery);
-            }
-            return;
-        }
         if let Some(handing) = state.messaging.handing_off.get_mut(id) {
             handing.held.push(delivery);
             return;
@@ -396,6 +393,15 @@ impl<N: Network> Driver<N> {
                         self.bounce(state, reply, RemoteError::NotAnActor);
                     }
                 }
+            }
+            return;
+        }
+        if self.node.is_claiming(id) {
+            let held = state.messaging.claimed.entry(id.clone()).or_default();
+            if delivery.from_previous_owner {
+                held.forwarded.push(delivery);
+            } else {
+                held.direct.push(delivery);
             }
             return;
         }
@@ -445,52 +451,39 @@ impl<N: Network> Driver<N> {
 
     // ----- handoff ------------------------------------------------------------------------
 
-    /// The core started `id` here as `instance`: begin it now, or wait for its state.
+    /// The core started `id` here as `instance` (its claim succeeded): begin it with the
+    /// state handed over, if one came, then deliver what waited for it.
     pub(super) fn instance_started(
         &mut self,
         state: &mut State,
         id: ChildId,
-        instance: u64,
         handoff_from: Option<NodeId>,
     ) {
         let now = Instant::now();
-        let early = state
+        let handed = state
             .messaging
             .early_state
             .remove(&id)
-            .filter(|(_, until)| *until > now);
-        let Some(mailbox) = state.instances.get(&id).and_then(|i| i.mailbox.clone()) else {
-            return;
-        };
-        match (early, handoff_from) {
-            (Some((handed, _)), _) => {
-                let _ = mailbox.send(Mail::Begin(handed));
-            }
-            (None, Some(from)) if from != *self.node.id() => {
-                let deadline = now + state.messaging.handoff_timeout;
-                state.messaging.awaiting.insert(
-                    id,
-                    Awaiting {
-                        instance,
-                        from,
-                        deadline,
-                        forwarded: Vec::new(),
-                        direct: Vec::new(),
-                    },
-                );
-            }
-            (None, _) => {
-                let _ = mailbox.send(Mail::Begin(None));
+            .filter(|(_, until)| *until > now)
+            .and_then(|(handed, _)| handed);
+        if handed.is_none()
+            && let Some(from) = &handoff_from
+        {
+            // The state (if any) travels ahead of the end's confirmation: none came.
+            tracing::debug!(child = %id, %from, "the previous instance handed no state over");
+        }
+        if let Some(mailbox) = state.instances.get(&id).and_then(|i| i.mailbox.clone()) {
+            let _ = mailbox.send(Mail::Begin(handed));
+        }
+        if let Some(held) = state.messaging.claimed.remove(&id) {
+            for delivery in held.into_deliveries() {
+                self.deliver(state, delivery);
             }
         }
     }
 
     /// State for `id` arrived from the node it moved away from (or from a losing duplicate).
     fn handed_over(&mut self, state: &mut State, id: ChildId, handed: Option<Vec<u8>>) {
-        if state.messaging.awaiting.contains_key(&id) {
-            self.begin_awaiting(state, &id, handed);
-            return;
-        }
         let mailbox = state.instances.get(&id).and_then(|i| i.mailbox.clone());
         match (mailbox, handed) {
             // Running already: the sender lost a conflict (or was late).
@@ -498,28 +491,11 @@ impl<N: Network> Driver<N> {
                 let _ = mailbox.send(Mail::Conflict(theirs));
             }
             (Some(_), None) => {}
+            // Claimed here: the instance starts once the old one's end is confirmed.
             (None, handed) => {
                 let until = Instant::now() + state.messaging.handoff_timeout;
                 state.messaging.early_state.insert(id, (handed, until));
             }
-        }
-    }
-
-    /// Starts an awaiting instance with `handed` and delivers what waited, in order.
-    fn begin_awaiting(&mut self, state: &mut State, id: &ChildId, handed: Option<Vec<u8>>) {
-        let Some(awaiting) = state.messaging.awaiting.remove(id) else {
-            return;
-        };
-        let current = state
-            .instances
-            .get(id)
-            .filter(|i| i.instance == awaiting.instance)
-            .and_then(|i| i.mailbox.clone());
-        if let Some(mailbox) = current {
-            let _ = mailbox.send(Mail::Begin(handed));
-        }
-        for delivery in awaiting.forwarded.into_iter().chain(awaiting.direct) {
-            self.deliver(state, delivery);
         }
     }
 
@@ -552,24 +528,6 @@ impl<N: Network> Driver<N> {
             );
             return false;
         };
-        if state.messaging.awaiting.contains_key(id) {
-            // It never got its own state: pass on what waited, without state.
-            let awaiting = state.messaging.awaiting.remove(id);
-            let held = awaiting
-                .map(|a| a.forwarded.into_iter().chain(a.direct).collect())
-                .unwrap_or_default();
-            state.messaging.handing_off.insert(
-                id.clone(),
-                HandingOff {
-                    instance,
-                    to,
-                    deadline: Instant::now(),
-                    held,
-                },
-            );
-            running.ending(reason);
-            return true;
-        }
         tracing::debug!(child = %id, %to, "asking the instance for its state");
         running.ending(reason);
         let _ = mailbox.send(Mail::BeginHandoff);
@@ -642,19 +600,31 @@ impl<N: Network> Driver<N> {
         }
     }
 
-    /// An instance was stopped for good (not handed over): what waited for it goes elsewhere.
-    pub(super) fn instance_stopped(&mut self, state: &mut State, id: &ChildId) {
-        if let Some(awaiting) = state.messaging.awaiting.remove(id) {
-            for delivery in awaiting.forwarded.into_iter().chain(awaiting.direct) {
-                self.deliver(state, delivery);
+    /// Messages held for names this node no longer claims (the claim gave way, or the
+    /// name moved on) go where the name is now.
+    fn release_unclaimed(&mut self, state: &mut State) {
+        if state.messaging.claimed.is_empty() {
+            return;
+        }
+        let gone: Vec<ChildId> = state
+            .messaging
+            .claimed
+            .keys()
+            .filter(|id| !self.node.is_claiming(id) && !state.instances.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(held) = state.messaging.claimed.remove(&id) {
+                for delivery in held.into_deliveries() {
+                    self.deliver(state, delivery);
+                }
             }
         }
     }
 
     // ----- failures and time ---------------------------------------------------------------
 
-    /// `peer` is gone: calls in flight to it are routed again, and nobody waits for its
-    /// state any longer.
+    /// `peer` is gone: calls in flight to it are routed again.
     pub(super) fn peer_gone(&mut self, state: &mut State, peer: &NodeId) {
         let lost: Vec<u64> = state
             .messaging
@@ -671,16 +641,6 @@ impl<N: Network> Driver<N> {
                 call,
                 not_before: Instant::now(),
             });
-        }
-        let orphans: Vec<ChildId> = state
-            .messaging
-            .awaiting
-            .iter()
-            .filter(|(_, a)| a.from == *peer)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in orphans {
-            self.begin_awaiting(state, &id, None);
         }
     }
 
@@ -720,17 +680,7 @@ impl<N: Network> Driver<N> {
                 }
             }
         }
-        let late: Vec<ChildId> = state
-            .messaging
-            .awaiting
-            .iter()
-            .filter(|(_, a)| a.deadline <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in late {
-            tracing::info!(child = %id, "no state handed over in time; starting afresh");
-            self.begin_awaiting(state, &id, None);
-        }
+        self.release_unclaimed(state);
         let stuck: Vec<ChildId> = state
             .messaging
             .handing_off

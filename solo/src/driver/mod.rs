@@ -203,7 +203,7 @@ impl<N: Network> Driver<N> {
                     if let Some(mut old) = state.instances.insert(id.clone(), running) {
                         old.stop("replaced".into());
                     }
-                    self.instance_started(state, id, instance, handoff_from);
+                    self.instance_started(state, id, handoff_from);
                 }
                 Action::Stop {
                     reason: StopReason::Moved { .. },
@@ -220,13 +220,11 @@ impl<N: Network> Driver<N> {
                         }
                         _ => false,
                     };
-                    if !handing_over {
-                        if let Some(running) = state.instances.get_mut(&id)
-                            && running.instance == instance
-                        {
-                            running.stop(describe(&reason));
-                        }
-                        self.instance_stopped(state, &id);
+                    if !handing_over
+                        && let Some(running) = state.instances.get_mut(&id)
+                        && running.instance == instance
+                    {
+                        running.stop(describe(&reason));
                     }
                 }
                 Action::Member(event) => {
@@ -265,9 +263,7 @@ impl<N: Network> Driver<N> {
             .get(&id)
             .is_some_and(|i| i.instance == instance);
         let stopped_on_purpose = if current {
-            let reason = state.instances.remove(&id).and_then(|i| i.stop_reason);
-            self.instance_stopped(state, &id);
-            reason
+            state.instances.remove(&id).and_then(|i| i.stop_reason)
         } else {
             Some("replaced".into())
         };
@@ -281,9 +277,9 @@ impl<N: Network> Driver<N> {
             instance,
             reason,
         });
-        if stopped_on_purpose.is_none() {
-            self.node.worker_exited(now(), &id, instance, exit);
-        }
+        // Every end is reported, asked for or not: a stopped instance counts as running
+        // until then, and a peer's claim on it waits for this report.
+        self.node.worker_exited(now(), &id, instance, exit);
     }
 
     fn command(&mut self, state: &mut State, command: Command) {
@@ -396,6 +392,7 @@ fn describe(reason: &StopReason) -> String {
         StopReason::NoEligibleNode => "no eligible node".into(),
         StopReason::Terminated => "terminated".into(),
         StopReason::Leaving => "leaving".into(),
+        StopReason::Superseded => "superseded".into(),
         other => format!("{other:?}"),
     }
 }
