@@ -5,8 +5,8 @@
 //! they can be tested over an in-memory pipe.
 
 use ring::hmac;
-use solo_core::NodeId;
 use solo_core::wire::{self, DecodeError, EncodeError, Hello, HelloError};
+use solo_core::{Incarnation, NodeId};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::frame::{self, FrameError};
@@ -60,9 +60,9 @@ pub enum HandshakeError {
     /// The acceptor's verdict byte is not one this build knows.
     #[error("unknown verdict {0}")]
     UnknownVerdict(u8),
-    /// The peer refused this node because a newer incarnation of its name is connected to
-    /// it: this process is stale.
-    #[error("peer refused: a newer incarnation of this node is connected to it")]
+    /// The peer refused this node because it knows a newer incarnation of its name: this
+    /// process is stale.
+    #[error("superseded: the peer knows a newer incarnation of this node")]
     Superseded,
     /// The peer refused this node because it has as many connections as it allows.
     #[error("peer refused: it has too many connections")]
@@ -80,7 +80,8 @@ pub(crate) enum Verdict {
     Accepted = 0,
     /// The pair already has a connection that the tie-break keeps; this one closes quietly.
     Duplicate = 1,
-    /// A newer incarnation of the initiator's name is connected; the initiator is stale.
+    /// The acceptor knows a newer incarnation of the initiator's name; the initiator is
+    /// stale. The newer incarnation follows the verdict byte.
     Superseded = 2,
     /// The acceptor has [`Config::max_connections`](crate::Config::max_connections) peers.
     Full = 3,
@@ -133,17 +134,18 @@ impl Identity {
 }
 
 /// The bytes each side's tag covers: `DOMAIN ‖ role ‖ nonce_i ‖ nonce_a ‖ u32be(len) ‖ hello_i
-/// ‖ u32be(len) ‖ hello_a`, then the verdict byte for the acceptor.
+/// ‖ u32be(len) ‖ hello_a`, then the verdict for the acceptor (its byte, and for
+/// [`Verdict::Superseded`] the newer incarnation as `u64be`).
 pub(crate) fn transcript(
     role: u8,
     nonce_i: &Nonce,
     nonce_a: &Nonce,
     hello_i: &[u8],
     hello_a: &[u8],
-    verdict: Option<u8>,
+    verdict: Option<&[u8]>,
 ) -> Vec<u8> {
     let mut t = Vec::with_capacity(
-        DOMAIN.len() + 1 + 2 * NONCE_LEN + 8 + hello_i.len() + hello_a.len() + 1,
+        DOMAIN.len() + 1 + 2 * NONCE_LEN + 8 + hello_i.len() + hello_a.len() + 9,
     );
     t.extend_from_slice(DOMAIN);
     t.push(role);
@@ -155,8 +157,19 @@ pub(crate) fn transcript(
         t.extend_from_slice(&len.to_be_bytes());
         t.extend_from_slice(hello);
     }
-    t.extend(verdict);
+    t.extend_from_slice(verdict.unwrap_or_default());
     t
+}
+
+/// The acceptor's verdict as sent: its byte, and the newer incarnation it knows of the
+/// initiator's name when it says [`Verdict::Superseded`] (so that the stale process learns
+/// who replaced it on its first redial).
+fn verdict_bytes(verdict: Verdict, newer: Option<Incarnation>) -> Vec<u8> {
+    let mut bytes = vec![verdict as u8];
+    if verdict == Verdict::Superseded {
+        bytes.extend_from_slice(&newer.map_or(0, |i| i.0).to_be_bytes());
+    }
+    bytes
 }
 
 async fn send<S: AsyncWrite + Unpin>(stream: &mut S, message: &[u8]) -> Result<(), HandshakeError> {
@@ -180,7 +193,8 @@ fn nonce_and_hello(me: &Identity, message: &[u8]) -> Result<(Nonce, Hello), Hand
     Ok((*nonce, hello))
 }
 
-/// Runs the initiator's side on a fresh connection. Returns the acceptor's hello and verdict.
+/// Runs the initiator's side on a fresh connection. Returns the acceptor's hello and verdict
+/// (with, for [`Verdict::Superseded`], the newer incarnation of this node's name).
 ///
 /// On any error the caller drops the stream. Not cancel-safe (the caller only ever cancels by
 /// dropping the connection).
@@ -188,7 +202,7 @@ pub(crate) async fn initiate<S>(
     stream: &mut S,
     me: &Identity,
     nonce_i: Nonce,
-) -> Result<(Hello, Verdict), HandshakeError>
+) -> Result<(Hello, Verdict, Option<Incarnation>), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -214,10 +228,19 @@ where
     );
     send(stream, hmac::sign(&me.key, &t_i).as_ref()).await?;
 
-    // 4. tag_a ‖ verdict
+    // 4. tag_a ‖ verdict (‖ u64be newer incarnation, for `Superseded`)
     let fourth = receive(stream).await?;
-    let (tag_a, verdict) = match fourth.split_first_chunk::<TAG_LEN>() {
-        Some((tag, &[verdict])) => (tag, verdict),
+    let (tag_a, verdict_bytes, newer) = match fourth.split_first_chunk::<TAG_LEN>() {
+        Some((tag, rest @ &[_])) => (tag, rest, None),
+        Some((tag, rest)) if rest.len() == 9 && rest[0] == Verdict::Superseded as u8 => {
+            let mut incarnation = [0; 8];
+            incarnation.copy_from_slice(&rest[1..]);
+            (
+                tag,
+                rest,
+                Some(Incarnation(u64::from_be_bytes(incarnation))),
+            )
+        }
         _ => return Err(HandshakeError::BadLength(fourth.len())),
     };
     let t_a = transcript(
@@ -226,10 +249,14 @@ where
         &nonce_a,
         &me.hello_bytes,
         hello_a_bytes,
-        Some(verdict),
+        Some(verdict_bytes),
     );
     hmac::verify(&me.key, &t_a, tag_a).map_err(|_| HandshakeError::BadProof)?;
-    Ok((hello_a, Verdict::from_byte(verdict)?))
+    let verdict = Verdict::from_byte(verdict_bytes[0])?;
+    if verdict == Verdict::Superseded && newer.is_none() {
+        return Err(HandshakeError::BadLength(fourth.len()));
+    }
+    Ok((hello_a, verdict, newer))
 }
 
 /// An authenticated initiator, waiting for the acceptor's verdict.
@@ -293,21 +320,23 @@ pub(crate) async fn finish_accept<S>(
     me: &Identity,
     pending: &Pending,
     verdict: Verdict,
+    newer: Option<Incarnation>,
 ) -> Result<(), HandshakeError>
 where
     S: AsyncWrite + Unpin,
 {
+    let verdict = verdict_bytes(verdict, newer);
     let t_a = transcript(
         ROLE_ACCEPTOR,
         &pending.nonce_i,
         &pending.nonce_a,
         &pending.hello_bytes,
         &me.hello_bytes,
-        Some(verdict as u8),
+        Some(&verdict),
     );
-    let mut fourth = Vec::with_capacity(TAG_LEN + 1);
+    let mut fourth = Vec::with_capacity(TAG_LEN + verdict.len());
     fourth.extend_from_slice(hmac::sign(&me.key, &t_a).as_ref());
-    fourth.push(verdict as u8);
+    fourth.extend_from_slice(&verdict);
     send(stream, &fourth).await
 }
 
@@ -343,14 +372,14 @@ pub(crate) mod tests {
         initiator: &Identity,
         acceptor: &Identity,
     ) -> (
-        Result<(Hello, Verdict), HandshakeError>,
+        Result<(Hello, Verdict, Option<Incarnation>), HandshakeError>,
         Result<Pending, HandshakeError>,
     ) {
         let (mut a, mut b) = tokio::io::duplex(4096);
         let accepting = async move {
             let result = async {
                 let pending = accept(&mut b, acceptor, [2; NONCE_LEN]).await?;
-                finish_accept(&mut b, acceptor, &pending, Verdict::Accepted).await?;
+                finish_accept(&mut b, acceptor, &pending, Verdict::Accepted, None).await?;
                 Ok(pending)
             }
             .await;
@@ -371,7 +400,7 @@ pub(crate) mod tests {
         let a = identity("a", "prod", b"cookie");
         let b = identity("b", "prod", b"cookie");
         let (i, p) = run(&a, &b).await;
-        let (hello, verdict) = i.expect("initiator succeeds");
+        let (hello, verdict, _) = i.expect("initiator succeeds");
         assert_eq!(hello.node, id("b", 1));
         assert_eq!(verdict, Verdict::Accepted);
         assert_eq!(p.expect("acceptor succeeds").hello.node, id("a", 1));
@@ -455,7 +484,7 @@ pub(crate) mod tests {
         let (mut client, mut server) = tokio::io::duplex(4096);
         let (i, p) = tokio::join!(initiate(&mut client, &a, [1; NONCE_LEN]), async {
             let pending = accept(&mut server, &b, [2; NONCE_LEN]).await?;
-            finish_accept(&mut server, &b, &pending, Verdict::Accepted).await
+            finish_accept(&mut server, &b, &pending, Verdict::Accepted, None).await
         });
         i.expect("honest run");
         p.expect("honest run");

@@ -40,6 +40,7 @@ over_each_wire!(
     a_node_with_the_wrong_cookie_never_becomes_a_member,
     a_restarted_node_rejoins_as_a_new_incarnation,
     sigterm_of_the_owner_hands_the_singleton_over_and_exits_cleanly,
+    a_frozen_owner_replaced_by_a_new_process_stops_at_once_when_resumed,
 );
 
 /// The certificate checks, over both transports that have certificates.
@@ -548,4 +549,95 @@ fn a_port_in_use_fails_with_one_line_and_no_panic() {
         &addr,
     );
     drop(taken);
+}
+
+/// Freeze the owner (SIGSTOP), start a replacement with the same name, resume the old
+/// process: it learns on its first redial (the peers refuse its handshake as superseded)
+/// that a newer process owns its name, stops its singleton at once, says `superseded`, and
+/// exits non-zero with one line on stderr. The singleton runs once, among the others.
+fn a_frozen_owner_replaced_by_a_new_process_stops_at_once_when_resumed(wire: WireKind) {
+    let binary = solo_node_binary(false);
+    let (mut nodes, owner) = formed_cluster("superseded", wire);
+    let stopped_at = now_us();
+    nodes[owner].signal("STOP");
+    let others: Vec<usize> = (0..3).filter(|&i| i != owner).collect();
+    let taken = wait_any(
+        &others.iter().map(|&i| &nodes[i]).collect::<Vec<_>>(),
+        Duration::from_secs(10),
+        |e| is_start(e, stopped_at),
+    );
+    assert!(
+        taken.is_some(),
+        "no node took the singleton over from the frozen owner:\n{}",
+        dump_all(&nodes)
+    );
+    // The replacement: same name, a new port (the frozen process still holds its own).
+    let mut spec = nodes[owner].spec.clone();
+    spec.addr = free_addr();
+    spec.seeds = others.iter().map(|&i| nodes[i].spec.addr).collect();
+    let name = spec.name.clone();
+    let replacement = Node::start(&binary, spec);
+    for &i in &others {
+        assert!(
+            nodes[i]
+                .wait_for(FORM, |e| e.event == "member_up"
+                    && e.field("member")
+                        .is_some_and(|m| m.starts_with(&format!("{name}#"))))
+                .is_some(),
+            "{} never saw the replacement {name} up:\n{}",
+            nodes[i].spec.name,
+            dump_all(&nodes)
+        );
+    }
+    let resumed_at = now_us();
+    nodes[owner].signal("CONT");
+    let stale = &nodes[owner];
+    assert!(
+        stale
+            .wait_for(FORM, |e| e.event == "superseded" && e.ts_us >= resumed_at)
+            .is_some(),
+        "the resumed process never said it was superseded:\n{}",
+        dump_all(&nodes)
+    );
+    // Its singleton, running since before the freeze, stops at once, without a handoff.
+    assert!(
+        stale
+            .wait_seen(FORM, |e| e.event == "worker_stopped"
+                && e.field("name") == Some(SINGLETON)
+                && e.field("reason") == Some("superseded"))
+            .is_some(),
+        "the stale process's singleton did not stop as superseded:\n{}",
+        dump_all(&nodes)
+    );
+    let status = nodes[owner].exit_status(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the superseded process did not exit non-zero: {status:?}\n{}",
+        dump_all(&nodes)
+    );
+    let stderr = nodes[owner]
+        .stderr
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    assert_eq!(stderr.trim().lines().count(), 1, "stderr: {stderr:?}");
+    assert!(stderr.contains("superseded"), "stderr: {stderr:?}");
+    // It never ran the singleton after it resumed beside the new owner.
+    assert!(
+        !nodes[owner].has_seen(|e| is_start(e, resumed_at)),
+        "the stale process started the singleton again:\n{}",
+        dump_all(&nodes)
+    );
+    let mut live: Vec<Node> = nodes
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != owner)
+        .map(|(_, n)| n)
+        .collect();
+    live.push(replacement);
+    assert!(
+        settled_owner_for(&live, SINGLETON, Duration::from_secs(1), FORM).is_some(),
+        "the singleton did not settle on one node:\n{}",
+        dump_all(&live)
+    );
 }

@@ -692,6 +692,21 @@ impl Node {
         self.after_input_at(now);
     }
 
+    /// Handles a peer's refusal of this node's handshake because it knows `by`, a newer
+    /// process with this node's name (the transport's verdict). This node is superseded: it
+    /// stops every worker at once and emits [`Action::Superseded`]. Nothing changes if `by`
+    /// is not a newer incarnation of this node's name, or the node is no longer active.
+    pub fn handle_superseded(&mut self, now: Instant, by: &NodeId) {
+        self.latest_now = self.latest_now.max(now);
+        if self.status != Status::Active
+            || by.name != self.id.name
+            || by.incarnation <= self.id.incarnation
+        {
+            return;
+        }
+        self.supersede(by);
+    }
+
     // ----- commands ------------------------------------------------------------------------
 
     /// Leaves the cluster gracefully: every member is told, so that none mistakes the
@@ -915,15 +930,7 @@ impl Node {
     /// that a newer process took over its name.
     fn about_self(&mut self, update: &MemberUpdate) {
         if update.id.incarnation > self.id.incarnation {
-            tracing::warn!(node = %self.id, by = %update.id, "superseded by a newer process");
-            self.status = Status::Superseded;
-            self.placement_dirty = true;
-            // The newer process owns the name and everything it ran: stop at once, with no
-            // handoff (a frozen process's state is stale by definition).
-            self.stop_all(StopReason::Superseded);
-            self.actions.push_back(Action::Superseded {
-                by: update.id.clone(),
-            });
+            self.supersede(&update.id);
             return;
         }
         let accused = matches!(update.state, MemberState::Suspect | MemberState::Down);
@@ -937,6 +944,20 @@ impl Node {
             // Tell this node's operator too: it was accused (frozen, partitioned) and is back.
             self.emit(MemberEvent::Refuted(self.id.clone()));
         }
+    }
+
+    /// A newer process has this node's name: it owns the name and everything this one ran,
+    /// so this one stops every worker at once, with no handoff (a frozen process's state is
+    /// stale by definition), and takes no further part.
+    fn supersede(&mut self, by: &NodeId) {
+        tracing::warn!(node = %self.id, %by, "superseded by a newer process");
+        self.status = Status::Superseded;
+        self.placement_dirty = true;
+        self.stop_all(StopReason::Superseded);
+        self.probes.clear();
+        self.relays.clear();
+        self.actions
+            .push_back(Action::Superseded { by: by.clone() });
     }
 
     fn self_update(&self) -> MemberUpdate {

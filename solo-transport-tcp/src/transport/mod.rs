@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use solo_core::wire::{self, EncodeError, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION};
-use solo_core::{Link, NodeId, NodeName, Transmit};
+use solo_core::{Incarnation, Link, NodeId, NodeName, Transmit};
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -53,6 +53,8 @@ const HANDOVER_MARKER: [u8; frame::LEN_PREFIX] = [0; frame::LEN_PREFIX];
 /// The keep-alive frame's one byte. Every data frame starts with the protocol version, which
 /// is never zero, and is longer than one byte, so the two cannot be confused.
 const KEEPALIVE: [u8; 1] = [0];
+/// The most names whose newest incarnation a transport remembers (one per member).
+const MAX_NEWEST: usize = 4096;
 
 /// What the transport tells its owner: frames from peers and links coming and going.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,15 @@ pub enum TransportEvent {
         peer: NodeId,
         /// What happened.
         link: Link,
+    },
+    /// A peer refused this node's handshake because it knows a newer process with this
+    /// node's name: this process is stale (it was frozen, or cut off, while a replacement
+    /// started) and should stop at once.
+    Superseded {
+        /// The peer that refused.
+        refused_by: NodeId,
+        /// The newer process, as the peer knows it.
+        by: NodeId,
     },
 }
 
@@ -268,6 +279,7 @@ impl TransportBuilder {
                 backoff: BTreeMap::new(),
                 handovers: BTreeMap::new(),
                 tasks: BTreeMap::new(),
+                newest: BTreeMap::new(),
                 next_id: 0,
                 pending_handshakes: 0,
                 random: randomness.unwrap_or_default(),
@@ -386,6 +398,21 @@ impl<N: Network> Transport<N> {
             (st.conns.len(), st.dials.len())
         };
         shared.counters.snapshot(connections, dials_in_progress)
+    }
+
+    /// Notes that `id` is the newest process of its name this node knows of (the driver
+    /// calls it for every member it learns of). A dialer with an older incarnation of that
+    /// name is refused at its handshake with a verdict that says "superseded" and names
+    /// `id`'s incarnation, so that a stale process (resumed after a freeze, or back from a
+    /// partition) learns on its first redial that it was replaced.
+    pub fn note_incarnation(&self, id: &NodeId) {
+        let mut st = self.shared().state();
+        if st.newest.len() >= MAX_NEWEST && !st.newest.contains_key(&id.name) {
+            // Full: forget one name (the table only speeds up what gossip also says).
+            st.newest.pop_first();
+        }
+        let newest = st.newest.entry(id.name.clone()).or_insert(id.incarnation);
+        *newest = (*newest).max(id.incarnation);
     }
 
     /// Closes the established connection to exactly `peer` (that incarnation), if any,
@@ -527,6 +554,9 @@ struct State {
     handovers: BTreeMap<NodeName, Handover>,
     /// Every running task, so that shutdown can stop them and replacement can close one.
     tasks: BTreeMap<u64, AbortHandle>,
+    /// The newest incarnation known of each name (see [`Transport::note_incarnation`]): an
+    /// older one is refused at its handshake, with [`Verdict::Superseded`].
+    newest: BTreeMap<NodeName, Incarnation>,
     next_id: u64,
     pending_handshakes: usize,
     random: Randomness,
@@ -607,6 +637,8 @@ struct NewConn {
 /// What [`Shared::install`] decided.
 struct Installed {
     verdict: Verdict,
+    /// For [`Verdict::Superseded`]: the newer incarnation of the dialer's name.
+    newer: Option<Incarnation>,
     /// The new connection, if it was installed.
     conn: Option<NewConn>,
     events: Vec<TransportEvent>,
@@ -617,6 +649,7 @@ impl Installed {
     fn refused(verdict: Verdict) -> Self {
         Self {
             verdict,
+            newer: None,
             conn: None,
             events: Vec::new(),
             abort: Vec::new(),
@@ -816,6 +849,20 @@ impl<N: Network> Shared<N> {
         if st.closed {
             return Installed::refused(Verdict::Full);
         }
+        let me = self.me.node();
+        let newer = st
+            .newest
+            .get(&peer.name)
+            .copied()
+            .filter(|newest| *newest > peer.incarnation)
+            .or((peer.name == me.name && me.incarnation > peer.incarnation)
+                .then_some(me.incarnation));
+        if let Some(newer) = newer {
+            tracing::info!(node = %me, %peer, newer = newer.0, "refusing a superseded process");
+            let mut refused = Installed::refused(Verdict::Superseded);
+            refused.newer = Some(newer);
+            return refused;
+        }
         let mut installed = Installed::refused(Verdict::Accepted);
         let mut replaced_same_peer = false;
         let existing = st
@@ -840,6 +887,7 @@ impl<N: Network> Shared<N> {
                         }
                     } else {
                         installed.verdict = Verdict::Superseded;
+                        installed.newer = Some(existing_peer.incarnation);
                     }
                     return installed;
                 }
@@ -1141,7 +1189,13 @@ impl<N: Network> Shared<N> {
 
         let finished = timeout_at(
             deadline,
-            handshake::finish_accept(&mut stream, &self.me, &pending, installed.verdict),
+            handshake::finish_accept(
+                &mut stream,
+                &self.me,
+                &pending,
+                installed.verdict,
+                installed.newer,
+            ),
         )
         .await
         .unwrap_or(Err(HandshakeError::Timeout));
@@ -1171,10 +1225,10 @@ impl<N: Network> Shared<N> {
                 .connect(addr)
                 .await
                 .map_err(HandshakeError::Connect)?;
-            let (hello, verdict) = handshake::initiate(&mut stream, &self.me, nonce).await?;
-            Ok((stream, hello, verdict))
+            let (hello, verdict, newer) = handshake::initiate(&mut stream, &self.me, nonce).await?;
+            Ok((stream, hello, verdict, newer))
         };
-        let (stream, hello, verdict) = match timeout_at(deadline, attempt)
+        let (stream, hello, verdict, newer) = match timeout_at(deadline, attempt)
             .await
             .unwrap_or(Err(HandshakeError::Timeout))
         {
@@ -1185,7 +1239,19 @@ impl<N: Network> Shared<N> {
         tracing::Span::current().record("peer", tracing::field::display(&peer));
         // Refused for good reasons, but refused: wait out the backoff before asking again.
         match verdict {
-            Verdict::Superseded => return self.dial_failed(addr, &HandshakeError::Superseded),
+            Verdict::Superseded => {
+                let me = self.me.node();
+                let by = NodeId::new(me.name.clone(), newer.unwrap_or(me.incarnation));
+                tracing::warn!(node = %me, refused_by = %peer, %by, "superseded: a peer knows a newer process of this name");
+                let superseded = TransportEvent::Superseded {
+                    refused_by: peer,
+                    by,
+                };
+                if !emit(&events, vec![superseded]).await {
+                    return self.shutdown();
+                }
+                return self.dial_failed(addr, &HandshakeError::Superseded);
+            }
             Verdict::Full => return self.dial_failed(addr, &HandshakeError::PeerFull),
             Verdict::Accepted | Verdict::Duplicate => {}
         }

@@ -228,7 +228,7 @@ async fn an_oversized_length_prefix_closes_the_connection_and_others_keep_workin
     // After the handshake: an authenticated peer announces a 4 GiB frame.
     let mallory = identity("mallory", CLUSTER, COOKIE);
     let mut stream = TcpStream::connect(b.local_addr()).await.expect("connect");
-    let (_, verdict) = handshake::initiate(&mut stream, &mallory, [1; NONCE_LEN])
+    let (_, verdict, _) = handshake::initiate(&mut stream, &mallory, [1; NONCE_LEN])
         .await
         .expect("handshake");
     assert_eq!(verdict, Verdict::Accepted);
@@ -513,7 +513,8 @@ async fn a_newer_incarnation_replaces_the_older_connection() {
     ));
     assert_eq!(a.stats().dropped_no_route, 1);
 
-    // The stale process cannot get back in.
+    // The stale process cannot get back in, and learns on that first redial who replaced
+    // it.
     b1.send(transmit(
         Some(a.node().clone()),
         Some(a.advertised_addr()),
@@ -522,8 +523,39 @@ async fn a_newer_incarnation_replaces_the_older_connection() {
     eventually("b1's dial is refused", || b1.stats().dials_failed == 1).await;
     assert_eq!(b1.stats().dropped_dial_failed, 1);
     assert!(b1.connections().is_empty());
+    assert_eq!(
+        b1_events.try_recv().ok(),
+        Some(TransportEvent::Superseded {
+            refused_by: a.node().clone(),
+            by: b2.node().clone(),
+        })
+    );
     assert_quiet(&mut b1_events);
     assert_eq!(a.connections()[0].peer, *b2.node());
+}
+
+/// A transport told of a newer incarnation refuses the older one even with no connection
+/// to the newer one, and says so in the refusal.
+#[tokio::test]
+async fn a_dialer_older_than_the_newest_known_incarnation_is_refused_as_superseded() {
+    let (a, _a_events) = start_with(TokioNetwork, "a", 1, config()).await;
+    let (b1, mut b1_events) = start_with(TokioNetwork, "b", 1, config()).await;
+    let newer = NodeId::new(b1.node().name.clone(), solo_core::Incarnation(7));
+    a.note_incarnation(&newer);
+    b1.send(transmit(
+        Some(a.node().clone()),
+        Some(a.advertised_addr()),
+        1,
+    ));
+    eventually("b1's dial is refused", || b1.stats().dials_failed == 1).await;
+    assert_eq!(
+        b1_events.try_recv().ok(),
+        Some(TransportEvent::Superseded {
+            refused_by: a.node().clone(),
+            by: newer,
+        })
+    );
+    assert!(a.connections().is_empty());
 }
 
 /// Records when each dial starts.
@@ -670,7 +702,7 @@ async fn binding_checks_the_config_and_the_advertised_address() {
 /// An authenticated raw connection to `to`, as `who`.
 async fn raw_peer(to: &Transport, who: &Identity, nonce: u8) -> TcpStream {
     let mut stream = TcpStream::connect(to.local_addr()).await.expect("connect");
-    let (_, verdict) = handshake::initiate(&mut stream, who, [nonce; NONCE_LEN])
+    let (_, verdict, _) = handshake::initiate(&mut stream, who, [nonce; NONCE_LEN])
         .await
         .expect("handshake");
     assert_eq!(verdict, Verdict::Accepted);

@@ -21,7 +21,11 @@
 //!   epoch), `node` and `event`: `ready` (with `listen`), `member_up` / `member_down` /
 //!   `member_left` (with `member`), `worker_started` (with `name`, once the worker task runs),
 //!   `worker_stopped` (with `name` and `reason`, once the task has ended), `roar` (with
-//!   `name` and `count`), `left`. Without `--json`, the same as readable lines.
+//!   `name` and `count`), `superseded` (with `by`), `left`. Without `--json`, the same as
+//!   readable lines.
+//! * A process that learns a newer process with its name exists (it was frozen, or cut
+//!   off, while a replacement started) stops its workers at once, prints `superseded`, and
+//!   exits with status 1 and one line on stderr saying so.
 //! * Transport: `--transport tcp` (default) or `--transport quic` (built with the `quic`
 //!   feature). `--certs DIR` turns on mutual TLS (TLS over TCP, or QUIC's) with
 //!   `DIR/ca.pem`, `DIR/NAME.pem` and `DIR/NAME.key` (built with the `tls` feature); `--ca`,
@@ -376,6 +380,8 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let seeds = args.seeds.clone();
     let mut met_someone = seeds.is_empty();
+    // Workers running here, as the events tell: a superseded node waits for their ends.
+    let mut running = 0usize;
     let seed_deadline = tokio::time::sleep(args.seed_timeout);
     tokio::pin!(seed_deadline);
     loop {
@@ -392,8 +398,17 @@ async fn run(args: Args) -> Result<(), String> {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
             event = events.recv() => match event {
+                Ok(Event::Superseded { by }) => {
+                    print_event(&printer, &Event::Superseded { by: by.clone() });
+                    return Err(superseded_exit(running, &mut events, &printer, &by).await);
+                }
                 Ok(event) => {
                     met_someone |= matches!(event, Event::Member(MemberEvent::Up(_)));
+                    match event {
+                        Event::WorkerStarted { .. } => running += 1,
+                        Event::WorkerStopped { .. } => running = running.saturating_sub(1),
+                        _ => {}
+                    }
                     print_event(&printer, &event);
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -417,6 +432,33 @@ async fn run(args: Args) -> Result<(), String> {
     }
     printer.print("left", &[], "left the cluster");
     Ok(())
+}
+
+/// A newer process took this node's name: the core stopped every worker (no handoff).
+/// Prints their ends as they come (bounded by the shutdown grace), then says why it exits.
+async fn superseded_exit(
+    running: usize,
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    printer: &Printer,
+    by: &solo::NodeId,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let mut stopped = 0;
+    while stopped < running {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) => {
+                stopped += usize::from(matches!(event, Event::WorkerStopped { .. }));
+                print_event(printer, &event);
+            }
+            _ => break,
+        }
+    }
+    while let Ok(event) = events.try_recv() {
+        print_event(printer, &event);
+    }
+    format!(
+        "superseded: a newer process with this name ({by}) joined the cluster; this one stopped"
+    )
 }
 
 /// The printer the demo singleton prints through (set once, before the node starts).

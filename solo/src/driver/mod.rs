@@ -167,6 +167,10 @@ impl<N: Network> Driver<N> {
         match event {
             TransportEvent::Frame { from, frame } => self.frame(state, &from, &frame),
             TransportEvent::Link { peer, link } => self.node.handle_link(now(), &peer, link),
+            TransportEvent::Superseded { by, refused_by } => {
+                tracing::warn!(%by, %refused_by, "a peer refused this process: superseded");
+                self.node.handle_superseded(now(), &by);
+            }
             _ => {}
         }
     }
@@ -229,6 +233,10 @@ impl<N: Network> Driver<N> {
                 }
                 Action::Member(event) => {
                     tracing::debug!(?event, "membership");
+                    if let MemberEvent::Up(peer) = &event {
+                        // Older processes of its name are refused from now on.
+                        self.transport.note_incarnation(peer);
+                    }
                     if let MemberEvent::Down(peer) = &event {
                         // Its connection may be a black hole (a cut cable): dial afresh.
                         self.transport.disconnect(peer);
