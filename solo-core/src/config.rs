@@ -70,6 +70,10 @@ pub struct Config {
     /// (the first node of a cluster whose seeds are all down). Until then it starts nothing,
     /// so that a restarting node does not duplicate a singleton running elsewhere. Default 1 s.
     pub join_timeout: Duration,
+    /// How long `start_child` waits for a second member to confirm it holds the new child's
+    /// spec (the replication is sent again every `probe_interval` meanwhile) before it
+    /// answers [`StartError::Unconfirmed`](crate::StartError::Unconfirmed). Default 5 s.
+    pub start_ack_timeout: Duration,
     /// How long an ended child (terminated, completed, given up) is remembered, so that a
     /// stale start from across a healed partition cannot resurrect it. Default 10 min.
     pub child_tombstone_ttl: Duration,
@@ -98,6 +102,7 @@ impl Default for Config {
             retransmit_mult: 3,
             max_queued_transmits: 65_536,
             join_timeout: Duration::from_secs(1),
+            start_ack_timeout: Duration::from_secs(5),
             child_tombstone_ttl: Duration::from_secs(600),
             max_children: 1_000_000,
         }
@@ -155,6 +160,7 @@ impl Config {
             ("join_retry_interval", self.join_retry_interval),
             ("tombstone_ttl", self.tombstone_ttl),
             ("join_timeout", self.join_timeout),
+            ("start_ack_timeout", self.start_ack_timeout),
             ("child_tombstone_ttl", self.child_tombstone_ttl),
         ] {
             if value.is_zero() {
@@ -229,6 +235,8 @@ impl ConfigBuilder {
         max_queued_transmits: usize,
         /// Sets [`Config::join_timeout`].
         join_timeout: Duration,
+        /// Sets [`Config::start_ack_timeout`].
+        start_ack_timeout: Duration,
         /// Sets [`Config::child_tombstone_ttl`].
         child_tombstone_ttl: Duration,
         /// Sets [`Config::max_children`].

@@ -134,6 +134,9 @@ fn check_seed(seed: u64, kind: Kind, sabotage: bool, log: bool) -> Result<Figure
     };
     let mut after_heal = false;
     let mut healed_at: Option<Duration> = None;
+    // The network's state, as the faults so far left it.
+    let (mut cut, mut lossy) = (false, false);
+    let mut frozen = std::collections::BTreeSet::new();
     for fault in &schedule.faults {
         // Between faults, children started from random nodes.
         for _ in 0..rng.below(3) {
@@ -143,23 +146,39 @@ fn check_seed(seed: u64, kind: Kind, sabotage: bool, log: bool) -> Result<Figure
             let spec = ChildSpec::group(child, vec![WorkerSpec::new("w", vec![])]);
             sim.with_node(host, |n, now| n.start_child(now, spec).is_ok());
         }
-        match fault {
-            Fault::Wait(_) => {}
-            Fault::Heal => {
-                if !strict {
-                    healed_at = Some(sim.now());
+        if kind == Kind::Partitions {
+            let was_healthy = !cut && !lossy && frozen.is_empty();
+            match fault {
+                Fault::Wait(_) => {}
+                Fault::Heal => cut = false,
+                Fault::Partition(_) | Fault::Block { .. } => cut = true,
+                Fault::LossPerMille(p) => lossy = *p > 0,
+                Fault::Freeze(i) => {
+                    frozen.insert(*i);
                 }
+                Fault::Thaw(i) | Fault::Kill(i) | Fault::CrashSilently(i) | Fault::Restart(i) => {
+                    frozen.remove(i);
+                }
+                _ => {}
+            }
+            let healthy = !cut && !lossy && frozen.is_empty();
+            if healthy && !was_healthy {
+                // A heal (the last cut mended, the last frozen process resumed): strict
+                // from here to the next fault, once the sides can have noticed.
+                healed_at = Some(sim.now());
                 strict = true;
                 after_heal = true;
                 figures.heals += 1;
+            } else {
+                // Waits, and heals of what was already whole, change nothing.
+                let no_change = matches!(fault, Fault::Wait(_))
+                    || (healthy && was_healthy && matches!(fault, Fault::Heal | Fault::Thaw(_)));
+                if !no_change {
+                    strict = false;
+                    after_heal = false;
+                    healed_at = None;
+                }
             }
-            Fault::Thaw(_) if !strict => {}
-            _ if kind == Kind::Partitions => {
-                strict = false;
-                after_heal = false;
-                healed_at = None;
-            }
-            _ => {}
         }
         let step = Schedule {
             nodes: NODES,

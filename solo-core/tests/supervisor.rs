@@ -558,3 +558,58 @@ fn swarm_86_124_duplicates_are_resolved_to_one_after_a_heal() {
         .count();
     assert!(moved >= 41, "{moved}");
 }
+
+/// A start's confirmation lost on the way (the peers' answers dropped) is not waited for
+/// in vain: the replication goes out again until a member confirms it.
+#[test]
+fn a_start_whose_confirmations_are_lost_is_sent_again_until_confirmed() {
+    let mut sim = cluster(3);
+    sim.block(1, 0);
+    sim.block(2, 0);
+    sim.clear_records();
+    start(&mut sim, 0, "lonely");
+    sim.run_for(Duration::from_millis(500));
+    let started = |sim: &Sim| {
+        supervisor_events(sim).into_iter().any(|(h, e)| {
+            h == 0
+                && matches!(e, SupervisorEvent::ChildStarted { ref id, replicated: true } if id.as_str() == "lonely")
+        })
+    };
+    assert!(!started(&sim), "confirmed although every answer was lost");
+    sim.heal();
+    sim.run_for(Duration::from_millis(500));
+    assert!(started(&sim), "never confirmed after the heal");
+}
+
+/// With no member able to answer for longer than `start_ack_timeout` (shorter here than
+/// it takes to declare the silent peers down), the start is answered as unconfirmed
+/// instead of hanging.
+#[test]
+fn a_start_no_member_confirms_in_time_is_answered_as_unconfirmed() {
+    let node = solo_core::Config::builder()
+        .start_ack_timeout(Duration::from_millis(500))
+        .build()
+        .expect("valid");
+    let mut sim = cluster_with(
+        3,
+        SimConfig {
+            singletons: vec![singleton()],
+            node,
+            ..SimConfig::default()
+        },
+    );
+    sim.block(1, 0);
+    sim.block(2, 0);
+    sim.clear_records();
+    start(&mut sim, 0, "lonely");
+    sim.run_for(Duration::from_millis(700));
+    let events = supervisor_events(&sim);
+    assert!(
+        events.iter().any(|(h, e)| *h == 0
+            && matches!(e, SupervisorEvent::ChildUnconfirmed { id } if id.as_str() == "lonely")),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(
+        |(_, e)| matches!(e, SupervisorEvent::ChildStarted { id, .. } if id.as_str() == "lonely")
+    ));
+}

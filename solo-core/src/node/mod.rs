@@ -233,6 +233,7 @@ impl NodeBuilder {
             latest_now: now,
             sabotage_skip_claims: self.sabotage_skip_claims,
             pending_acks: BTreeMap::new(),
+            start_tick_at: None,
             next_instance: 0,
             view: BTreeMap::new(),
             reported_conflicts: BTreeSet::new(),
@@ -357,7 +358,9 @@ pub struct Node {
     /// See [`NodeBuilder::sabotage_skip_claims`].
     sabotage_skip_claims: bool,
     /// `start_child` calls waiting for a second member to hold the spec.
-    pending_acks: BTreeMap<ChildId, u64>,
+    pending_acks: BTreeMap<ChildId, ownership::PendingStart>,
+    /// When pending starts are next looked at (sent again, or given up).
+    start_tick_at: Option<Instant>,
     next_instance: u64,
     /// The nodes that may own children, as of the last placement.
     view: ownership::View,
@@ -480,7 +483,10 @@ impl Node {
                 next = next.min(at);
             }
         }
-        if let Some(at) = self.claim_tick_at {
+        for at in [self.claim_tick_at, self.start_tick_at]
+            .into_iter()
+            .flatten()
+        {
             next = next.min(at);
         }
         if has_peers {
@@ -672,6 +678,7 @@ impl Node {
         self.relays.retain(|_, r| r.deadline > now);
         self.expire_suspicions(now);
         self.claim_tick(now);
+        self.start_tick(now);
         let has_peers = self.members.live().next().is_some();
         if has_peers && now >= self.next_probe_at {
             self.probe_round(now);

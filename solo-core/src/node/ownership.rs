@@ -68,6 +68,17 @@ pub(super) struct Claim {
     resend_at: Instant,
 }
 
+/// A `start_child` waiting for a second member to confirm it holds the spec.
+#[derive(Debug)]
+pub(super) struct PendingStart {
+    /// The stamp counter of the record started.
+    counter: u64,
+    /// When the record goes out again (an acknowledgement can be lost with a connection).
+    resend_at: Instant,
+    /// When the start is answered as unconfirmed.
+    give_up_at: Instant,
+}
+
 /// An instance asked to stop whose end the runtime has not reported yet.
 #[derive(Debug)]
 pub(super) struct Stopping {
@@ -179,7 +190,16 @@ impl Node {
         self.apply_child(now, record.clone());
         // Until a second member holds it, the answer waits (`refresh_placement` answers
         // at once for a node that has joined and is alone).
-        self.pending_acks.insert(id, counter);
+        let resend_at = now + self.config.probe_interval;
+        self.pending_acks.insert(
+            id,
+            PendingStart {
+                counter,
+                resend_at,
+                give_up_at: now + self.config.start_ack_timeout,
+            },
+        );
+        self.start_tick_at = Some(self.start_tick_at.map_or(resend_at, |t| t.min(resend_at)));
         // Replicated by the next `poll_transmit`, with every other start made before it.
         self.unsent_starts.push(record);
         self.defer_child_repair(now);
@@ -447,7 +467,11 @@ impl Node {
 
     pub(super) fn handle_child_ack(&mut self, acks: Vec<(ChildId, u64)>) {
         for (id, counter) in acks {
-            if self.pending_acks.get(&id) == Some(&counter) {
+            if self
+                .pending_acks
+                .get(&id)
+                .is_some_and(|p| p.counter == counter)
+            {
                 self.pending_acks.remove(&id);
                 self.supervisor_event(SupervisorEvent::ChildStarted {
                     id,
@@ -935,6 +959,51 @@ impl Node {
                 });
         }
         self.finish_claim(id);
+    }
+
+    /// Sends again the starts no member confirmed yet, and answers those that waited too
+    /// long as unconfirmed.
+    pub(super) fn start_tick(&mut self, now: Instant) {
+        if self.start_tick_at.is_none_or(|at| at > now) {
+            return;
+        }
+        self.start_tick_at = None;
+        let mut next: Option<Instant> = None;
+        let mut given_up = Vec::new();
+        let mut resend = Vec::new();
+        for (id, pending) in self.pending_acks.iter_mut() {
+            if pending.give_up_at <= now {
+                given_up.push(id.clone());
+                continue;
+            }
+            if pending.resend_at <= now {
+                pending.resend_at = now + self.config.probe_interval;
+                resend.push(id.clone());
+            }
+            let at = pending.resend_at.min(pending.give_up_at);
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        for id in given_up {
+            self.pending_acks.remove(&id);
+            tracing::warn!(node = %self.id, child = %id, "no member confirmed the start in time");
+            self.supervisor_event(SupervisorEvent::ChildUnconfirmed { id });
+        }
+        for id in resend {
+            let counter = self.pending_acks.get(&id).map(|p| p.counter);
+            let record = self
+                .children
+                .get(&id)
+                .map(|slot| slot.record.clone())
+                .filter(|r| Some(r.stamp.counter) == counter && r.state == ChildState::Live);
+            match record {
+                Some(record) => self.unsent_starts.push(record),
+                // Ended or replaced meanwhile: nothing left to confirm.
+                None => {
+                    self.pending_acks.remove(&id);
+                }
+            }
+        }
+        self.start_tick_at = next;
     }
 
     /// Resends open claims to the peers still silent, and claims again what was refused.

@@ -93,6 +93,14 @@ pub enum SupervisorEvent {
         /// Whether another member acknowledged holding the spec.
         replicated: bool,
     },
+    /// A `start_child` made on this node got no confirmation from another member within
+    /// [`Config::start_ack_timeout`](crate::Config::start_ack_timeout), although its
+    /// replication was sent again meanwhile. The child is held here (see
+    /// [`StartError::Unconfirmed`]).
+    ChildUnconfirmed {
+        /// The child.
+        id: ChildId,
+    },
     /// A child ended because its restart policy said not to restart it.
     Completed {
         /// The child.
@@ -131,6 +139,13 @@ pub enum StartError {
     /// The node left or was superseded.
     #[error("node is no longer active")]
     NotActive,
+    /// Unlike the other variants, the child *was* started: this node holds its spec (and
+    /// may run it), and anti-entropy goes on replicating it. But no other member confirmed
+    /// holding it within [`Config::start_ack_timeout`](crate::Config::start_ack_timeout)
+    /// (messages were lost, or the peers are unreachable), so a crash of this node now could
+    /// lose it. Check with `which_children`, or terminate it and start it again.
+    #[error("child {0:?} was started here, but no other member confirmed holding it in time")]
+    Unconfirmed(ChildId),
 }
 
 /// Why `terminate_child` refused. Nothing changed.

@@ -247,10 +247,18 @@ impl<N: Network> Driver<N> {
                     let _ = self.events.send(Event::Member(event));
                 }
                 Action::Supervisor(event) => {
-                    if let SupervisorEvent::ChildStarted { id, replicated } = &event
-                        && let Some(reply) = state.pending_starts.remove(id)
-                    {
-                        let _ = reply.send(Ok(*replicated));
+                    match &event {
+                        SupervisorEvent::ChildStarted { id, replicated } => {
+                            if let Some(reply) = state.pending_starts.remove(id) {
+                                let _ = reply.send(Ok(*replicated));
+                            }
+                        }
+                        SupervisorEvent::ChildUnconfirmed { id } => {
+                            if let Some(reply) = state.pending_starts.remove(id) {
+                                let _ = reply.send(Err(StartError::Unconfirmed(id.clone())));
+                            }
+                        }
+                        _ => {}
                     }
                     let _ = self.events.send(Event::Supervisor(event));
                 }
