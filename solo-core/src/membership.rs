@@ -219,7 +219,7 @@ impl MemberTable {
     /// (see `Node::apply_updates`): returns the suspicion to announce. `Some(None)`: a check
     /// of this node's own is already under way, and the verdict changes nothing. `None`,
     /// changing nothing: the verdict is to be merged as usual (it is about another process,
-    /// would not win, or the member is already suspected second-hand).
+    /// would not win, or this node has no recent news of the member).
     pub(crate) fn doubt(
         &mut self,
         now: Instant,
@@ -243,7 +243,9 @@ impl MemberTable {
         if member.state == MemberState::Suspect && member.suspicion.is_some_and(|s| s.first_hand) {
             return Some(None);
         }
-        if member.state != MemberState::Alive || !heard_lately {
+        // Alive, or suspected only on others' word: this node's own recent news of it
+        // stands against the verdict.
+        if !member.state.is_live() || !heard_lately {
             return None;
         }
         member.state = MemberState::Suspect;
