@@ -282,12 +282,7 @@ impl Node {
             return;
         };
         let singleton = running.singleton;
-        let spec = if singleton {
-            self.singletons.get(id).map(|s| s.spec.clone())
-        } else {
-            self.children.get(id).map(|s| s.record.spec.clone())
-        };
-        let Some(spec) = spec else {
+        let Some(spec) = self.spec_of(id, singleton) else {
             self.running.remove(id);
             return;
         };
@@ -769,6 +764,15 @@ impl Node {
         self.claim_tick_at = Some(self.claim_tick_at.map_or(at, |t| t.min(at)));
     }
 
+    /// The spec of singleton or child `id`, if this node still holds it.
+    fn spec_of(&self, id: &ChildId, singleton: bool) -> Option<ChildSpec> {
+        if singleton {
+            self.singletons.get(id).map(|s| s.spec.clone())
+        } else {
+            self.children.get(id).map(|s| s.record.spec.clone())
+        }
+    }
+
     /// Starts the instance of a claim that every peer answered, unless a refusal or an
     /// instance of its own that is still stopping holds it back.
     fn finish_claim(&mut self, id: &ChildId) {
@@ -790,12 +794,7 @@ impl Node {
         };
         let (instance, singleton) = (running.instance, running.singleton);
         self.open_claims.remove(id);
-        let spec = if singleton {
-            self.singletons.get(id).map(|s| s.spec.clone())
-        } else {
-            self.children.get(id).map(|s| s.record.spec.clone())
-        };
-        let Some(spec) = spec else {
+        let Some(spec) = self.spec_of(id, singleton) else {
             self.running.remove(id);
             return;
         };
