@@ -154,13 +154,11 @@ fn run(n: usize) {
     }
 }
 
+/// One test, so that one cluster runs at a time: the check compares the printed times of
+/// different processes, which a loaded machine delays.
 #[test]
-fn three_nodes_started_in_any_order_never_run_two_singletons() {
+fn three_or_five_nodes_started_in_any_order_never_run_two_singletons() {
     run(3);
-}
-
-#[test]
-fn five_nodes_started_in_any_order_never_run_two_singletons() {
     run(5);
 }
 
