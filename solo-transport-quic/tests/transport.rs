@@ -137,6 +137,22 @@ fn assert_quiet(events: &mut Events) {
     }
 }
 
+/// [`assert_quiet`], but a frame sent while both sides were still dialing (`seq` 0) may
+/// still come in late: it travelled on the connection the tie-break closed.
+fn assert_quiet_but_dial_frames(events: &mut Events) {
+    while let Ok(event) = events.try_recv() {
+        let late_dial_frame = matches!(
+            &event,
+            TransportEvent::Frame { frame, .. }
+                if matches!(
+                    decode_frame(frame),
+                    Ok(Message::IndirectAck { seq: 0, .. })
+                )
+        );
+        assert!(late_dial_frame, "unexpected event {event:?}");
+    }
+}
+
 // ----- the network on its own -----------------------------------------------------------
 
 #[tokio::test]
@@ -601,7 +617,7 @@ async fn simultaneous_dials_end_with_exactly_one_connection_and_frames_still_flo
                     other => panic!("unexpected {other:?}"),
                 }
             }
-            assert_quiet(events);
+            assert_quiet_but_dial_frames(events);
         }
         assert_eq!(a.stats().links_down + b.stats().links_down, 0);
         // Each connection had a tripwire: the dropped one's stood down without tripping
@@ -618,8 +634,8 @@ async fn simultaneous_dials_end_with_exactly_one_connection_and_frames_still_flo
             "{qa:?} {qb:?}"
         );
         assert_eq!(a.stats().links_down + b.stats().links_down, 0);
-        assert_quiet(&mut a_events);
-        assert_quiet(&mut b_events);
+        assert_quiet_but_dial_frames(&mut a_events);
+        assert_quiet_but_dial_frames(&mut b_events);
     }
 }
 
