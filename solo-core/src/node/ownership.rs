@@ -87,6 +87,11 @@ pub(super) struct Stopping {
     claims: Vec<(NodeId, u64)>,
 }
 
+/// Moves the deadline in `slot` to `at` if that is sooner (or there was none).
+fn sooner(slot: &mut Option<Instant>, at: Instant) {
+    *slot = Some(slot.map_or(at, |t| t.min(at)));
+}
+
 /// Whether the node described by `meta` may run `spec` (as singleton `singleton` if set).
 fn eligible(meta: &NodeMeta, spec: &ChildSpec, singleton: bool) -> bool {
     !meta.draining
@@ -199,7 +204,7 @@ impl Node {
                 give_up_at: now + self.config.start_ack_timeout,
             },
         );
-        self.start_tick_at = Some(self.start_tick_at.map_or(resend_at, |t| t.min(resend_at)));
+        sooner(&mut self.start_tick_at, resend_at);
         // Replicated by the next `poll_transmit`, with every other start made before it.
         self.unsent_starts.push(record);
         self.defer_child_repair(now);
@@ -270,7 +275,7 @@ impl Node {
             .get(id)
             .is_some_and(|s| s.instance == instance)
         {
-            self.stopped(now, id);
+            self.stopped(id);
             self.after_input_at(now);
             return;
         }
@@ -761,7 +766,7 @@ impl Node {
     }
 
     fn arm_claim_tick(&mut self, at: Instant) {
-        self.claim_tick_at = Some(self.claim_tick_at.map_or(at, |t| t.min(at)));
+        sooner(&mut self.claim_tick_at, at);
     }
 
     /// The spec of singleton or child `id`, if this node still holds it.
@@ -943,7 +948,7 @@ impl Node {
 
     /// The instance of `id` this node asked to stop has ended: the claims that waited for
     /// it are answered, and a claim of this node's own may start.
-    fn stopped(&mut self, _now: Instant, id: &ChildId) {
+    fn stopped(&mut self, id: &ChildId) {
         let Some(stopping) = self.stopping.remove(id) else {
             return;
         };
@@ -979,8 +984,7 @@ impl Node {
                 pending.resend_at = now + self.config.probe_interval;
                 resend.push(id.clone());
             }
-            let at = pending.resend_at.min(pending.give_up_at);
-            next = Some(next.map_or(at, |n| n.min(at)));
+            sooner(&mut next, pending.resend_at.min(pending.give_up_at));
         }
         for id in given_up {
             self.pending_acks.remove(&id);
@@ -1025,7 +1029,7 @@ impl Node {
             };
             if let Some(retry_at) = claim.retry_at {
                 if retry_at > now {
-                    next = Some(next.map_or(retry_at, |n| n.min(retry_at)));
+                    sooner(&mut next, retry_at);
                     continue;
                 }
                 // Claim afresh, with a new round, if this node still owns it.
@@ -1052,7 +1056,7 @@ impl Node {
                 .and_then(|r| r.claim.as_ref())
                 .map(|c| c.resend_at);
             if let Some(at) = at {
-                next = Some(next.map_or(at, |n| n.min(at)));
+                sooner(&mut next, at);
             }
         }
         if let Some(at) = next {
@@ -1085,24 +1089,22 @@ impl Node {
     /// Sends the queued claims and answers, one message per peer, in chunks that fit a frame.
     pub(super) fn flush_claims(&mut self) {
         for (peer, claims) in std::mem::take(&mut self.unsent_claims) {
-            for chunk in claims.chunks(CLAIMS_PER_MESSAGE) {
-                self.send_to(
-                    &peer,
-                    Message::Claim {
-                        claims: chunk.to_vec(),
-                    },
-                );
-            }
+            self.send_chunked(&peer, claims, |claims| Message::Claim { claims });
         }
         for (peer, answers) in std::mem::take(&mut self.unsent_answers) {
-            for chunk in answers.chunks(CLAIMS_PER_MESSAGE) {
-                self.send_to(
-                    &peer,
-                    Message::ClaimReply {
-                        answers: chunk.to_vec(),
-                    },
-                );
-            }
+            self.send_chunked(&peer, answers, |answers| Message::ClaimReply { answers });
+        }
+    }
+
+    /// Sends `items` to `peer` in messages of at most [`CLAIMS_PER_MESSAGE`] items.
+    fn send_chunked<T: Clone>(
+        &mut self,
+        peer: &NodeId,
+        items: Vec<T>,
+        message: fn(Vec<T>) -> Message,
+    ) {
+        for chunk in items.chunks(CLAIMS_PER_MESSAGE) {
+            self.send_to(peer, message(chunk.to_vec()));
         }
     }
 
