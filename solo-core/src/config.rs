@@ -82,6 +82,22 @@ pub struct Config {
     /// The most outgoing messages queued before new gossip is dropped (gossip is
     /// loss-tolerant; the caller should drain `poll_transmit` after every input). Default 65 536.
     pub max_queued_transmits: usize,
+    /// How long a voter's grant of an [`Exclusive`](crate::Mode::Exclusive) child's lease
+    /// lasts on the voter's clock. The owner renews every quarter of it. A crashed owner's
+    /// exclusive children move once its lease ran out, so this is their failover time after
+    /// a crash; a graceful move releases the lease and takes milliseconds. Default 2 s: four
+    /// renewals fit in it (a lost message or two cost nothing), and it is the order of the
+    /// silent-failure bound, which an `Available` child waits for anyway.
+    pub lease_duration: Duration,
+    /// The bound on how far any node's clock *rate* may stray from real time, in parts per
+    /// million (clocks need not agree on the time, only tick at nearly the same speed).
+    /// The owner counts its lease as `lease_duration × (1 − drift) / (1 + drift)` from
+    /// before it asked. Default 10 000 (1 %), far beyond what quartz and NTP slewing do.
+    pub max_clock_drift_ppm: u32,
+    /// How long before its lease ends an owner that could not renew stops its exclusive
+    /// worker ([`StopReason::LeaseLost`](crate::StopReason::LeaseLost)); the runtime aborts
+    /// the worker at the lease's end if it has not stopped by then. Default 200 ms.
+    pub lease_stop_grace: Duration,
 }
 
 impl Default for Config {
@@ -105,6 +121,9 @@ impl Default for Config {
             start_ack_timeout: Duration::from_secs(5),
             child_tombstone_ttl: Duration::from_secs(600),
             max_children: 1_000_000,
+            lease_duration: Duration::from_secs(2),
+            max_clock_drift_ppm: 10_000,
+            lease_stop_grace: Duration::from_millis(200),
         }
     }
 }
@@ -129,6 +148,13 @@ pub enum ConfigError {
     /// The probe would be retried before it could have been answered.
     #[error("probe_timeout + indirect_timeout must not exceed suspicion_timeout")]
     SuspicionShorterThanProbe,
+    /// The clock-drift bound is 10 % or more: leases would be too short to hold.
+    #[error("max_clock_drift_ppm is {0}, it must be under 100 000 (10 %)")]
+    DriftTooLarge(u32),
+    /// The lease would end before its renewals could keep it: the owner's share of the
+    /// lease, less the stop grace, must leave room for two renewals.
+    #[error("lease_duration is too short for its renewals and lease_stop_grace")]
+    LeaseTooShort,
 }
 
 impl Config {
@@ -143,6 +169,29 @@ impl Config {
     /// next probe, its timeout, the indirect probes, then the suspicion.
     pub fn silent_failure_bound(&self) -> Duration {
         self.probe_interval + self.probe_timeout + self.indirect_timeout + self.suspicion_timeout
+    }
+
+    /// How often an owner renews its leases: a quarter of
+    /// [`lease_duration`](Config::lease_duration).
+    pub fn lease_renew_interval(&self) -> Duration {
+        self.lease_duration / 4
+    }
+
+    /// How long an owner counts a grant as valid, from the moment *before* it sent the
+    /// request: `lease_duration × (1 − drift) / (1 + drift)`. A voter grants for
+    /// `lease_duration` of its own clock from when it granted, which lasts at least
+    /// `lease_duration / (1 + drift)` of real time; an owner whose clock runs slow by the
+    /// whole bound sees this much pass in at most that long.
+    pub fn holder_lease(&self) -> Duration {
+        let ppm = u128::from(self.max_clock_drift_ppm.min(999_999));
+        let nanos = self.lease_duration.as_nanos() * (1_000_000 - ppm) / (1_000_000 + ppm);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// How long a voter waits after it starts before it grants anything: one lease on its
+    /// own clock, the longest any grant it made before a restart can still be relied on.
+    pub fn voter_quarantine(&self) -> Duration {
+        self.lease_duration
     }
 
     /// Checks that the configuration can work.
@@ -162,6 +211,7 @@ impl Config {
             ("join_timeout", self.join_timeout),
             ("start_ack_timeout", self.start_ack_timeout),
             ("child_tombstone_ttl", self.child_tombstone_ttl),
+            ("lease_duration", self.lease_duration),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(field));
@@ -180,6 +230,12 @@ impl Config {
         }
         if self.probe_timeout + self.indirect_timeout > self.suspicion_timeout {
             return Err(ConfigError::SuspicionShorterThanProbe);
+        }
+        if self.max_clock_drift_ppm >= 100_000 {
+            return Err(ConfigError::DriftTooLarge(self.max_clock_drift_ppm));
+        }
+        if self.holder_lease() <= 2 * self.lease_renew_interval() + self.lease_stop_grace {
+            return Err(ConfigError::LeaseTooShort);
         }
         Ok(())
     }
@@ -241,6 +297,12 @@ impl ConfigBuilder {
         child_tombstone_ttl: Duration,
         /// Sets [`Config::max_children`].
         max_children: usize,
+        /// Sets [`Config::lease_duration`].
+        lease_duration: Duration,
+        /// Sets [`Config::max_clock_drift_ppm`].
+        max_clock_drift_ppm: u32,
+        /// Sets [`Config::lease_stop_grace`].
+        lease_stop_grace: Duration,
     }
 
     /// Validates and returns the configuration.

@@ -47,10 +47,12 @@ pub mod testing;
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use id::{Incarnation, MAX_NODE_NAME_LEN, NodeId, NodeName, NodeNameError};
 pub use membership::{MAX_ROLES, MAX_SINGLETONS, Member, MemberEvent, MemberState, NodeMeta};
-pub use node::{Action, CommandError, Link, Node, NodeBuilder, Status, TableSizes, Transmit};
+pub use node::{
+    Action, CommandError, Fence, Link, Node, NodeBuilder, Status, TableSizes, Transmit,
+};
 pub use placement::{ChildId, ChildIdError, MAX_CHILD_ID_LEN, owner, weight};
 pub use rng::Rng;
 pub use supervisor::{
-    ChildInfo, ChildSpec, DeclareError, Exit, RestartPolicy, Scope, StartError, StopReason,
-    SupervisorEvent, TerminateError, WorkerSpec,
+    ChildInfo, ChildSpec, DeclareError, Exit, LeaseLoss, Mode, RestartPolicy, Scope, StartError,
+    StopReason, SupervisorEvent, TerminateError, WorkerSpec,
 };

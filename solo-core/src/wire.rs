@@ -19,7 +19,7 @@ use crate::membership::{MemberState, NodeMeta};
 use crate::supervisor::ChildRecord;
 
 /// The protocol this build speaks. Bumped on any incompatible change to [`Message`].
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// The largest frame, in bytes, that a node sends or accepts (1 MiB). A full member table of
 /// [`Config::max_members`](crate::Config::max_members) members fits with room to spare.
@@ -201,6 +201,68 @@ pub enum Message {
         /// waits for an instance here to end).
         answers: Vec<ClaimAnswer>,
     },
+    /// To a voter: "grant me, or renew, the lease of these exclusive children, each under
+    /// the fencing token given". One message per voter carries every lease the sender
+    /// holds or wants, so lease traffic grows with nodes, not with children.
+    LeaseRequest {
+        /// Echoed in each answer: the sender counts a grant from when it sent this.
+        seq: u32,
+        /// Each child, with the token proposed (a renewal proposes the token it holds).
+        leases: Vec<(crate::placement::ChildId, u64)>,
+    },
+    /// A voter's answers to [`Message::LeaseRequest`]s. A request for a lease another
+    /// holder has is answered once that lease is released or has run out.
+    LeaseReply {
+        /// The answers.
+        answers: Vec<LeaseAnswer>,
+    },
+    /// To a voter: "I hold these leases no longer" (the instance stopped, or the claim was
+    /// given up), so that the next owner need not wait for them to run out.
+    LeaseRelease {
+        /// Each child, with the token released.
+        leases: Vec<(crate::placement::ChildId, u64)>,
+    },
+    /// A voter that starts without its state asks the other voters for the highest token
+    /// they know, so that it never grants one that could repeat.
+    TokenFloorQuery,
+    /// The answer to [`Message::TokenFloorQuery`].
+    TokenFloor {
+        /// The highest token this voter granted or heard of for any child, or `None` if it
+        /// is itself recovering and knows nothing yet.
+        floor: Option<u64>,
+        /// The token floor the voter started with (see `NodeBuilder::token_floor`).
+        boot_floor: u64,
+    },
+}
+
+/// A voter's answer to one lease of a [`Message::LeaseRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseAnswer {
+    /// The exclusive child.
+    pub id: crate::placement::ChildId,
+    /// The token the request proposed.
+    pub token: u64,
+    /// The `seq` of the request answered.
+    pub seq: u32,
+    /// What the voter says.
+    pub verdict: LeaseVerdict,
+}
+
+/// What a voter answers to a lease request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseVerdict {
+    /// Granted (or renewed) for `lease_duration` of the voter's clock from now.
+    Granted,
+    /// The token is not above the highest this voter has granted or promised for the
+    /// child (given here): propose a larger one. A holder whose renewal gets this has lost
+    /// the lease to a newer holder.
+    Refused {
+        /// The highest token the voter knows for the child.
+        highest: u64,
+    },
+    /// The voter does not vote yet: it restarted and waits out one lease, or recovers the
+    /// highest tokens from the other voters.
+    NotVoting,
 }
 
 /// The answer to one claim of a [`Message::Claim`].

@@ -1,6 +1,9 @@
 //! [`Node`]: one cluster member's protocol state, driven by its caller.
 
+mod lease;
 mod ownership;
+
+pub use lease::Fence;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -66,6 +69,27 @@ pub enum Action {
         /// over, if any, was sent before the end was confirmed, so it has already arrived.
         /// `None` when no instance ran anywhere (a failure, a new child).
         handoff_from: Option<NodeId>,
+        /// For an [`Exclusive`](crate::Mode::Exclusive) child, the lease it runs under:
+        /// hand its token to the worker, and abort the instance at `valid_until` unless
+        /// [`Action::LeaseExtended`] moves it later. `None` for an `Available` child.
+        fence: Option<Fence>,
+    },
+    /// The lease of a running exclusive instance was renewed: it may run until
+    /// `valid_until` (this node's clock) now.
+    LeaseExtended {
+        /// The child.
+        id: ChildId,
+        /// The instance.
+        instance: u64,
+        /// The new end of its lease.
+        valid_until: Instant,
+    },
+    /// This node is a voter with a data directory: write `up_to` there (atomically, and
+    /// synced), then call [`Node::tokens_persisted`]. Grants of tokens above what is durable
+    /// are answered only then, so that a restart never grants a token twice.
+    PersistTokens {
+        /// Every token this voter grants until the next such action is at most this.
+        up_to: u64,
     },
     /// Stop instance `instance` of child `id` here, and report its end with
     /// [`Node::worker_exited`] once every worker of it has finished: until then it counts
@@ -145,9 +169,55 @@ pub struct NodeBuilder {
     roles: Vec<String>,
     observer: bool,
     sabotage_skip_claims: bool,
+    voters: BTreeSet<NodeName>,
+    token_floor: u64,
+    persisted_tokens: Option<u64>,
+    sabotage_count_from_reply: bool,
 }
 
 impl NodeBuilder {
+    /// The names of the nodes that grant leases of [`Exclusive`](crate::Mode::Exclusive)
+    /// children, typically 3 or 5. Every node of the cluster must be given the same set
+    /// (the transports refuse a peer whose set differs); a node whose name is in it votes.
+    /// A lease needs a majority of them, so a side of a partition without a majority runs
+    /// no exclusive child. Without voters, exclusive children are refused.
+    pub fn voters(mut self, voters: impl IntoIterator<Item = NodeName>) -> Self {
+        self.voters = voters.into_iter().collect();
+        self
+    }
+
+    /// The lowest token this node grants as a voter when it has no data directory and too
+    /// few other voters know the highest tokens granted before: when a majority of the
+    /// voters lost its state at once (a whole-cluster restart, the very first start of a
+    /// cluster). The `solo` runtime passes the wall clock in microseconds since 1970 at the
+    /// process's start: tokens then go on above it, and could repeat only if a voter's wall
+    /// clock was set back below a token granted before. With a data directory
+    /// ([`persisted_tokens`](NodeBuilder::persisted_tokens)), or while fewer than a
+    /// majority of the voters lose their state at once, tokens never depend on it. With 0
+    /// (the default) such a voter refuses to vote at all rather than risk a repeat, and
+    /// exclusive children stop until a voter that knows is back.
+    pub fn token_floor(mut self, floor: u64) -> Self {
+        self.token_floor = floor;
+        self
+    }
+
+    /// What this voter's data directory holds: every token it granted before is at most
+    /// this (`None`, the default: no data directory). A voter with one needs no other
+    /// voter to recover, and asks the runtime to write ([`Action::PersistTokens`]) before
+    /// it answers a grant above it. An empty data directory is `Some(0)`.
+    pub fn persisted_tokens(mut self, up_to: Option<u64>) -> Self {
+        self.persisted_tokens = up_to;
+        self
+    }
+
+    /// Test-only sabotage: a holder counts its lease from the voter's answer instead of
+    /// from before its request, so that tests can show their checkers catch it.
+    #[doc(hidden)]
+    pub fn sabotage_count_from_reply(mut self, sabotage: bool) -> Self {
+        self.sabotage_count_from_reply = sabotage;
+        self
+    }
+
     /// Test-only sabotage: start children without claiming them first (the behaviour
     /// before claims), so that tests can show their checkers catch the duplicates it makes.
     #[doc(hidden)]
@@ -211,7 +281,19 @@ impl NodeBuilder {
         // more: a seed that is down never answers), or for `join_timeout` if none answers,
         // so that they know who runs what before they claim anything.
         let joined = seeds.is_empty();
+        let leases = lease::Leases::new(
+            &self.id.name,
+            self.voters,
+            lease::VoterStart {
+                boot_floor: self.token_floor,
+                persisted: self.persisted_tokens,
+            },
+            now,
+            self.config.voter_quarantine(),
+            self.sabotage_count_from_reply,
+        );
         Ok(Node {
+            leases,
             meta: NodeMeta {
                 roles: self.roles,
                 draining: self.observer,
@@ -374,6 +456,8 @@ pub struct Node {
     /// Children started here and not yet replicated: `poll_transmit` sends them, so that a
     /// burst of `start_child` calls costs one message per peer, not one per child.
     unsent_starts: Vec<crate::supervisor::ChildRecord>,
+    /// Leases of exclusive children: held, and granted if this node is a voter.
+    leases: lease::Leases,
 }
 
 impl Node {
@@ -388,6 +472,10 @@ impl Node {
             roles: Vec::new(),
             observer: false,
             sabotage_skip_claims: false,
+            voters: BTreeSet::new(),
+            token_floor: 0,
+            persisted_tokens: None,
+            sabotage_count_from_reply: false,
         }
     }
 
@@ -461,6 +549,9 @@ impl Node {
         if !self.unsent_claims.is_empty() || !self.unsent_answers.is_empty() {
             self.flush_claims();
         }
+        if self.leases.has_unsent() {
+            self.flush_leases();
+        }
         self.transmits.pop_front()
     }
 
@@ -483,9 +574,13 @@ impl Node {
                 next = next.min(at);
             }
         }
-        for at in [self.claim_tick_at, self.start_tick_at]
-            .into_iter()
-            .flatten()
+        for at in [
+            self.claim_tick_at,
+            self.start_tick_at,
+            self.leases.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
         {
             next = next.min(at);
         }
@@ -621,6 +716,15 @@ impl Node {
             Message::ChildPull { buckets } => self.handle_child_pull(from, buckets),
             Message::Claim { claims } => self.handle_claim(now, from, claims),
             Message::ClaimReply { answers } => self.handle_claim_reply(now, from, answers),
+            Message::LeaseRequest { seq, leases } => {
+                self.handle_lease_request(now, from, seq, leases);
+            }
+            Message::LeaseReply { answers } => self.handle_lease_reply(now, from, answers),
+            Message::LeaseRelease { leases } => self.voter_release(now, from, leases),
+            Message::TokenFloorQuery => self.handle_floor_query(from),
+            Message::TokenFloor { floor, boot_floor } => {
+                self.handle_floor(from, floor, boot_floor);
+            }
             // The runtime's business: it decodes frames itself and handles these.
             Message::App(_) => {}
             Message::Sync { members, reply } => {
@@ -679,6 +783,7 @@ impl Node {
         self.expire_suspicions(now);
         self.claim_tick(now);
         self.start_tick(now);
+        self.lease_tick(now);
         let has_peers = self.members.live().next().is_some();
         if has_peers && now >= self.next_probe_at {
             self.probe_round(now);

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
-use super::{Action, CommandError, Node, Status};
+use super::{Action, CommandError, Fence, Node, Status};
 use crate::id::{NodeId, NodeName};
 use crate::membership::{MAX_SINGLETONS, NodeMeta};
 use crate::placement::{ChildId, weight};
@@ -43,11 +43,14 @@ pub(super) struct Running {
     restarts: VecDeque<Instant>,
     /// `Some` while the claim is open: nothing runs yet.
     claim: Option<Claim>,
+    /// `Some` once the claim of an exclusive child is answered, while its lease is acquired:
+    /// nothing runs yet. Holds the claim's `released_by`, for the start.
+    acquiring: Option<Option<NodeId>>,
 }
 
 impl Running {
     fn started(&self) -> bool {
-        self.claim.is_none()
+        self.claim.is_none() && self.acquiring.is_none()
     }
 }
 
@@ -88,7 +91,7 @@ pub(super) struct Stopping {
 }
 
 /// Moves the deadline in `slot` to `at` if that is sooner (or there was none).
-fn sooner(slot: &mut Option<Instant>, at: Instant) {
+pub(super) fn sooner(slot: &mut Option<Instant>, at: Instant) {
     *slot = Some(slot.map_or(at, |t| t.min(at)));
 }
 
@@ -124,6 +127,9 @@ impl Node {
             return Err(DeclareError::NotActive);
         }
         spec.validate()?;
+        if spec.is_exclusive() && !self.leases.has_voters() {
+            return Err(DeclareError::NoVoters);
+        }
         let fingerprint = spec.fingerprint();
         if let Some(existing) = self.singletons.get(&spec.id) {
             return if existing.fingerprint == fingerprint {
@@ -173,6 +179,9 @@ impl Node {
             return Err(StartError::NotActive);
         }
         spec.validate()?;
+        if spec.is_exclusive() && !self.leases.has_voters() {
+            return Err(StartError::NoVoters);
+        }
         let taken = self.singletons.contains_key(&spec.id)
             || self
                 .children
@@ -276,6 +285,9 @@ impl Node {
             .is_some_and(|s| s.instance == instance)
         {
             self.stopped(id);
+            // A lease lost (or a stop for any reason) while this node still owns the child:
+            // it claims it again.
+            self.reconcile(id);
             self.after_input_at(now);
             return;
         }
@@ -302,16 +314,26 @@ impl Node {
         } else if self.within_intensity(now, id, &spec) {
             self.next_instance += 1;
             let instance = self.next_instance;
+            let exclusive = spec.is_exclusive();
             if let Some(running) = self.running.get_mut(id) {
                 running.instance = instance;
                 running.restarts.push_back(now);
+                if exclusive {
+                    running.acquiring = Some(None);
+                }
             }
-            self.actions.push_back(Action::Start {
-                id: id.clone(),
-                instance,
-                spec,
-                handoff_from: None,
-            });
+            if exclusive {
+                // A new start needs a new token; it starts once a majority granted it.
+                self.reacquire_lease(id);
+            } else {
+                self.actions.push_back(Action::Start {
+                    id: id.clone(),
+                    instance,
+                    spec,
+                    handoff_from: None,
+                    fence: None,
+                });
+            }
         } else {
             tracing::warn!(node = %self.id, child = %id, "restart intensity exceeded, giving up");
             self.end_here(now, spec, singleton, ChildState::GaveUp);
@@ -400,7 +422,8 @@ impl Node {
     }
 
     /// Whether this node claims `id`: it owns it by its view and waits for its peers'
-    /// answers before it starts an instance. A runtime holds the messages for `id` that
+    /// answers (and, for an exclusive child, a majority of the voters' leases) before it
+    /// starts an instance. A runtime holds the messages for `id` that
     /// arrive meanwhile, and delivers them to the instance once it starts.
     pub fn is_claiming(&self, id: &ChildId) -> bool {
         self.running.get(id).is_some_and(|r| !r.started())
@@ -697,6 +720,7 @@ impl Node {
         };
         if !running.started() {
             self.open_claims.remove(id);
+            self.release_lease(id);
             return;
         }
         self.stopping.insert(
@@ -746,6 +770,7 @@ impl Node {
                 instance,
                 singleton,
                 restarts: VecDeque::new(),
+                acquiring: None,
                 claim: Some(Claim {
                     waiting,
                     released_by: None,
@@ -803,12 +828,61 @@ impl Node {
             self.running.remove(id);
             return;
         };
+        if spec.is_exclusive() {
+            if let Some(running) = self.running.get_mut(id) {
+                running.acquiring = Some(claim.released_by);
+            }
+            self.acquire_lease(id);
+            return;
+        }
         self.actions.push_back(Action::Start {
             id: id.clone(),
             instance,
             spec,
             handoff_from: claim.released_by,
+            fence: None,
         });
+    }
+
+    /// A majority of the voters granted the lease of exclusive child `id`: its instance
+    /// starts, under `fence`.
+    pub(super) fn lease_acquired(&mut self, id: &ChildId, fence: Fence) {
+        let Some(running) = self.running.get_mut(id) else {
+            return;
+        };
+        let Some(handoff_from) = running.acquiring.take() else {
+            return;
+        };
+        let (instance, singleton) = (running.instance, running.singleton);
+        let Some(spec) = self.spec_of(id, singleton) else {
+            self.running.remove(id);
+            return;
+        };
+        tracing::debug!(node = %self.id, child = %id, token = fence.token, "lease acquired");
+        self.supervisor_event(SupervisorEvent::LeaseAcquired {
+            id: id.clone(),
+            token: fence.token,
+        });
+        self.actions.push_back(Action::Start {
+            id: id.clone(),
+            instance,
+            spec,
+            handoff_from,
+            fence: Some(fence),
+        });
+    }
+
+    /// The instance this node runs (or starts) for `id`.
+    pub(super) fn instance_of(&self, id: &ChildId) -> Option<u64> {
+        self.running.get(id).map(|r| r.instance)
+    }
+
+    /// The fencing token of the instance of `id` running here, if it is exclusive.
+    pub fn fencing_token(&self, id: &ChildId) -> Option<u64> {
+        self.running
+            .get(id)
+            .filter(|r| r.started())
+            .and(self.leases.token(id))
     }
 
     /// A peer claims children: answer for each whether an instance runs here.
@@ -952,6 +1026,8 @@ impl Node {
         let Some(stopping) = self.stopping.remove(id) else {
             return;
         };
+        // Released only now that the instance ended: the next holder starts after this.
+        self.release_lease(id);
         for (peer, round) in stopping.claims {
             self.unsent_answers
                 .entry(peer)
@@ -1143,6 +1219,7 @@ impl Node {
     fn end_here(&mut self, now: Instant, spec: ChildSpec, singleton: bool, state: ChildState) {
         let id = spec.id.clone();
         self.running.remove(&id);
+        self.release_lease(&id);
         if singleton && state == ChildState::GaveUp {
             // Giving up here need not mean giving up everywhere: the crashes may be this
             // node's own (a full disk, a bad driver). It withdraws its declaration, so the
@@ -1247,7 +1324,7 @@ impl Node {
         self.send_to(last, message);
     }
 
-    fn supervisor_event(&mut self, event: SupervisorEvent) {
+    pub(super) fn supervisor_event(&mut self, event: SupervisorEvent) {
         self.actions.push_back(Action::Supervisor(event));
     }
 }

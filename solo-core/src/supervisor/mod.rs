@@ -27,7 +27,7 @@ mod spec;
 mod table;
 
 pub use spec::{
-    ChildSpec, Exit, MAX_GROUP_LEN, MAX_LABEL_LEN, MAX_SPEC_LEN, RestartPolicy, SpecError,
+    ChildSpec, Exit, MAX_GROUP_LEN, MAX_LABEL_LEN, MAX_SPEC_LEN, Mode, RestartPolicy, SpecError,
     WorkerSpec,
 };
 pub(crate) use table::ChildTable;
@@ -56,6 +56,24 @@ pub enum StopReason {
     /// A newer process with this node's name joined the cluster: it owns everything now, so
     /// this stale process stops at once, with no handoff.
     Superseded,
+    /// An [`Exclusive`](Mode::Exclusive) child's lease could not be renewed (this node is
+    /// cut off from a majority of the voters), or a newer holder was granted it. The worker
+    /// must have stopped by `deadline` (this node's clock); the runtime aborts it there.
+    LeaseLost {
+        /// When the lease ends.
+        deadline: std::time::Instant,
+    },
+}
+
+/// Why an exclusive child's lease was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseLoss {
+    /// Renewals did not reach a majority of the voters in time (a partition, voters down,
+    /// or this process was frozen).
+    NotRenewed,
+    /// A voter granted the child to a newer holder, under a larger token.
+    Taken,
 }
 
 /// Which children [`Node::which_children`](crate::Node::which_children) lists.
@@ -113,6 +131,24 @@ pub enum SupervisorEvent {
         /// The child.
         id: ChildId,
     },
+    /// This node holds the lease of an [`Exclusive`](Mode::Exclusive) child, under `token`,
+    /// and starts its instance now.
+    LeaseAcquired {
+        /// The child.
+        id: ChildId,
+        /// The fencing token: greater than every token granted before for this child.
+        token: u64,
+    },
+    /// This node lost the lease of an exclusive child; its instance is being stopped (see
+    /// [`StopReason::LeaseLost`]).
+    LeaseLost {
+        /// The child.
+        id: ChildId,
+        /// The token of the lease lost.
+        token: u64,
+        /// Why.
+        reason: LeaseLoss,
+    },
     /// Another node declared this singleton with a different spec. The owner runs its own
     /// spec; fix the deployment so that every node declares the same.
     SingletonConflict {
@@ -139,6 +175,9 @@ pub enum StartError {
     /// The node left or was superseded.
     #[error("node is no longer active")]
     NotActive,
+    /// The child is [`Exclusive`](Mode::Exclusive) and this node has no voters configured.
+    #[error("an exclusive child needs voters (NodeBuilder::voters), and none are configured")]
+    NoVoters,
     /// Unlike the other variants, the child *was* started: this node holds its spec (and
     /// may run it), and anti-entropy goes on replicating it. But no other member confirmed
     /// holding it within [`Config::start_ack_timeout`](crate::Config::start_ack_timeout)
@@ -177,6 +216,10 @@ pub enum DeclareError {
     /// This node declared as many singletons as it may (256).
     #[error("too many singletons declared on this node")]
     TooMany,
+    /// The singleton is [`Exclusive`](Mode::Exclusive) and this node has no voters
+    /// configured.
+    #[error("an exclusive singleton needs voters (NodeBuilder::voters), and none are configured")]
+    NoVoters,
     /// The node left or was superseded.
     #[error("node is no longer active")]
     NotActive,

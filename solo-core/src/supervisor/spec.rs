@@ -45,6 +45,23 @@ pub enum RestartPolicy {
     Temporary,
 }
 
+/// What a child promises when the network splits: the choice Akka, Horde and Swarm make for
+/// you, made per child here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Mode {
+    /// At least one instance: each side of a partition runs its own copy, and when the
+    /// network heals the duplicates are resolved (one survives, the others may hand their
+    /// state to it). Needs no voters. The default, and what the Elixir libraries do.
+    #[default]
+    Available,
+    /// At most one instance at any instant, partitions included: the owner runs it only
+    /// while it holds a lease from a majority of the cluster's voters
+    /// ([`NodeBuilder::voters`](crate::NodeBuilder::voters)), and each lease carries a
+    /// fencing token larger than every token granted before for this child. A side of a
+    /// partition without a majority of voters runs no exclusive child.
+    Exclusive,
+}
+
 /// How a worker ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -70,6 +87,8 @@ pub struct ChildSpec {
     pub restart_window_ms: u64,
     /// Only nodes with this role may run it (Akka's singleton `role`).
     pub role: Option<String>,
+    /// What it promises under partitions; [`Mode::Available`] unless set.
+    pub mode: Mode,
 }
 
 /// A [`ChildSpec`] that cannot be accepted. Nothing changed.
@@ -103,7 +122,19 @@ impl ChildSpec {
             max_restarts: 3,
             restart_window_ms: 5_000,
             role: None,
+            mode: Mode::Available,
         }
+    }
+
+    /// Sets the partition mode ([`Mode::Exclusive`]: at most one instance, ever).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether the child runs only under a lease ([`Mode::Exclusive`]).
+    pub fn is_exclusive(&self) -> bool {
+        self.mode == Mode::Exclusive
     }
 
     /// Sets the restart policy.

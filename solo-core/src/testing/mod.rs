@@ -83,6 +83,15 @@ pub struct SimConfig {
     /// Runs nodes that start children without claiming them (see
     /// [`NodeBuilder::sabotage_skip_claims`](crate::NodeBuilder::sabotage_skip_claims)).
     pub sabotage_skip_claims: bool,
+    /// How many hosts vote on leases of exclusive children: hosts `0..voters` (named
+    /// `n0`, `n1`, …), given to every node as [`NodeBuilder::voters`](crate::NodeBuilder::voters).
+    pub voters: usize,
+    /// Whether voters keep their tokens in a data directory that survives restarts
+    /// ([`NodeBuilder::persisted_tokens`](crate::NodeBuilder::persisted_tokens)).
+    pub voter_data_dir: bool,
+    /// Runs holders that count leases from the answer (see
+    /// [`NodeBuilder::sabotage_count_from_reply`](crate::NodeBuilder::sabotage_count_from_reply)).
+    pub sabotage_count_from_reply: bool,
 }
 
 impl Default for SimConfig {
@@ -98,6 +107,9 @@ impl Default for SimConfig {
             singletons: Vec::new(),
             declare_on_start: true,
             sabotage_skip_claims: false,
+            voters: 0,
+            voter_data_dir: false,
+            sabotage_count_from_reply: false,
         }
     }
 }
@@ -120,6 +132,13 @@ struct Host {
     seeds: Option<Vec<usize>>,
     /// The workers the simulated runtime runs for this process: child id to instance.
     workers: BTreeMap<ChildId, u64>,
+    /// The lease ends (simulated time) of the exclusive workers among them: the runtime
+    /// aborts a worker there, and a frozen one cannot act, so it counts as running only
+    /// until then.
+    fences: BTreeMap<ChildId, Duration>,
+    /// What the host's data directory holds (voters with `voter_data_dir`): survives
+    /// restarts.
+    durable_tokens: Option<u64>,
     /// Roles given to every process of this host.
     roles: Vec<String>,
     /// The process's next deadline in simulated time, as last read after an input (its
@@ -198,6 +217,43 @@ pub struct Overlap {
     pub running_on: Vec<usize>,
 }
 
+/// What `Exclusive` mode forbids, whatever the network does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExclusiveViolation {
+    /// An instance of an exclusive child started (or had its lease extended) while another
+    /// host's instance still ran under an unexpired lease, or without one.
+    Overlap {
+        /// Simulated time.
+        at: Duration,
+        /// The child.
+        id: ChildId,
+        /// The host that started or extended its instance.
+        host: usize,
+        /// The hosts whose instance still ran then.
+        running_on: Vec<usize>,
+    },
+    /// An instance started under a token not above an earlier start's.
+    TokenNotIncreasing {
+        /// Simulated time.
+        at: Duration,
+        /// The child.
+        id: ChildId,
+        /// The token of this start.
+        token: u64,
+        /// The highest token an earlier start had.
+        earlier: u64,
+    },
+    /// An exclusive child started without a lease.
+    NoLease {
+        /// Simulated time.
+        at: Duration,
+        /// The child.
+        id: ChildId,
+        /// The host.
+        host: usize,
+    },
+}
+
 /// A node declared `Down` a process that was running, not frozen, and active.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FalseDown {
@@ -228,6 +284,11 @@ pub struct Sim {
     records: Vec<Record>,
     overlaps: Vec<Overlap>,
     false_downs: Vec<FalseDown>,
+    exclusive_violations: Vec<ExclusiveViolation>,
+    /// The highest token any start of each exclusive child had.
+    tokens: BTreeMap<ChildId, u64>,
+    /// How many exclusive instances started.
+    exclusive_starts: u64,
     history: Vec<String>,
     steps: u64,
     /// Every running, unfrozen host's next deadline: a node's `poll_timeout` only changes
@@ -257,6 +318,9 @@ impl Sim {
             records: Vec::new(),
             overlaps: Vec::new(),
             false_downs: Vec::new(),
+            exclusive_violations: Vec::new(),
+            tokens: BTreeMap::new(),
+            exclusive_starts: 0,
             history: Vec::new(),
             steps: 0,
             timeouts: BTreeSet::new(),
@@ -324,6 +388,8 @@ impl Sim {
             sent: 0,
             seeds,
             workers: BTreeMap::new(),
+            fences: BTreeMap::new(),
+            durable_tokens: None,
             roles,
             timeout: None,
         });
@@ -372,6 +438,7 @@ impl Sim {
         let Some(instance) = self.hosts[i].workers.remove(id) else {
             return false;
         };
+        self.hosts[i].fences.remove(id);
         self.with_node(i, |node, now| node.worker_exited(now, id, instance, exit))
             .is_some()
     }
@@ -480,6 +547,34 @@ impl Sim {
     /// partition may run one copy per side).
     pub fn take_overlaps(&mut self) -> Vec<Overlap> {
         std::mem::take(&mut self.overlaps)
+    }
+
+    /// Every violation of `Exclusive` mode's guarantees so far, whatever the network did:
+    /// none is ever allowed.
+    pub fn exclusive_violations(&self) -> &[ExclusiveViolation] {
+        &self.exclusive_violations
+    }
+
+    /// How many instances of exclusive children started so far.
+    pub fn exclusive_starts(&self) -> u64 {
+        self.exclusive_starts
+    }
+
+    /// How many processes run an instance of `id` whose lease has not ended (for an
+    /// exclusive child; any instance for another).
+    pub fn live_instances(&self, id: &ChildId) -> usize {
+        (0..self.hosts.len())
+            .filter(|&j| self.runs_live(j, id))
+            .count()
+    }
+
+    /// Whether host `j` runs an instance of `id` that can still act: it exists, and for an
+    /// exclusive child its lease has not ended.
+    fn runs_live(&self, j: usize, id: &ChildId) -> bool {
+        let host = &self.hosts[j];
+        host.node.is_some()
+            && host.workers.contains_key(id)
+            && host.fences.get(id).is_none_or(|until| *until > self.now)
     }
 
     /// The false `Down` verdicts since the last call (a live, unfrozen, active process
@@ -602,12 +697,25 @@ impl Sim {
         let id = NodeId::new(host.name.clone(), Incarnation(host.incarnation));
         let rng_seed = self.rng.next_u64();
         let now = self.local_now(i);
+        let voters = (0..self.config.voters)
+            .map(|v| NodeName::new(format!("n{v}")).unwrap_or_else(|_| unreachable!()));
+        let persisted = if self.config.voter_data_dir && i < self.config.voters {
+            Some(self.hosts[i].durable_tokens.unwrap_or(0))
+        } else {
+            None
+        };
+        // What the runtime passes: the wall clock in microseconds (a simulated one here).
+        let wall_micros = 1_700_000_000_000_000 + self.now.as_micros() as u64;
         let node = Node::builder(id.clone(), self.hosts[i].addr)
             .config(self.config.node.clone())
             .seeds(seeds)
             .roles(self.hosts[i].roles.clone())
             .rng_seed(rng_seed)
             .sabotage_skip_claims(self.config.sabotage_skip_claims)
+            .sabotage_count_from_reply(self.config.sabotage_count_from_reply)
+            .voters(voters)
+            .token_floor(wall_micros)
+            .persisted_tokens(persisted)
             .build(now);
         let mut node = match node {
             Ok(node) => node,
@@ -625,6 +733,7 @@ impl Sim {
         }
         self.log(format!("start {id}"));
         self.hosts[i].workers.clear();
+        self.hosts[i].fences.clear();
         self.hosts[i].node = Some(node);
         self.drain(i);
     }
@@ -641,6 +750,7 @@ impl Sim {
         self.hosts[i].frozen = false;
         self.hosts[i].backlog.clear();
         self.hosts[i].workers.clear();
+        self.hosts[i].fences.clear();
         self.refresh_timeout(i);
         let peers: Vec<usize> = self
             .connections
@@ -792,6 +902,7 @@ impl Sim {
                     return;
                 }
                 host.workers.remove(&id);
+                host.fences.remove(&id);
                 if let Some(node) = host.node.as_mut() {
                     node.worker_exited(now, &id, instance, Exit::Normal);
                 }
@@ -823,9 +934,18 @@ impl Sim {
                 (None, Some(action)) => {
                     let workers = &mut self.hosts[i].workers;
                     match &action {
-                        Action::Start { id, instance, .. } => {
+                        Action::Start {
+                            id,
+                            instance,
+                            spec,
+                            fence,
+                            ..
+                        } => {
                             if let Some(old) = workers.insert(id.clone(), *instance) {
                                 panic!("{from} started {id} as {instance} while {old} still ran");
+                            }
+                            if spec.is_exclusive() {
+                                self.exclusive_started(i, id, *fence);
                             }
                             let running_on: Vec<usize> = (0..self.hosts.len())
                                 .filter(|&j| j != i)
@@ -858,11 +978,34 @@ impl Sim {
                                 });
                             }
                         }
+                        Action::LeaseExtended {
+                            id,
+                            instance,
+                            valid_until,
+                        } if workers.get(id) == Some(instance) => {
+                            let until = self.sim_time_of(i, *valid_until);
+                            self.hosts[i].fences.insert(id.clone(), until);
+                            self.check_exclusive_overlap(i, id);
+                        }
+                        Action::PersistTokens { up_to } => {
+                            // Written and synced at once: the data directory survives
+                            // restarts of the host.
+                            let up_to = *up_to;
+                            self.hosts[i].durable_tokens = Some(up_to);
+                            let now = self.local_now(i);
+                            if let Some(node) = self.hosts[i].node.as_mut() {
+                                node.tokens_persisted(now, up_to);
+                            }
+                        }
                         Action::Stop { id, instance, .. } if workers.get(id) == Some(instance) => {
-                            // It runs on until the runtime has stopped it, a moment later.
+                            // It runs on until the runtime has stopped it, a moment later
+                            // (and no later than its lease's end: the runtime aborts it).
                             let (id, instance) = (id.clone(), *instance);
                             let incarnation = self.hosts[i].incarnation;
-                            let at = self.now + self.delay();
+                            let mut at = self.now + self.delay();
+                            if let Some(until) = self.hosts[i].fences.get(&id) {
+                                at = at.min((*until).max(self.now));
+                            }
                             self.push(Delivery {
                                 at,
                                 order: 0,
@@ -887,6 +1030,51 @@ impl Sim {
                 }
                 (None, None) => return,
             }
+        }
+    }
+
+    /// Checks an exclusive start on host `i` against every other instance and every
+    /// earlier token.
+    fn exclusive_started(&mut self, i: usize, id: &ChildId, fence: Option<crate::Fence>) {
+        self.exclusive_starts += 1;
+        let Some(fence) = fence else {
+            self.exclusive_violations.push(ExclusiveViolation::NoLease {
+                at: self.now,
+                id: id.clone(),
+                host: i,
+            });
+            return;
+        };
+        let until = self.sim_time_of(i, fence.valid_until);
+        self.hosts[i].fences.insert(id.clone(), until);
+        if let Some(&earlier) = self.tokens.get(id)
+            && fence.token <= earlier
+        {
+            self.exclusive_violations
+                .push(ExclusiveViolation::TokenNotIncreasing {
+                    at: self.now,
+                    id: id.clone(),
+                    token: fence.token,
+                    earlier,
+                });
+        }
+        let highest = self.tokens.entry(id.clone()).or_insert(fence.token);
+        *highest = (*highest).max(fence.token);
+        self.check_exclusive_overlap(i, id);
+    }
+
+    fn check_exclusive_overlap(&mut self, i: usize, id: &ChildId) {
+        let running_on: Vec<usize> = (0..self.hosts.len())
+            .filter(|&j| j != i && self.runs_live(j, id))
+            .collect();
+        if !running_on.is_empty() {
+            self.log(format!("EXCLUSIVE OVERLAP {id} on {i} with {running_on:?}"));
+            self.exclusive_violations.push(ExclusiveViolation::Overlap {
+                at: self.now,
+                id: id.clone(),
+                host: i,
+                running_on,
+            });
         }
     }
 

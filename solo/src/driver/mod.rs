@@ -201,6 +201,7 @@ impl<N: Network> Driver<N> {
                     instance,
                     spec,
                     handoff_from,
+                    ..
                 } => {
                     tracing::debug!(child = %id, instance, from = ?handoff_from, "starting an instance");
                     let running = self.spawner.spawn(spec, instance);

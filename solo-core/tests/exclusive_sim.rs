@@ -1,0 +1,407 @@
+//! `Exclusive` mode in the core simulator: at most one instance of an exclusive child at
+//! any instant of true (simulated) time, under any schedule, and fencing tokens that
+//! strictly increase over every start.
+//!
+//! Every node's clock runs at its own rate, drawn within the configured drift bound (the
+//! whole bound, not a fraction of it). Schedules mix partitions (one-way blocks too, healed
+//! and cut again), loss, duplication and reordering, freezes (the process stops, its clock
+//! does not), crashes, kills, restarts of voters and others, graceful leaves. An instance
+//! counts as running from its `Start` until the runtime reported its end, or until its
+//! lease ended (the runtime aborts it there, and a frozen worker cannot act).
+//!
+//! Liveness too: once the faults end and every host runs again, every exclusive child runs
+//! exactly once within [`LIVENESS_BOUND`].
+//!
+//! CI runs a fixed set of seeds, with and without voter data directories. A sweep:
+//! `SOLO_EXCLUSIVE_SEEDS=100000 cargo test --release -p solo-core --test exclusive_sim`
+//! (`SOLO_EXCLUSIVE_SEED_START=N` starts part-way). One seed, with its history:
+//! `SOLO_EXCLUSIVE_SEED=N cargo test -p solo-core --test exclusive_sim replay -- --nocapture`.
+
+use std::time::Duration;
+
+use solo_core::testing::{Schedule, Sim, SimConfig, env_u64, fail_seed};
+use solo_core::{ChildId, ChildSpec, Config, Mode, Rng};
+
+const NODES: usize = 5;
+const VOTERS: usize = 3;
+const STEPS: usize = 10;
+const CI_SEEDS: u64 = 120;
+const CHILDREN: usize = 3;
+/// From the end of the faults (every host running again) until every exclusive child
+/// runs: a restarted voter waits out a lease, recovers, and the owner acquires.
+const LIVENESS_BOUND: Duration = Duration::from_secs(15);
+
+fn id(s: &str) -> ChildId {
+    ChildId::new(s).expect("valid")
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Variant {
+    data_dir: bool,
+    /// Clocks drift this far (ppm), whatever the configuration's bound says.
+    drift_ppm: Option<u32>,
+    sabotage_count_from_reply: bool,
+}
+
+fn config(seed: u64, variant: Variant, log_history: bool) -> SimConfig {
+    let node = Config::default();
+    let mut rng = Rng::new(seed ^ 0xE8C1_0517);
+    SimConfig {
+        log_history,
+        singletons: vec![
+            ChildSpec::new(id("lock"), "locker", vec![]).mode(Mode::Exclusive),
+            ChildSpec::new(id("roar"), "lion", vec![]),
+        ],
+        voters: VOTERS,
+        voter_data_dir: variant.data_dir,
+        sabotage_count_from_reply: variant.sabotage_count_from_reply,
+        max_drift_ppm: variant.drift_ppm.unwrap_or(node.max_clock_drift_ppm),
+        duplicate: [0.0, 0.01, 0.05][rng.below(3) as usize],
+        max_delay: Duration::from_millis([2, 20, 80, 200][rng.below(4) as usize]),
+        node,
+        ..SimConfig::default()
+    }
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+struct Figures {
+    starts: u64,
+}
+
+fn check_seed(seed: u64, variant: Variant, log: bool) -> Result<Figures, String> {
+    let mut sim = Sim::new(seed, config(seed, variant, log));
+    run_seed(&mut sim, seed).map_err(|why| {
+        if log {
+            format!("{why}\n\nhistory:\n{}", sim.history_tail(600))
+        } else {
+            why
+        }
+    })
+}
+
+fn run_seed(sim: &mut Sim, seed: u64) -> Result<Figures, String> {
+    for _ in 0..NODES {
+        sim.add_node();
+    }
+    sim.run_for(Duration::from_secs(3));
+    let mut rng = Rng::new(seed ^ 0xC41D);
+    let children: Vec<ChildId> = (0..CHILDREN).map(|c| id(&format!("x{c}"))).collect();
+    for child in &children {
+        let host = rng.below(NODES as u64) as usize;
+        let spec = ChildSpec::new(child.clone(), "fenced", vec![]).mode(Mode::Exclusive);
+        sim.with_node(host, |node, now| node.start_child(now, spec));
+    }
+    let schedule = Schedule::random(seed, NODES, STEPS);
+    let mut exclusive: Vec<ChildId> = children.clone();
+    exclusive.push(id("lock"));
+    for fault in &schedule.faults {
+        schedule_step(sim, fault);
+        if let Some(v) = sim.exclusive_violations().first() {
+            return Err(format!("after {fault:?}: {v:?}"));
+        }
+        // The hazard leases exist for: an owner that pauses (a stop-the-world pause, a
+        // SIGSTOP, a VM migration) at any moment, a renewal perhaps in flight, for longer
+        // than its lease.
+        if rng.below(4) == 0 {
+            freeze_an_owner(sim, &mut rng, &exclusive);
+            if let Some(v) = sim.exclusive_violations().first() {
+                return Err(format!("after freezing an owner: {v:?}"));
+            }
+        }
+    }
+    // Liveness: every host back, the network whole.
+    sim.end_faults();
+    for i in 0..sim.len() {
+        if !sim.is_running(i) {
+            sim.restart(i);
+        }
+    }
+    let mut all: Vec<ChildId> = children.clone();
+    all.push(id("lock"));
+    let live_children = |sim: &Sim| {
+        (0..sim.len())
+            .find_map(|i| sim.node(i).filter(|_| sim.is_running(i)))
+            .map(|n| {
+                n.which_children(solo_core::Scope::Global)
+                    .into_iter()
+                    .map(|c| c.id)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let ran = sim.run_until(LIVENESS_BOUND, |sim: &Sim| {
+        let live = live_children(sim);
+        all.iter()
+            .filter(|c| live.contains(c))
+            .all(|c| sim.live_instances(c) == 1)
+    });
+    if let Some(v) = sim.exclusive_violations().first() {
+        return Err(format!("after the faults ended: {v:?}"));
+    }
+    if ran.is_none() {
+        let live = live_children(sim);
+        let counts: Vec<(String, usize)> = all
+            .iter()
+            .filter(|c| live.contains(c))
+            .map(|c| (c.to_string(), sim.live_instances(c)))
+            .collect();
+        return Err(format!(
+            "not every exclusive child runs once {LIVENESS_BOUND:?} after the faults ended: {counts:?}"
+        ));
+    }
+    Ok(Figures {
+        starts: sim.exclusive_starts(),
+    })
+}
+
+/// Freezes the host running one of `ids` at a random moment, for 1 to 4 s, then thaws it.
+fn freeze_an_owner(sim: &mut Sim, rng: &mut Rng, ids: &[ChildId]) {
+    sim.run_for(Duration::from_millis(rng.below(500)));
+    let Some(child) = ids.get(rng.below(ids.len() as u64) as usize) else {
+        return;
+    };
+    let Some(owner) =
+        (0..sim.len()).find(|&i| sim.is_running(i) && sim.workers(i).contains_key(child))
+    else {
+        return;
+    };
+    sim.freeze(owner);
+    sim.run_for(Duration::from_millis(1000 + rng.below(3000)));
+    sim.thaw(owner);
+    sim.run_for(Duration::from_millis(500));
+}
+
+fn schedule_step(sim: &mut Sim, fault: &solo_core::testing::Fault) {
+    Schedule {
+        nodes: NODES,
+        faults: vec![fault.clone()],
+    }
+    .apply(sim);
+}
+
+fn replay_command(seed: u64, variant: Variant) -> String {
+    format!(
+        "SOLO_EXCLUSIVE_SEED={seed} SOLO_EXCLUSIVE_DATA_DIR={} cargo test -p solo-core --test exclusive_sim replay -- --nocapture",
+        u8::from(variant.data_dir)
+    )
+}
+
+fn sweep(variant: Variant) -> Figures {
+    let seeds = env_u64("SOLO_EXCLUSIVE_SEEDS").unwrap_or(CI_SEEDS);
+    let start = env_u64("SOLO_EXCLUSIVE_SEED_START").unwrap_or(0);
+    let mut total = Figures::default();
+    for seed in start..start + seeds {
+        match check_seed(seed, variant, false) {
+            Ok(f) => total.starts += f.starts,
+            Err(why) => fail_seed(seed, &why, &replay_command(seed, variant)),
+        }
+    }
+    eprintln!("{seeds} schedules ({variant:?}): 0 violations, {total:?}");
+    total
+}
+
+#[test]
+fn at_most_one_instance_and_rising_tokens_without_data_dirs() {
+    let figures = sweep(Variant::default());
+    assert!(figures.starts > 0, "exclusive children started");
+}
+
+#[test]
+fn at_most_one_instance_and_rising_tokens_with_data_dirs() {
+    let figures = sweep(Variant {
+        data_dir: true,
+        ..Variant::default()
+    });
+    assert!(figures.starts > 0, "exclusive children started");
+}
+
+#[test]
+fn replay() {
+    let Some(seed) = env_u64("SOLO_EXCLUSIVE_SEED") else {
+        return;
+    };
+    let variant = Variant {
+        data_dir: env_u64("SOLO_EXCLUSIVE_DATA_DIR") == Some(1),
+        ..Variant::default()
+    };
+    if let Err(why) = check_seed(seed, variant, true) {
+        panic!("seed {seed}: {why}");
+    }
+}
+
+/// The checker has teeth: clocks beyond the bound they are configured for break the
+/// guarantee, and the CI seeds see it.
+#[test]
+fn clocks_outside_the_bound_are_caught() {
+    let variant = Variant {
+        drift_ppm: Some(150_000),
+        ..Variant::default()
+    };
+    let caught = (0..CI_SEEDS)
+        .find(|&seed| check_seed(seed, variant, false).is_err_and(|e| e.contains("Overlap")));
+    assert!(
+        caught.is_some(),
+        "no seed showed an overlap with clocks 15 % off a 1 % bound"
+    );
+}
+
+/// The checker has teeth: a holder that counts its lease from the voter's answer, not
+/// from before its request, is caught within the CI seeds.
+#[test]
+fn a_holder_that_counts_from_the_reply_is_caught() {
+    let variant = Variant {
+        sabotage_count_from_reply: true,
+        ..Variant::default()
+    };
+    let caught = (0..CI_SEEDS)
+        .find(|&seed| check_seed(seed, variant, false).is_err_and(|e| e.contains("Overlap")));
+    assert!(
+        caught.is_some(),
+        "no seed caught a holder counting from the reply"
+    );
+}
+
+/// A cluster of five (three voters) running the exclusive singleton `lock`, settled.
+fn settled(seed: u64) -> Sim {
+    let config = SimConfig {
+        log_history: env_u64("SOLO_EXCLUSIVE_LOG") == Some(1),
+        singletons: vec![ChildSpec::new(id("lock"), "locker", vec![]).mode(Mode::Exclusive)],
+        voters: VOTERS,
+        max_drift_ppm: Config::default().max_clock_drift_ppm,
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(seed, config);
+    for _ in 0..NODES {
+        sim.add_node();
+    }
+    let ran = sim.run_until(Duration::from_secs(10), |sim| {
+        sim.live_instances(&id("lock")) == 1
+    });
+    assert!(ran.is_some(), "the exclusive singleton starts");
+    sim.run_for(Duration::from_secs(1));
+    sim
+}
+
+fn owner(sim: &Sim, child: &ChildId) -> usize {
+    (0..sim.len())
+        .find(|&i| sim.workers(i).contains_key(child))
+        .expect("an owner")
+}
+
+/// The tokens of the starts of `child`, in order, with their simulated times.
+fn starts(sim: &Sim, child: &ChildId) -> Vec<(Duration, u64)> {
+    sim.records()
+        .iter()
+        .filter_map(|r| match &r.action {
+            solo_core::Action::Start {
+                id, fence: Some(f), ..
+            } if id == child => Some((r.at, f.token)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_graceful_move_hands_over_in_milliseconds_under_a_larger_token() {
+    let lock = id("lock");
+    let mut gaps = Vec::new();
+    for seed in 0..20 {
+        let mut sim = settled(seed);
+        let old = owner(&sim, &lock);
+        let before = starts(&sim, &lock);
+        let left_at = sim.now();
+        sim.leave_gracefully(old, Duration::from_secs(5));
+        let ran = sim.run_until(Duration::from_secs(5), |sim| sim.live_instances(&lock) == 1);
+        assert!(ran.is_some(), "seed {seed}: the singleton runs again");
+        let after = starts(&sim, &lock);
+        let (at, token) = *after.last().expect("a start");
+        assert!(after.len() > before.len(), "seed {seed}: a new start");
+        assert!(
+            token > before.last().expect("an earlier start").1,
+            "seed {seed}: a larger token"
+        );
+        assert!(
+            sim.exclusive_violations().is_empty(),
+            "seed {seed}: {:?}",
+            sim.exclusive_violations()
+        );
+        gaps.push(at - left_at);
+    }
+    gaps.sort();
+    eprintln!(
+        "graceful move, leave to new start: median {:?}, max {:?}",
+        gaps[gaps.len() / 2],
+        gaps[gaps.len() - 1]
+    );
+    // A graceful move releases the lease: it never waits one out.
+    assert!(gaps[gaps.len() - 1] < Config::default().holder_lease());
+}
+
+#[test]
+fn a_crashed_owner_is_replaced_once_its_lease_ran_out() {
+    let lock = id("lock");
+    let lease = Config::default().lease_duration;
+    let mut takeovers = Vec::new();
+    for seed in 0..20 {
+        let mut sim = settled(seed);
+        let old = owner(&sim, &lock);
+        let killed_at = sim.now();
+        sim.kill(old);
+        let ran = sim.run_until(Duration::from_secs(10), |sim| {
+            sim.live_instances(&lock) == 1
+        });
+        assert!(ran.is_some(), "seed {seed}: the singleton runs again");
+        let (at, _) = *starts(&sim, &lock).last().expect("a start");
+        assert!(
+            sim.exclusive_violations().is_empty(),
+            "seed {seed}: {:?}",
+            sim.exclusive_violations()
+        );
+        takeovers.push(at - killed_at);
+    }
+    takeovers.sort();
+    eprintln!(
+        "crash of the owner to the new start: median {:?}, max {:?} (lease {lease:?})",
+        takeovers[takeovers.len() / 2],
+        takeovers[takeovers.len() - 1]
+    );
+    assert!(takeovers[takeovers.len() - 1] < lease + Duration::from_millis(500));
+}
+
+#[test]
+fn an_owner_cut_off_from_the_voters_stops_before_the_majority_side_starts() {
+    let lock = id("lock");
+    for seed in 0..20 {
+        let mut sim = settled(seed);
+        let old = owner(&sim, &lock);
+        let others: Vec<usize> = (0..NODES).filter(|&i| i != old).collect();
+        sim.partition(&[vec![old], others]);
+        let ran = sim.run_until(Duration::from_secs(10), |sim| {
+            sim.live_instances(&lock) == 1 && !sim.workers(old).contains_key(&lock)
+        });
+        assert!(
+            ran.is_some(),
+            "seed {seed}: the majority side runs it, the owner does not"
+        );
+        assert!(
+            sim.exclusive_violations().is_empty(),
+            "seed {seed}: {:?}",
+            sim.exclusive_violations()
+        );
+        // Healing resolves nothing (there are no duplicates): at most the singleton moves
+        // back to its rendezvous owner, gracefully, and never runs twice.
+        let starts_before = starts(&sim, &lock).len();
+        sim.heal();
+        sim.run_for(Duration::from_secs(5));
+        assert!(
+            starts(&sim, &lock).len() <= starts_before + 1,
+            "seed {seed}: one move at most"
+        );
+        assert!(
+            sim.exclusive_violations().is_empty(),
+            "seed {seed}: {:?}",
+            sim.exclusive_violations()
+        );
+        assert_eq!(sim.live_instances(&lock), 1);
+    }
+}
