@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::NodeId;
+use crate::id::{NodeId, NodeName};
 use crate::membership::{MemberState, NodeMeta};
 use crate::supervisor::ChildRecord;
 
@@ -39,6 +39,9 @@ pub struct Hello {
     pub node: NodeId,
     /// Where the sender accepts connections.
     pub addr: SocketAddr,
+    /// The cluster's voters as the sender was configured (sorted): nodes that disagree on
+    /// them could each count a different majority, so they never talk.
+    pub voters: Vec<NodeName>,
 }
 
 /// Why a [`Hello`] was refused. The connection is closed; no state changed.
@@ -59,15 +62,25 @@ pub enum HelloError {
         /// This node's cluster.
         expected: String,
     },
+    /// The peer was given another set of voters.
+    #[error(
+        "peer has voters {got:?}, this node has {expected:?}: every node needs the same voters"
+    )]
+    VotersDiffer {
+        /// The peer's voters.
+        got: Vec<NodeName>,
+        /// This node's voters.
+        expected: Vec<NodeName>,
+    },
 }
 
 impl Hello {
-    /// Checks a peer's hello against this node's cluster name.
+    /// Checks a peer's hello against this node's cluster name and voters (sorted).
     ///
     /// # Errors
     ///
-    /// [`HelloError`] when the version or the cluster differs.
-    pub fn check(&self, cluster: &str) -> Result<(), HelloError> {
+    /// [`HelloError`] when the version, the cluster or the voters differ.
+    pub fn check(&self, cluster: &str, voters: &[NodeName]) -> Result<(), HelloError> {
         if self.protocol_version != PROTOCOL_VERSION {
             return Err(HelloError::WrongVersion {
                 got: self.protocol_version,
@@ -77,6 +90,12 @@ impl Hello {
             return Err(HelloError::WrongCluster {
                 got: self.cluster.clone(),
                 expected: cluster.to_owned(),
+            });
+        }
+        if self.voters != voters {
+            return Err(HelloError::VotersDiffer {
+                got: self.voters.clone(),
+                expected: voters.to_vec(),
             });
         }
         Ok(())
@@ -544,25 +563,39 @@ mod tests {
     }
 
     #[test]
-    fn hellos_check_version_and_cluster() {
+    fn hellos_check_version_cluster_and_voters() {
+        let voters: Vec<NodeName> = ["v1", "v2", "v3"]
+            .into_iter()
+            .map(|n| NodeName::new(n).expect("name"))
+            .collect();
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
             cluster: "prod".into(),
             node: id("a"),
             addr: "127.0.0.1:7000".parse().expect("addr"),
+            voters: voters.clone(),
         };
         let bytes = encode_hello(&hello).expect("encode");
         let back = decode_hello(&bytes).expect("decode");
-        assert_eq!(back.check("prod"), Ok(()));
+        assert_eq!(back.check("prod", &voters), Ok(()));
         assert!(matches!(
-            back.check("staging"),
+            back.check("staging", &voters),
             Err(HelloError::WrongCluster { .. })
         ));
+        let error = back.check("prod", &voters[..2]).expect_err("voters differ");
+        assert!(matches!(error, HelloError::VotersDiffer { .. }));
+        assert!(
+            error.to_string().contains("v3"),
+            "the error names both sets: {error}"
+        );
         let old = Hello {
             protocol_version: 0,
             ..hello
         };
-        assert_eq!(old.check("prod"), Err(HelloError::WrongVersion { got: 0 }));
+        assert_eq!(
+            old.check("prod", &voters),
+            Err(HelloError::WrongVersion { got: 0 })
+        );
     }
 
     proptest! {

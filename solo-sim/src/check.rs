@@ -22,7 +22,7 @@ pub fn running_at_end(history: &[Record]) -> BTreeMap<String, Vec<Running>> {
     let mut running: BTreeMap<(usize, u64, String), Duration> = BTreeMap::new();
     for record in history {
         match &record.what {
-            What::Started { id } => {
+            What::Started { id, .. } => {
                 running.insert((record.host, record.incarnation, id.clone()), record.at);
             }
             What::Stopped { id, .. } => {
@@ -52,7 +52,7 @@ pub fn max_concurrent(history: &[Record], id: &str) -> (usize, Duration) {
     let mut max = (0, Duration::ZERO);
     for record in history {
         match &record.what {
-            What::Started { id: i } if i == id => {
+            What::Started { id: i, .. } if i == id => {
                 live.insert((record.host, record.incarnation));
             }
             What::Stopped { id: i, .. } if i == id => {
@@ -68,6 +68,50 @@ pub fn max_concurrent(history: &[Record], id: &str) -> (usize, Duration) {
     max
 }
 
+/// Every breach of `Exclusive` mode's promises for `id` in `history`: a start while another
+/// instance still ran (at any instant, partitions or not: an instance runs from its
+/// `worker_started` until its `worker_stopped`, or its process's crash), a start without a
+/// token, or a token not above every earlier start's.
+pub fn exclusive(history: &[Record], id: &str) -> Vec<String> {
+    let mut live: BTreeSet<(usize, u64)> = BTreeSet::new();
+    let mut highest: Option<u64> = None;
+    let mut found = Vec::new();
+    for record in history {
+        let me = (record.host, record.incarnation);
+        match &record.what {
+            What::Started { id: i, token } if i == id => {
+                if let Some(&(h, inc)) = live.iter().find(|other| **other != me) {
+                    found.push(format!(
+                        "{:?}: n{}#{} started {id} while n{h}#{inc} ran it",
+                        record.at, record.host, record.incarnation
+                    ));
+                }
+                match (token, highest) {
+                    (None, _) => found.push(format!(
+                        "{:?}: n{}#{} started {id} without a token",
+                        record.at, record.host, record.incarnation
+                    )),
+                    (Some(t), Some(h)) if *t <= h => found.push(format!(
+                        "{:?}: n{}#{} started {id} under token {t}, not above {h}",
+                        record.at, record.host, record.incarnation
+                    )),
+                    _ => {}
+                }
+                highest = highest.max(*token);
+                live.insert(me);
+            }
+            What::Stopped { id: i, .. } if i == id => {
+                live.remove(&me);
+            }
+            What::Crashed => {
+                live.retain(|(h, i)| !(*h == record.host && *i == record.incarnation));
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
 /// Every start of an instance while another instance of the same id still ran (another
 /// host, or an earlier process of the same host that has not ended): what "exactly one"
 /// forbids in a cluster whose network is healthy. Each entry names the id, when, and where.
@@ -76,7 +120,7 @@ pub fn overlaps(history: &[Record]) -> Vec<String> {
     let mut found = Vec::new();
     for record in history {
         match &record.what {
-            What::Started { id } => {
+            What::Started { id, .. } => {
                 let running = live.entry(id.as_str()).or_default();
                 let others: Vec<String> = running
                     .iter()
@@ -158,7 +202,7 @@ pub fn excerpt(history: &[Record], id: &str) -> String {
     history
         .iter()
         .filter(|r| match &r.what {
-            What::Started { id: i } | What::Stopped { id: i, .. } => i == id,
+            What::Started { id: i, .. } | What::Stopped { id: i, .. } => i == id,
             What::Crashed | What::Left => true,
             What::ChildAcked { id: i, .. } | What::Terminated { id: i } => i == id,
             _ => false,

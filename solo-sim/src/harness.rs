@@ -34,6 +34,8 @@ pub enum What {
     Started {
         /// The child or singleton.
         id: String,
+        /// The fencing token it runs under, if it is exclusive.
+        token: Option<u64>,
     },
     /// A worker group ended.
     Stopped {
@@ -103,8 +105,10 @@ type Registration = Arc<dyn Fn(solo::ClusterBuilder) -> solo::ClusterBuilder + S
 pub struct SimBuilder {
     nodes: usize,
     seed: u64,
-    /// Singleton names, with the worker kinds of each.
-    singletons: Vec<(String, Vec<String>)>,
+    /// Singleton names, with the worker kinds of each, and whether it is exclusive.
+    singletons: Vec<(String, Vec<String>, bool)>,
+    /// How many hosts (`n0`, `n1`, …) are the cluster's voters.
+    voters: usize,
     workers: Vec<Registration>,
     config: solo::Config,
     min_latency: Duration,
@@ -170,7 +174,22 @@ impl SimBuilder {
 
     /// A singleton every node declares, whose one worker just waits for shutdown.
     pub fn singleton(mut self, name: impl Into<String>) -> Self {
-        self.singletons.push((name.into(), vec!["wait".into()]));
+        self.singletons
+            .push((name.into(), vec!["wait".into()], false));
+        self
+    }
+
+    /// An [`Exclusive`](solo::Mode::Exclusive) singleton every node declares, whose one
+    /// worker waits for shutdown or the loss of its lease. Needs [`voters`](Self::voters).
+    pub fn exclusive_singleton(mut self, name: impl Into<String>) -> Self {
+        self.singletons
+            .push((name.into(), vec!["fenced".into()], true));
+        self
+    }
+
+    /// Makes the first `voters` hosts (`n0`, `n1`, …) the cluster's voters (default none).
+    pub fn voters(mut self, voters: usize) -> Self {
+        self.voters = voters;
         self
     }
 
@@ -182,7 +201,7 @@ impl SimBuilder {
         kinds: impl IntoIterator<Item = S>,
     ) -> Self {
         let kinds = kinds.into_iter().map(Into::into).collect();
-        self.singletons.push((name.into(), kinds));
+        self.singletons.push((name.into(), kinds, false));
         self
     }
 
@@ -252,6 +271,7 @@ impl SimBuilder {
                 names: names.clone(),
                 seed: self.seed,
                 singletons: self.singletons.clone(),
+                voters: self.voters,
                 workers: self.workers.clone(),
                 config: self.config.clone(),
                 history: Arc::clone(&history),
@@ -282,7 +302,8 @@ struct NodeSetup {
     host: usize,
     names: Vec<String>,
     seed: u64,
-    singletons: Vec<(String, Vec<String>)>,
+    singletons: Vec<(String, Vec<String>, bool)>,
+    voters: usize,
     workers: Vec<Registration>,
     config: solo::Config,
     history: Arc<Mutex<Vec<Record>>>,
@@ -371,11 +392,20 @@ impl NodeSetup {
             .cookie("simulated")
             .config(self.config.clone())
             .simulation_seed(self.seed ^ (self.host as u64) << 32 ^ incarnation)
-            .worker("wait", wait_for_shutdown);
+            .voters(self.names.iter().take(self.voters).cloned())
+            .worker("wait", wait_for_shutdown)
+            .worker("fenced", wait_for_shutdown_or_lease_lost);
         let cluster = self.carriers.start(self.host, builder).await?;
         let mut events = cluster.events();
-        for (singleton, kinds) in &self.singletons {
-            cluster.singleton(singleton, kinds.iter().cloned()).await?;
+        for (singleton, kinds, exclusive) in &self.singletons {
+            let workers = kinds
+                .iter()
+                .map(|k| solo::WorkerSpec::new(k.clone(), Vec::new()));
+            let mut spec = ChildSpec::group(ChildId::new(singleton.clone())?, workers.collect());
+            if *exclusive {
+                spec = spec.mode(solo::Mode::Exclusive);
+            }
+            cluster.declare_singleton(spec).await?;
         }
         let (tx, mut commands) = mpsc::unbounded_channel();
         if let Ok(mut queues) = self.commands.lock() {
@@ -438,7 +468,10 @@ impl NodeSetup {
                 event = events.recv() => event,
             };
             match event {
-                Ok(Event::WorkerStarted { id, .. }) => record(What::Started { id: id.to_string() }),
+                Ok(Event::WorkerStarted { id, token, .. }) => record(What::Started {
+                    id: id.to_string(),
+                    token,
+                }),
                 Ok(Event::WorkerStopped { id, reason, .. }) => record(What::Stopped {
                     id: id.to_string(),
                     reason,
@@ -456,6 +489,14 @@ impl NodeSetup {
 
 async fn wait_for_shutdown(ctx: WorkerContext) -> Result<(), WorkerError> {
     ctx.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_shutdown_or_lease_lost(ctx: WorkerContext) -> Result<(), WorkerError> {
+    tokio::select! {
+        () = ctx.shutdown() => {}
+        () = ctx.lease_lost() => {}
+    }
     Ok(())
 }
 
@@ -494,6 +535,7 @@ impl Sim {
             nodes: 3,
             seed: 0,
             singletons: Vec::new(),
+            voters: 0,
             workers: Vec::new(),
             config: solo::Config::default(),
             min_latency: Duration::from_micros(100),

@@ -282,7 +282,7 @@ pub fn check_healed(history: &[Record], singletons: &[String]) -> Result<(), Vio
     // holder (in `Available` mode, a lone or cut-off holder may be the only one).
     let mut survivor_held: BTreeSet<&str> = BTreeSet::new();
     for r in history {
-        if let What::ChildAcked { id, .. } | What::Started { id } = &r.what
+        if let What::ChildAcked { id, .. } | What::Started { id, .. } = &r.what
             && !crashed.contains(&(r.host, r.incarnation))
         {
             survivor_held.insert(id.as_str());

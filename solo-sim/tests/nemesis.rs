@@ -209,3 +209,74 @@ fn a_seed_replays_to_the_same_history() {
         );
     }
 }
+
+/// How many seeds of the exclusive nemesis CI runs.
+const EXCLUSIVE_CI_SEEDS: u64 = 8;
+
+/// `Exclusive` mode under the full nemesis (partitions, one-way cuts, bridges, held links,
+/// slow links, flapping, crashes, restarts, leaves), with the first three hosts as voters:
+/// the exclusive singleton `lock` never has two instances at any instant, tokens rise over
+/// every start, and after the heal `lock` and the `Available` `roar` each run once.
+/// Returns the check's findings for `probe` too (the `Available` singleton, for the test
+/// that shows the checker sees duplicates).
+fn run_exclusive_seed(seed: u64, probe: &str) -> Result<Vec<String>, String> {
+    let mut sim = Sim::builder()
+        .nodes(NODES)
+        .seed(seed)
+        .voters(3)
+        .exclusive_singleton("lock")
+        .singleton("roar")
+        .build();
+    let schedule = Schedule::random(seed, NODES, FAULTS);
+    let run = |sim: &mut Sim| -> Result<(), solo_sim::SimError> {
+        sim.run_for(Duration::from_secs(4))?;
+        schedule.apply(sim)?;
+        sim.heal();
+        sim.run_for(HEALED_FOR)
+    };
+    run(&mut sim).map_err(|e| e.to_string())?;
+    let history = sim.history();
+    let broken = check::exclusive(&history, "lock");
+    if !broken.is_empty() {
+        return Err(format!(
+            "{}\nschedule: {:?}\n{}",
+            broken.join("\n"),
+            schedule.faults,
+            check::excerpt(&history, "lock")
+        ));
+    }
+    check_healed(&history, &["lock".to_owned(), "roar".to_owned()])
+        .map_err(|v| format!("{v}\nschedule: {:?}", schedule.faults))?;
+    Ok(check::exclusive(&history, probe))
+}
+
+#[test]
+fn an_exclusive_singleton_never_runs_twice_at_any_instant_under_the_nemesis() {
+    let seeds = env_u64("SOLO_SIM_EXCLUSIVE_SEEDS").unwrap_or(EXCLUSIVE_CI_SEEDS);
+    let start = env_u64("SOLO_SIM_SEED_START").unwrap_or(0);
+    for seed in start..start + seeds {
+        if let Err(why) = run_exclusive_seed(seed, "lock") {
+            fail_seed(
+                seed,
+                &why,
+                &format!(
+                    "SOLO_SIM_SEED_START={seed} SOLO_SIM_EXCLUSIVE_SEEDS=1 cargo test -p solo-sim --test nemesis an_exclusive_singleton -- --nocapture"
+                ),
+            );
+        }
+    }
+}
+
+/// The exclusive checker has teeth: on the same runs, the `Available` singleton beside
+/// `lock` (which partitions may legitimately duplicate) breaks it.
+#[test]
+fn the_exclusive_checker_sees_an_available_singleton_run_twice() {
+    let caught = (0..EXCLUSIVE_CI_SEEDS)
+        .filter_map(|seed| run_exclusive_seed(seed, "roar").ok())
+        .filter(|found| found.iter().any(|f| f.contains("while")))
+        .count();
+    assert!(
+        caught > 0,
+        "no CI seed showed the Available singleton twice at once"
+    );
+}

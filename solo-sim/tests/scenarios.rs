@@ -36,7 +36,7 @@ fn the_singleton_runs_once_and_survives_the_crash_of_its_node() {
         .find(|r| {
             r.at >= crashed_at
                 && r.host == second
-                && matches!(&r.what, solo_sim::What::Started { id } if id == "roar")
+                && matches!(&r.what, solo_sim::What::Started { id, .. } if id == "roar")
         })
         .expect("a start after the crash");
     // The crash closes its connections: the takeover is a network delay, not a timeout.

@@ -113,6 +113,9 @@ pub struct Config {
     /// would move its workers. Must exceed [`keepalive_interval`](Config::keepalive_interval).
     /// Default 5 s.
     pub idle_timeout: Duration,
+    /// The cluster's voters (see `solo_core::NodeBuilder::voters`), compared in the
+    /// handshake: a peer configured with other voters is refused. Default none.
+    pub voters: Vec<solo_core::NodeName>,
 }
 
 impl Config {
@@ -133,6 +136,7 @@ impl Config {
             backoff_max: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
+            voters: Vec::new(),
         }
     }
 

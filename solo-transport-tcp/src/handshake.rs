@@ -125,7 +125,7 @@ impl Identity {
     }
 
     fn check_peer(&self, peer: &Hello) -> Result<(), HandshakeError> {
-        peer.check(&self.hello.cluster)?;
+        peer.check(&self.hello.cluster, &self.hello.voters)?;
         if peer.node == self.hello.node {
             return Err(HandshakeError::SelfConnection);
         }
@@ -361,6 +361,7 @@ pub(crate) mod tests {
                 cluster: cluster.into(),
                 node: id(name, 1),
                 addr: "127.0.0.1:7000".parse().expect("addr"),
+                voters: Vec::new(),
             },
             cookie,
         )

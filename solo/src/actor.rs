@@ -343,6 +343,8 @@ async fn serve<A: Actor>(
         },
         None => None,
     };
+    let lease_lost = ctx.lease_lost();
+    tokio::pin!(lease_lost);
     let mut actor = A::start(ctx, state).await?;
     let mut ticks = A::TICK.map(|every| {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -361,12 +363,24 @@ async fn serve<A: Actor>(
         let next = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(()),
+            () = &mut lease_lost => return Ok(()),
             next = mail.recv() => next,
             () = tick => {
+                if !ctx.lease_valid() {
+                    return Ok(());
+                }
                 actor.handle_tick(ctx).await?;
                 continue;
             }
         };
+        // An exclusive actor whose lease ended (a pause, a partition) handles nothing more,
+        // not even what it already took: another node may own the child now.
+        if !ctx.lease_valid() {
+            if let Some(Mail::Call { reply, .. }) = next {
+                answer(reply, Err(RemoteError::NotHere), replies);
+            }
+            return Ok(());
+        }
         match next {
             None => return Ok(()),
             Some(Mail::Call { payload, reply }) => {

@@ -38,6 +38,18 @@ pub enum StartError {
     /// The transport could not start (for example, the port is in use).
     #[error(transparent)]
     Transport(#[from] solo_transport_tcp::StartError),
+    /// A voter name ([`ClusterBuilder::voters`]) is not a valid node name.
+    #[error("invalid voter name {name:?}: {source}")]
+    Voter {
+        /// The name given.
+        name: String,
+        /// Why it is invalid.
+        source: NodeNameError,
+    },
+    /// The data directory ([`ClusterBuilder::data_dir`]) cannot be read or created, or
+    /// holds something else than lease tokens.
+    #[error(transparent)]
+    DataDir(#[from] crate::data_dir::DataDirError),
     /// The QUIC endpoint could not be configured.
     #[cfg(feature = "quic")]
     #[error(transparent)]
@@ -97,6 +109,8 @@ pub struct ClusterBuilder {
     sabotage_skip_claims: bool,
     carrier: Carrier,
     observer: bool,
+    voters: Vec<String>,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -113,6 +127,34 @@ impl std::fmt::Debug for ClusterBuilder {
 }
 
 impl ClusterBuilder {
+    /// The names of the nodes that grant the leases of
+    /// [`Exclusive`](solo_core::Mode::Exclusive) singletons and children: typically 3 or 5
+    /// nodes that run for the life of the cluster. Give every node the same list (a node
+    /// whose list differs is refused at the handshake, with both lists in the error). Any
+    /// node may run an exclusive child; only voters grant, and a majority of them must be
+    /// reachable for exclusive children to run.
+    ///
+    /// To change the set: stop every exclusive child's traffic or accept a pause, start
+    /// the new voters with the new list, then restart every node with the new list, one at
+    /// a time; a node with the old list and one with the new do not talk, so run the change
+    /// as a full rolling restart, voters with data directories first.
+    pub fn voters<S: Into<String>>(mut self, voters: impl IntoIterator<Item = S>) -> Self {
+        self.voters = voters.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Where this node, if it is a voter, keeps the highest lease token it granted (one
+    /// small file, replaced atomically and synced before the grant is answered), so that
+    /// it never grants a token twice across restarts without asking the other voters.
+    /// Without one, a restarted voter learns the highest tokens from the other voters;
+    /// see [`solo_core::NodeBuilder::token_floor`] for what holds when a majority of the
+    /// voters loses its state at once. Either way a restarted voter waits out one lease
+    /// before it grants anything.
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
     /// This node's name, unique in the cluster (letters, digits, `-`, `_`, `.`).
     pub fn node_name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -308,8 +350,23 @@ impl ClusterBuilder {
         self.config.validate()?;
         let incarnation = self.incarnation.unwrap_or_else(unix_millis);
         let id = NodeId::new(name, Incarnation(incarnation));
+        let voters = self
+            .voters
+            .iter()
+            .map(|name| {
+                NodeName::new(name.clone()).map_err(|source| StartError::Voter {
+                    name: name.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<NodeName>, StartError>>()?;
+        let persisted = match &self.data_dir {
+            Some(dir) => Some(crate::data_dir::read_tokens(dir)?),
+            None => None,
+        };
         let mut transport_config = solo_transport_tcp::Config::new(self.cluster_name, self.cookie);
         transport_config.advertised_addr = self.advertise;
+        transport_config.voters = voters.clone();
         let mut transport = solo_transport_tcp::Transport::builder(id.clone(), transport_config);
         if let Some(seed) = self.simulation_seed {
             let mut rng = solo_core::Rng::new(seed ^ 0x7AB5_0000_0000_0001);
@@ -327,6 +384,11 @@ impl ClusterBuilder {
             .roles(self.roles)
             .observer(self.observer)
             .sabotage_skip_claims(self.sabotage_skip_claims)
+            .voters(voters)
+            .persisted_tokens(persisted)
+            // Only for the case where a majority of the voters lost its state at once: the
+            // incarnation is the wall clock at start, in ms, unless the user set it.
+            .token_floor(incarnation.saturating_mul(1000))
             .rng_seed(
                 self.simulation_seed
                     .unwrap_or(incarnation ^ u64::from(addr.port())),
@@ -362,6 +424,7 @@ impl ClusterBuilder {
             },
             drain_timeout: self.drain_timeout,
             sabotage_ignore_moves: self.sabotage_ignore_moves,
+            data_dir: self.data_dir,
         };
         // Every event the node logs names it: several nodes may share a process (tests, the
         // simulator, an embedded observer).
@@ -445,6 +508,8 @@ impl Cluster {
             sabotage_skip_claims: false,
             carrier: Carrier::default(),
             observer: false,
+            voters: Vec::new(),
+            data_dir: None,
         }
     }
 

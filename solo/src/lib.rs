@@ -80,11 +80,13 @@
 
 mod actor;
 mod cluster;
+mod data_dir;
 mod driver;
 mod worker;
 
 pub use actor::{Actor, ActorRef, CallError, Handoff};
 pub use cluster::{Cluster, ClusterBuilder, Error, StartError, Supervisor};
+pub use data_dir::DataDirError;
 pub use worker::{Worker, WorkerContext, WorkerError};
 
 pub use solo_core as core;
@@ -100,8 +102,8 @@ pub mod tls {
     pub use solo_transport_tcp::tls::{TlsConfig, TlsError};
 }
 pub use solo_core::{
-    ChildId, ChildInfo, ChildSpec, Config, MemberEvent, NodeId, NodeName, RestartPolicy, Scope,
-    SupervisorEvent, WorkerSpec,
+    ChildId, ChildInfo, ChildSpec, Config, LeaseLoss, MemberEvent, Mode, NodeId, NodeName,
+    RestartPolicy, Scope, SupervisorEvent, WorkerSpec,
 };
 
 /// Something that happened on this node, from [`Cluster::events`].
@@ -116,6 +118,9 @@ pub enum Event {
         id: ChildId,
         /// Which run.
         instance: u64,
+        /// The fencing token of its lease, for an
+        /// [`Exclusive`](solo_core::Mode::Exclusive) child.
+        token: Option<u64>,
     },
     /// A child's workers ended here (every task has finished).
     WorkerStopped {

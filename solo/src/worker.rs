@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use solo_core::{ChildId, ChildSpec, Exit, NodeId};
+use solo_core::{ChildId, ChildSpec, Exit, Fence, NodeId};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -118,6 +118,14 @@ impl Registry {
     }
 }
 
+/// The lease an exclusive instance runs under, as its node last heard of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LeaseView {
+    token: u64,
+    valid_until: tokio::time::Instant,
+    lost: bool,
+}
+
 /// What a running worker knows about itself, and how it hears that it should stop.
 #[derive(Debug, Clone)]
 pub struct WorkerContext {
@@ -127,6 +135,7 @@ pub struct WorkerContext {
     args: Arc<[u8]>,
     node: NodeId,
     shutdown: watch::Receiver<bool>,
+    lease: Option<watch::Receiver<LeaseView>>,
 }
 
 impl WorkerContext {
@@ -174,6 +183,77 @@ impl WorkerContext {
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
+
+    /// The fencing token of the lease this instance of an
+    /// [`Exclusive`](solo_core::Mode::Exclusive) child runs under: greater than every token
+    /// granted before for this child, across owner changes, restarts and partitions. Pass
+    /// it with every write to an external system and have that system reject a token lower
+    /// than the highest it has seen: then even a paused process that wakes after its lease
+    /// ended cannot do harm. `None` for an `Available` child.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.lease.as_ref().map(|lease| lease.borrow().token)
+    }
+
+    /// When this instance's lease ends, on tokio's clock (renewals move it later), for an
+    /// exclusive child; `None` for an `Available` one. The runtime aborts the instance
+    /// there if it has not stopped.
+    pub fn lease_deadline(&self) -> Option<tokio::time::Instant> {
+        self.lease.as_ref().map(|lease| lease.borrow().valid_until)
+    }
+
+    /// Whether this instance may act as the child's one owner right now: for an exclusive
+    /// child, its lease is neither lost nor past its end, read against the clock now (a
+    /// process that was paused past its lease sees `false` at once, before anything else
+    /// tells it). Always `true` for an `Available` child. Check it before every effect
+    /// outside the process, and send the [`fencing_token`](Self::fencing_token) along.
+    pub fn lease_valid(&self) -> bool {
+        self.lease.as_ref().is_none_or(|lease| {
+            let view = *lease.borrow();
+            !view.lost && tokio::time::Instant::now() < view.valid_until
+        })
+    }
+
+    /// Resolves once this instance's lease is lost: its node could not renew it (it is cut
+    /// off from a majority of the voters, or was paused), or its end passed. Stop before
+    /// [`lease_deadline`](Self::lease_deadline): the runtime aborts the instance there.
+    /// [`shutdown`](Self::shutdown) resolves too, a moment later. Never resolves for an
+    /// `Available` child.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: use it in `tokio::select!` as often as needed.
+    pub fn lease_lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        let lease = self.lease.clone();
+        async move {
+            match lease {
+                Some(lease) => lease_end(lease, true).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+/// Resolves once the lease's end has passed (or, with `or_lost`, once it is marked lost),
+/// following renewals. A closed channel (the instance is gone) counts as the end.
+async fn lease_end(mut lease: watch::Receiver<LeaseView>, or_lost: bool) {
+    loop {
+        let view = *lease.borrow_and_update();
+        if or_lost && view.lost {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(view.valid_until) => {
+                if lease.borrow().valid_until <= tokio::time::Instant::now() {
+                    return;
+                }
+            }
+            changed = lease.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// An instance's end, reported to the driver once every worker task has finished.
@@ -193,9 +273,26 @@ pub(crate) struct Instance {
     pub(crate) stop_reason: Option<String>,
     /// Where its messages go; `None` if it takes none.
     pub(crate) mailbox: Option<mpsc::UnboundedSender<Mail>>,
+    /// The lease it runs under, for an exclusive child.
+    lease: Option<watch::Sender<LeaseView>>,
 }
 
 impl Instance {
+    /// Its lease was renewed: it may run until `valid_until`.
+    pub(crate) fn extend_lease(&self, valid_until: std::time::Instant) {
+        if let Some(lease) = &self.lease {
+            let valid_until = tokio::time::Instant::from_std(valid_until);
+            lease.send_modify(|view| view.valid_until = view.valid_until.max(valid_until));
+        }
+    }
+
+    /// Its lease is lost: [`WorkerContext::lease_lost`] resolves.
+    pub(crate) fn lose_lease(&self) {
+        if let Some(lease) = &self.lease {
+            lease.send_modify(|view| view.lost = true);
+        }
+    }
+
     pub(crate) fn stop(&mut self, reason: String) {
         self.stop_reason.get_or_insert(reason);
         let _ = self.stop.send(true);
@@ -237,8 +334,23 @@ where
 impl Spawner {
     /// Starts every worker of `spec` as instance `instance`. The group lives and dies
     /// together: the first worker to end stops the others, and its exit is the instance's.
-    pub(crate) fn spawn(&self, spec: ChildSpec, instance: u64) -> Instance {
+    ///
+    /// An exclusive instance runs under `fence`: it is aborted at the lease's end (moved by
+    /// [`Instance::extend_lease`]) unless it stopped first.
+    pub(crate) fn spawn(&self, spec: ChildSpec, instance: u64, fence: Option<Fence>) -> Instance {
         let (stop, shutdown) = watch::channel(false);
+        let lease = fence.map(|fence| {
+            watch::channel(LeaseView {
+                token: fence.token,
+                valid_until: tokio::time::Instant::from_std(fence.valid_until),
+                lost: false,
+            })
+        });
+        let (lease_tx, lease_rx) = match lease {
+            Some((tx, rx)) => (Some(tx), Some(rx)),
+            None => (None, None),
+        };
+        let token = fence.map(|f| f.token);
         // The first worker of the group gets the child's messages, if it is an actor.
         let (mail_tx, mut mailbox) = match spec
             .workers
@@ -285,6 +397,7 @@ impl Spawner {
                     args: worker.args.into(),
                     node: node.clone(),
                     shutdown: shutdown.clone(),
+                    lease: lease_rx.clone(),
                 };
                 let run = match factory {
                     Kind::Plain(worker) => worker.run_boxed(ctx),
@@ -308,6 +421,7 @@ impl Spawner {
                         let _ = events.send(Event::WorkerStarted {
                             id: started_id,
                             instance,
+                            token,
                         });
                     });
                     run.await
@@ -318,14 +432,28 @@ impl Spawner {
                     tasks.spawn(task);
                 }
             }
+            let lease_over = async {
+                match lease_rx {
+                    Some(lease) => lease_end(lease, false).await,
+                    None => std::future::pending().await,
+                }
+            };
             let exit = if let Some(why) = unknown {
                 Exit::Failed(why)
             } else {
-                match tasks.join_next().await {
-                    None | Some(Ok(Ok(()))) => Exit::Normal,
-                    Some(Ok(Err(error))) => Exit::Failed(error.to_string()),
-                    Some(Err(join)) if join.is_panic() => Exit::Failed(panic_message(join)),
-                    Some(Err(_)) => Exit::Failed("cancelled".into()),
+                tokio::select! {
+                    ended = tasks.join_next() => match ended {
+                        None | Some(Ok(Ok(()))) => Exit::Normal,
+                        Some(Ok(Err(error))) => Exit::Failed(error.to_string()),
+                        Some(Err(join)) if join.is_panic() => Exit::Failed(panic_message(join)),
+                        Some(Err(_)) => Exit::Failed("cancelled".into()),
+                    },
+                    () = lease_over => {
+                        // Not one more poll past the lease: another node may own it now.
+                        tracing::warn!(child = %id, instance, "lease ran out; aborting the instance");
+                        tasks.abort_all();
+                        Exit::Failed("the lease ran out".into())
+                    }
                 }
             };
             let _ = stopper.send(true);
@@ -343,6 +471,7 @@ impl Spawner {
             stop,
             stop_reason: None,
             mailbox: mail_tx,
+            lease: lease_tx,
         }
     }
 }

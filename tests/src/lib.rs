@@ -122,6 +122,8 @@ pub struct NodeSpec {
     pub singletons: Vec<String>,
     /// `--transport` and `--certs`.
     pub wire: Wire,
+    /// Any further flags, such as `--voter n1` or `--exclusive-singleton lock`.
+    pub extra: Vec<String>,
 }
 
 /// What carries a node's traffic: `solo-node`'s `--transport` and `--certs`.
@@ -230,6 +232,7 @@ impl Node {
         for singleton in &spec.singletons {
             command.args(["--singleton", singleton]);
         }
+        command.args(&spec.extra);
         match &spec.wire {
             Wire::Tcp => {}
             Wire::Tls(certs) => {
@@ -467,6 +470,7 @@ pub fn cluster_specs(n: usize, cookie: &str, singletons: &[&str]) -> Vec<NodeSpe
             cookie: cookie.into(),
             singletons: singletons.iter().map(|s| (*s).to_owned()).collect(),
             wire: Wire::Tcp,
+            extra: Vec::new(),
         })
         .collect()
 }

@@ -917,7 +917,8 @@ impl Node {
     ///   others that know meets one of them, whatever the clocks;
     /// * **or, when that many cannot answer** (a majority of the voters lost its state at
     ///   once: a whole-cluster restart, the first start of a cluster), once it heard from
-    ///   enough voters to form a majority and waited one more lease: above every floor it
+    ///   enough voters to form a majority, and either waited one more lease or knows that
+    ///   the voters still silent could not make up the number: above every floor it
     ///   learned and every voter's boot floor (the wall clock when it started, in µs), which
     ///   only a wall clock set back could bring below an earlier token. With no boot floor
     ///   (0) it refuses, and does not vote.
@@ -937,8 +938,13 @@ impl Node {
         };
         let knowing: Vec<u64> = heard.values().filter_map(|(f, _)| *f).collect();
         let recovered = knowing.len() > n - majority;
-        let fallback =
-            !recovered && heard.len() + 1 >= majority && *fallback_due && voter.boot_floor > 0;
+        // Waiting longer helps only if the voters not heard from yet could still make up
+        // the number that know.
+        let hopeless = knowing.len() + (n - 1 - heard.len()) <= n - majority;
+        let fallback = !recovered
+            && heard.len() + 1 >= majority
+            && (*fallback_due || hopeless)
+            && voter.boot_floor > 0;
         if !recovered && !fallback {
             return;
         }

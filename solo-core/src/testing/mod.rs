@@ -128,6 +128,8 @@ struct Host {
     /// Where this host's clock started relative to the simulation's base instant.
     offset: Duration,
     sent: u64,
+    /// Bytes of the frames it sent.
+    sent_bytes: u64,
     /// The hosts it joins through; `None` for all of them.
     seeds: Option<Vec<usize>>,
     /// The workers the simulated runtime runs for this process: child id to instance.
@@ -386,6 +388,7 @@ impl Sim {
             drift_ppm,
             offset,
             sent: 0,
+            sent_bytes: 0,
             seeds,
             workers: BTreeMap::new(),
             fences: BTreeMap::new(),
@@ -615,6 +618,12 @@ impl Sim {
     /// Messages sent by host `i` since it was added.
     pub fn messages_sent(&self, i: usize) -> u64 {
         self.hosts[i].sent
+    }
+
+    /// Bytes of the frames host `i` put on the network since it was added (not those a
+    /// partition or loss dropped before they left).
+    pub fn bytes_sent(&self, i: usize) -> u64 {
+        self.hosts[i].sent_bytes
     }
 
     /// The ids of the processes that run and take part in the cluster.
@@ -1107,6 +1116,7 @@ impl Sim {
             Ok(frame) => frame,
             Err(e) => panic!("node produced an unencodable message: {e}"),
         };
+        self.hosts[i].sent_bytes += frame.len() as u64;
         self.connections.insert((i, j));
         self.connections.insert((j, i));
         let copies = if self.rng.chance(self.config.duplicate) {

@@ -251,11 +251,15 @@ impl TransportBuilder {
         if advertised.ip().is_unspecified() {
             return Err(StartError::UnspecifiedAddr(advertised));
         }
+        let mut voters = config.voters.clone();
+        voters.sort();
+        voters.dedup();
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
             cluster: config.cluster.clone(),
             node,
             addr: advertised,
+            voters,
         };
         let me = Identity::new(hello, config.cookie.as_bytes())?;
         let (events_tx, events_rx) = mpsc::channel(config.event_capacity);

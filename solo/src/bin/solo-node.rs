@@ -15,13 +15,20 @@
 //!   `--singleton NAME` (repeatable: a demo singleton, an actor that prints
 //!   `I am singleton, hear me roar` every second while it runs and counts its roars; it
 //!   hands the count over when it moves on purpose, so the count goes on after a graceful
-//!   handover and starts again from 0 after a crash); `--cluster NAME` (default `solo`);
-//!   `--json`.
+//!   handover and starts again from 0 after a crash); `--exclusive-singleton NAME`
+//!   (repeatable: the same demo singleton in `Exclusive` mode: at most one instance at any
+//!   instant, under a lease from a majority of the voters; it prints its fencing token with
+//!   each roar, and roars only while its lease is valid); `--voter NAME` (repeatable: the
+//!   cluster's voters, the same list on every node; required with
+//!   `--exclusive-singleton`); `--data-dir PATH` (where a voter keeps its highest lease
+//!   token); `--cluster NAME` (default `solo`); `--json`.
 //! * `--json` prints one JSON object per line, each with `ts_us` (microseconds since the Unix
 //!   epoch), `node` and `event`: `ready` (with `listen`), `member_up` / `member_down` /
-//!   `member_left` (with `member`), `worker_started` (with `name`, once the worker task runs),
-//!   `worker_stopped` (with `name` and `reason`, once the task has ended), `roar` (with
-//!   `name` and `count`), `superseded` (with `by`), `left`. Without `--json`, the same as
+//!   `member_left` (with `member`), `worker_started` (with `name`, and `token` for an
+//!   exclusive singleton, once the worker task runs), `worker_stopped` (with `name` and
+//!   `reason`, once the task has ended), `roar` (with `name`, `count`, and `token` when
+//!   exclusive), `lease_acquired` (with `name` and `token`), `lease_lost` (with `name` and
+//!   `reason`: `not renewed` or `taken`), `superseded` (with `by`), `left`. Without `--json`, the same as
 //!   readable lines.
 //! * A process that learns a newer process with its name exists (it was frozen, or cut
 //!   off, while a replacement started) stops its workers at once, prints `superseded`, and
@@ -54,6 +61,7 @@ use solo::{
 
 const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOST:PORT]... \
                      [--seed-timeout SECS] [--cookie SECRET | SOLO_COOKIE=...] [--singleton NAME]... \
+                     [--exclusive-singleton NAME]... [--voter NAME]... [--data-dir PATH] \
                      [--cluster NAME] [--json] [--transport tcp|quic] \
                      [--certs DIR | --ca FILE --cert FILE --key FILE]\n       \
                      solo-node call NAME MESSAGE --seed HOST:PORT [--timeout SECS] [same flags]\n       \
@@ -102,6 +110,9 @@ struct Args {
     seeds: Vec<SocketAddr>,
     cookie: String,
     singletons: Vec<String>,
+    exclusive_singletons: Vec<String>,
+    voters: Vec<String>,
+    data_dir: Option<PathBuf>,
     cluster: String,
     json: bool,
     seed_timeout: Duration,
@@ -119,6 +130,9 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
     let mut seeds = Vec::new();
     let mut cookie = std::env::var("SOLO_COOKIE").ok();
     let mut singletons = Vec::new();
+    let mut exclusive_singletons = Vec::new();
+    let mut voters = Vec::new();
+    let mut data_dir = None;
     let mut cluster = "solo".to_owned();
     let mut json = false;
     let mut seed_timeout = Duration::from_secs(30);
@@ -146,6 +160,9 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
             }
             "--cookie" => cookie = Some(value("--cookie")?),
             "--singleton" => singletons.push(value("--singleton")?),
+            "--exclusive-singleton" => exclusive_singletons.push(value("--exclusive-singleton")?),
+            "--voter" => voters.push(value("--voter")?),
+            "--data-dir" => data_dir = Some(PathBuf::from(value("--data-dir")?)),
             "--cluster" => cluster = value("--cluster")?,
             "--json" => json = true,
             "--seed-timeout" => {
@@ -195,6 +212,11 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
     } else {
         None
     };
+    if !exclusive_singletons.is_empty() && voters.is_empty() {
+        return Err(
+            "--exclusive-singleton needs the cluster's voters (--voter NAME, repeated)".to_owned(),
+        );
+    }
     if transport == TransportKind::Quic && certs.is_empty() {
         return Err("--transport quic needs certificates (--certs DIR)".to_owned());
     }
@@ -206,6 +228,9 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
             .filter(|c| !c.is_empty())
             .ok_or("--cookie (or SOLO_COOKIE) is required")?,
         singletons,
+        exclusive_singletons,
+        voters,
+        data_dir,
         cluster,
         json,
         seed_timeout,
@@ -360,7 +385,12 @@ async fn run(args: Args) -> Result<(), String> {
         .seeds(args.seeds.clone())
         .cookie(args.cookie)
         .cluster_name(args.cluster)
+        .voters(args.voters.clone())
         .actor::<Roar>("roar");
+    let builder = match &args.data_dir {
+        Some(dir) => builder.data_dir(dir),
+        None => builder,
+    };
     let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
     let cluster = builder.start().await.map_err(|e| e.to_string())?;
     let mut events = cluster.events();
@@ -369,6 +399,15 @@ async fn run(args: Args) -> Result<(), String> {
             .singleton(name, ["roar"])
             .await
             .map_err(|e| format!("cannot declare singleton {name:?}: {e}"))?;
+    }
+    for name in &args.exclusive_singletons {
+        let id = solo::ChildId::new(name.clone())
+            .map_err(|e| format!("--exclusive-singleton {name:?}: {e}"))?;
+        let spec = solo::ChildSpec::new(id, "roar", Vec::new()).mode(solo::Mode::Exclusive);
+        cluster
+            .declare_singleton(spec)
+            .await
+            .map_err(|e| format!("cannot declare exclusive singleton {name:?}: {e}"))?;
     }
     let listen = cluster.local_addr().to_string();
     printer.print(
@@ -485,14 +524,36 @@ impl Actor for Roar {
     }
 
     async fn handle_tick(&mut self, ctx: &WorkerContext) -> Result<(), WorkerError> {
+        // An exclusive roar is an effect only the lease holder may have: checked at the
+        // last moment, against the clock (the actor loop checked too, before this tick).
+        if !ctx.lease_valid() {
+            return Ok(());
+        }
         self.count += 1;
         if let Some(printer) = PRINTER.get() {
             let count = self.count.to_string();
-            printer.print(
-                "roar",
-                &[("name", ctx.id().as_str()), ("count", &count)],
-                &format!("I am singleton, hear me roar ({}, roar {count})", ctx.id()),
-            );
+            match ctx.fencing_token() {
+                Some(token) => {
+                    let token = token.to_string();
+                    printer.print(
+                        "roar",
+                        &[
+                            ("name", ctx.id().as_str()),
+                            ("count", &count),
+                            ("token", &token),
+                        ],
+                        &format!(
+                            "I am singleton, hear me roar ({}, roar {count}, token {token})",
+                            ctx.id()
+                        ),
+                    );
+                }
+                None => printer.print(
+                    "roar",
+                    &[("name", ctx.id().as_str()), ("count", &count)],
+                    &format!("I am singleton, hear me roar ({}, roar {count})", ctx.id()),
+                ),
+            }
         }
         Ok(())
     }
@@ -599,11 +660,39 @@ fn print_event(printer: &Printer, event: &Event) {
             let text = format!("{} {id}", kind.replace('_', " "));
             printer.print(kind, &[("member", &id)], &text);
         }
-        Event::WorkerStarted { id, .. } => {
-            printer.print(
+        Event::WorkerStarted { id, token, .. } => match token {
+            Some(token) => {
+                let token = token.to_string();
+                printer.print(
+                    "worker_started",
+                    &[("name", id.as_str()), ("token", &token)],
+                    &format!("worker started: {id} (token {token})"),
+                );
+            }
+            None => printer.print(
                 "worker_started",
                 &[("name", id.as_str())],
                 &format!("worker started: {id}"),
+            ),
+        },
+        Event::Supervisor(solo::SupervisorEvent::LeaseAcquired { id, token }) => {
+            let token = token.to_string();
+            printer.print(
+                "lease_acquired",
+                &[("name", id.as_str()), ("token", &token)],
+                &format!("lease acquired: {id} (token {token})"),
+            );
+        }
+        Event::Supervisor(solo::SupervisorEvent::LeaseLost { id, reason, .. }) => {
+            let reason = match reason {
+                solo::LeaseLoss::NotRenewed => "not renewed",
+                solo::LeaseLoss::Taken => "taken",
+                _ => "lost",
+            };
+            printer.print(
+                "lease_lost",
+                &[("name", id.as_str()), ("reason", reason)],
+                &format!("lease lost: {id} ({reason})"),
             );
         }
         Event::WorkerStopped { id, reason, .. } => {

@@ -66,6 +66,8 @@ pub(crate) struct Driver<N: Network> {
     /// Test-only sabotage: ignore stops of children that moved (see
     /// `ClusterBuilder::sabotage_ignore_moves`).
     pub(crate) sabotage_ignore_moves: bool,
+    /// Where this voter keeps its lease tokens, if anywhere.
+    pub(crate) data_dir: Option<std::path::PathBuf>,
 }
 
 /// The driver's bookkeeping beside the node.
@@ -201,10 +203,10 @@ impl<N: Network> Driver<N> {
                     instance,
                     spec,
                     handoff_from,
-                    ..
+                    fence,
                 } => {
-                    tracing::debug!(child = %id, instance, from = ?handoff_from, "starting an instance");
-                    let running = self.spawner.spawn(spec, instance);
+                    tracing::debug!(child = %id, instance, from = ?handoff_from, token = ?fence.map(|f| f.token), "starting an instance");
+                    let running = self.spawner.spawn(spec, instance, fence);
                     if let Some(mut old) = state.instances.insert(id.clone(), running) {
                         old.stop("replaced".into());
                     }
@@ -214,11 +216,29 @@ impl<N: Network> Driver<N> {
                     reason: StopReason::Moved { .. },
                     ..
                 } if self.sabotage_ignore_moves => {}
+                Action::LeaseExtended {
+                    id,
+                    instance,
+                    valid_until,
+                } => {
+                    if let Some(running) = state.instances.get(&id)
+                        && running.instance == instance
+                    {
+                        running.extend_lease(valid_until);
+                    }
+                }
+                Action::PersistTokens { up_to } => self.persist_tokens(up_to),
                 Action::Stop {
                     id,
                     instance,
                     reason,
                 } => {
+                    if matches!(reason, StopReason::LeaseLost { .. })
+                        && let Some(running) = state.instances.get(&id)
+                        && running.instance == instance
+                    {
+                        running.lose_lease();
+                    }
                     let handing_over = match &reason {
                         StopReason::Moved { to: Some(to) } => {
                             self.start_handoff(state, &id, instance, to.clone(), describe(&reason))
@@ -268,6 +288,27 @@ impl<N: Network> Driver<N> {
                     let _ = self.events.send(Event::Superseded { by });
                 }
                 other => tracing::debug!(?other, "unhandled action"),
+            }
+        }
+    }
+
+    /// Makes `up_to` durable in the data directory, then tells the core, which answers the
+    /// grants that waited for it. A write that fails is not confirmed: the voter then grants
+    /// nothing above what is durable (exclusive children wait), and says so in the log.
+    fn persist_tokens(&mut self, up_to: u64) {
+        let Some(dir) = &self.data_dir else {
+            tracing::error!(
+                up_to,
+                "asked to persist lease tokens without a data directory"
+            );
+            return;
+        };
+        // Once per `PERSIST_AHEAD` grants, a few milliseconds: done in line, so that the
+        // confirmation can never overtake the write.
+        match crate::data_dir::write_tokens(dir, up_to) {
+            Ok(()) => self.node.tokens_persisted(now(), up_to),
+            Err(error) => {
+                tracing::error!(dir = %dir.display(), %error, "cannot persist lease tokens; this voter grants nothing new until it can");
             }
         }
     }
@@ -416,6 +457,7 @@ fn describe(reason: &StopReason) -> String {
         StopReason::Terminated => "terminated".into(),
         StopReason::Leaving => "leaving".into(),
         StopReason::Superseded => "superseded".into(),
+        StopReason::LeaseLost { .. } => "lease lost".into(),
         other => format!("{other:?}"),
     }
 }

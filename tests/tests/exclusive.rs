@@ -1,0 +1,209 @@
+//! `Exclusive` mode with real `solo-node` processes on 127.0.0.1: three nodes, all voters,
+//! each declaring the exclusive demo singleton. Every process reads the same clock, so the
+//! events' `ts_us` order what happened on different nodes.
+//!
+//! Every wait is bounded and generous: these are functional checks (the order of events,
+//! rising tokens); the failover bench measures the timings.
+
+use std::time::Duration;
+
+use tests::{
+    Node, NodeEvent, WireKind, cluster_specs, dump_all, now_us, settled_owner, solo_node_binary,
+    use_wire,
+};
+
+macro_rules! over_tcp_and_quic {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::WireKind;
+            #[test]
+            fn tcp() {
+                super::$scenario(WireKind::Tcp);
+            }
+            #[test]
+            fn quic() {
+                super::$scenario(WireKind::Quic);
+            }
+        }
+    )*};
+}
+
+over_tcp_and_quic!(
+    a_frozen_owner_is_replaced_only_after_its_lease_and_roars_no_more_when_resumed,
+    a_killed_owner_is_replaced_under_a_larger_token,
+    sigterm_hands_the_exclusive_singleton_over_with_its_state,
+    a_restarted_voter_keeps_the_guarantees,
+);
+
+const LOCK: &str = "lock";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Three nodes `n1`–`n3`, all voters, each declaring the exclusive singleton [`LOCK`].
+fn exclusive_cluster(wire: WireKind) -> (std::path::PathBuf, Vec<Node>) {
+    let binary = solo_node_binary(false);
+    let mut specs = cluster_specs(3, "k9Qe4tXv2Lm8Rz7w-real", &[]);
+    use_wire(&binary, &mut specs, wire);
+    for spec in &mut specs {
+        for voter in ["n1", "n2", "n3"] {
+            spec.extra.extend(["--voter".to_owned(), voter.to_owned()]);
+        }
+        spec.extra
+            .extend(["--exclusive-singleton".to_owned(), LOCK.to_owned()]);
+    }
+    let nodes = specs
+        .into_iter()
+        .map(|spec| Node::start(&binary, spec))
+        .collect();
+    (binary, nodes)
+}
+
+fn token(event: &NodeEvent) -> u64 {
+    event
+        .field("token")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no token in {event:?}"))
+}
+
+/// The first `worker_started` of [`LOCK`] at or after `since_us` on a node other than
+/// `except`, with the node's index.
+fn next_start(nodes: &[Node], except: usize, since_us: u64) -> Option<(usize, NodeEvent)> {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != except) {
+            if let Some(e) = node.wait_seen(Duration::from_millis(20), |e| {
+                e.event == "worker_started" && e.field("name") == Some(LOCK) && e.ts_us >= since_us
+            }) {
+                return Some((i, e));
+            }
+        }
+    }
+    None
+}
+
+fn owner_and_token(nodes: &[Node]) -> (usize, u64) {
+    let owner = settled_owner(nodes, LOCK, WAIT)
+        .unwrap_or_else(|| panic!("no settled owner\n{}", dump_all(nodes)));
+    let started = nodes[owner]
+        .find(|e| e.event == "worker_started" && e.field("name") == Some(LOCK))
+        .expect("the owner printed its start");
+    (owner, token(&started))
+}
+
+fn a_frozen_owner_is_replaced_only_after_its_lease_and_roars_no_more_when_resumed(wire: WireKind) {
+    let (_binary, nodes) = exclusive_cluster(wire);
+    let (old, old_token) = owner_and_token(&nodes);
+    // Wait for a roar, then freeze the owner just after it.
+    nodes[old]
+        .wait_seen(WAIT, |e| e.event == "roar" && e.field("name") == Some(LOCK))
+        .expect("the owner roars");
+    let frozen_at = now_us();
+    nodes[old].signal("STOP");
+    let (new, started) = next_start(&nodes, old, frozen_at)
+        .unwrap_or_else(|| panic!("nobody took over\n{}", dump_all(&nodes)));
+    // Its lease (2 s, counted from a renewal at most 0.5 s before the freeze) had to run out.
+    let waited = started.ts_us - frozen_at;
+    assert!(
+        waited >= 1_000_000,
+        "took over after {waited} µs: before the lease could end"
+    );
+    assert!(token(&started) > old_token, "a larger token");
+    let resumed_at = now_us();
+    nodes[old].signal("CONT");
+    let stopped = nodes[old]
+        .wait_seen(WAIT, |e| {
+            e.event == "worker_stopped" && e.field("name") == Some(LOCK) && e.ts_us >= resumed_at
+        })
+        .unwrap_or_else(|| panic!("the resumed owner did not stop\n{}", dump_all(&nodes)));
+    let late_roars: Vec<NodeEvent> = nodes[old]
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| e.event == "roar" && e.ts_us >= resumed_at && e.ts_us <= stopped.ts_us)
+        .cloned()
+        .collect();
+    assert!(
+        late_roars.is_empty(),
+        "the resumed owner roared: {late_roars:?}"
+    );
+    assert!(nodes[new].runs(LOCK), "the new owner runs it still");
+}
+
+fn a_killed_owner_is_replaced_under_a_larger_token(wire: WireKind) {
+    let (_binary, nodes) = exclusive_cluster(wire);
+    let (old, old_token) = owner_and_token(&nodes);
+    let killed_at = now_us();
+    nodes[old].signal("KILL");
+    let (_, started) = next_start(&nodes, old, killed_at)
+        .unwrap_or_else(|| panic!("nobody took over\n{}", dump_all(&nodes)));
+    assert!(token(&started) > old_token, "a larger token");
+}
+
+fn sigterm_hands_the_exclusive_singleton_over_with_its_state(wire: WireKind) {
+    let (_binary, nodes) = exclusive_cluster(wire);
+    let (old, old_token) = owner_and_token(&nodes);
+    let roar = |node: &Node, since: u64| {
+        node.wait_seen(WAIT, |e| {
+            e.event == "roar" && e.field("name") == Some(LOCK) && e.ts_us >= since
+        })
+    };
+    let counted = roar(&nodes[old], 0).expect("the owner roars");
+    let count: u64 = counted
+        .field("count")
+        .and_then(|c| c.parse().ok())
+        .expect("a count");
+    let term_at = now_us();
+    nodes[old].signal("TERM");
+    let (new, started) = next_start(&nodes, old, term_at)
+        .unwrap_or_else(|| panic!("nobody took over\n{}", dump_all(&nodes)));
+    let stopped = nodes[old]
+        .wait_seen(WAIT, |e| {
+            e.event == "worker_stopped" && e.field("name") == Some(LOCK)
+        })
+        .expect("the old instance stopped");
+    assert!(
+        stopped.ts_us <= started.ts_us,
+        "the old instance ended before the new began"
+    );
+    assert!(token(&started) > old_token, "a larger token");
+    // A graceful move releases the lease: no lease is waited out.
+    assert!(
+        started.ts_us - term_at < 1_500_000,
+        "the move waited a lease out"
+    );
+    let next = roar(&nodes[new], started.ts_us).expect("the new owner roars");
+    let next_count: u64 = next
+        .field("count")
+        .and_then(|c| c.parse().ok())
+        .expect("a count");
+    assert!(
+        next_count > count,
+        "the count went on: {count} then {next_count}"
+    );
+}
+
+fn a_restarted_voter_keeps_the_guarantees(wire: WireKind) {
+    let (binary, mut nodes) = exclusive_cluster(wire);
+    let (owner, first_token) = owner_and_token(&nodes);
+    // Restart a voter that does not own it: the owner renews with the other two meanwhile.
+    let voter = (owner + 1) % nodes.len();
+    let node = nodes.remove(voter);
+    node.signal("KILL");
+    let restarted = node.restart(&binary);
+    nodes.insert(voter, restarted);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        nodes[owner].runs(LOCK),
+        "the owner kept its lease\n{}",
+        dump_all(&nodes)
+    );
+    // Then the owner dies: the survivors, the restarted voter among them, take over.
+    let killed_at = now_us();
+    nodes[owner].signal("KILL");
+    let (_, started) = next_start(&nodes, owner, killed_at)
+        .unwrap_or_else(|| panic!("nobody took over\n{}", dump_all(&nodes)));
+    assert!(
+        token(&started) > first_token,
+        "a larger token after the voter's restart"
+    );
+}
