@@ -5,7 +5,12 @@
 //! cargo bench -p tests --bench failover          # 20 trials per scenario
 //! cargo bench -p tests --bench failover -- 50    # 50 trials per scenario
 //! cargo bench -p tests --bench failover -- --transport quic   # or tls; default tcp
+//! cargo bench -p tests --bench failover -- --exclusive        # an Exclusive singleton
 //! ```
+//!
+//! With `--exclusive` the singleton is `Exclusive` (all three nodes are voters): a crashed
+//! or frozen owner is replaced once its lease ran out (`lease_duration`, 2 s by default),
+//! a graceful one as soon as it released its lease.
 //!
 //! * `SIGKILL`: from just before the owner is sent SIGKILL (the bench's clock) to the new
 //!   owner's `worker_started` (its `ts_us`).
@@ -27,6 +32,13 @@ const SINGLETON: &str = "bench";
 const MESH: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_secs(20);
 const FORM_ATTEMPTS: usize = 3;
+
+/// What every trial runs on.
+#[derive(Clone, Copy)]
+struct Setup {
+    wire: WireKind,
+    exclusive: bool,
+}
 
 /// How one trial ended.
 enum Outcome {
@@ -56,12 +68,21 @@ fn signed_us(later: u64, earlier: u64) -> i64 {
 /// attempts that did not form (reported, since solo-node can miss a `member_up`).
 fn fresh_cluster(
     binary: &std::path::PathBuf,
-    wire: WireKind,
+    setup: Setup,
     misses: &mut usize,
 ) -> Option<(Vec<Node>, usize)> {
     for _ in 0..FORM_ATTEMPTS {
-        let mut specs = cluster_specs(3, "failover-bench", &[SINGLETON]);
-        use_wire(binary, &mut specs, wire);
+        let singletons: &[&str] = if setup.exclusive { &[] } else { &[SINGLETON] };
+        let mut specs = cluster_specs(3, "failover-bench", singletons);
+        if setup.exclusive {
+            for spec in &mut specs {
+                let flags = ["--voter", "n1", "--voter", "n2", "--voter", "n3"];
+                spec.extra.extend(flags.map(String::from));
+                spec.extra
+                    .extend(["--exclusive-singleton".to_owned(), SINGLETON.to_owned()]);
+            }
+        }
+        use_wire(binary, &mut specs, setup.wire);
         let nodes: Vec<Node> = specs
             .into_iter()
             .map(|spec| Node::start(binary, spec))
@@ -89,12 +110,12 @@ fn fresh_cluster(
 /// Signals the owner and waits for another node to start the singleton.
 fn failover(
     binary: &std::path::PathBuf,
-    wire: WireKind,
+    setup: Setup,
     signal: &str,
     bound: Duration,
     misses: &mut usize,
 ) -> Outcome {
-    let Some((nodes, owner)) = fresh_cluster(binary, wire, misses) else {
+    let Some((nodes, owner)) = fresh_cluster(binary, setup, misses) else {
         return Outcome::NoCluster;
     };
     let others: Vec<&Node> = (0..nodes.len())
@@ -114,8 +135,8 @@ fn failover(
 }
 
 /// SIGTERMs the owner and measures the handover gap.
-fn handover(binary: &std::path::PathBuf, wire: WireKind, misses: &mut usize) -> Outcome {
-    let Some((mut nodes, owner)) = fresh_cluster(binary, wire, misses) else {
+fn handover(binary: &std::path::PathBuf, setup: Setup, misses: &mut usize) -> Outcome {
+    let Some((mut nodes, owner)) = fresh_cluster(binary, setup, misses) else {
         return Outcome::NoCluster;
     };
     let signalled_at = now_us();
@@ -174,6 +195,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let setup = Setup {
+        wire,
+        exclusive: args.iter().any(|a| a == "--exclusive"),
+    };
     eprintln!("building solo-node (release)…");
     let binary = solo_node_binary(true);
     let mut scenarios = [
@@ -193,9 +218,9 @@ fn main() {
     let mut misses = 0;
     for trial in 1..=trials {
         let outcomes = [
-            failover(&binary, wire, "KILL", Duration::from_secs(10), &mut misses),
-            failover(&binary, wire, "STOP", Duration::from_secs(30), &mut misses),
-            handover(&binary, wire, &mut misses),
+            failover(&binary, setup, "KILL", Duration::from_secs(10), &mut misses),
+            failover(&binary, setup, "STOP", Duration::from_secs(30), &mut misses),
+            handover(&binary, setup, &mut misses),
         ];
         let line: Vec<String> = outcomes
             .iter()
@@ -219,8 +244,13 @@ fn main() {
 
     println!();
     println!(
-        "failover over {wire:?}, 3 solo-node processes (release) on 127.0.0.1, {trials} trials \
-         each, ms"
+        "failover over {wire:?}{}, 3 solo-node processes (release) on 127.0.0.1, {trials} trials \
+         each, ms",
+        if setup.exclusive {
+            ", Exclusive singleton (lease 2 s)"
+        } else {
+            ""
+        }
     );
     println!(
         "{:<37} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9}",

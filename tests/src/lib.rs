@@ -124,6 +124,8 @@ pub struct NodeSpec {
     pub wire: Wire,
     /// Any further flags, such as `--voter n1` or `--exclusive-singleton lock`.
     pub extra: Vec<String>,
+    /// A network namespace to run the process in (`ip netns exec NS`), made by the test.
+    pub netns: Option<String>,
 }
 
 /// What carries a node's traffic: `solo-node`'s `--transport` and `--certs`.
@@ -220,7 +222,15 @@ impl Node {
     ///
     /// If the process cannot be started.
     pub fn start(binary: &PathBuf, spec: NodeSpec) -> Self {
-        let mut command = Command::new(binary);
+        // `ip netns exec` execs the binary in place: the PID is the node's.
+        let mut command = match &spec.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .args(["--name", &spec.name, "--listen", &spec.addr.to_string()])
             .args(["--cookie", &spec.cookie, "--json"])
@@ -471,6 +481,7 @@ pub fn cluster_specs(n: usize, cookie: &str, singletons: &[&str]) -> Vec<NodeSpe
             singletons: singletons.iter().map(|s| (*s).to_owned()).collect(),
             wire: Wire::Tcp,
             extra: Vec::new(),
+            netns: None,
         })
         .collect()
 }

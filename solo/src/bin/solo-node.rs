@@ -21,7 +21,11 @@
 //!   each roar, and roars only while its lease is valid); `--voter NAME` (repeatable: the
 //!   cluster's voters, the same list on every node; required with
 //!   `--exclusive-singleton`); `--data-dir PATH` (where a voter keeps its highest lease
-//!   token); `--cluster NAME` (default `solo`); `--json`.
+//!   token); `--fenced-store ADDR` (the exclusive demo singleton writes each roar, with its
+//!   token, as the line `NAME TOKEN COUNT` to a TCP store at ADDR, and prints its one-line
+//!   answer as `store_reply` with `name`, `token`, `count` and `reply`);
+//!   `--store-delay-ms N` (each such write travels N ms first, as over a slow network;
+//!   default 0); `--cluster NAME` (default `solo`); `--json`.
 //! * `--json` prints one JSON object per line, each with `ts_us` (microseconds since the Unix
 //!   epoch), `node` and `event`: `ready` (with `listen`), `member_up` / `member_down` /
 //!   `member_left` (with `member`), `worker_started` (with `name`, and `token` for an
@@ -62,6 +66,7 @@ use solo::{
 const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOST:PORT]... \
                      [--seed-timeout SECS] [--cookie SECRET | SOLO_COOKIE=...] [--singleton NAME]... \
                      [--exclusive-singleton NAME]... [--voter NAME]... [--data-dir PATH] \
+                     [--fenced-store ADDR [--store-delay-ms N]] \
                      [--cluster NAME] [--json] [--transport tcp|quic] \
                      [--certs DIR | --ca FILE --cert FILE --key FILE]\n       \
                      solo-node call NAME MESSAGE --seed HOST:PORT [--timeout SECS] [same flags]\n       \
@@ -113,6 +118,8 @@ struct Args {
     exclusive_singletons: Vec<String>,
     voters: Vec<String>,
     data_dir: Option<PathBuf>,
+    /// Where the exclusive demo singleton writes its roars, and after what delay.
+    fenced_store: Option<(SocketAddr, Duration)>,
     cluster: String,
     json: bool,
     seed_timeout: Duration,
@@ -133,6 +140,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
     let mut exclusive_singletons = Vec::new();
     let mut voters = Vec::new();
     let mut data_dir = None;
+    let mut fenced_store = None;
+    let mut store_delay = Duration::ZERO;
     let mut cluster = "solo".to_owned();
     let mut json = false;
     let mut seed_timeout = Duration::from_secs(30);
@@ -163,6 +172,20 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
             "--exclusive-singleton" => exclusive_singletons.push(value("--exclusive-singleton")?),
             "--voter" => voters.push(value("--voter")?),
             "--data-dir" => data_dir = Some(PathBuf::from(value("--data-dir")?)),
+            "--fenced-store" => {
+                let raw = value("--fenced-store")?;
+                let addr = raw
+                    .parse::<SocketAddr>()
+                    .map_err(|_| format!("--fenced-store {raw:?} is not an ADDR:PORT"))?;
+                fenced_store = Some(addr);
+            }
+            "--store-delay-ms" => {
+                let raw = value("--store-delay-ms")?;
+                let ms = raw.parse::<u64>().map_err(|_| {
+                    format!("--store-delay-ms {raw:?} is not a number of milliseconds")
+                })?;
+                store_delay = Duration::from_millis(ms);
+            }
             "--cluster" => cluster = value("--cluster")?,
             "--json" => json = true,
             "--seed-timeout" => {
@@ -231,6 +254,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
         exclusive_singletons,
         voters,
         data_dir,
+        fenced_store: fenced_store.map(|addr| (addr, store_delay)),
         cluster,
         json,
         seed_timeout,
@@ -379,6 +403,9 @@ async fn run(args: Args) -> Result<(), String> {
         json: args.json,
     };
     let _ = PRINTER.set(printer.clone());
+    if let Some(store) = args.fenced_store {
+        let _ = STORE.set(store);
+    }
     let builder = Cluster::builder()
         .node_name(args.name.clone())
         .listen(args.listen)
@@ -503,6 +530,49 @@ async fn superseded_exit(
 /// The printer the demo singleton prints through (set once, before the node starts).
 static PRINTER: std::sync::OnceLock<Printer> = std::sync::OnceLock::new();
 
+/// `--fenced-store` and `--store-delay-ms`: where an exclusive demo singleton writes each
+/// roar, with its token, and how long a write travels first.
+static STORE: std::sync::OnceLock<(SocketAddr, Duration)> = std::sync::OnceLock::new();
+
+/// Writes one roar to the fenced store, as a task of its own: once sent, a write is out of
+/// the worker's hands (the store's fence, not the worker, decides what a late one does).
+/// The store answers one line, which is printed as `store_reply`.
+fn write_to_store(name: String, token: u64, count: u64) {
+    let Some(&(addr, delay)) = STORE.get() else {
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        tokio::time::sleep(delay).await;
+        let reply = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream
+                .write_all(format!("{name} {token} {count}\n").as_bytes())
+                .await?;
+            let mut line = String::new();
+            tokio::io::BufReader::new(stream)
+                .read_line(&mut line)
+                .await?;
+            Ok::<String, std::io::Error>(line.trim().to_owned())
+        }
+        .await
+        .unwrap_or_else(|e| format!("store unreachable: {e}"));
+        if let Some(printer) = PRINTER.get() {
+            let (token, count) = (token.to_string(), count.to_string());
+            printer.print(
+                "store_reply",
+                &[
+                    ("name", &name),
+                    ("token", &token),
+                    ("count", &count),
+                    ("reply", &reply),
+                ],
+                &format!("store: {reply} (write {count} of {name}, token {token})"),
+            );
+        }
+    });
+}
+
 /// The demo singleton: roars every second and counts its roars; the count is handed over
 /// when it moves on purpose. Answers the text calls `get` and `add N`.
 struct Roar {
@@ -534,6 +604,7 @@ impl Actor for Roar {
             let count = self.count.to_string();
             match ctx.fencing_token() {
                 Some(token) => {
+                    write_to_store(ctx.id().to_string(), token, self.count);
                     let token = token.to_string();
                     printer.print(
                         "roar",

@@ -1,0 +1,210 @@
+//! `Exclusive` mode across a real network cut: five `solo-node` processes (three voters),
+//! each in a network namespace of its own, joined by a bridge this test makes. Cutting the
+//! owner's link (no FIN, no RST: packets just stop) must stop its worker *before* the
+//! majority side starts one; every process reads the same clock, so the events' `ts_us`
+//! prove the order. Healing the link then resolves nothing.
+//!
+//! Needs root and `ip` (Linux network namespaces); without them the test says so and passes
+//! vacuously. It touches only the namespaces, bridge and veth pairs it creates (named
+//! `sx<tag>…`), and deletes them when it ends, pass or fail.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tests::{
+    Node, NodeEvent, NodeSpec, Wire, WireKind, dump_all, now_us, settled_owner, solo_node_binary,
+    use_wire,
+};
+
+const LOCK: &str = "lock";
+const NODES: usize = 5;
+const WAIT: Duration = Duration::from_secs(20);
+
+mod a_cut_off_owner_stops_before_the_majority_side_starts {
+    use super::WireKind;
+    #[test]
+    fn tcp() {
+        super::a_cut_off_owner_stops_before_the_majority_side_starts(WireKind::Tcp, 1);
+    }
+    #[test]
+    fn quic() {
+        super::a_cut_off_owner_stops_before_the_majority_side_starts(WireKind::Quic, 2);
+    }
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The namespaces, veth pairs and bridge of one test, deleted on drop.
+struct Net {
+    tag: String,
+    subnet: u8,
+}
+
+impl Net {
+    /// Makes `NODES` namespaces on one bridge, or `None` if this machine cannot.
+    fn new(test: u8) -> Option<Net> {
+        let tag = format!("{}{test}", std::process::id() % 10_000);
+        let subnet = 100 + test;
+        let net = Net { tag, subnet };
+        let bridge = net.bridge();
+        if !ip(&["link", "add", &bridge, "type", "bridge"]) {
+            return None;
+        }
+        if !ip(&["link", "set", &bridge, "up"]) {
+            return None;
+        }
+        for i in 0..NODES {
+            let (ns, host, peer) = (net.ns(i), net.host_veth(i), net.peer_veth(i));
+            let addr = format!("{}/24", net.addr(i));
+            let ok = ip(&["netns", "add", &ns])
+                && ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer])
+                && ip(&["link", "set", &peer, "netns", &ns])
+                && ip(&["link", "set", &host, "master", &bridge])
+                && ip(&["link", "set", &host, "up"])
+                && ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])
+                && ip(&[
+                    "netns", "exec", &ns, "ip", "addr", "add", &addr, "dev", &peer,
+                ])
+                && ip(&["netns", "exec", &ns, "ip", "link", "set", &peer, "up"]);
+            if !ok {
+                return None;
+            }
+        }
+        Some(net)
+    }
+
+    fn bridge(&self) -> String {
+        format!("sx{}b", self.tag)
+    }
+    fn ns(&self, i: usize) -> String {
+        format!("sx{}n{i}", self.tag)
+    }
+    fn host_veth(&self, i: usize) -> String {
+        format!("sx{}h{i}", self.tag)
+    }
+    fn peer_veth(&self, i: usize) -> String {
+        format!("sx{}p{i}", self.tag)
+    }
+    fn addr(&self, i: usize) -> String {
+        format!("10.213.{}.{}", self.subnet, i + 1)
+    }
+
+    /// Cuts host `i` off: its link to the bridge goes down, silently for both sides.
+    fn cut(&self, i: usize) {
+        assert!(ip(&["link", "set", &self.host_veth(i), "down"]), "cut");
+    }
+
+    fn heal(&self, i: usize) {
+        assert!(ip(&["link", "set", &self.host_veth(i), "up"]), "heal");
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 0..NODES {
+            ip(&["link", "del", &self.host_veth(i)]);
+            ip(&["netns", "del", &self.ns(i)]);
+        }
+        ip(&["link", "del", &self.bridge()]);
+    }
+}
+
+fn token(event: &NodeEvent) -> u64 {
+    event
+        .field("token")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+fn a_cut_off_owner_stops_before_the_majority_side_starts(wire: WireKind, test: u8) {
+    let Some(net) = Net::new(test) else {
+        eprintln!("skipped: this machine cannot make network namespaces (needs root and `ip`)");
+        return;
+    };
+    let binary = solo_node_binary(false);
+    let addrs: Vec<SocketAddr> = (0..NODES)
+        .map(|i| format!("{}:7000", net.addr(i)).parse().expect("addr"))
+        .collect();
+    let mut specs: Vec<NodeSpec> = (0..NODES)
+        .map(|i| NodeSpec {
+            name: format!("n{}", i + 1),
+            addr: addrs[i],
+            seeds: addrs.iter().copied().filter(|a| *a != addrs[i]).collect(),
+            cookie: "k9Qe4tXv2Lm8Rz7w-netns".into(),
+            singletons: Vec::new(),
+            wire: Wire::Tcp,
+            extra: [
+                "--voter",
+                "n1",
+                "--voter",
+                "n2",
+                "--voter",
+                "n3",
+                "--exclusive-singleton",
+                LOCK,
+            ]
+            .map(String::from)
+            .to_vec(),
+            netns: Some(net.ns(i)),
+        })
+        .collect();
+    use_wire(&binary, &mut specs, wire);
+    let nodes: Vec<Node> = specs.into_iter().map(|s| Node::start(&binary, s)).collect();
+    let owner = settled_owner(&nodes, LOCK, WAIT)
+        .unwrap_or_else(|| panic!("no settled owner\n{}", dump_all(&nodes)));
+    let first = nodes[owner]
+        .find(|e| e.event == "worker_started" && e.field("name") == Some(LOCK))
+        .expect("a start");
+    let cut_at = now_us();
+    net.cut(owner);
+    let stopped = nodes[owner]
+        .wait_seen(WAIT, |e| {
+            e.event == "worker_stopped" && e.field("name") == Some(LOCK) && e.ts_us >= cut_at
+        })
+        .unwrap_or_else(|| panic!("the cut-off owner kept running\n{}", dump_all(&nodes)));
+    let lost = nodes[owner].find(|e| e.event == "lease_lost" && e.field("name") == Some(LOCK));
+    assert!(lost.is_some(), "the owner said why it stopped");
+    let deadline = std::time::Instant::now() + WAIT;
+    let started = loop {
+        let found = (0..NODES).filter(|&i| i != owner).find_map(|i| {
+            nodes[i].find(|e| {
+                e.event == "worker_started" && e.field("name") == Some(LOCK) && e.ts_us >= cut_at
+            })
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the majority side never started it\n{}",
+            dump_all(&nodes)
+        );
+        // `find` reads what the reader threads collected; wait for a little more.
+        let _ = nodes[(owner + 1) % NODES].wait_seen(Duration::from_millis(20), |_| false);
+    };
+    assert!(
+        stopped.ts_us < started.ts_us,
+        "the cut-off owner stopped at {} µs, after the majority side started at {} µs",
+        stopped.ts_us,
+        started.ts_us
+    );
+    assert!(token(&started) > token(&first), "a larger token");
+    // Healing resolves nothing: one instance, never two.
+    net.heal(owner);
+    std::thread::sleep(Duration::from_secs(5));
+    let running: Vec<usize> = (0..NODES).filter(|&i| nodes[i].runs(LOCK)).collect();
+    assert_eq!(
+        running.len(),
+        1,
+        "after the heal: {running:?}\n{}",
+        dump_all(&nodes)
+    );
+}
