@@ -19,7 +19,7 @@ use crate::membership::{MemberState, NodeMeta};
 use crate::supervisor::ChildRecord;
 
 /// The protocol this build speaks. Bumped on any incompatible change to [`Message`].
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// The largest frame, in bytes, that a node sends or accepts (1 MiB). A full member table of
 /// [`Config::max_members`](crate::Config::max_members) members fits with room to spare.
@@ -216,6 +216,10 @@ pub enum Message {
     },
     /// Answers to [`Message::Claim`]s.
     ClaimReply {
+        /// The claimer answered. A transport may deliver a frame meant for a process that
+        /// died to its successor at the same address, whose own counters started afresh:
+        /// the receiver ignores answers that are not its own.
+        claimer: NodeId,
         /// One answer per claim; an answer may come later than others of its message (it
         /// waits for an instance here to end).
         answers: Vec<ClaimAnswer>,
@@ -232,6 +236,9 @@ pub enum Message {
     /// A voter's answers to [`Message::LeaseRequest`]s. A request for a lease another
     /// holder has is answered once that lease is released or has run out.
     LeaseReply {
+        /// The holder answered: as for [`Message::ClaimReply`], a receiver ignores answers
+        /// meant for another process (a former incarnation of its name).
+        holder: NodeId,
         /// The answers.
         answers: Vec<LeaseAnswer>,
     },

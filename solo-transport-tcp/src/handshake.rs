@@ -185,11 +185,17 @@ async fn receive<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, Handsh
 
 /// Splits `nonce ‖ hello` and checks the hello.
 fn nonce_and_hello(me: &Identity, message: &[u8]) -> Result<(Nonce, Hello), HandshakeError> {
+    let (nonce, hello) = unchecked_nonce_and_hello(message)?;
+    me.check_peer(&hello)?;
+    Ok((nonce, hello))
+}
+
+/// Splits `nonce ‖ hello`, checking only that the hello decodes.
+fn unchecked_nonce_and_hello(message: &[u8]) -> Result<(Nonce, Hello), HandshakeError> {
     let (nonce, hello_bytes) = message
         .split_first_chunk::<NONCE_LEN>()
         .ok_or(HandshakeError::BadLength(message.len()))?;
     let hello = wire::decode_hello(hello_bytes)?;
-    me.check_peer(&hello)?;
     Ok((*nonce, hello))
 }
 
@@ -283,14 +289,18 @@ where
 {
     // 1. nonce_i ‖ hello_i
     let first = receive(stream).await?;
-    let (nonce_i, hello) = nonce_and_hello(me, &first)?;
+    let (nonce_i, hello) = unchecked_nonce_and_hello(&first)?;
     let hello_bytes = first[NONCE_LEN..].to_vec();
 
-    // 2. nonce_a ‖ hello_a
+    // 2. nonce_a ‖ hello_a, even to a dialer whose hello differs (another cluster name,
+    // version or voter set): the hello holds nothing secret (it goes to any dialer that
+    // names the right cluster), and the dialer, reading it, can say what differs instead
+    // of seeing a bare close. Nothing is proved yet, and nothing more is sent.
     let mut second = Vec::with_capacity(NONCE_LEN + me.hello_bytes.len());
     second.extend_from_slice(&nonce_a);
     second.extend_from_slice(&me.hello_bytes);
     send(stream, &second).await?;
+    me.check_peer(&hello)?;
 
     // 3. tag_i
     let third = receive(stream).await?;

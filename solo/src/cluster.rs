@@ -134,10 +134,12 @@ impl ClusterBuilder {
     /// node may run an exclusive child; only voters grant, and a majority of them must be
     /// reachable for exclusive children to run.
     ///
-    /// To change the set: stop every exclusive child's traffic or accept a pause, start
-    /// the new voters with the new list, then restart every node with the new list, one at
-    /// a time; a node with the old list and one with the new do not talk, so run the change
-    /// as a full rolling restart, voters with data directories first.
+    /// To change the set, never roll a new list through a running cluster (nodes with the
+    /// old list and nodes with the new would each count their own majority): stop every
+    /// node, wait one [`Config::lease_duration`], and start every node with the new list.
+    /// Keep the data directories of the voters that stay, and replace at most one voter
+    /// at a time when the new ones start with fresh data directories, so that every
+    /// majority of the new set includes a voter that knows the highest tokens.
     pub fn voters<S: Into<String>>(mut self, voters: impl IntoIterator<Item = S>) -> Self {
         self.voters = voters.into_iter().map(Into::into).collect();
         self
@@ -425,6 +427,7 @@ impl ClusterBuilder {
             drain_timeout: self.drain_timeout,
             sabotage_ignore_moves: self.sabotage_ignore_moves,
             data_dir: self.data_dir,
+            misconfigured: std::collections::HashMap::new(),
         };
         // Every event the node logs names it: several nodes may share a process (tests, the
         // simulator, an embedded observer).

@@ -133,6 +133,15 @@ pub enum Event {
     },
     /// A supervisor event: a start acknowledged, a child given up, a conflict.
     Supervisor(SupervisorEvent),
+    /// A peer this node dialed (a seed, a member) is configured for another cluster: another
+    /// cluster name, protocol version or voter set. They do not talk; fix the deployment.
+    /// Said once per address and reason.
+    PeerMisconfigured {
+        /// The address dialed.
+        addr: std::net::SocketAddr,
+        /// What differs, naming both sides' values.
+        reason: String,
+    },
     /// A newer process took this node's name; this one stopped taking part.
     Superseded {
         /// The newer process.

@@ -172,6 +172,20 @@ async fn a_node_configured_with_other_voters_is_never_admitted() {
         .start()
         .await
         .expect("d");
+    // The misconfigured node hears why, once.
+    let mut d_events = d.events();
+    let told = next_matching(&mut d_events, |e| {
+        matches!(e, Event::PeerMisconfigured { .. })
+    })
+    .await;
+    let Event::PeerMisconfigured { addr, reason } = told else {
+        unreachable!("matched above")
+    };
+    assert_eq!(addr, a.local_addr());
+    assert!(
+        reason.contains("voters") && reason.contains('x'),
+        "{reason}"
+    );
     // A node with the same voters would be up within milliseconds.
     let admitted = tokio::time::timeout(Duration::from_secs(3), async {
         loop {

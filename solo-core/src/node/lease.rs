@@ -636,7 +636,8 @@ impl Node {
             for (peer, answers) in unsent {
                 for chunk in answers.chunks(LEASES_PER_MESSAGE) {
                     let answers = chunk.to_vec();
-                    self.send_to(&peer, Message::LeaseReply { answers });
+                    let holder = peer.clone();
+                    self.send_to(&peer, Message::LeaseReply { holder, answers });
                 }
             }
         }

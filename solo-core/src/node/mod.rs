@@ -715,11 +715,19 @@ impl Node {
             Message::ChildDigest { digests } => self.handle_child_digest(from, digests),
             Message::ChildPull { buckets } => self.handle_child_pull(from, buckets),
             Message::Claim { claims } => self.handle_claim(now, from, claims),
-            Message::ClaimReply { answers } => self.handle_claim_reply(now, from, answers),
+            Message::ClaimReply { claimer, answers } => {
+                if claimer == self.id {
+                    self.handle_claim_reply(now, from, answers);
+                }
+            }
             Message::LeaseRequest { seq, leases } => {
                 self.handle_lease_request(now, from, seq, leases);
             }
-            Message::LeaseReply { answers } => self.handle_lease_reply(now, from, answers),
+            Message::LeaseReply { holder, answers } => {
+                if holder == self.id {
+                    self.handle_lease_reply(now, from, answers);
+                }
+            }
             Message::LeaseRelease { leases } => self.voter_release(now, from, leases),
             Message::TokenFloorQuery => self.handle_floor_query(from),
             Message::TokenFloor { floor, boot_floor } => {

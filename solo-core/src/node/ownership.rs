@@ -1168,7 +1168,11 @@ impl Node {
             self.send_chunked(&peer, claims, |claims| Message::Claim { claims });
         }
         for (peer, answers) in std::mem::take(&mut self.unsent_answers) {
-            self.send_chunked(&peer, answers, |answers| Message::ClaimReply { answers });
+            let claimer = peer.clone();
+            self.send_chunked(&peer, answers, |answers| Message::ClaimReply {
+                claimer: claimer.clone(),
+                answers,
+            });
         }
     }
 
@@ -1177,7 +1181,7 @@ impl Node {
         &mut self,
         peer: &NodeId,
         items: Vec<T>,
-        message: fn(Vec<T>) -> Message,
+        message: impl Fn(Vec<T>) -> Message,
     ) {
         for chunk in items.chunks(CLAIMS_PER_MESSAGE) {
             self.send_to(peer, message(chunk.to_vec()));

@@ -89,6 +89,15 @@ pub enum TransportEvent {
         /// The newer process, as the peer knows it.
         by: NodeId,
     },
+    /// A peer this node dialed (a seed, a member) turned out to be configured for another
+    /// cluster: another cluster name, protocol version or voter set. Nothing was
+    /// exchanged; the dial is retried after the backoff, and reported again each time.
+    Misconfigured {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// What differs, naming both sides' values.
+        error: solo_core::wire::HelloError,
+    },
 }
 
 /// An established connection, as [`Transport::connections`] lists it.
@@ -1237,7 +1246,18 @@ impl<N: Network> Shared<N> {
             .unwrap_or(Err(HandshakeError::Timeout))
         {
             Ok(done) => done,
-            Err(error) => return self.dial_failed(addr, &error),
+            Err(error) => {
+                if let HandshakeError::Refused(error) = &error {
+                    let event = TransportEvent::Misconfigured {
+                        addr,
+                        error: error.clone(),
+                    };
+                    if !emit(&events, vec![event]).await {
+                        return self.shutdown();
+                    }
+                }
+                return self.dial_failed(addr, &error);
+            }
         };
         let peer = hello.node.clone();
         tracing::Span::current().record("peer", tracing::field::display(&peer));

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll, ready};
 
-use solo_core::wire::{Message, decode_frame};
+use solo_core::wire::{HelloError, Message, decode_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -177,6 +177,17 @@ async fn another_cluster_is_refused() {
         a.stats().dials_failed == 1 && b.stats().handshakes_failed == 1
     })
     .await;
+    // The dialer read the acceptor's hello, so it can say what differs.
+    match a_events.try_recv() {
+        Ok(TransportEvent::Misconfigured { addr, error }) => {
+            assert_eq!(addr, b.advertised_addr());
+            assert!(
+                matches!(error, HelloError::WrongCluster { .. }),
+                "{error:?}"
+            );
+        }
+        other => panic!("expected the dialer to report the other cluster: {other:?}"),
+    }
     assert_quiet(&mut a_events);
     assert_quiet(&mut b_events);
 }
@@ -213,6 +224,16 @@ async fn another_protocol_version_is_refused_in_either_role() {
         .expect("write");
     closed_by_peer(&mut stream).await;
     eventually("b's dial fails", || b.stats().dials_failed == 1).await;
+    match b_events.try_recv() {
+        Ok(TransportEvent::Misconfigured { addr, error }) => {
+            assert_eq!(addr, raw_addr);
+            assert!(
+                matches!(error, HelloError::WrongVersion { .. }),
+                "{error:?}"
+            );
+        }
+        other => panic!("expected the dialer to report the other version: {other:?}"),
+    }
     assert_quiet(&mut b_events);
 }
 

@@ -32,7 +32,9 @@
 //!   exclusive singleton, once the worker task runs), `worker_stopped` (with `name` and
 //!   `reason`, once the task has ended), `roar` (with `name`, `count`, and `token` when
 //!   exclusive), `lease_acquired` (with `name` and `token`), `lease_lost` (with `name` and
-//!   `reason`: `not renewed` or `taken`), `superseded` (with `by`), `left`. Without `--json`, the same as
+//!   `reason`: `not renewed` or `taken`), `peer_misconfigured` (with `addr` and `reason`: a
+//!   peer dialed has another cluster name, version or voter set), `superseded` (with `by`),
+//!   `left`. Without `--json`, the same as
 //!   readable lines.
 //! * A process that learns a newer process with its name exists (it was frozen, or cut
 //!   off, while a replacement started) stops its workers at once, prints `superseded`, and
@@ -771,6 +773,14 @@ fn print_event(printer: &Printer, event: &Event) {
                 "worker_stopped",
                 &[("name", id.as_str()), ("reason", reason)],
                 &format!("worker stopped: {id} ({reason})"),
+            );
+        }
+        Event::PeerMisconfigured { addr, reason } => {
+            let addr = addr.to_string();
+            printer.print(
+                "peer_misconfigured",
+                &[("addr", &addr), ("reason", reason)],
+                &format!("peer {addr} is configured for another cluster: {reason}"),
             );
         }
         Event::Superseded { by } => {

@@ -29,6 +29,9 @@ mod messaging;
 /// work (timers, routing what waits) runs once per batch, not once per message.
 const BATCH: usize = 64;
 
+/// Misconfigured peers remembered so as to report each once; forgotten all at once beyond.
+const MAX_MISCONFIGURED: usize = 64;
+
 pub(crate) use messaging::Messaging;
 
 /// What the public API asks of the driver.
@@ -68,6 +71,8 @@ pub(crate) struct Driver<N: Network> {
     pub(crate) sabotage_ignore_moves: bool,
     /// Where this voter keeps its lease tokens, if anywhere.
     pub(crate) data_dir: Option<std::path::PathBuf>,
+    /// The misconfigured peers already reported, with what was reported.
+    pub(crate) misconfigured: HashMap<std::net::SocketAddr, solo_core::wire::HelloError>,
 }
 
 /// The driver's bookkeeping beside the node.
@@ -169,6 +174,21 @@ impl<N: Network> Driver<N> {
         match event {
             TransportEvent::Frame { from, frame } => self.frame(state, &from, &frame),
             TransportEvent::Link { peer, link } => self.node.handle_link(now(), &peer, link),
+            TransportEvent::Misconfigured { addr, error } => {
+                // Reported again on every retry: said once per address and reason.
+                let said = self.misconfigured.get(&addr) == Some(&error);
+                if !said {
+                    tracing::warn!(%addr, %error, "a peer is configured for another cluster");
+                    if self.misconfigured.len() >= MAX_MISCONFIGURED {
+                        self.misconfigured.clear();
+                    }
+                    self.misconfigured.insert(addr, error.clone());
+                    let _ = self.events.send(Event::PeerMisconfigured {
+                        addr,
+                        reason: error.to_string(),
+                    });
+                }
+            }
             TransportEvent::Superseded { by, refused_by } => {
                 tracing::warn!(%by, %refused_by, "a peer refused this process: superseded");
                 self.node.handle_superseded(now(), &by);
