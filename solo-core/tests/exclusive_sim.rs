@@ -34,7 +34,11 @@ const CHILDREN: usize = 3;
 ///   the same address, whose own request had the same sequence number and token (both
 ///   restart with a process), and it started under a token granted before. Answers now
 ///   name the process they are for.
-const REGRESSION_SEEDS: &[(u64, bool)] = &[(45017, true)];
+/// * 76939 (data directories): while an owner's instance was stopping (it had moved), its
+///   view flapped back and forth; the claim opened and dropped meanwhile released the lease
+///   of the instance still stopping, and the next owner started beside it. A dropped claim
+///   now leaves a stopping instance's lease alone.
+const REGRESSION_SEEDS: &[(u64, bool)] = &[(45017, true), (76939, true)];
 /// From the end of the faults (every host running again) until every exclusive child
 /// runs: a restarted voter waits out a lease, recovers, and the owner acquires.
 const LIVENESS_BOUND: Duration = Duration::from_secs(15);

@@ -109,6 +109,8 @@ pub struct SimBuilder {
     singletons: Vec<(String, Vec<String>, bool)>,
     /// How many hosts (`n0`, `n1`, …) are the cluster's voters.
     voters: usize,
+    /// Whether children started by the nemesis are exclusive.
+    exclusive_children: bool,
     workers: Vec<Registration>,
     config: solo::Config,
     min_latency: Duration,
@@ -184,6 +186,13 @@ impl SimBuilder {
     pub fn exclusive_singleton(mut self, name: impl Into<String>) -> Self {
         self.singletons
             .push((name.into(), vec!["fenced".into()], true));
+        self
+    }
+
+    /// Makes the children that [`Sim::start_child`] starts
+    /// [`Exclusive`](solo::Mode::Exclusive). Needs [`voters`](Self::voters).
+    pub fn exclusive_children(mut self) -> Self {
+        self.exclusive_children = true;
         self
     }
 
@@ -272,6 +281,7 @@ impl SimBuilder {
                 seed: self.seed,
                 singletons: self.singletons.clone(),
                 voters: self.voters,
+                exclusive_children: self.exclusive_children,
                 workers: self.workers.clone(),
                 config: self.config.clone(),
                 history: Arc::clone(&history),
@@ -304,6 +314,7 @@ struct NodeSetup {
     seed: u64,
     singletons: Vec<(String, Vec<String>, bool)>,
     voters: usize,
+    exclusive_children: bool,
     workers: Vec<Registration>,
     config: solo::Config,
     history: Arc<Mutex<Vec<Record>>>,
@@ -413,6 +424,7 @@ impl NodeSetup {
         }
         let history = Arc::clone(&self.history);
         let host = self.host;
+        let exclusive_children = self.exclusive_children;
         let record = move |what: What| {
             let at = turmoil::sim_elapsed().unwrap_or_default();
             if let Ok(mut history) = history.lock() {
@@ -435,7 +447,12 @@ impl NodeSetup {
                         match command {
                             SimCommand::StartChild(id) => {
                                 let Ok(child) = ChildId::new(id.clone()) else { return };
-                                let spec = ChildSpec::new(child, "wait", Vec::new());
+                                let spec = if exclusive_children {
+                                    ChildSpec::new(child, "fenced", Vec::new())
+                                        .mode(solo::Mode::Exclusive)
+                                } else {
+                                    ChildSpec::new(child, "wait", Vec::new())
+                                };
                                 if let Ok(replicated) = cluster.supervisor().start_child(spec).await {
                                     record(What::ChildAcked { id, replicated });
                                 }
@@ -536,6 +553,7 @@ impl Sim {
             seed: 0,
             singletons: Vec::new(),
             voters: 0,
+            exclusive_children: false,
             workers: Vec::new(),
             config: solo::Config::default(),
             min_latency: Duration::from_micros(100),

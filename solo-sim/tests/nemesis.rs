@@ -214,9 +214,10 @@ fn a_seed_replays_to_the_same_history() {
 const EXCLUSIVE_CI_SEEDS: u64 = 8;
 
 /// `Exclusive` mode under the full nemesis (partitions, one-way cuts, bridges, held links,
-/// slow links, flapping, crashes, restarts, leaves), with the first three hosts as voters:
-/// the exclusive singleton `lock` never has two instances at any instant, tokens rise over
-/// every start, and after the heal `lock` and the `Available` `roar` each run once.
+/// slow links, flapping, crashes, restarts, leaves, children started and terminated from
+/// any node), with the first three hosts as voters: the exclusive singleton `lock` and the
+/// exclusive children never have two instances at any instant, tokens rise over every
+/// start, and after the heal every one of them, and the `Available` `roar`, runs once.
 /// Returns the check's findings for `probe` too (the `Available` singleton, for the test
 /// that shows the checker sees duplicates).
 fn run_exclusive_seed(seed: u64, probe: &str) -> Result<Vec<String>, String> {
@@ -225,6 +226,7 @@ fn run_exclusive_seed(seed: u64, probe: &str) -> Result<Vec<String>, String> {
         .seed(seed)
         .voters(3)
         .exclusive_singleton("lock")
+        .exclusive_children()
         .singleton("roar")
         .build();
     let schedule = Schedule::random(seed, NODES, FAULTS);
@@ -236,7 +238,18 @@ fn run_exclusive_seed(seed: u64, probe: &str) -> Result<Vec<String>, String> {
     };
     run(&mut sim).map_err(|e| e.to_string())?;
     let history = sim.history();
-    let broken = check::exclusive(&history, "lock");
+    let mut exclusive: Vec<String> = vec!["lock".to_owned()];
+    for fault in &schedule.faults {
+        if let solo_sim::Fault::StartChild(_, id) = fault
+            && !exclusive.contains(id)
+        {
+            exclusive.push(id.clone());
+        }
+    }
+    let broken: Vec<String> = exclusive
+        .iter()
+        .flat_map(|id| check::exclusive(&history, id))
+        .collect();
     if !broken.is_empty() {
         return Err(format!(
             "{}\nschedule: {:?}\n{}",

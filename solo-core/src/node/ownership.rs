@@ -720,7 +720,11 @@ impl Node {
         };
         if !running.started() {
             self.open_claims.remove(id);
-            self.release_lease(id);
+            // A claim opened while an instance here is still stopping (the view flapped)
+            // has no lease of its own: the stopping instance's lease stays until its end.
+            if !self.stopping.contains_key(id) {
+                self.release_lease(id);
+            }
             return;
         }
         self.stopping.insert(

@@ -912,8 +912,12 @@ impl Sim {
                 }
                 host.workers.remove(&id);
                 host.fences.remove(&id);
+                let line = log.then(|| format!("worker ended on {i}: {id} instance {instance}"));
                 if let Some(node) = host.node.as_mut() {
                     node.worker_exited(now, &id, instance, Exit::Normal);
+                }
+                if let Some(line) = line {
+                    self.log(line);
                 }
             }
         }
