@@ -1,15 +1,17 @@
 //! The facade in-process: nodes on 127.0.0.1 with port 0, driven through the public API.
 //! Every wait is bounded.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::next_matching;
 use solo::{
     ChildSpec, Cluster, Error, Event, RestartPolicy, Scope, SupervisorEvent, WorkerContext,
     WorkerError,
 };
-use tokio::sync::broadcast;
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -26,23 +28,6 @@ fn builder(name: &str) -> solo::ClusterBuilder {
         .worker("idle", idle)
 }
 
-async fn next_matching(
-    events: &mut broadcast::Receiver<Event>,
-    mut matches: impl FnMut(&Event) -> bool,
-) -> Event {
-    tokio::time::timeout(BOUND, async {
-        loop {
-            match events.recv().await {
-                Ok(event) if matches(&event) => return event,
-                Ok(_) => {}
-                Err(e) => panic!("event stream failed: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("event within the bound")
-}
-
 fn started(id: &str) -> impl FnMut(&Event) -> bool + '_ {
     move |e| matches!(e, Event::WorkerStarted { id: i, .. } if i.as_str() == id)
 }
@@ -52,11 +37,11 @@ async fn a_lone_node_runs_its_singleton_and_children() {
     let a = builder("a").start().await.expect("starts");
     let mut events = a.events();
     a.singleton("roar", ["idle"]).await.expect("declared");
-    next_matching(&mut events, started("roar")).await;
+    next_matching(&mut events, BOUND, started("roar")).await;
     let spec = ChildSpec::new("job".parse().expect("id"), "idle", vec![]);
     let replicated = a.supervisor().start_child(spec).await.expect("started");
     assert!(!replicated, "alone: held here only, and the answer says so");
-    next_matching(&mut events, started("job")).await;
+    next_matching(&mut events, BOUND, started("job")).await;
     let local = a
         .supervisor()
         .which_children(Scope::Local)
@@ -69,6 +54,7 @@ async fn a_lone_node_runs_its_singleton_and_children() {
         .expect("terminated");
     next_matching(
         &mut events,
+        BOUND,
         |e| matches!(e, Event::WorkerStopped { reason, .. } if reason == "terminated"),
     )
     .await;
@@ -98,7 +84,7 @@ async fn a_panicking_worker_is_restarted_by_policy_and_never_takes_the_node_down
         .restart(RestartPolicy::Permanent)
         .intensity(2, Duration::from_secs(60));
     a.supervisor().start_child(spec).await.expect("started");
-    let gave_up = next_matching(&mut events, |e| {
+    let gave_up = next_matching(&mut events, BOUND, |e| {
         matches!(e, Event::Supervisor(SupervisorEvent::GaveUp { .. }))
     })
     .await;
@@ -134,7 +120,7 @@ async fn an_error_exit_of_a_transient_worker_restarts_it_and_a_normal_exit_ends_
     let spec = ChildSpec::new("flaky".parse().expect("id"), "flaky", vec![])
         .restart(RestartPolicy::Transient);
     a.supervisor().start_child(spec).await.expect("started");
-    next_matching(&mut events, |e| {
+    next_matching(&mut events, BOUND, |e| {
         matches!(e, Event::Supervisor(SupervisorEvent::Completed { .. }))
     })
     .await;

@@ -1,11 +1,13 @@
 //! `Exclusive` mode through the facade, in-process: nodes on 127.0.0.1 with port 0.
 //! Every wait is bounded.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::next_matching;
 use solo::{ChildSpec, Cluster, Error, Event, MemberEvent, Mode, WorkerContext, WorkerError};
-use tokio::sync::broadcast;
 
 const BOUND: Duration = Duration::from_secs(15);
 
@@ -39,23 +41,6 @@ fn builder(name: &str, voters: &[&str], seen: &Seen) -> solo::ClusterBuilder {
 
 fn lock_spec() -> ChildSpec {
     ChildSpec::new("lock".parse().expect("id"), "fenced", vec![]).mode(Mode::Exclusive)
-}
-
-async fn next_matching(
-    events: &mut broadcast::Receiver<Event>,
-    mut matches: impl FnMut(&Event) -> bool,
-) -> Event {
-    tokio::time::timeout(BOUND, async {
-        loop {
-            match events.recv().await {
-                Ok(event) if matches(&event) => return event,
-                Ok(_) => {}
-                Err(e) => panic!("event stream failed: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("event within the bound")
 }
 
 fn started_token(event: &Event) -> Option<u64> {
@@ -174,7 +159,7 @@ async fn a_node_configured_with_other_voters_is_never_admitted() {
         .expect("d");
     // The misconfigured node hears why, once.
     let mut d_events = d.events();
-    let told = next_matching(&mut d_events, |e| {
+    let told = next_matching(&mut d_events, BOUND, |e| {
         matches!(e, Event::PeerMisconfigured { .. })
     })
     .await;
@@ -221,7 +206,7 @@ async fn a_voter_with_a_data_dir_never_grants_a_token_twice_across_restarts() {
             .expect("a");
         let mut events = a.events();
         a.declare_singleton(lock_spec()).await.expect("declared");
-        let event = next_matching(&mut events, |e| started_token(e).is_some()).await;
+        let event = next_matching(&mut events, BOUND, |e| started_token(e).is_some()).await;
         tokens.extend(started_token(&event));
         a.leave().await;
     }

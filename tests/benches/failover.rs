@@ -24,8 +24,8 @@
 use std::time::Duration;
 
 use tests::{
-    Node, NodeEvent, WireKind, cluster_specs, dump_all, now_us, settled_owner, solo_node_binary,
-    use_wire, wait_any, wait_full_mesh,
+    Node, NodeEvent, WireKind, cluster_specs, dump_all, exclusive_flags, now_us, settled_owner,
+    solo_node_binary, use_wire, wait_any, wait_full_mesh,
 };
 
 const SINGLETON: &str = "bench";
@@ -76,10 +76,7 @@ fn fresh_cluster(
         let mut specs = cluster_specs(3, "failover-bench", singletons);
         if setup.exclusive {
             for spec in &mut specs {
-                let flags = ["--voter", "n1", "--voter", "n2", "--voter", "n3"];
-                spec.extra.extend(flags.map(String::from));
-                spec.extra
-                    .extend(["--exclusive-singleton".to_owned(), SINGLETON.to_owned()]);
+                spec.extra = exclusive_flags(&["n1", "n2", "n3"], SINGLETON);
             }
         }
         use_wire(binary, &mut specs, setup.wire);

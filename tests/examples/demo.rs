@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use tests::{Node, cluster, now_us, settled_owner, solo_node_binary};
+use tests::{Node, cluster, now_us, settled_owner, solo_node_binary, wait_any_other};
 
 /// The next `roar` of `node` (after `since_us`), with its count.
 fn next_roar(node: &Node, since_us: u64) -> Option<u64> {
@@ -19,18 +19,10 @@ fn next_roar(node: &Node, since_us: u64) -> Option<u64> {
 
 /// Which of `nodes` (but `except`) starts the singleton after `since_us`, and how long after.
 fn takeover(nodes: &[Node], except: usize, since_us: u64) -> Option<(usize, u64)> {
-    for _ in 0..100 {
-        for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != except) {
-            if let Some(started) = node.wait_for(Duration::from_millis(50), |e| {
-                e.event == "worker_started"
-                    && e.field("name") == Some("roar")
-                    && e.ts_us >= since_us
-            }) {
-                return Some((i, started.ts_us.saturating_sub(since_us)));
-            }
-        }
-    }
-    None
+    let (i, started) = wait_any_other(nodes, except, Duration::from_secs(10), |e| {
+        e.event == "worker_started" && e.field("name") == Some("roar") && e.ts_us >= since_us
+    })?;
+    Some((i, started.ts_us.saturating_sub(since_us)))
 }
 
 fn fail(why: &str) -> ! {

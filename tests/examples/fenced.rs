@@ -13,7 +13,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tests::{Node, NodeEvent, cluster_specs, now_us, settled_owner, solo_node_binary};
+use tests::{
+    Node, NodeEvent, cluster_specs, exclusive_flags, now_us, settled_owner, solo_node_binary,
+    wait_any_other,
+};
 
 const LOCK: &str = "lock";
 /// How long each write travels before it reaches the store: a slow network path, or a
@@ -72,17 +75,7 @@ fn main() {
     println!("fenced store on {store}: it rejects a token below the highest it has seen");
     let mut specs = cluster_specs(3, "k9Qe4tXv2Lm8Rz7w-fenced", &[]);
     for spec in &mut specs {
-        let flags = [
-            "--voter",
-            "n1",
-            "--voter",
-            "n2",
-            "--voter",
-            "n3",
-            "--exclusive-singleton",
-            LOCK,
-        ];
-        spec.extra.extend(flags.map(String::from));
+        spec.extra = exclusive_flags(&["n1", "n2", "n3"], LOCK);
         spec.extra.extend([
             "--fenced-store".to_owned(),
             store.to_string(),
@@ -116,17 +109,10 @@ fn main() {
         roar.field("count").unwrap_or("?"),
         token(&roar)
     );
-    let (new, started) = (0..100)
-        .find_map(|_| {
-            (0..nodes.len()).filter(|&i| i != old).find_map(|i| {
-                nodes[i]
-                    .wait_seen(Duration::from_millis(50), |e| {
-                        e.event == "worker_started" && e.ts_us >= frozen_at
-                    })
-                    .map(|e| (i, e))
-            })
-        })
-        .unwrap_or_else(|| fail("nobody took over"));
+    let (new, started) = wait_any_other(&nodes, old, Duration::from_secs(10), |e| {
+        e.event == "worker_started" && e.ts_us >= frozen_at
+    })
+    .unwrap_or_else(|| fail("nobody took over"));
     println!(
         "{} took over {:.2} s later, once the lease ran out, under token {}",
         nodes[new].spec.name,

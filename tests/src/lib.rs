@@ -468,6 +468,17 @@ impl Drop for Node {
     }
 }
 
+/// The `solo-node` flags that make `voters` the cluster's voters and declare `singleton`
+/// in `Exclusive` mode, for [`NodeSpec::extra`].
+pub fn exclusive_flags(voters: &[&str], singleton: &str) -> Vec<String> {
+    let mut flags = Vec::new();
+    for voter in voters {
+        flags.extend(["--voter".to_owned(), (*voter).to_owned()]);
+    }
+    flags.extend(["--exclusive-singleton".to_owned(), singleton.to_owned()]);
+    flags
+}
+
 /// The specs of a cluster of `n` nodes named `n1…` on fresh ports, each seeded with all the
 /// others, every one declaring `singletons`: change some (a cookie, say) before starting them.
 pub fn cluster_specs(n: usize, cookie: &str, singletons: &[&str]) -> Vec<NodeSpec> {
@@ -538,6 +549,19 @@ pub fn wait_any(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// As [`wait_any`], over every node of `nodes` but `except`; the index returned is into
+/// `nodes`.
+pub fn wait_any_other(
+    nodes: &[Node],
+    except: usize,
+    timeout: Duration,
+    matches: impl FnMut(&NodeEvent) -> bool,
+) -> Option<(usize, NodeEvent)> {
+    let others: Vec<usize> = (0..nodes.len()).filter(|&i| i != except).collect();
+    let refs: Vec<&Node> = others.iter().map(|&i| &nodes[i]).collect();
+    wait_any(&refs, timeout, matches).map(|(j, event)| (others[j], event))
 }
 
 /// Every node's [`dump`](Node::dump), for assertion messages.

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use tests::{
-    Node, NodeEvent, WireKind, cluster_specs, dump_all, now_us, settled_owner, solo_node_binary,
-    use_wire,
+    Node, NodeEvent, WireKind, cluster_specs, dump_all, exclusive_flags, now_us, settled_owner,
+    solo_node_binary, use_wire, wait_any_other,
 };
 
 macro_rules! over_tcp_and_quic {
@@ -44,11 +44,7 @@ fn exclusive_cluster(wire: WireKind) -> (std::path::PathBuf, Vec<Node>) {
     let mut specs = cluster_specs(3, "k9Qe4tXv2Lm8Rz7w-real", &[]);
     use_wire(&binary, &mut specs, wire);
     for spec in &mut specs {
-        for voter in ["n1", "n2", "n3"] {
-            spec.extra.extend(["--voter".to_owned(), voter.to_owned()]);
-        }
-        spec.extra
-            .extend(["--exclusive-singleton".to_owned(), LOCK.to_owned()]);
+        spec.extra = exclusive_flags(&["n1", "n2", "n3"], LOCK);
     }
     let nodes = specs
         .into_iter()
@@ -67,17 +63,9 @@ fn token(event: &NodeEvent) -> u64 {
 /// The first `worker_started` of [`LOCK`] at or after `since_us` on a node other than
 /// `except`, with the node's index.
 fn next_start(nodes: &[Node], except: usize, since_us: u64) -> Option<(usize, NodeEvent)> {
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < deadline {
-        for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != except) {
-            if let Some(e) = node.wait_seen(Duration::from_millis(20), |e| {
-                e.event == "worker_started" && e.field("name") == Some(LOCK) && e.ts_us >= since_us
-            }) {
-                return Some((i, e));
-            }
-        }
-    }
-    None
+    wait_any_other(nodes, except, WAIT, |e| {
+        e.event == "worker_started" && e.field("name") == Some(LOCK) && e.ts_us >= since_us
+    })
 }
 
 fn owner_and_token(nodes: &[Node]) -> (usize, u64) {

@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tests::{
-    Node, NodeEvent, NodeSpec, Wire, WireKind, dump_all, now_us, settled_owner, solo_node_binary,
-    use_wire,
+    Node, NodeEvent, NodeSpec, Wire, WireKind, dump_all, exclusive_flags, now_us, settled_owner,
+    solo_node_binary, use_wire, wait_any_other,
 };
 
 const LOCK: &str = "lock";
@@ -141,18 +141,7 @@ fn a_cut_off_owner_stops_before_the_majority_side_starts(wire: WireKind, test: u
             cookie: "k9Qe4tXv2Lm8Rz7w-netns".into(),
             singletons: Vec::new(),
             wire: Wire::Tcp,
-            extra: [
-                "--voter",
-                "n1",
-                "--voter",
-                "n2",
-                "--voter",
-                "n3",
-                "--exclusive-singleton",
-                LOCK,
-            ]
-            .map(String::from)
-            .to_vec(),
+            extra: exclusive_flags(&["n1", "n2", "n3"], LOCK),
             netns: Some(net.ns(i)),
         })
         .collect();
@@ -172,24 +161,10 @@ fn a_cut_off_owner_stops_before_the_majority_side_starts(wire: WireKind, test: u
         .unwrap_or_else(|| panic!("the cut-off owner kept running\n{}", dump_all(&nodes)));
     let lost = nodes[owner].find(|e| e.event == "lease_lost" && e.field("name") == Some(LOCK));
     assert!(lost.is_some(), "the owner said why it stopped");
-    let deadline = std::time::Instant::now() + WAIT;
-    let started = loop {
-        let found = (0..NODES).filter(|&i| i != owner).find_map(|i| {
-            nodes[i].find(|e| {
-                e.event == "worker_started" && e.field("name") == Some(LOCK) && e.ts_us >= cut_at
-            })
-        });
-        if let Some(found) = found {
-            break found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the majority side never started it\n{}",
-            dump_all(&nodes)
-        );
-        // `find` reads what the reader threads collected; wait for a little more.
-        let _ = nodes[(owner + 1) % NODES].wait_seen(Duration::from_millis(20), |_| false);
-    };
+    let (_, started) = wait_any_other(&nodes, owner, WAIT, |e| {
+        e.event == "worker_started" && e.field("name") == Some(LOCK) && e.ts_us >= cut_at
+    })
+    .unwrap_or_else(|| panic!("the majority side never started it\n{}", dump_all(&nodes)));
     assert!(
         stopped.ts_us < started.ts_us,
         "the cut-off owner stopped at {} µs, after the majority side started at {} µs",

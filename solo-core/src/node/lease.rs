@@ -804,16 +804,7 @@ impl Node {
             return;
         };
         voter.waiting.remove(id);
-        let answers = self.voter_requests(now, &holder, seq, vec![(id.clone(), token)]);
-        if let Some(voter) = self.leases.voter.as_mut() {
-            if !answers.is_empty() {
-                voter
-                    .unsent_answers
-                    .entry(holder)
-                    .or_default()
-                    .extend(answers);
-            }
-        }
+        self.handle_lease_request(now, &holder, seq, vec![(id.clone(), token)]);
     }
 
     fn voter_tick(&mut self, now: Instant) {
