@@ -116,6 +116,12 @@ pub fn exclusive(history: &[Record], id: &str) -> Vec<String> {
 /// host, or an earlier process of the same host that has not ended): what "exactly one"
 /// forbids in a cluster whose network is healthy. Each entry names the id, when, and where.
 pub fn overlaps(history: &[Record]) -> Vec<String> {
+    overlaps_from(history, Duration::ZERO)
+}
+
+/// [`overlaps`] of the starts at or after `from` (instances that started earlier still count
+/// as running): what a heal at `from` may not cause.
+pub fn overlaps_from(history: &[Record], from: Duration) -> Vec<String> {
     let mut live: BTreeMap<&str, BTreeSet<(usize, u64)>> = BTreeMap::new();
     let mut found = Vec::new();
     for record in history {
@@ -127,7 +133,7 @@ pub fn overlaps(history: &[Record]) -> Vec<String> {
                     .filter(|(h, i)| (*h, *i) != (record.host, record.incarnation))
                     .map(|(h, i)| format!("n{h}#{i}"))
                     .collect();
-                if !others.is_empty() {
+                if !others.is_empty() && record.at >= from {
                     found.push(format!(
                         "{:?}: n{}#{} started {id} while it ran on {}",
                         record.at,
@@ -157,6 +163,11 @@ pub fn overlaps(history: &[Record]) -> Vec<String> {
 /// Every `Down` verdict about a process that was alive: it had not crashed by then, and
 /// never left. Each entry says who declared whom down, and when.
 pub fn false_downs(history: &[Record]) -> Vec<String> {
+    false_downs_from(history, Duration::ZERO)
+}
+
+/// [`false_downs`] given at or after `from`.
+pub fn false_downs_from(history: &[Record], from: Duration) -> Vec<String> {
     let left: BTreeSet<(usize, u64)> = history
         .iter()
         .filter(|r| r.what == What::Left)
@@ -183,7 +194,7 @@ pub fn false_downs(history: &[Record]) -> Vec<String> {
                     continue;
                 };
                 let process = (host, incarnation);
-                if !crashed.contains(&process) && !left.contains(&process) {
+                if !crashed.contains(&process) && !left.contains(&process) && record.at >= from {
                     found.push(format!(
                         "{:?}: n{}#{} declared the live n{host}#{incarnation} down",
                         record.at, record.host, record.incarnation
@@ -194,6 +205,18 @@ pub fn false_downs(history: &[Record]) -> Vec<String> {
         }
     }
     found
+}
+
+/// How many instances stopped because they moved (a heal's duplicates resolved, children
+/// the merged view places elsewhere) at or after `from`.
+pub fn moves_from(history: &[Record], from: Duration) -> usize {
+    history
+        .iter()
+        .filter(|r| {
+            r.at >= from
+                && matches!(&r.what, What::Stopped { reason, .. } if reason.starts_with("moved"))
+        })
+        .count()
 }
 
 /// The shortest excerpt of `history` that shows `id`'s instances: its starts, stops and the

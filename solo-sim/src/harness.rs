@@ -118,6 +118,7 @@ pub struct SimBuilder {
     tick: Duration,
     sabotage: bool,
     sabotage_claims: bool,
+    sabotage_silent: bool,
     tls: bool,
 }
 
@@ -144,6 +145,15 @@ impl SimBuilder {
     /// (solo before claims): for testing that the checker of "never two at once" catches it.
     pub fn sabotage_skip_claims(mut self) -> Self {
         self.sabotage_claims = true;
+        self
+    }
+
+    /// Runs deliberately broken nodes that never replace a silent connection to a peer they
+    /// suspect, and any other only after 5 s of silence (solo before
+    /// [`Transport::refresh`](solo_transport_tcp::Transport::refresh)):
+    /// after a heal, connections a partition stalled then cost false `Down`s and failovers.
+    pub fn sabotage_keep_silent_connections(mut self) -> Self {
+        self.sabotage_silent = true;
         self
     }
 
@@ -289,6 +299,7 @@ impl SimBuilder {
                 commands: Arc::clone(&commands),
                 sabotage: self.sabotage,
                 sabotage_claims: self.sabotage_claims,
+                sabotage_silent: self.sabotage_silent,
                 carriers: carriers.clone(),
             };
             sim.host(names[host].as_str(), move || node.clone().run());
@@ -322,6 +333,7 @@ struct NodeSetup {
     commands: Commands,
     sabotage: bool,
     sabotage_claims: bool,
+    sabotage_silent: bool,
     carriers: Carriers,
 }
 
@@ -390,6 +402,9 @@ impl NodeSetup {
         }
         if self.sabotage_claims {
             builder = builder.sabotage_skip_claims();
+        }
+        if self.sabotage_silent {
+            builder = builder.sabotage_keep_silent_connections();
         }
         for register in &self.workers {
             builder = register(builder);
@@ -561,6 +576,7 @@ impl Sim {
             tick: Duration::from_millis(1),
             sabotage: false,
             sabotage_claims: false,
+            sabotage_silent: false,
             tls: false,
         }
     }

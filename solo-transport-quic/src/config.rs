@@ -162,11 +162,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_the_tcp_transport_and_are_valid() {
+    fn defaults_are_valid() {
         let quic = QuicConfig::default();
+        // QUIC's idle timeout closes the connection, which reads as the peer's failure, so it
+        // stays well above the stream's own (which only replaces a silent connection).
         let tcp = solo_transport_tcp::Config::new("c", "cookie");
-        assert_eq!(quic.keep_alive_interval, tcp.keepalive_interval);
-        assert_eq!(quic.idle_timeout, tcp.idle_timeout);
+        assert!(quic.idle_timeout > tcp.idle_timeout);
         assert_eq!(quic.validate(), Ok(()));
         assert!(quic.close_on_unreachable);
         assert!(quic.tripwire);

@@ -134,8 +134,8 @@ impl Config {
             max_dials: 256,
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
-            keepalive_interval: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(1),
             voters: Vec::new(),
         }
     }

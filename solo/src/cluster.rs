@@ -107,6 +107,7 @@ pub struct ClusterBuilder {
     simulation_seed: Option<u64>,
     sabotage_ignore_moves: bool,
     sabotage_skip_claims: bool,
+    sabotage_keep_silent_connections: bool,
     carrier: Carrier,
     observer: bool,
     voters: Vec<String>,
@@ -303,6 +304,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// A deliberately broken node for testing the simulation's checker: it never replaces a
+    /// silent connection to a suspect (see `Transport::refresh`), and only after 5 s of
+    /// silence otherwise, as solo did before. Never use it outside such a test.
+    #[doc(hidden)]
+    pub fn sabotage_keep_silent_connections(mut self) -> Self {
+        self.sabotage_keep_silent_connections = true;
+        self
+    }
+
     /// Binds the listener, starts the node and begins joining the seeds.
     ///
     /// # Errors
@@ -369,6 +379,11 @@ impl ClusterBuilder {
         let mut transport_config = solo_transport_tcp::Config::new(self.cluster_name, self.cookie);
         transport_config.advertised_addr = self.advertise;
         transport_config.voters = voters.clone();
+        if self.sabotage_keep_silent_connections {
+            // The defaults before silent connections were replaced within a suspicion.
+            transport_config.keepalive_interval = Duration::from_secs(1);
+            transport_config.idle_timeout = Duration::from_secs(5);
+        }
         let mut transport = solo_transport_tcp::Transport::builder(id.clone(), transport_config);
         if let Some(seed) = self.simulation_seed {
             let mut rng = solo_core::Rng::new(seed ^ 0x7AB5_0000_0000_0001);
@@ -426,6 +441,7 @@ impl ClusterBuilder {
             },
             drain_timeout: self.drain_timeout,
             sabotage_ignore_moves: self.sabotage_ignore_moves,
+            sabotage_keep_silent_connections: self.sabotage_keep_silent_connections,
             data_dir: self.data_dir,
             misconfigured: std::collections::HashMap::new(),
         };
@@ -508,6 +524,7 @@ impl Cluster {
             handoff_timeout: Duration::from_secs(5),
             simulation_seed: None,
             sabotage_ignore_moves: false,
+            sabotage_keep_silent_connections: false,
             sabotage_skip_claims: false,
             carrier: Carrier::default(),
             observer: false,

@@ -142,7 +142,8 @@ pub struct TransportStats {
     /// `Link::Down` events sent.
     pub links_down: u64,
     /// Connections replaced because nothing arrived on them for
-    /// [`Config::idle_timeout`](crate::Config::idle_timeout).
+    /// [`Config::idle_timeout`](crate::Config::idle_timeout), or replaced by
+    /// [`Transport::refresh`] because they went silent while the peer was suspected.
     pub idle_timeouts: u64,
     /// Established connections now.
     pub connections: usize,
@@ -283,6 +284,7 @@ impl TransportBuilder {
             link_lock: tokio::sync::Mutex::new(()),
             installs: tokio::sync::watch::Sender::new(()),
             counters: Counters::default(),
+            epoch: Instant::now(),
             state: Mutex::new(State {
                 closed: false,
                 events: Some(events_tx),
@@ -437,25 +439,47 @@ impl<N: Network> Transport<N> {
     /// connection still looks established until TCP's own timeout, minutes later, and would
     /// swallow everything sent to the peer once the cable is mended: a fresh dial does not.
     pub fn disconnect(&self, peer: &NodeId) {
-        let reader = {
-            let mut st = self.shared().state();
-            let current = st.conns.get(&peer.name).is_some_and(|c| c.peer == *peer);
-            match current.then(|| st.remove_conn(&peer.name)).flatten() {
-                Some(old) => {
-                    // Retired, not killed: its writer flushes, sends the handover marker and
-                    // closes, so the peer waits for a successor instead of reporting this node
-                    // down. Otherwise one false `Down` would echo back and forth: each side's
-                    // disconnect would read as a crash to the other.
-                    old.retired.store(true, Ordering::Release);
-                    st.tasks.remove(&old.reader_task)
-                }
-                None => None,
-            }
-        };
-        if let Some(reader) = reader {
+        let mut st = self.shared().state();
+        let current = st.conns.get(&peer.name).is_some_and(|c| c.peer == *peer);
+        if let Some(old) = current.then(|| st.remove_conn(&peer.name)).flatten() {
+            // Retired, not killed: its writer flushes, sends the handover marker and closes,
+            // so the peer waits for a successor instead of reporting this node down.
+            // Otherwise one false `Down` would echo back and forth: each side's disconnect
+            // would read as a crash to the other. Its reader runs on until the peer closes
+            // (or the idle timeout): closing a socket with unread bytes sends a reset, which
+            // can overtake the marker and read as a crash after all.
+            old.retired.store(true, Ordering::Release);
             tracing::debug!(node = %self.node(), %peer, "disconnecting a peer declared down");
-            reader.abort();
         }
+    }
+
+    /// Replaces the connection to exactly `peer` if nothing arrived on it for longer than a
+    /// keep-alive interval and a half: it is retired (the handover marker, no `Link::Down`)
+    /// and a successor is dialed at once. Returns whether it did.
+    ///
+    /// The driver calls it when the protocol suspects a peer. A connection can stall without
+    /// closing (a segment lost across a cut that TCP retransmits only after a long backoff,
+    /// a middlebox that forgot the flow); the idle timeout finds it in the end, but a fresh
+    /// dial lets the suspect's refutation through before the suspicion runs out. A peer that
+    /// is still talking keeps its connection.
+    pub fn refresh(&self, peer: &NodeId) -> bool {
+        let shared = self.shared();
+        let addr = {
+            let mut st = shared.state();
+            let stale = st
+                .conns
+                .get(&peer.name)
+                .is_some_and(|c| c.peer == *peer && shared.is_stale(c, Instant::now()));
+            let Some(old) = stale.then(|| st.remove_conn(&peer.name)).flatten() else {
+                return false;
+            };
+            old.retired.store(true, Ordering::Release);
+            old.addr
+        };
+        tracing::debug!(node = %self.node(), %peer, "replacing a silent connection to a suspect");
+        shared.counters.idle_timeouts.inc();
+        shared.route(Some(peer.clone()), Some(addr), KEEPALIVE.to_vec());
+        true
     }
 
     /// Closes the listener and every connection, and stops every task. Peers see the
@@ -548,6 +572,8 @@ struct Shared<N: Network> {
     installs: tokio::sync::watch::Sender<()>,
     counters: Counters,
     state: Mutex<State>,
+    /// What [`Heard`] counts from.
+    epoch: Instant,
 }
 
 struct State {
@@ -616,9 +642,48 @@ struct Conn {
     /// Set when the connection is retired in favour of another to the same peer: its writer
     /// then ends with the handover marker.
     retired: Arc<AtomicBool>,
+    /// When something last arrived on it after the handshake.
+    heard: Heard,
+    /// When it was installed.
+    installed_at: Instant,
     reader_task: u64,
     writer_task: Option<u64>,
     addrs: Vec<SocketAddr>,
+}
+
+/// When something last arrived on a connection after its handshake, shared by its reader
+/// and the table.
+///
+/// The acceptor sends the handshake's last message, so until the dialer's first frame (a
+/// keep-alive it sends at once) the acceptor cannot tell whether the dialer took the
+/// connection: a close before then is a handshake that failed at the dialer, not a failure
+/// of the peer, and is not reported `Down`. The dialer read the acceptor's verdict, so its
+/// side is confirmed from the start.
+#[derive(Clone, Default)]
+struct Heard {
+    /// Microseconds since [`Shared::epoch`], plus one; zero while nothing arrived.
+    at: Arc<AtomicU64>,
+}
+
+impl Heard {
+    fn hear(&self, epoch: Instant, now: Instant) {
+        let micros =
+            u64::try_from(now.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX - 1);
+        self.at.store(micros + 1, Ordering::Release);
+    }
+
+    fn confirmed(&self) -> bool {
+        self.at.load(Ordering::Acquire) != 0
+    }
+
+    /// How long nothing arrived, counted from `since` if nothing ever did.
+    fn silent_for(&self, epoch: Instant, since: Instant, now: Instant) -> Duration {
+        let last = match self.at.load(Ordering::Acquire) {
+            0 => since,
+            micros => epoch + Duration::from_micros(micros - 1),
+        };
+        now.saturating_duration_since(last.max(since))
+    }
 }
 
 struct Handover {
@@ -645,6 +710,9 @@ struct NewConn {
     id: u64,
     rx: mpsc::Receiver<Vec<u8>>,
     retired: Arc<AtomicBool>,
+    heard: Heard,
+    /// The dialer's side: its first frame confirms the handshake to the acceptor.
+    confirm: bool,
 }
 
 /// What [`Shared::install`] decided.
@@ -878,16 +946,24 @@ impl<N: Network> Shared<N> {
         }
         let mut installed = Installed::refused(Verdict::Accepted);
         let mut replaced_same_peer = false;
+        let now = Instant::now();
         let existing = st
             .conns
             .get(&peer.name)
-            .map(|c| (c.peer.clone(), c.direction));
-        if let Some((existing_peer, existing_direction)) = existing {
-            match resolve(
+            .map(|c| (c.peer.clone(), c.direction, self.is_stale(c, now)));
+        if let Some((existing_peer, existing_direction, stale)) = existing {
+            let keep = match resolve(
                 self.me.node(),
                 (&existing_peer, existing_direction),
                 (peer, direction),
             ) {
+                // The same process dials again over a connection that has gone silent: it
+                // gave up on a stalled one (see [`Transport::refresh`]), which a simultaneous
+                // dial's fresh connection never is. Only the acceptor decides, by its verdict.
+                Keep::Existing if existing_peer == *peer && stale => Keep::New,
+                keep => keep,
+            };
+            match keep {
                 Keep::Existing => {
                     if existing_peer == *peer {
                         installed.verdict = Verdict::Duplicate;
@@ -942,6 +1018,10 @@ impl<N: Network> Shared<N> {
         }
         let (tx, rx) = mpsc::channel(self.config.max_queued_frames);
         let retired = Arc::new(AtomicBool::new(false));
+        let heard = Heard::default();
+        if direction == Direction::Outbound {
+            heard.hear(self.epoch, now);
+        }
         let id = st.next_id();
         let mut addrs = vec![hello.addr];
         addrs.extend(dialed.filter(|&addr| addr != hello.addr));
@@ -957,6 +1037,8 @@ impl<N: Network> Shared<N> {
                 addr: hello.addr,
                 tx,
                 retired: Arc::clone(&retired),
+                heard: heard.clone(),
+                installed_at: now,
                 reader_task,
                 writer_task: None,
                 addrs,
@@ -969,27 +1051,47 @@ impl<N: Network> Shared<N> {
                 link: Link::Up,
             });
         }
-        installed.conn = Some(NewConn { id, rx, retired });
+        installed.conn = Some(NewConn {
+            id,
+            rx,
+            retired,
+            heard,
+            confirm: direction == Direction::Outbound,
+        });
         self.installs.send_replace(());
         installed
     }
 
+    /// Whether nothing arrived on `conn` for longer than a keep-alive interval and a half,
+    /// counted from its install: a live peer's keep-alives come every interval.
+    fn is_stale(&self, conn: &Conn, now: Instant) -> bool {
+        let silent = conn.heard.silent_for(self.epoch, conn.installed_at, now);
+        silent > self.config.keepalive_interval * 3 / 2
+    }
+
     /// The established connection `conn` to `peer` closed or failed: report `Down` unless it
-    /// was already replaced or removed.
+    /// was already replaced or removed, or it is an inbound connection the dialer never
+    /// confirmed (see [`Heard`]).
     async fn connection_lost(&self, conn: u64, peer: &NodeId, caller: u64, events: &Events) {
         let _link = self.link_lock.lock().await;
-        let abort = {
+        let (abort, confirmed) = {
             let mut st = self.state();
             if !st.is_current(&peer.name, conn) {
                 return;
             }
             match st.remove_conn(&peer.name) {
-                Some(old) => st.take_tasks(&old, Some(caller)),
+                Some(old) => (st.take_tasks(&old, Some(caller)), old.heard.confirmed()),
                 None => return,
             }
         };
         for task in abort {
             task.abort();
+        }
+        if !confirmed {
+            // The dialer's handshake failed after this side's last step (a lost verdict, a
+            // timeout). It dials again; if it died instead, the core's probes find out.
+            tracing::debug!("connection closed before the dialer confirmed it; not a failure");
+            return;
         }
         self.counters.links_down.inc();
         tracing::info!("link down");
@@ -1027,10 +1129,13 @@ impl<N: Network> Shared<N> {
     }
 
     /// The peer retired connection `conn` in favour of another between the same two
-    /// processes (it sent the handover marker). Remove it without a `Down`, and wait for the
-    /// successor to be installed here: the peer installed it already, so its handshake is
-    /// under way and ends within the handshake timeout. If it fails, report `Down` after all.
-    async fn handover(&self, conn: u64, peer: &NodeId, events: &Events) {
+    /// processes (it sent the handover marker). Remove it without a `Down`: a peer that
+    /// retired a connection was alive to send the marker. Its successor is usually under way
+    /// (a tie-break, an idle replacement), and is then installed without a second `Up`; a
+    /// peer that retired it because it declared this node down dials again only when it has
+    /// something to send. Either way the core's failure detector, not this close, judges
+    /// the peer. After the handshake timeout the successor is no longer awaited.
+    async fn handover(&self, conn: u64, peer: &NodeId) {
         let mut installs = self.installs.subscribe();
         {
             let _link = self.link_lock.lock().await;
@@ -1065,21 +1170,11 @@ impl<N: Network> Shared<N> {
             }
         }
         let _link = self.link_lock.lock().await;
-        {
-            let mut st = self.state();
-            if st.handovers.get(&peer.name).is_none_or(|h| h.conn != conn) {
-                return;
-            }
+        let mut st = self.state();
+        if st.handovers.get(&peer.name).is_some_and(|h| h.conn == conn) {
             st.handovers.remove(&peer.name);
+            tracing::debug!("the handed-over connection has no successor yet; not a failure");
         }
-        self.counters.links_down.inc();
-        tracing::info!("link down: the handed-over connection has no successor");
-        let _ = events
-            .send(TransportEvent::Link {
-                peer: peer.clone(),
-                link: Link::Down,
-            })
-            .await;
     }
 
     fn handshake_failed(&self, error: &HandshakeError) {
@@ -1331,6 +1426,7 @@ impl<N: Network> Shared<N> {
         events: Events,
     ) {
         let conn = new.id;
+        let heard = new.heard.clone();
         let (read_half, write_half) = tokio::io::split(stream);
         {
             // Spawned even if the connection was retired since it was installed: the writer
@@ -1359,6 +1455,10 @@ impl<N: Network> Shared<N> {
                 );
                 return self.connection_idle(conn, &peer).await;
             };
+            if !matches!(read, Err(FrameError::Closed | FrameError::Io(_))) {
+                // Bytes arrived: a frame, the handover marker, or an over-long prefix.
+                heard.hear(self.epoch, Instant::now());
+            }
             match read {
                 Ok(frame) if frame == KEEPALIVE => {}
                 Ok(frame) => {
@@ -1372,7 +1472,7 @@ impl<N: Network> Shared<N> {
                         return self.shutdown();
                     }
                 }
-                Err(FrameError::Empty) => return self.handover(conn, &peer, &events).await,
+                Err(FrameError::Empty) => return self.handover(conn, &peer).await,
                 Err(error) => {
                     tracing::debug!(%error, "connection closed");
                     return self.connection_lost(conn, &peer, task, &events).await;
@@ -1395,12 +1495,19 @@ impl<N: Network> Shared<N> {
             id: conn,
             mut rx,
             retired,
+            confirm,
+            ..
         } = conn;
         let mut writer = BufWriter::with_capacity(WRITE_BUFFER, half);
         let keepalive_interval = self.config.keepalive_interval;
+        let mut confirmation = confirm.then(|| KEEPALIVE.to_vec());
         let result: Result<(), FrameError> = async {
             loop {
-                let frame = match tokio::time::timeout(keepalive_interval, rx.recv()).await {
+                let next = match confirmation.take() {
+                    Some(keepalive) => Ok(Some(keepalive)),
+                    None => tokio::time::timeout(keepalive_interval, rx.recv()).await,
+                };
+                let frame = match next {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(_quiet) => KEEPALIVE.to_vec(),

@@ -69,6 +69,9 @@ pub(crate) struct Driver<N: Network> {
     /// Test-only sabotage: ignore stops of children that moved (see
     /// `ClusterBuilder::sabotage_ignore_moves`).
     pub(crate) sabotage_ignore_moves: bool,
+    /// Test-only sabotage: never refresh a suspect's silent connection (see
+    /// `ClusterBuilder::sabotage_keep_silent_connections`).
+    pub(crate) sabotage_keep_silent_connections: bool,
     /// Where this voter keeps its lease tokens, if anywhere.
     pub(crate) data_dir: Option<std::path::PathBuf>,
     /// The misconfigured peers already reported, with what was reported.
@@ -277,6 +280,13 @@ impl<N: Network> Driver<N> {
                     if let MemberEvent::Up(peer) = &event {
                         // Older processes of its name are refused from now on.
                         self.transport.note_incarnation(peer);
+                    }
+                    if let MemberEvent::Suspect(peer) = &event
+                        && !self.sabotage_keep_silent_connections
+                    {
+                        // A silent connection may have stalled: the refutation needs a
+                        // fresh one before the suspicion runs out.
+                        self.transport.refresh(peer);
                     }
                     if let MemberEvent::Down(peer) = &event {
                         // Its connection may be a black hole (a cut cable): dial afresh.
