@@ -98,6 +98,21 @@ pub struct Config {
     /// worker ([`StopReason::LeaseLost`](crate::StopReason::LeaseLost)); the runtime aborts
     /// the worker at the lease's end if it has not stopped by then. Default 200 ms.
     pub lease_stop_grace: Duration,
+    /// Opt-in: voters free the leases of a holder whose *process* is known to be gone at
+    /// once, instead of waiting them out, so an exclusive child fails over in milliseconds
+    /// after its owner is killed, not after a lease. Default `false`.
+    ///
+    /// The evidence is the runtime's ([`Node::handle_process_gone`](crate::Node::handle_process_gone)):
+    /// the holder's connection closed, and a dial to the address it listened on was refused
+    /// by its host's kernel, or a newer process of its name answers there. A silent
+    /// partition produces neither, and a frozen process's kernel still accepts connections.
+    ///
+    /// **The assumption:** only the holder's own kernel refuses connections to its port.
+    /// A firewall or middlebox that answers with resets (`REJECT --reject-with tcp-reset`)
+    /// while the holder runs on behind it breaks it, and with it the at-most-one guarantee:
+    /// the voters hand the lease on while the cut-off holder still counts on its own. Turn
+    /// it on only where nothing between the nodes rejects with resets.
+    pub crash_evidence: bool,
 }
 
 impl Default for Config {
@@ -124,6 +139,7 @@ impl Default for Config {
             lease_duration: Duration::from_secs(2),
             max_clock_drift_ppm: 10_000,
             lease_stop_grace: Duration::from_millis(200),
+            crash_evidence: false,
         }
     }
 }

@@ -12,10 +12,17 @@
 //! Liveness too: once the faults end and every host runs again, every exclusive child runs
 //! exactly once within [`LIVENESS_BOUND`].
 //!
-//! CI runs a fixed set of seeds, with and without voter data directories. A sweep:
+//! With `Config::crash_evidence` (opt-in), a killed process's peers learn that it is gone
+//! (its port refuses their dial) and its voters free its leases at once; the same checks
+//! hold, and a build whose partitions answer with resets (the option's assumption broken)
+//! is caught.
+//!
+//! CI runs a fixed set of seeds, with and without voter data directories, and with crash
+//! evidence. A sweep:
 //! `SOLO_EXCLUSIVE_SEEDS=100000 cargo test --release -p solo-core --test exclusive_sim`
 //! (`SOLO_EXCLUSIVE_SEED_START=N` starts part-way). One seed, with its history:
-//! `SOLO_EXCLUSIVE_SEED=N cargo test -p solo-core --test exclusive_sim replay -- --nocapture`.
+//! `SOLO_EXCLUSIVE_SEED=N cargo test -p solo-core --test exclusive_sim replay -- --nocapture`
+//! (with `SOLO_EXCLUSIVE_DATA_DIR=1` or `SOLO_EXCLUSIVE_CRASH_EVIDENCE=1` for those variants).
 
 use std::time::Duration;
 
@@ -53,10 +60,15 @@ struct Variant {
     /// Clocks drift this far (ppm), whatever the configuration's bound says.
     drift_ppm: Option<u32>,
     sabotage_count_from_reply: bool,
+    /// `Config::crash_evidence`: killed processes' leases are freed at once.
+    crash_evidence: bool,
+    /// Partitions answer with resets: the crash evidence assumption broken.
+    resets_on_partition: bool,
 }
 
 fn config(seed: u64, variant: Variant, log_history: bool) -> SimConfig {
-    let node = Config::default();
+    let mut node = Config::default();
+    node.crash_evidence = variant.crash_evidence;
     let mut rng = Rng::new(seed ^ 0xE8C1_0517);
     SimConfig {
         log_history,
@@ -67,6 +79,7 @@ fn config(seed: u64, variant: Variant, log_history: bool) -> SimConfig {
         voters: VOTERS,
         voter_data_dir: variant.data_dir,
         sabotage_count_from_reply: variant.sabotage_count_from_reply,
+        resets_on_partition: variant.resets_on_partition,
         max_drift_ppm: variant.drift_ppm.unwrap_or(node.max_clock_drift_ppm),
         duplicate: [0.0, 0.01, 0.05][rng.below(3) as usize],
         max_delay: Duration::from_millis([2, 20, 80, 200][rng.below(4) as usize]),
@@ -193,8 +206,9 @@ fn schedule_step(sim: &mut Sim, fault: &solo_core::testing::Fault) {
 
 fn replay_command(seed: u64, variant: Variant) -> String {
     format!(
-        "SOLO_EXCLUSIVE_SEED={seed} SOLO_EXCLUSIVE_DATA_DIR={} cargo test -p solo-core --test exclusive_sim replay -- --nocapture",
-        u8::from(variant.data_dir)
+        "SOLO_EXCLUSIVE_SEED={seed} SOLO_EXCLUSIVE_DATA_DIR={} SOLO_EXCLUSIVE_CRASH_EVIDENCE={} cargo test -p solo-core --test exclusive_sim replay -- --nocapture",
+        u8::from(variant.data_dir),
+        u8::from(variant.crash_evidence)
     )
 }
 
@@ -204,7 +218,7 @@ fn sweep(variant: Variant) -> Figures {
     let mut total = Figures::default();
     let regressions = REGRESSION_SEEDS
         .iter()
-        .filter(|(_, data_dir)| *data_dir == variant.data_dir)
+        .filter(|(_, data_dir)| *data_dir == variant.data_dir && !variant.crash_evidence)
         .map(|(seed, _)| *seed);
     for seed in (start..start + seeds).chain(regressions) {
         match check_seed(seed, variant, false) {
@@ -232,12 +246,40 @@ fn at_most_one_instance_and_rising_tokens_with_data_dirs() {
 }
 
 #[test]
+fn at_most_one_instance_and_rising_tokens_with_crash_evidence() {
+    let figures = sweep(Variant {
+        crash_evidence: true,
+        ..Variant::default()
+    });
+    assert!(figures.starts > 0, "exclusive children started");
+}
+
+/// The option's assumption matters, and the checker sees it: when a partition answers with
+/// resets (a firewall's `REJECT --reject-with tcp-reset`), the voters free a cut-off
+/// holder's leases while it still runs, and the CI seeds show two instances at once.
+#[test]
+fn crash_evidence_behind_a_firewall_that_resets_is_caught() {
+    let variant = Variant {
+        crash_evidence: true,
+        resets_on_partition: true,
+        ..Variant::default()
+    };
+    let caught = (0..CI_SEEDS)
+        .find(|&seed| check_seed(seed, variant, false).is_err_and(|e| e.contains("Overlap")));
+    assert!(
+        caught.is_some(),
+        "no seed showed an overlap with resets across partitions"
+    );
+}
+
+#[test]
 fn replay() {
     let Some(seed) = env_u64("SOLO_EXCLUSIVE_SEED") else {
         return;
     };
     let variant = Variant {
         data_dir: env_u64("SOLO_EXCLUSIVE_DATA_DIR") == Some(1),
+        crash_evidence: env_u64("SOLO_EXCLUSIVE_CRASH_EVIDENCE") == Some(1),
         ..Variant::default()
     };
     if let Err(why) = check_seed(seed, variant, true) {
@@ -279,7 +321,12 @@ fn a_holder_that_counts_from_the_reply_is_caught() {
 
 /// A cluster of five (three voters) running the exclusive singleton `lock`, settled.
 fn settled(seed: u64) -> Sim {
+    settled_with(seed, Config::default())
+}
+
+fn settled_with(seed: u64, node: Config) -> Sim {
     let config = SimConfig {
+        node,
         log_history: env_u64("SOLO_EXCLUSIVE_LOG") == Some(1),
         singletons: vec![ChildSpec::new(id("lock"), "locker", vec![]).mode(Mode::Exclusive)],
         voters: VOTERS,
@@ -382,6 +429,45 @@ fn a_crashed_owner_is_replaced_once_its_lease_ran_out() {
         takeovers[takeovers.len() - 1]
     );
     assert!(takeovers[takeovers.len() - 1] < lease + Duration::from_millis(500));
+}
+
+#[test]
+fn with_crash_evidence_a_killed_owner_is_replaced_in_milliseconds() {
+    let lock = id("lock");
+    let mut node = Config::default();
+    node.crash_evidence = true;
+    let mut takeovers = Vec::new();
+    for seed in 0..20 {
+        let mut sim = settled_with(seed, node.clone());
+        let old = owner(&sim, &lock);
+        let before = starts(&sim, &lock);
+        let killed_at = sim.now();
+        sim.kill(old);
+        let ran = sim.run_until(Duration::from_secs(10), |sim| {
+            sim.live_instances(&lock) == 1
+        });
+        assert!(ran.is_some(), "seed {seed}: the singleton runs again");
+        let after = starts(&sim, &lock);
+        let (at, token) = *after.last().expect("a start");
+        assert!(
+            token > before.last().expect("an earlier start").1,
+            "seed {seed}"
+        );
+        assert!(
+            sim.exclusive_violations().is_empty(),
+            "seed {seed}: {:?}",
+            sim.exclusive_violations()
+        );
+        takeovers.push(at - killed_at);
+    }
+    takeovers.sort();
+    eprintln!(
+        "with crash evidence, kill of the owner to the new start: median {:?}, max {:?}",
+        takeovers[takeovers.len() / 2],
+        takeovers[takeovers.len() - 1]
+    );
+    // Not a lease: the voters freed it when the kernel refused the dial.
+    assert!(takeovers[takeovers.len() - 1] < node.lease_duration / 4);
 }
 
 #[test]

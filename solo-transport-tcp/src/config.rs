@@ -116,6 +116,13 @@ pub struct Config {
     /// The cluster's voters (see `solo_core::NodeBuilder::voters`), compared in the
     /// handshake: a peer configured with other voters is refused. Default none.
     pub voters: Vec<solo_core::NodeName>,
+    /// After an established connection to a peer closes (a reported `Link::Down`), dial the
+    /// address it listened on once: a refusal by its host's kernel, or a newer process of
+    /// its name installed from that address, is reported as
+    /// [`TransportEvent::ProcessGone`](crate::TransportEvent::ProcessGone). For
+    /// `solo_core::Config::crash_evidence`, whose documentation states the assumption.
+    /// Over TCP and TLS; a QUIC dial does not tell a refusal apart. Default `false`.
+    pub probe_closed_peers: bool,
 }
 
 impl Config {
@@ -137,6 +144,7 @@ impl Config {
             keepalive_interval: Duration::from_millis(300),
             idle_timeout: Duration::from_secs(1),
             voters: Vec::new(),
+            probe_closed_peers: false,
         }
     }
 

@@ -379,6 +379,7 @@ impl ClusterBuilder {
         let mut transport_config = solo_transport_tcp::Config::new(self.cluster_name, self.cookie);
         transport_config.advertised_addr = self.advertise;
         transport_config.voters = voters.clone();
+        transport_config.probe_closed_peers = self.config.crash_evidence;
         if self.sabotage_keep_silent_connections {
             // The defaults before silent connections were replaced within a suspicion.
             transport_config.keepalive_interval = Duration::from_secs(1);

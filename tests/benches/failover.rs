@@ -6,11 +6,14 @@
 //! cargo bench -p tests --bench failover -- 50    # 50 trials per scenario
 //! cargo bench -p tests --bench failover -- --transport quic   # or tls; default tcp
 //! cargo bench -p tests --bench failover -- --exclusive        # an Exclusive singleton
+//! cargo bench -p tests --bench failover -- --exclusive --crash-evidence
 //! ```
 //!
 //! With `--exclusive` the singleton is `Exclusive` (all three nodes are voters): a crashed
 //! or frozen owner is replaced once its lease ran out (`lease_duration`, 2 s by default),
-//! a graceful one as soon as it released its lease.
+//! a graceful one as soon as it released its lease. With `--crash-evidence` too
+//! (`solo-node --crash-evidence`), a killed owner's lease is freed as soon as its port
+//! refuses the voters' dial.
 //!
 //! * `SIGKILL`: from just before the owner is sent SIGKILL (the bench's clock) to the new
 //!   owner's `worker_started` (its `ts_us`).
@@ -38,6 +41,7 @@ const FORM_ATTEMPTS: usize = 3;
 struct Setup {
     wire: WireKind,
     exclusive: bool,
+    crash_evidence: bool,
 }
 
 /// How one trial ended.
@@ -77,6 +81,9 @@ fn fresh_cluster(
         if setup.exclusive {
             for spec in &mut specs {
                 spec.extra = exclusive_flags(&["n1", "n2", "n3"], SINGLETON);
+                if setup.crash_evidence {
+                    spec.extra.push("--crash-evidence".to_owned());
+                }
             }
         }
         use_wire(binary, &mut specs, setup.wire);
@@ -195,6 +202,7 @@ fn main() {
     let setup = Setup {
         wire,
         exclusive: args.iter().any(|a| a == "--exclusive"),
+        crash_evidence: args.iter().any(|a| a == "--crash-evidence"),
     };
     eprintln!("building solo-node (release)…");
     let binary = solo_node_binary(true);

@@ -794,6 +794,35 @@ impl Node {
         }
     }
 
+    /// The process `gone` is known to be gone ([`Config::crash_evidence`](crate::Config::crash_evidence)):
+    /// its grants end now, as a release would end them (a renewal of theirs that arrives
+    /// late is refused), and the requests that waited for them are decided.
+    pub(super) fn voter_process_gone(&mut self, now: Instant, gone: &NodeId) {
+        let Some(voter) = self.leases.voter.as_mut() else {
+            return;
+        };
+        let mut freed = Vec::new();
+        for (id, ballot) in &mut voter.ballots {
+            if ballot.highest_holder.as_ref() == Some(gone) {
+                ballot.released = true;
+            }
+            if ballot.grant.as_ref().is_some_and(|g| g.holder == *gone) {
+                ballot.grant = None;
+                freed.push(id.clone());
+            }
+            if ballot.waiter.as_ref().is_some_and(|(h, _, _)| h == gone) {
+                ballot.waiter = None;
+                voter.waiting.remove(id);
+            }
+        }
+        if !freed.is_empty() {
+            tracing::debug!(node = %self.id, %gone, freed = freed.len(), "leases of a process known to be gone freed");
+        }
+        for id in freed {
+            self.grant_waiter(now, &id);
+        }
+    }
+
     /// The grant on `id` ended: the request that waited for it is decided now.
     fn grant_waiter(&mut self, now: Instant, id: &ChildId) {
         let Some(voter) = self.leases.voter.as_mut() else {

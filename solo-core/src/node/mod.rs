@@ -812,6 +812,21 @@ impl Node {
         self.after_input_at(now);
     }
 
+    /// Handles the runtime's evidence that the process `peer` is gone (its host refused a
+    /// connection to the port it listened on, or a newer process of its name answers
+    /// there). With [`Config::crash_evidence`], a voter frees every lease `peer` held at
+    /// once, so the next holder need not wait them out; without it, nothing changes. The
+    /// evidence is trusted as the option's documentation says, nothing more: membership
+    /// still judges the peer by its own rules.
+    pub fn handle_process_gone(&mut self, now: Instant, peer: &NodeId) {
+        self.latest_now = self.latest_now.max(now);
+        if self.status != Status::Active || !self.config.crash_evidence {
+            return;
+        }
+        self.voter_process_gone(now, peer);
+        self.after_input_at(now);
+    }
+
     /// Handles a peer's refusal of this node's handshake because it knows `by`, a newer
     /// process with this node's name (the transport's verdict). This node is superseded: it
     /// stops every worker at once and emits [`Action::Superseded`]. Nothing changes if `by`

@@ -92,6 +92,10 @@ pub struct SimConfig {
     /// Runs holders that count leases from the answer (see
     /// [`NodeBuilder::sabotage_count_from_reply`](crate::NodeBuilder::sabotage_count_from_reply)).
     pub sabotage_count_from_reply: bool,
+    /// A firewall that answers with resets: a partition makes every host on each side
+    /// receive evidence that the processes on the other side are gone, which breaks the
+    /// assumption of [`Config::crash_evidence`].
+    pub resets_on_partition: bool,
 }
 
 impl Default for SimConfig {
@@ -110,6 +114,7 @@ impl Default for SimConfig {
             voters: 0,
             voter_data_dir: false,
             sabotage_count_from_reply: false,
+            resets_on_partition: false,
         }
     }
 }
@@ -157,6 +162,11 @@ enum Payload {
         frame: Vec<u8>,
     },
     LinkDown {
+        peer: NodeId,
+    },
+    /// The runtime's evidence that `peer`'s process is gone (see
+    /// [`Node::handle_process_gone`]).
+    ProcessGone {
         peer: NodeId,
     },
     /// An instance the node asked to stop has ended: the simulated runtime reports it, as
@@ -522,10 +532,28 @@ impl Sim {
                     for &y in b {
                         self.blocked.insert((x, y));
                         self.blocked.insert((y, x));
+                        if self.config.resets_on_partition {
+                            self.reset_across(x, y);
+                            self.reset_across(y, x);
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// A firewall's reset: `to` hears that `from`'s process is gone, which it is not.
+    fn reset_across(&mut self, from: usize, to: usize) {
+        let Some(gone) = self.hosts[from].node.as_ref().map(|n| n.id().clone()) else {
+            return;
+        };
+        let at = self.now + self.delay();
+        self.push(Delivery {
+            at,
+            order: 0,
+            to,
+            payload: Payload::ProcessGone { peer: gone },
+        });
     }
 
     /// Drops traffic from `from` to `to` only.
@@ -781,6 +809,16 @@ impl Sim {
                     to: peer,
                     payload: Payload::LinkDown { peer: id.clone() },
                 });
+                if self.config.node.crash_evidence {
+                    // The runtime dials the closed peer once: its kernel refuses.
+                    let at = at + self.delay() + self.delay();
+                    self.push(Delivery {
+                        at,
+                        order: 0,
+                        to: peer,
+                        payload: Payload::ProcessGone { peer: id.clone() },
+                    });
+                }
             }
         }
     }
@@ -900,6 +938,9 @@ impl Sim {
             }
             Payload::LinkDown { peer } => {
                 node.handle_link(now, &peer, Link::Down);
+            }
+            Payload::ProcessGone { peer } => {
+                node.handle_process_gone(now, &peer);
             }
             Payload::WorkerEnded {
                 incarnation,

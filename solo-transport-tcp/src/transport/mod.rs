@@ -98,6 +98,14 @@ pub enum TransportEvent {
         /// What differs, naming both sides' values.
         error: solo_core::wire::HelloError,
     },
+    /// With [`Config::probe_closed_peers`]: evidence that the process `peer` is gone. Its
+    /// connection closed, and then its host refused a connection to the port it listened
+    /// on, or a newer process of its name connected from that address. Hand it to
+    /// [`Node::handle_process_gone`](solo_core::Node::handle_process_gone).
+    ProcessGone {
+        /// The process that is gone.
+        peer: NodeId,
+    },
 }
 
 /// An established connection, as [`Transport::connections`] lists it.
@@ -992,10 +1000,17 @@ impl<N: Network> Shared<N> {
                         } else {
                             installed.abort = st.take_tasks(&old, None);
                             self.counters.links_down.inc();
+                            let same_addr = old.addr == hello.addr;
                             installed.events.push(TransportEvent::Link {
-                                peer: old.peer,
+                                peer: old.peer.clone(),
                                 link: Link::Down,
                             });
+                            if self.config.probe_closed_peers && same_addr {
+                                // Its port now belongs to its successor.
+                                installed
+                                    .events
+                                    .push(TransportEvent::ProcessGone { peer: old.peer });
+                            }
                         }
                     }
                 }
@@ -1072,15 +1087,25 @@ impl<N: Network> Shared<N> {
     /// The established connection `conn` to `peer` closed or failed: report `Down` unless it
     /// was already replaced or removed, or it is an inbound connection the dialer never
     /// confirmed (see [`Heard`]).
-    async fn connection_lost(&self, conn: u64, peer: &NodeId, caller: u64, events: &Events) {
+    async fn connection_lost(
+        self: &Arc<Self>,
+        conn: u64,
+        peer: &NodeId,
+        caller: u64,
+        events: &Events,
+    ) {
         let _link = self.link_lock.lock().await;
-        let (abort, confirmed) = {
+        let (abort, confirmed, addr) = {
             let mut st = self.state();
             if !st.is_current(&peer.name, conn) {
                 return;
             }
             match st.remove_conn(&peer.name) {
-                Some(old) => (st.take_tasks(&old, Some(caller)), old.heard.confirmed()),
+                Some(old) => (
+                    st.take_tasks(&old, Some(caller)),
+                    old.heard.confirmed(),
+                    old.addr,
+                ),
                 None => return,
             }
         };
@@ -1102,6 +1127,33 @@ impl<N: Network> Shared<N> {
                 link: Link::Down,
             })
             .await;
+        if self.config.probe_closed_peers {
+            self.probe_closed(peer.clone(), addr, events.clone());
+        }
+    }
+
+    /// Dials `addr`, where the closed connection's peer listened, once: a refusal by its
+    /// host's kernel is evidence that the process is gone ([`TransportEvent::ProcessGone`]).
+    /// Anything else (a connection, a timeout, an unreachable host) is no evidence.
+    fn probe_closed(self: &Arc<Self>, peer: NodeId, addr: SocketAddr, events: Events) {
+        let mut st = self.state();
+        let task = st.next_id();
+        let shared = Arc::clone(self);
+        let probe = async move {
+            let deadline = Instant::now() + shared.config.handshake_timeout;
+            match timeout_at(deadline, shared.network.connect(addr)).await {
+                Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::info!(%peer, %addr, "its port refuses connections: the process is gone");
+                    let _ = events.send(TransportEvent::ProcessGone { peer }).await;
+                }
+                Ok(Ok(_listening)) => {
+                    tracing::debug!(%peer, %addr, "its port still accepts connections");
+                }
+                Ok(Err(error)) => tracing::debug!(%peer, %addr, %error, "probe dial failed"),
+                Err(_) => tracing::debug!(%peer, %addr, "probe dial timed out"),
+            }
+        };
+        self.spawn(&mut st, task, probe.instrument(tracing::Span::current()));
     }
 
     /// Nothing arrived on `conn` for the idle timeout: the connection stalled without

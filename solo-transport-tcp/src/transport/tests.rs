@@ -1038,3 +1038,35 @@ async fn a_redial_replaces_a_silent_connection_the_tie_break_would_keep() {
     assert_eq!(b.stats().links_down, 0);
     drop(stalled);
 }
+
+#[tokio::test]
+async fn a_closed_peer_whose_port_refuses_is_reported_gone() {
+    let mut probing = config();
+    probing.probe_closed_peers = true;
+    let (a, mut a_events) = start_with(TokioNetwork, "a", 1, probing).await;
+    let (b, mut b_events) = start("b").await;
+    a.send(transmit(None, Some(b.advertised_addr()), 0));
+    expect_link(&mut b_events, a.node(), Link::Up).await;
+    expect_link(&mut a_events, b.node(), Link::Up).await;
+    let b_id = b.node().clone();
+    // b's process ends: its connection closes, and then its port refuses a's dial.
+    drop(b);
+    drop(b_events);
+    expect_link(&mut a_events, &b_id, Link::Down).await;
+    match next(&mut a_events).await {
+        TransportEvent::ProcessGone { peer } => assert_eq!(peer, b_id),
+        other => panic!("expected b reported gone, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn without_probing_a_closed_peer_is_only_down() {
+    let ((a, mut a_events), (b, b_events)) = connect_pair().await;
+    let b_id = b.node().clone();
+    drop(b);
+    drop(b_events);
+    expect_link(&mut a_events, &b_id, Link::Down).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_quiet(&mut a_events);
+    drop(a);
+}

@@ -21,7 +21,10 @@
 //!   each roar, and roars only while its lease is valid); `--voter NAME` (repeatable: the
 //!   cluster's voters, the same list on every node; required with
 //!   `--exclusive-singleton`); `--data-dir PATH` (where a voter keeps its highest lease
-//!   token); `--fenced-store ADDR` (the exclusive demo singleton writes each roar, with its
+//!   token); `--crash-evidence` (opt-in: voters free the lease of an owner whose port
+//!   refuses connections at once, so an exclusive singleton fails over in milliseconds
+//!   after a kill; wrong behind a firewall that rejects with resets, see
+//!   `solo::Config::crash_evidence`); `--fenced-store ADDR` (the exclusive demo singleton writes each roar, with its
 //!   token, as the line `NAME TOKEN COUNT` to a TCP store at ADDR, and prints its one-line
 //!   answer as `store_reply` with `name`, `token`, `count` and `reply`);
 //!   `--store-delay-ms N` (each such write travels N ms first, as over a slow network;
@@ -67,7 +70,7 @@ use solo::{
 
 const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOST:PORT]... \
                      [--seed-timeout SECS] [--cookie SECRET | SOLO_COOKIE=...] [--singleton NAME]... \
-                     [--exclusive-singleton NAME]... [--voter NAME]... [--data-dir PATH] \
+                     [--exclusive-singleton NAME]... [--voter NAME]... [--data-dir PATH] [--crash-evidence] \
                      [--fenced-store ADDR [--store-delay-ms N]] \
                      [--cluster NAME] [--json] [--transport tcp|quic] \
                      [--certs DIR | --ca FILE --cert FILE --key FILE]\n       \
@@ -120,6 +123,8 @@ struct Args {
     exclusive_singletons: Vec<String>,
     voters: Vec<String>,
     data_dir: Option<PathBuf>,
+    /// `solo::Config::crash_evidence`.
+    crash_evidence: bool,
     /// Where the exclusive demo singleton writes its roars, and after what delay.
     fenced_store: Option<(SocketAddr, Duration)>,
     cluster: String,
@@ -138,6 +143,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
     let mut timeout = Duration::from_secs(5);
     let mut seeds = Vec::new();
     let mut cookie = std::env::var("SOLO_COOKIE").ok();
+    let mut crash_evidence = false;
     let mut singletons = Vec::new();
     let mut exclusive_singletons = Vec::new();
     let mut voters = Vec::new();
@@ -190,6 +196,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
             }
             "--cluster" => cluster = value("--cluster")?,
             "--json" => json = true,
+            "--crash-evidence" => crash_evidence = true,
             "--seed-timeout" => {
                 let raw = value("--seed-timeout")?;
                 let secs: u64 = raw
@@ -256,6 +263,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
         exclusive_singletons,
         voters,
         data_dir,
+        crash_evidence,
         fenced_store: fenced_store.map(|addr| (addr, store_delay)),
         cluster,
         json,
@@ -415,6 +423,11 @@ async fn run(args: Args) -> Result<(), String> {
         .cookie(args.cookie)
         .cluster_name(args.cluster)
         .voters(args.voters.clone())
+        .config({
+            let mut config = solo::Config::default();
+            config.crash_evidence = args.crash_evidence;
+            config
+        })
         .actor::<Roar>("roar");
     let builder = match &args.data_dir {
         Some(dir) => builder.data_dir(dir),

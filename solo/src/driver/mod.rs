@@ -177,6 +177,7 @@ impl<N: Network> Driver<N> {
         match event {
             TransportEvent::Frame { from, frame } => self.frame(state, &from, &frame),
             TransportEvent::Link { peer, link } => self.node.handle_link(now(), &peer, link),
+            TransportEvent::ProcessGone { peer } => self.node.handle_process_gone(now(), &peer),
             TransportEvent::Misconfigured { addr, error } => {
                 // Reported again on every retry: said once per address and reason.
                 let said = self.misconfigured.get(&addr) == Some(&error);
