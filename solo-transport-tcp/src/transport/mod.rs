@@ -53,6 +53,10 @@ const HANDOVER_MARKER: [u8; frame::LEN_PREFIX] = [0; frame::LEN_PREFIX];
 /// The keep-alive frame's one byte. Every data frame starts with the protocol version, which
 /// is never zero, and is longer than one byte, so the two cannot be confused.
 const KEEPALIVE: [u8; 1] = [0];
+/// How many times a closed peer's port is dialed for evidence that its process is gone.
+const PROBE_DIALS: u32 = 5;
+/// The pause between two of those dials.
+const PROBE_SPACING: Duration = Duration::from_millis(10);
 /// The most names whose newest incarnation a transport remembers (one per member).
 const MAX_NEWEST: usize = 4096;
 
@@ -1132,25 +1136,38 @@ impl<N: Network> Shared<N> {
         }
     }
 
-    /// Dials `addr`, where the closed connection's peer listened, once: a refusal by its
-    /// host's kernel is evidence that the process is gone ([`TransportEvent::ProcessGone`]).
-    /// Anything else (a connection, a timeout, an unreachable host) is no evidence.
+    /// Dials `addr`, where the closed connection's peer listened: a refusal by its host's
+    /// kernel is evidence that the process is gone ([`TransportEvent::ProcessGone`]).
+    /// A dying process's kernel may close its connections before its listener and accept a
+    /// dial in between, so a dial that connects is tried again, [`PROBE_DIALS`] times in
+    /// all; a live process never refuses, so retrying cannot make evidence up. Anything
+    /// else (a timeout, an unreachable host) is no evidence.
     fn probe_closed(self: &Arc<Self>, peer: NodeId, addr: SocketAddr, events: Events) {
         let mut st = self.state();
         let task = st.next_id();
         let shared = Arc::clone(self);
         let probe = async move {
-            let deadline = Instant::now() + shared.config.handshake_timeout;
-            match timeout_at(deadline, shared.network.connect(addr)).await {
-                Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
-                    tracing::info!(%peer, %addr, "its port refuses connections: the process is gone");
-                    let _ = events.send(TransportEvent::ProcessGone { peer }).await;
+            for attempt in 1..=PROBE_DIALS {
+                let deadline = Instant::now() + shared.config.handshake_timeout;
+                match timeout_at(deadline, shared.network.connect(addr)).await {
+                    Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
+                        tracing::info!(%peer, %addr, "its port refuses connections: the process is gone");
+                        let _ = events.send(TransportEvent::ProcessGone { peer }).await;
+                        return;
+                    }
+                    Ok(Ok(_listening)) => {
+                        tracing::debug!(%peer, %addr, attempt, "its port still accepts connections");
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %addr, %error, "probe dial failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, %addr, "probe dial timed out");
+                        return;
+                    }
                 }
-                Ok(Ok(_listening)) => {
-                    tracing::debug!(%peer, %addr, "its port still accepts connections");
-                }
-                Ok(Err(error)) => tracing::debug!(%peer, %addr, %error, "probe dial failed"),
-                Err(_) => tracing::debug!(%peer, %addr, "probe dial timed out"),
+                tokio::time::sleep(PROBE_SPACING).await;
             }
         };
         self.spawn(&mut st, task, probe.instrument(tracing::Span::current()));
