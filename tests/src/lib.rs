@@ -162,6 +162,24 @@ impl WireKind {
     }
 }
 
+/// The environment variable `var` as a number, if it is set and is one (trial counts).
+pub fn env_usize(var: &str) -> Option<usize> {
+    std::env::var(var).ok().and_then(|v| v.parse().ok())
+}
+
+/// A path under the system's temporary directory that no other test of this process uses,
+/// with nothing there yet: `solo-{what}-{pid}-{n}`.
+pub fn fresh_dir(what: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "solo-{what}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// Generates a fresh cluster CA and certificates for `names` with `solo-node certs`, in a
 /// new folder under the system's temporary directory; returns the folder.
 ///
@@ -169,13 +187,7 @@ impl WireKind {
 ///
 /// If `solo-node certs` fails.
 pub fn generate_certs(binary: &PathBuf, names: &[&str]) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "solo-certs-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = fresh_dir("certs");
     let out = Command::new(binary)
         .arg("certs")
         .arg("--out")

@@ -4,6 +4,10 @@
 //! majority side starts one; every process reads the same clock, so the events' `ts_us`
 //! prove the order. Healing the link then resolves nothing.
 //!
+//! Each run prints the takeover (the cut to the majority side's start) and the gap (the
+//! owner's stop to that start). `SOLO_NETNS_TRIALS=N` runs N cuts and prints their median
+//! and maximum: the figure for "after a partition of the owner".
+//!
 //! Needs root and `ip` (Linux network namespaces); without them the test says so and passes
 //! vacuously. It touches only the namespaces, bridge and veth pairs it creates (named
 //! `sx<tag>…`), and deletes them when it ends, pass or fail.
@@ -25,12 +29,31 @@ mod a_cut_off_owner_stops_before_the_majority_side_starts {
     use super::WireKind;
     #[test]
     fn tcp() {
-        super::a_cut_off_owner_stops_before_the_majority_side_starts(WireKind::Tcp, 1);
+        super::trials(WireKind::Tcp, 1);
     }
     #[test]
     fn quic() {
-        super::a_cut_off_owner_stops_before_the_majority_side_starts(WireKind::Quic, 2);
+        super::trials(WireKind::Quic, 2);
     }
+}
+
+/// Runs the cut `SOLO_NETNS_TRIALS` times (default once) and prints the figures.
+fn trials(wire: WireKind, test: u8) {
+    let trials = tests::env_usize("SOLO_NETNS_TRIALS").unwrap_or(1);
+    let mut takeovers = Vec::new();
+    for _ in 0..trials {
+        match a_cut_off_owner_stops_before_the_majority_side_starts(wire, test) {
+            Some(takeover) => takeovers.push(takeover),
+            None => return,
+        }
+    }
+    takeovers.sort();
+    eprintln!(
+        "{wire:?}, {} cuts of the owner: cut to the majority side's start median {:.1} ms, max {:.1} ms",
+        takeovers.len(),
+        takeovers[takeovers.len() / 2] as f64 / 1000.0,
+        takeovers[takeovers.len() - 1] as f64 / 1000.0,
+    );
 }
 
 fn ip(args: &[&str]) -> bool {
@@ -124,10 +147,11 @@ fn token(event: &NodeEvent) -> u64 {
         .unwrap_or(0)
 }
 
-fn a_cut_off_owner_stops_before_the_majority_side_starts(wire: WireKind, test: u8) {
+/// One cut of the owner; returns the takeover, in µs (`None`: no namespaces here).
+fn a_cut_off_owner_stops_before_the_majority_side_starts(wire: WireKind, test: u8) -> Option<u64> {
     let Some(net) = Net::new(test) else {
         eprintln!("skipped: this machine cannot make network namespaces (needs root and `ip`)");
-        return;
+        return None;
     };
     let binary = solo_node_binary(false);
     let addrs: Vec<SocketAddr> = (0..NODES)
@@ -172,6 +196,12 @@ fn a_cut_off_owner_stops_before_the_majority_side_starts(wire: WireKind, test: u
         started.ts_us
     );
     assert!(token(&started) > token(&first), "a larger token");
+    let takeover = started.ts_us - cut_at;
+    eprintln!(
+        "cut to the majority side's start {:.1} ms; the owner's stop to it {:.1} ms",
+        takeover as f64 / 1000.0,
+        (started.ts_us - stopped.ts_us) as f64 / 1000.0
+    );
     // Healing resolves nothing: one instance, never two.
     net.heal(owner);
     std::thread::sleep(Duration::from_secs(5));
@@ -182,4 +212,5 @@ fn a_cut_off_owner_stops_before_the_majority_side_starts(wire: WireKind, test: u
         "after the heal: {running:?}\n{}",
         dump_all(&nodes)
     );
+    Some(takeover)
 }

@@ -128,10 +128,7 @@ fn trial(n: usize, order: Order) -> Duration {
 }
 
 fn trials() -> usize {
-    std::env::var("SOLO_STARTUP_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
+    tests::env_usize("SOLO_STARTUP_TRIALS").unwrap_or(2)
 }
 
 fn run(n: usize) {
