@@ -26,6 +26,16 @@
 //! * **Convergence.** Updates merge by a total order (see [`wire::MemberUpdate`]), so tables
 //!   converge whatever order gossip arrives in.
 //!
+//! * **Claims.** `from`, the sender the transport authenticated, is trusted to speak for
+//!   itself, not for others. A claim that another node is suspect, down or gone is refuted
+//!   by that node whatever its version; a `Left` counts only from the node that leaves (relayed,
+//!   it is a `Down`); versions beyond [`MAX_VERSION`], or more than [`MAX_VERSION_JUMP`]
+//!   above what is known, and child stamps beyond
+//!   [`supervisor::MAX_STAMP_COUNTER`] or [`supervisor::MAX_STAMP_JUMP`] ahead, are
+//!   ignored. A member can still do what the protocol lets every member do (start and
+//!   terminate children, vote, announce a newer process of a name); the cookie and the
+//!   cluster's certificates decide who is a member.
+//!
 //! # Limits
 //!
 //! Every table and queue has a cap ([`Config::max_members`],
@@ -46,7 +56,10 @@ pub mod testing;
 
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use id::{Incarnation, MAX_NODE_NAME_LEN, NodeId, NodeName, NodeNameError};
-pub use membership::{MAX_ROLES, MAX_SINGLETONS, Member, MemberEvent, MemberState, NodeMeta};
+pub use membership::{
+    MAX_ROLES, MAX_SINGLETONS, MAX_VERSION, MAX_VERSION_JUMP, Member, MemberEvent, MemberState,
+    NodeMeta,
+};
 pub use node::{
     Action, CommandError, Fence, Link, Node, NodeBuilder, Status, TableSizes, Transmit,
 };

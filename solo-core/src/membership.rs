@@ -16,6 +16,17 @@ use crate::wire::MemberUpdate;
 pub const MAX_ROLES: usize = 16;
 /// The most singletons one node may declare.
 pub const MAX_SINGLETONS: usize = 256;
+/// The highest member version a node accepts. A claim that a member is not alive is
+/// accepted only below it, so that the member can always refute it with a higher version
+/// (refutation is `version + 1`, and never saturates). A member raises its version once per
+/// refutation or change of metadata: a real node never gets near.
+pub const MAX_VERSION: u64 = 1 << 62;
+/// How far above the version a node knows for a member a claim made by *another* member
+/// may be. Versions rise one refutation or metadata change at a time, so a larger jump is
+/// not news but a forgery (or news so old that the member itself will say better): it is
+/// ignored. The bound also makes a member that forges claims over and over need more
+/// refutations than it could ever send before a victim's version reached [`MAX_VERSION`].
+pub const MAX_VERSION_JUMP: u64 = 1024;
 
 /// What a node tells others about itself beyond being alive; it changes only with the node's
 /// own version, so every copy of one version is the same.
@@ -97,7 +108,7 @@ pub struct Member {
     id: NodeId,
     addr: SocketAddr,
     state: MemberState,
-    version: u32,
+    version: u64,
     meta: NodeMeta,
     pub(crate) changed_at: Instant,
     pub(crate) suspicion: Option<Suspicion>,
@@ -127,7 +138,7 @@ impl Member {
         self.state
     }
     /// The member's refutation counter.
-    pub fn version(&self) -> u32 {
+    pub fn version(&self) -> u64 {
         self.version
     }
     /// What the member says about itself.
@@ -149,8 +160,32 @@ impl Member {
 /// The order in which updates about one incarnation supersede each other: `Left` is final,
 /// then the member's own version, then severity. It is a total order, so merging by "keep
 /// the greater" is commutative, associative and idempotent: gossip converges.
-fn precedence(state: MemberState, version: u32) -> (bool, u32, u8) {
+fn precedence(state: MemberState, version: u64) -> (bool, u64, u8) {
     (state == MemberState::Left, version, state.rank())
+}
+
+/// Why a node ignored a claim about a member ([`MemberTable::implausible`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Implausible {
+    /// Above [`MAX_VERSION`] (or, for a claim that the member is not alive, at it).
+    VersionTooHigh,
+    /// A claim by another member more than [`MAX_VERSION_JUMP`] above the version known.
+    VersionJump,
+}
+
+/// What a claim by `from` about `update`'s member is believed as: only a member itself may
+/// say that it left, so a `Left` relayed by another member counts as a `Down` at the same
+/// version (which the member, if it runs, refutes).
+pub(crate) fn believable<'a>(
+    from: &NodeId,
+    update: &'a MemberUpdate,
+) -> std::borrow::Cow<'a, MemberUpdate> {
+    if update.state == MemberState::Left && update.id != *from {
+        let mut down = update.clone();
+        down.state = MemberState::Down;
+        return std::borrow::Cow::Owned(down);
+    }
+    std::borrow::Cow::Borrowed(update)
 }
 
 /// What [`MemberTable::merge`] did.
@@ -184,6 +219,36 @@ impl MemberTable {
 
     pub(crate) fn live(&self) -> impl Iterator<Item = &Member> {
         self.iter().filter(|m| m.state.is_live())
+    }
+
+    /// Why `update`, received from `from`, is not believed, if it is not; a `Left` that
+    /// another member relays is believed only as far as a `Down` (see
+    /// [`believable`](Self::believable)).
+    pub(crate) fn implausible(&self, from: &NodeId, update: &MemberUpdate) -> Option<Implausible> {
+        if update.version > MAX_VERSION
+            || (update.state != MemberState::Alive && update.version >= MAX_VERSION)
+        {
+            return Some(Implausible::VersionTooHigh);
+        }
+        if update.id == *from {
+            // What a member says of itself is first-hand.
+            return None;
+        }
+        let known = self
+            .by_name
+            .get(&update.id.name)
+            .filter(|m| m.id == update.id)
+            .map(|m| m.version);
+        match known {
+            Some(known) if update.version > known.saturating_add(MAX_VERSION_JUMP) => {
+                Some(Implausible::VersionJump)
+            }
+            // A stranger's tombstone: remembered only if its version could be real news.
+            None if update.state != MemberState::Alive && update.version > MAX_VERSION_JUMP => {
+                Some(Implausible::VersionJump)
+            }
+            _ => None,
+        }
     }
 
     /// The member with exactly this id (name and incarnation), if it is the current one.
@@ -407,7 +472,7 @@ mod tests {
     use super::*;
     use crate::id::Incarnation;
 
-    fn update(name: &str, inc: u64, state: MemberState, version: u32) -> MemberUpdate {
+    fn update(name: &str, inc: u64, state: MemberState, version: u64) -> MemberUpdate {
         MemberUpdate {
             id: NodeId::new(NodeName::new(name).expect("valid"), Incarnation(inc)),
             addr: "127.0.0.1:1".parse().expect("addr"),

@@ -19,7 +19,7 @@ use crate::membership::{MemberState, NodeMeta};
 use crate::supervisor::ChildRecord;
 
 /// The protocol this build speaks. Bumped on any incompatible change to [`Message`].
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// The largest frame, in bytes, that a node sends or accepts (1 MiB). A full member table of
 /// [`Config::max_members`](crate::Config::max_members) members fits with room to spare.
@@ -116,8 +116,9 @@ pub struct MemberUpdate {
     pub addr: SocketAddr,
     /// What the sender believes of it.
     pub state: MemberState,
-    /// The member's refutation counter, raised only by the member itself.
-    pub version: u32,
+    /// The member's refutation counter, raised only by the member itself, at most
+    /// [`MAX_VERSION`](crate::membership::MAX_VERSION).
+    pub version: u64,
     /// What the member says about itself (roles, draining, declared singletons).
     pub meta: NodeMeta,
 }
@@ -258,6 +259,30 @@ pub enum Message {
         floor: Option<u64>,
         /// The token floor the voter started with (see `NodeBuilder::token_floor`).
         boot_floor: u64,
+    },
+    /// To a voter: "renew every lease you granted me; I count these many, with this
+    /// digest". The renewal of all of a holder's leases at one voter in a message of a
+    /// fixed size, so that renewal traffic grows with nodes, not with exclusive children.
+    /// The voter renews only when its own running grants to the sender are exactly the set
+    /// described; otherwise the holder falls back to a [`Message::LeaseRequest`] per lease.
+    LeaseRenew {
+        /// Echoed in the answer: the sender counts the renewal from when it sent this.
+        seq: u32,
+        /// How many leases the sender counts as granted by this voter.
+        count: u32,
+        /// XXH3-128 over those leases in id order: each child id's bytes, `0xFF`, then
+        /// the token's 8 little-endian bytes.
+        digest: u128,
+    },
+    /// A voter's answer to [`Message::LeaseRenew`].
+    LeaseRenewed {
+        /// The holder answered (as for [`Message::LeaseReply`]).
+        holder: NodeId,
+        /// The `seq` of the renewal answered.
+        seq: u32,
+        /// Every lease described was renewed; `false`: the sets differ, nothing was
+        /// renewed, and the holder asks lease by lease.
+        renewed: bool,
     },
 }
 

@@ -60,6 +60,8 @@ struct Variant {
     /// Clocks drift this far (ppm), whatever the configuration's bound says.
     drift_ppm: Option<u32>,
     sabotage_count_from_reply: bool,
+    /// Voters renew by digest without comparing the sets.
+    sabotage_renew_blindly: bool,
     /// `Config::crash_evidence`: killed processes' leases are freed at once.
     crash_evidence: bool,
     /// Partitions answer with resets: the crash evidence assumption broken.
@@ -79,6 +81,7 @@ fn config(seed: u64, variant: Variant, log_history: bool) -> SimConfig {
         voters: VOTERS,
         voter_data_dir: variant.data_dir,
         sabotage_count_from_reply: variant.sabotage_count_from_reply,
+        sabotage_renew_blindly: variant.sabotage_renew_blindly,
         resets_on_partition: variant.resets_on_partition,
         max_drift_ppm: variant.drift_ppm.unwrap_or(node.max_clock_drift_ppm),
         duplicate: [0.0, 0.01, 0.05][rng.below(3) as usize],
@@ -316,6 +319,75 @@ fn a_holder_that_counts_from_the_reply_is_caught() {
     assert!(
         caught.is_some(),
         "no seed caught a holder counting from the reply"
+    );
+}
+
+#[test]
+fn a_voter_that_renews_by_digest_without_comparing_is_caught() {
+    let variant = Variant {
+        sabotage_renew_blindly: true,
+        ..Variant::default()
+    };
+    let caught = (0..CI_SEEDS)
+        .find(|&seed| check_seed(seed, variant, false).is_err_and(|e| e.contains("Overlap")));
+    assert!(
+        caught.is_some(),
+        "no seed caught a voter renewing leases it does not hold"
+    );
+}
+
+/// Lease messages and bytes the cluster sent over 10 s, settled, running `children`
+/// exclusive children spread over its five nodes.
+fn settled_lease_traffic(children: usize) -> (u64, u64) {
+    let config = SimConfig {
+        voters: VOTERS,
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(11, config);
+    for _ in 0..NODES {
+        sim.add_node();
+    }
+    sim.run_for(Duration::from_secs(3));
+    for c in 0..children {
+        let spec = ChildSpec::new(id(&format!("x{c}")), "fenced", vec![]).mode(Mode::Exclusive);
+        sim.with_node(c % NODES, |node, now| node.start_child(now, spec));
+    }
+    sim.run_for(Duration::from_secs(5));
+    let running: usize = (0..NODES).map(|i| sim.workers(i).len()).sum();
+    assert_eq!(running, children, "every exclusive child runs");
+    let total = |sim: &Sim| {
+        (0..NODES)
+            .map(|i| sim.lease_traffic(i))
+            .fold((0, 0), |(m, b), (lm, lb)| (m + lm, b + lb))
+    };
+    let before = total(&sim);
+    sim.run_for(Duration::from_secs(10));
+    let after = total(&sim);
+    let running: usize = (0..NODES).map(|i| sim.workers(i).len()).sum();
+    assert_eq!(running, children, "every exclusive child still runs");
+    (after.0 - before.0, after.1 - before.1)
+}
+
+#[test]
+fn renewals_cost_the_same_for_one_exclusive_child_and_for_five_hundred() {
+    let (one_msgs, one_bytes) = settled_lease_traffic(1);
+    let (many_msgs, many_bytes) = settled_lease_traffic(500);
+    assert!(one_msgs > 0, "the one lease is renewed");
+    // The one child's holder (a voter here) renews at the two other voters; with five
+    // hundred every node holds some, so five holders renew instead of one, two of them at
+    // three voters: more messages, each the same size.
+    assert!(
+        many_msgs <= one_msgs * NODES as u64 * 3 / 2,
+        "{many_msgs} lease messages for 500 children, {one_msgs} for one"
+    );
+    let per_message = |bytes: u64, msgs: u64| bytes as f64 / msgs as f64;
+    let (one, many) = (
+        per_message(one_bytes, one_msgs),
+        per_message(many_bytes, many_msgs),
+    );
+    assert!(
+        many < one * 1.5,
+        "a lease message carries {many:.0} bytes for 500 children, {one:.0} for one"
     );
 }
 

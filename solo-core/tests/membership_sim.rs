@@ -198,7 +198,18 @@ fn id_strategy() -> impl Strategy<Value = NodeId> + Clone {
 }
 
 fn update_strategy() -> impl Strategy<Value = MemberUpdate> + Clone {
-    (id_strategy(), 0..4u8, 0..6u32).prop_map(|(id, state, version)| MemberUpdate {
+    // Mostly versions a real member reaches, sometimes the extremes a forger would send.
+    let version = prop_oneof![
+        8 => 0..6u64,
+        1 => prop_oneof![
+            Just(u64::from(u32::MAX)),
+            Just(solo_core::MAX_VERSION - 1),
+            Just(solo_core::MAX_VERSION),
+            Just(u64::MAX),
+            any::<u64>(),
+        ],
+    ];
+    (id_strategy(), 0..4u8, version).prop_map(|(id, state, version)| MemberUpdate {
         id,
         addr: "10.0.0.9:7000".parse().expect("addr"),
         state: match state {
@@ -213,7 +224,16 @@ fn update_strategy() -> impl Strategy<Value = MemberUpdate> + Clone {
 }
 
 fn record_strategy() -> impl Strategy<Value = ChildRecord> + Clone {
-    (0..30u32, 0..5u64, 0..4u8, id_strategy(), 0..3usize).prop_map(
+    let counter = prop_oneof![
+        8 => 0..5u64,
+        1 => prop_oneof![
+            Just(u64::MAX),
+            Just(solo_core::supervisor::MAX_STAMP_COUNTER),
+            Just(solo_core::supervisor::MAX_STAMP_COUNTER + 1),
+            any::<u64>(),
+        ],
+    ];
+    (0..30u32, counter, 0..4u8, id_strategy(), 0..3usize).prop_map(
         |(k, counter, state, origin, workers)| {
             let spec = ChildSpec::group(
                 ChildId::new(format!("c{k}")).expect("valid"),

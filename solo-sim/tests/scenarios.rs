@@ -129,3 +129,50 @@ fn over_tls_the_singleton_survives_a_crash_and_a_healed_partition() {
         check::excerpt(&sim.history(), "roar")
     );
 }
+
+/// The downs `history` records about peers of the *same* side of a partition `sides` (host
+/// sets): what [G] found after a heal of 5 nodes, a node declaring a neighbour it never lost
+/// touch with down.
+fn own_side_downs(history: &[solo_sim::Record], sides: [&[usize]; 2]) -> Vec<String> {
+    let side = |host: usize| sides.iter().position(|s| s.contains(&host));
+    history
+        .iter()
+        .filter_map(|r| {
+            let solo_sim::What::Member(event) = &r.what else {
+                return None;
+            };
+            let peer: usize = event
+                .strip_prefix("Down(n")?
+                .split('#')
+                .next()?
+                .parse()
+                .ok()?;
+            (side(peer) == side(r.host)).then(|| format!("{:?}: n{} {event}", r.at, r.host))
+        })
+        .collect()
+}
+
+#[test]
+fn healing_a_partition_of_five_downs_no_neighbour_and_starts_nothing() {
+    let minority: &[usize] = &[0, 1];
+    let majority: &[usize] = &[2, 3, 4];
+    for seed in 0..20 {
+        let mut sim = Sim::builder().nodes(5).seed(seed).singleton("roar").build();
+        sim.run_for(Duration::from_secs(3)).expect("runs");
+        sim.partition(minority, majority);
+        sim.run_for(Duration::from_secs(5)).expect("runs");
+        assert_eq!(instances(&sim, "roar"), 2, "seed {seed}: one per side");
+        sim.repair_all();
+        let healed_at = sim.elapsed();
+        sim.run_for(Duration::from_secs(10)).expect("runs");
+        let history = sim.history();
+        let neighbours = own_side_downs(&history, [minority, majority]);
+        assert!(neighbours.is_empty(), "seed {seed}: {neighbours:?}");
+        let after_heal = check::false_downs_from(&history, healed_at);
+        assert!(after_heal.is_empty(), "seed {seed}: {after_heal:?}");
+        let started = check::overlaps_from(&history, healed_at);
+        assert!(started.is_empty(), "seed {seed}: {started:?}");
+        assert_eq!(check::max_concurrent(&history, "roar").0, 2, "seed {seed}");
+        assert_eq!(instances(&sim, "roar"), 1, "seed {seed}");
+    }
+}

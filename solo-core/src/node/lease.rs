@@ -17,10 +17,18 @@
 //!   voters granted (`k` a majority) for [`Config::holder_lease`](crate::Config::holder_lease),
 //!   which is shorter than any voter's grant can last in real time when clock rates stay
 //!   within [`Config::max_clock_drift_ppm`](crate::Config::max_clock_drift_ppm). It renews
-//!   every [`Config::lease_renew_interval`](crate::Config::lease_renew_interval), all its
-//!   leases in one message per voter, and asks the runtime to stop the worker
+//!   every [`Config::lease_renew_interval`](crate::Config::lease_renew_interval), and asks
+//!   the runtime to stop the worker
 //!   [`Config::lease_stop_grace`](crate::Config::lease_stop_grace) before its lease ends if
 //!   the renewals did not get through; the runtime aborts it at the end.
+//! * **Renewing.** One [`Message::LeaseRenew`] per voter renews every lease that voter
+//!   granted the holder, whatever their number: it carries only how many leases the
+//!   holder counts there and a digest of them (ids and tokens). The voter renews if its
+//!   running grants to that process are exactly that set, and says so; if the sets
+//!   differ (a grant or a release still in flight, a voter that restarted), it renews
+//!   nothing and the holder asks lease by lease ([`Message::LeaseRequest`]), which is
+//!   also how leases are acquired. So renewal traffic grows with nodes, not with
+//!   exclusive children.
 //! * **Tokens.** Two holders cannot both be granted by a majority at once (majorities
 //!   intersect, and a voter grants one holder at a time); a voter grants only a token above
 //!   every token it granted for the child, so a later holder's token is above an earlier
@@ -54,6 +62,29 @@ const PERSIST_AHEAD: u64 = 1024;
 /// Request times kept for matching answers; older requests could only give grants that
 /// have run out already.
 const MAX_SENT: usize = 64;
+/// Renewals by digest kept per voter for matching answers (and answers queued per holder
+/// at a voter): a renewal goes out every quarter lease, so older ones could only extend a
+/// lease by less than the newer ones will.
+const RENEWALS_KEPT: usize = 8;
+
+/// How a holder and a voter describe a set of leases in a [`Message::LeaseRenew`]: the
+/// number of leases and XXH3-128 over them in id order (each id's bytes, `0xFF`, which
+/// UTF-8 never contains, then the token's little-endian bytes). A published, versioned
+/// hash, so that nodes built by different compilers agree.
+fn lease_set_digest<'a>(leases: impl Iterator<Item = (&'a ChildId, u64)>) -> (u32, u128) {
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut count = 0u32;
+    for (id, token) in leases {
+        hasher.update(id.as_str().as_bytes());
+        hasher.update(&[0xFF]);
+        hasher.update(&token.to_le_bytes());
+        count = count.saturating_add(1);
+    }
+    (count, hasher.digest128())
+}
+
+/// The leases one [`Message::LeaseRenew`] covered.
+type RenewedSet = std::sync::Arc<[(ChildId, u64)]>;
 
 /// The lease that lets an instance of an exclusive child run: what the worker hands to
 /// external systems so that they can reject a stale owner.
@@ -81,6 +112,10 @@ pub(super) struct Leases {
     /// Leases to request (or renew) from every voter at the next `poll_transmit`.
     unsent_requests: BTreeSet<ChildId>,
     unsent_releases: Vec<(ChildId, u64)>,
+    /// Voters whose leases are renewed at the next `poll_transmit`.
+    renew_due: BTreeSet<NodeName>,
+    /// Per voter, the latest renewals sent by digest and the leases each covered.
+    renewals: BTreeMap<NodeName, std::collections::VecDeque<(u32, RenewedSet)>>,
     /// When held leases are next renewed.
     renew_at: Option<Instant>,
     /// When a held lease may next have to be given up.
@@ -88,6 +123,8 @@ pub(super) struct Leases {
     voter: Option<Voter>,
     /// Test-only sabotage: count grants from the answer, not from the request.
     sabotage_count_from_reply: bool,
+    /// Test-only sabotage: as a voter, answer every renewal by digest as renewed.
+    pub(super) sabotage_renew_blindly: bool,
 }
 
 /// One exclusive child this node holds, or is acquiring, a lease for.
@@ -118,6 +155,8 @@ struct Voter {
     /// Ballots with a request waiting for another holder's grant to end.
     waiting: BTreeSet<ChildId>,
     unsent_answers: BTreeMap<NodeId, Vec<LeaseAnswer>>,
+    /// Answers to [`Message::LeaseRenew`]s, per holder: `seq` and whether it renewed.
+    unsent_renewals: BTreeMap<NodeId, Vec<(u32, bool)>>,
     /// With a data directory: what is durable, and answers that wait for it.
     persist: Option<Persist>,
 }
@@ -200,6 +239,7 @@ impl Leases {
                 ballots: BTreeMap::new(),
                 waiting: BTreeSet::new(),
                 unsent_answers: BTreeMap::new(),
+                unsent_renewals: BTreeMap::new(),
                 persist: start.persisted.map(|durable| Persist {
                     durable,
                     requested: durable,
@@ -215,15 +255,23 @@ impl Leases {
             token_hint: start.persisted.unwrap_or(start.boot_floor),
             unsent_requests: BTreeSet::new(),
             unsent_releases: Vec::new(),
+            renew_due: BTreeSet::new(),
+            renewals: BTreeMap::new(),
             renew_at: None,
             check_at: None,
             voter,
             sabotage_count_from_reply,
+            sabotage_renew_blindly: false,
         }
     }
 
     pub(super) fn has_voters(&self) -> bool {
         !self.voters.is_empty()
+    }
+
+    /// Whether `name` is one of the voters.
+    pub(super) fn is_voter(&self, name: &NodeName) -> bool {
+        self.voters.contains(name)
     }
 
     fn majority(&self) -> usize {
@@ -256,10 +304,11 @@ impl Leases {
     pub(super) fn has_unsent(&self) -> bool {
         !self.unsent_requests.is_empty()
             || !self.unsent_releases.is_empty()
+            || !self.renew_due.is_empty()
             || self
                 .voter
                 .as_ref()
-                .is_some_and(|v| !v.unsent_answers.is_empty())
+                .is_some_and(|v| !v.unsent_answers.is_empty() || !v.unsent_renewals.is_empty())
     }
 
     /// The token a held lease carries, if its instance runs under it.
@@ -268,6 +317,39 @@ impl Leases {
             .get(id)
             .filter(|h| h.started && !h.lost)
             .map(|h| h.token)
+    }
+}
+
+impl Leases {
+    /// What to ask `voter` at this flush: the leases to request one by one (new ones, and
+    /// renewals of those it has not granted under the current token), and those renewed
+    /// by digest, in id order.
+    #[allow(clippy::type_complexity)]
+    fn to_ask(
+        &self,
+        voter: &NodeName,
+        asked: &BTreeSet<ChildId>,
+        renew_due: &BTreeSet<NodeName>,
+    ) -> (Vec<(ChildId, u64)>, Vec<(ChildId, u64)>) {
+        let mut by_request = Vec::new();
+        let mut by_digest = Vec::new();
+        if renew_due.contains(voter) {
+            for (id, holding) in self.holdings.iter().filter(|(_, h)| !h.lost) {
+                let lease = (id.clone(), holding.token);
+                if holding.granted.contains_key(voter) && !asked.contains(id) {
+                    by_digest.push(lease);
+                } else {
+                    by_request.push(lease);
+                }
+            }
+        } else {
+            by_request.extend(
+                asked
+                    .iter()
+                    .filter_map(|id| self.holdings.get(id).map(|h| (id.clone(), h.token))),
+            );
+        }
+        (by_request, by_digest)
     }
 }
 
@@ -450,9 +532,6 @@ impl Node {
     }
 
     fn lease_answer(&mut self, now: Instant, voter: &NodeName, answer: LeaseAnswer) {
-        let majority = self.leases.majority();
-        let holder_lease = self.config.holder_lease();
-        let from_reply = self.leases.sabotage_count_from_reply;
         let Some(sent_at) = self.leases.sent.get(&answer.seq).copied() else {
             return;
         };
@@ -485,40 +564,96 @@ impl Node {
                     self.leases.unsent_requests.insert(answer.id.clone());
                 }
             }
-            LeaseVerdict::Granted => {
-                let counted_from = if from_reply { now } else { sent_at };
-                let entry = holding.granted.entry(voter.clone()).or_insert(counted_from);
-                *entry = (*entry).max(counted_from);
-                let mut times: Vec<Instant> = holding.granted.values().copied().collect();
-                times.sort_unstable_by(|a, b| b.cmp(a));
-                let Some(&kth) = times.get(majority - 1) else {
-                    return;
-                };
-                let until = kth + holder_lease;
-                if holding.valid_until.is_some_and(|v| v >= until) || until <= now {
-                    return;
-                }
-                holding.valid_until = Some(until);
-                let (token, started) = (holding.token, holding.started);
-                if started {
-                    if let Some(instance) = self.instance_of(&answer.id) {
-                        self.actions.push_back(Action::LeaseExtended {
-                            id: answer.id.clone(),
-                            instance,
-                            valid_until: until,
-                        });
-                    }
-                } else if let Some(h) = self.leases.holdings.get_mut(&answer.id) {
-                    h.started = true;
-                    let fence = Fence {
-                        token,
-                        valid_until: until,
-                    };
-                    self.lease_acquired(&answer.id, fence);
-                }
-                let check = until - self.config.lease_stop_grace.min(holder_lease);
-                sooner(&mut self.leases.check_at, check);
+            LeaseVerdict::Granted => self.count_grant(now, voter, &answer.id, sent_at),
+        }
+    }
+
+    /// `voter` granted (or renewed) the lease this node holds on `id` under its current
+    /// token, in answer to a request sent at `sent_at`: the lease holds longer, or starts.
+    fn count_grant(&mut self, now: Instant, voter: &NodeName, id: &ChildId, sent_at: Instant) {
+        let majority = self.leases.majority();
+        let holder_lease = self.config.holder_lease();
+        let counted_from = if self.leases.sabotage_count_from_reply {
+            now
+        } else {
+            sent_at
+        };
+        let Some(holding) = self.leases.holdings.get_mut(id).filter(|h| !h.lost) else {
+            return;
+        };
+        let entry = holding.granted.entry(voter.clone()).or_insert(counted_from);
+        *entry = (*entry).max(counted_from);
+        let mut times: Vec<Instant> = holding.granted.values().copied().collect();
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&kth) = times.get(majority - 1) else {
+            return;
+        };
+        let until = kth + holder_lease;
+        if holding.valid_until.is_some_and(|v| v >= until) || until <= now {
+            return;
+        }
+        holding.valid_until = Some(until);
+        let token = holding.token;
+        if holding.started {
+            if let Some(instance) = self.instance_of(id) {
+                self.actions.push_back(Action::LeaseExtended {
+                    id: id.clone(),
+                    instance,
+                    valid_until: until,
+                });
             }
+        } else {
+            holding.started = true;
+            let fence = Fence {
+                token,
+                valid_until: until,
+            };
+            self.lease_acquired(id, fence);
+        }
+        let check = until - self.config.lease_stop_grace.min(holder_lease);
+        sooner(&mut self.leases.check_at, check);
+    }
+
+    /// A voter answered a renewal by digest ([`Message::LeaseRenew`]): every lease it covered
+    /// that still runs under the same token holds longer; if the voter's grants differed,
+    /// they are asked for lease by lease at once.
+    pub(super) fn handle_lease_renewed(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        seq: u32,
+        renewed: bool,
+    ) {
+        let Some(sent_at) = self.leases.sent.get(&seq).copied() else {
+            return;
+        };
+        let Some(covered) = self
+            .leases
+            .renewals
+            .get(&from.name)
+            .and_then(|sent| sent.iter().find(|(s, _)| *s == seq))
+            .map(|(_, covered)| covered.clone())
+        else {
+            return;
+        };
+        for (id, token) in covered.iter() {
+            let current = self
+                .leases
+                .holdings
+                .get_mut(id)
+                .filter(|h| h.token == *token && !h.lost);
+            match current {
+                Some(_) if renewed => self.count_grant(now, &from.name, id, sent_at),
+                // Not counted at this voter until it grants the lease again, by request.
+                Some(holding) => {
+                    holding.granted.remove(&from.name);
+                }
+                None => {}
+            }
+        }
+        if !renewed {
+            tracing::debug!(node = %self.id, voter = %from, "lease sets differ: renewing lease by lease");
+            self.leases.renew_due.insert(from.name.clone());
         }
     }
 
@@ -547,15 +682,9 @@ impl Node {
     pub(super) fn lease_tick(&mut self, now: Instant) {
         if self.leases.renew_at.is_some_and(|at| at <= now) {
             self.leases.renew_at = None;
-            let ids: Vec<ChildId> = self
-                .leases
-                .holdings
-                .iter()
-                .filter(|(_, h)| !h.lost)
-                .map(|(id, _)| id.clone())
-                .collect();
-            if !ids.is_empty() {
-                self.leases.unsent_requests.extend(ids);
+            if self.leases.holdings.values().any(|h| !h.lost) {
+                let voters = self.leases.voters.clone();
+                self.leases.renew_due.extend(voters);
                 self.arm_renewals();
             }
         }
@@ -589,12 +718,9 @@ impl Node {
     /// own requests (it is a voter) are handled at once.
     pub(super) fn flush_leases(&mut self) {
         let mut to_self = Vec::new();
-        if !self.leases.unsent_requests.is_empty() {
-            let ids = std::mem::take(&mut self.leases.unsent_requests);
-            let leases: Vec<(ChildId, u64)> = ids
-                .into_iter()
-                .filter_map(|id| self.leases.holdings.get(&id).map(|h| (id, h.token)))
-                .collect();
+        if !self.leases.unsent_requests.is_empty() || !self.leases.renew_due.is_empty() {
+            let asked = std::mem::take(&mut self.leases.unsent_requests);
+            let renew_due = std::mem::take(&mut self.leases.renew_due);
             self.leases.next_seq = self.leases.next_seq.wrapping_add(1);
             let seq = self.leases.next_seq;
             // Counted from now, before anything is sent.
@@ -603,14 +729,31 @@ impl Node {
                 self.leases.sent.pop_first();
             }
             for voter in self.leases.voters.clone() {
+                let (by_request, by_digest) = self.leases.to_ask(&voter, &asked, &renew_due);
                 if voter == self.id.name {
+                    // This node's own grants cost no message: asked one by one.
                     let me = self.id.clone();
-                    to_self.extend(self.voter_requests(self.latest_now, &me, seq, leases.clone()));
-                } else if let Some(peer) = self.live_peer(&voter) {
-                    for chunk in leases.chunks(LEASES_PER_MESSAGE) {
-                        let leases = chunk.to_vec();
-                        self.send_to(&peer, Message::LeaseRequest { seq, leases });
+                    let mut leases = by_request;
+                    leases.extend(by_digest);
+                    to_self.extend(self.voter_requests(self.latest_now, &me, seq, leases));
+                    continue;
+                }
+                let Some(peer) = self.live_peer(&voter) else {
+                    continue;
+                };
+                for chunk in by_request.chunks(LEASES_PER_MESSAGE) {
+                    let leases = chunk.to_vec();
+                    self.send_to(&peer, Message::LeaseRequest { seq, leases });
+                }
+                if !by_digest.is_empty() {
+                    let (count, digest) =
+                        lease_set_digest(by_digest.iter().map(|(id, t)| (id, *t)));
+                    let sent = self.leases.renewals.entry(voter).or_default();
+                    sent.push_back((seq, by_digest.into()));
+                    while sent.len() > RENEWALS_KEPT {
+                        sent.pop_front();
                     }
+                    self.send_to(&peer, Message::LeaseRenew { seq, count, digest });
                 }
             }
         }
@@ -633,11 +776,25 @@ impl Node {
             if let Some(mine) = unsent.remove(&self.id) {
                 to_self.extend(mine);
             }
+            let renewals = std::mem::take(&mut voter.unsent_renewals);
             for (peer, answers) in unsent {
                 for chunk in answers.chunks(LEASES_PER_MESSAGE) {
                     let answers = chunk.to_vec();
                     let holder = peer.clone();
                     self.send_to(&peer, Message::LeaseReply { holder, answers });
+                }
+            }
+            for (peer, answers) in renewals {
+                for (seq, renewed) in answers {
+                    let holder = peer.clone();
+                    self.send_to(
+                        &peer,
+                        Message::LeaseRenewed {
+                            holder,
+                            seq,
+                            renewed,
+                        },
+                    );
                 }
             }
         }
@@ -677,6 +834,51 @@ impl Node {
                     .or_default()
                     .extend(answers);
             }
+        }
+    }
+
+    /// A holder renews, by digest, every lease this voter granted it
+    /// ([`Message::LeaseRenew`]): renewed only if this voter's running grants to it are
+    /// exactly the set described, so the holder never counts a grant this voter does not
+    /// hold (a grant given meanwhile to another holder, one this voter forgot).
+    pub(super) fn handle_lease_renew(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        seq: u32,
+        (count, digest): (u32, u128),
+    ) {
+        let lease = self.config.lease_duration;
+        let blindly = self.leases.sabotage_renew_blindly;
+        let Some(voter) = self.leases.voter.as_mut() else {
+            return;
+        };
+        let granted_to_holder = |ballot: &Ballot| {
+            ballot.highest_holder.as_ref() == Some(from)
+                && !ballot.released
+                && ballot.grant.as_ref().is_some_and(|g| {
+                    g.holder == *from && g.token == ballot.highest && g.until > now
+                })
+        };
+        let mine = voter
+            .ballots
+            .iter()
+            .filter(|(_, b)| granted_to_holder(b))
+            .map(|(id, b)| (id, b.highest));
+        let renewed = voter.voting() && (blindly || lease_set_digest(mine) == (count, digest));
+        if renewed {
+            for ballot in voter.ballots.values_mut() {
+                if granted_to_holder(ballot) {
+                    if let Some(grant) = ballot.grant.as_mut() {
+                        grant.until = now + lease;
+                    }
+                }
+            }
+        }
+        let answers = voter.unsent_renewals.entry(from.clone()).or_default();
+        answers.push((seq, renewed));
+        if answers.len() > RENEWALS_KEPT {
+            answers.remove(0);
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::config::{Config, ConfigError};
 use crate::id::{NodeId, NodeName};
 use crate::membership::{
-    MAX_ROLES, Member, MemberEvent, MemberState, MemberTable, NodeMeta, Suspicion,
+    self, MAX_ROLES, Member, MemberEvent, MemberState, MemberTable, NodeMeta, Suspicion,
 };
 use crate::placement::ChildId;
 use crate::rng::Rng;
@@ -173,6 +173,7 @@ pub struct NodeBuilder {
     token_floor: u64,
     persisted_tokens: Option<u64>,
     sabotage_count_from_reply: bool,
+    sabotage_renew_blindly: bool,
 }
 
 impl NodeBuilder {
@@ -215,6 +216,14 @@ impl NodeBuilder {
     #[doc(hidden)]
     pub fn sabotage_count_from_reply(mut self, sabotage: bool) -> Self {
         self.sabotage_count_from_reply = sabotage;
+        self
+    }
+
+    /// Test-only sabotage: a voter renews every lease a renewal by digest names, whether
+    /// or not it holds the same grants, so that tests can show their checkers catch it.
+    #[doc(hidden)]
+    pub fn sabotage_renew_blindly(mut self, sabotage: bool) -> Self {
+        self.sabotage_renew_blindly = sabotage;
         self
     }
 
@@ -281,7 +290,7 @@ impl NodeBuilder {
         // more: a seed that is down never answers), or for `join_timeout` if none answers,
         // so that they know who runs what before they claim anything.
         let joined = seeds.is_empty();
-        let leases = lease::Leases::new(
+        let mut leases = lease::Leases::new(
             &self.id.name,
             self.voters,
             lease::VoterStart {
@@ -292,6 +301,7 @@ impl NodeBuilder {
             self.config.voter_quarantine(),
             self.sabotage_count_from_reply,
         );
+        leases.sabotage_renew_blindly = self.sabotage_renew_blindly;
         Ok(Node {
             leases,
             meta: NodeMeta {
@@ -388,7 +398,7 @@ pub struct Node {
     seeds: Vec<SocketAddr>,
     rng: Rng,
     /// This node's own refutation counter.
-    version: u32,
+    version: u64,
     status: Status,
     members: MemberTable,
     /// Probes this node started, by sequence number.
@@ -476,6 +486,7 @@ impl Node {
             token_floor: 0,
             persisted_tokens: None,
             sabotage_count_from_reply: false,
+            sabotage_renew_blindly: false,
         }
     }
 
@@ -638,7 +649,7 @@ impl Node {
                 updates,
                 children,
             } => {
-                self.apply_updates(now, &updates);
+                self.apply_updates(now, from, &updates);
                 self.compare_children(now, from, children);
                 if target == self.id {
                     let updates = self.piggyback(from);
@@ -662,7 +673,7 @@ impl Node {
                 updates,
                 children,
             } => {
-                self.apply_updates(now, &updates);
+                self.apply_updates(now, from, &updates);
                 self.compare_children(now, from, children);
                 if self.probes.get(&seq).is_some_and(|p| p.target == *from) {
                     self.probes.remove(&seq);
@@ -709,7 +720,7 @@ impl Node {
                     self.probes.remove(&seq);
                 }
             }
-            Message::Gossip { updates } => self.apply_updates(now, &updates),
+            Message::Gossip { updates } => self.apply_updates(now, from, &updates),
             Message::Children { records, ack } => self.handle_children(now, from, records, ack),
             Message::ChildAck { acks } => self.handle_child_ack(acks),
             Message::ChildDigest { digests } => self.handle_child_digest(from, digests),
@@ -729,6 +740,18 @@ impl Node {
                 }
             }
             Message::LeaseRelease { leases } => self.voter_release(now, from, leases),
+            Message::LeaseRenew { seq, count, digest } => {
+                self.handle_lease_renew(now, from, seq, (count, digest));
+            }
+            Message::LeaseRenewed {
+                holder,
+                seq,
+                renewed,
+            } => {
+                if holder == self.id && self.leases.is_voter(&from.name) {
+                    self.handle_lease_renewed(now, from, seq, renewed);
+                }
+            }
             Message::TokenFloorQuery => self.handle_floor_query(from),
             Message::TokenFloor { floor, boot_floor } => {
                 self.handle_floor(from, floor, boot_floor);
@@ -736,7 +759,7 @@ impl Node {
             // The runtime's business: it decodes frames itself and handles these.
             Message::App(_) => {}
             Message::Sync { members, reply } => {
-                self.apply_updates(now, &members);
+                self.apply_updates(now, from, &members);
                 if reply {
                     let members = self.full_table();
                     self.send_to(
@@ -1018,16 +1041,25 @@ impl Node {
 
     // ----- gossip --------------------------------------------------------------------------
 
-    fn apply_updates(&mut self, now: Instant, updates: &[MemberUpdate]) {
+    /// Merges what `from` says about members (itself included). Claims about others are
+    /// only claims: one whose version could not be real is ignored, and a `Left` that
+    /// `from` relays about another member counts as a `Down`, which that member refutes if
+    /// it runs.
+    fn apply_updates(&mut self, now: Instant, from: &NodeId, updates: &[MemberUpdate]) {
         // Gossip that learned of a suspicion second-hand waits one probe period longer than
         // the accuser, whose own `Down` normally arrives first.
         let suspicion_deadline = now + self.config.suspicion_timeout + self.config.probe_interval;
         for update in updates.iter().take(self.config.max_members) {
+            let update = &*membership::believable(from, update);
             if update.id.name == self.id.name {
-                self.about_self(update);
+                self.about_self(from, update);
                 if self.status != Status::Active {
                     return;
                 }
+                continue;
+            }
+            if let Some(why) = self.members.implausible(from, update) {
+                tracing::debug!(node = %self.id, %from, about = %update.id, version = update.version, ?why, "claim ignored");
                 continue;
             }
             // A `Down` verdict from a peer about a member this node holds alive, and heard
@@ -1063,22 +1095,33 @@ impl Node {
 
     /// Reacts to news about this node: refutes a suspicion or a false `Down`, or learns
     /// that a newer process took over its name.
-    fn about_self(&mut self, update: &MemberUpdate) {
+    fn about_self(&mut self, from: &NodeId, update: &MemberUpdate) {
         if update.id.incarnation > self.id.incarnation {
             self.supersede(&update.id);
             return;
         }
+        // A `Left` about this process is never its own word here: `believable` made it a
+        // `Down`, which is refuted like any other.
         let accused = matches!(update.state, MemberState::Suspect | MemberState::Down);
-        if update.id == self.id && accused && update.version >= self.version {
-            self.version = update.version.saturating_add(1);
-            tracing::debug!(node = %self.id, version = self.version, "refuting");
-            // Members that think this node is down are told too: they may be the other side
-            // of a healed partition.
-            let refutation = self.self_update();
-            self.broadcast(refutation, true);
-            // Tell this node's operator too: it was accused (frozen, partitioned) and is back.
-            self.emit(MemberEvent::Refuted(self.id.clone()));
+        if update.id != self.id || !accused || update.version < self.version {
+            return;
         }
+        // A claim beyond what anyone could have heard from this node is a forgery that
+        // others ignore too; refuting it would only hand the forger a higher version.
+        if update.version >= membership::MAX_VERSION
+            || update.version > self.version.saturating_add(membership::MAX_VERSION_JUMP)
+        {
+            tracing::debug!(node = %self.id, %from, version = update.version, "implausible claim about this node ignored");
+            return;
+        }
+        self.version = update.version + 1;
+        tracing::debug!(node = %self.id, version = self.version, "refuting");
+        // Members that think this node is down are told too: they may be the other side of
+        // a healed partition.
+        let refutation = self.self_update();
+        self.broadcast(refutation, true);
+        // Tell this node's operator too: it was accused (frozen, partitioned) and is back.
+        self.emit(MemberEvent::Refuted(self.id.clone()));
     }
 
     /// A newer process has this node's name: it owns the name and everything this one ran,
@@ -1111,7 +1154,8 @@ impl Node {
     /// Tells every member that this node's metadata changed, under a new version.
     fn announce_self(&mut self) {
         self.placement_dirty = true;
-        self.version = self.version.saturating_add(1);
+        // Bounded by MAX_VERSION: ~2^62 announcements, which no node makes.
+        self.version = (self.version + 1).min(membership::MAX_VERSION);
         let me = self.self_update();
         self.broadcast(me, false);
     }

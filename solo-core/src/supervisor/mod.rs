@@ -31,7 +31,9 @@ pub use spec::{
     WorkerSpec,
 };
 pub(crate) use table::ChildTable;
-pub use table::{ChildRecord, ChildState, DIGEST_BUCKETS, Stamp};
+pub use table::{
+    ChildRecord, ChildState, DIGEST_BUCKETS, MAX_STAMP_COUNTER, MAX_STAMP_JUMP, Stamp,
+};
 
 use crate::id::{NodeId, NodeName};
 use crate::placement::ChildId;

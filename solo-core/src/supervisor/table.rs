@@ -26,6 +26,15 @@ use crate::placement::ChildId;
 /// of buckets that differ, so a node missing a few children gets a few, not the whole table.
 pub const DIGEST_BUCKETS: usize = 256;
 
+/// The highest stamp counter a node accepts from a peer. Lamport counters rise by one per
+/// write cluster-wide, so no real cluster gets near; a record above it is refused, and so
+/// this node's own next stamp can never wrap.
+pub const MAX_STAMP_COUNTER: u64 = 1 << 62;
+/// How far above this node's own clock a peer's stamp counter may be: 2^40 writes (a
+/// thousand a second for thirty years) that this node never heard of. A record beyond it is
+/// refused as implausible, so a peer's bug cannot spend the counters' room in one message.
+pub const MAX_STAMP_JUMP: u64 = 1 << 40;
+
 /// Orders the versions of a child record: a Lamport counter, then the name of the node that
 /// wrote it, so that no two writes tie.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -173,6 +182,8 @@ impl ChildTable {
 
     /// A stamp greater than any this node has seen.
     pub(crate) fn next_stamp(&mut self, origin: &NodeName) -> Stamp {
+        // The clock never exceeds MAX_STAMP_COUNTER (merges refuse what is above), so
+        // this cannot overflow.
         self.clock += 1;
         Stamp {
             counter: self.clock,
@@ -191,8 +202,16 @@ impl ChildTable {
 
     /// Merges a record and returns its slot when it was applied (`None`: stale), so the
     /// caller can recompute the owner without looking the child up again.
+    ///
+    /// A record whose counter is above [`MAX_STAMP_COUNTER`], or more than
+    /// [`MAX_STAMP_JUMP`] above this node's clock, is refused (`None`) and changes nothing.
     pub(crate) fn merge_slot(&mut self, now: Instant, record: ChildRecord) -> Option<&mut Slot> {
-        self.clock = self.clock.max(record.stamp.counter);
+        let counter = record.stamp.counter;
+        if counter > MAX_STAMP_COUNTER || counter > self.clock.saturating_add(MAX_STAMP_JUMP) {
+            tracing::debug!(child = %record.spec.id, counter, clock = self.clock, "implausible stamp refused");
+            return None;
+        }
+        self.clock = self.clock.max(counter);
         let bucket = ChildRecord::bucket(&record.spec.id);
         let ended_at = (record.state != ChildState::Live).then_some(now);
         match self.slots.entry(record.spec.id.clone()) {

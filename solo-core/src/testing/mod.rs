@@ -36,7 +36,7 @@ use crate::node::{Action, Link, Node, Status};
 use crate::placement::ChildId;
 use crate::rng::Rng;
 use crate::supervisor::{ChildSpec, Exit};
-use crate::wire;
+use crate::wire::{self, Message};
 
 pub use schedule::{Fault, Schedule};
 
@@ -92,6 +92,9 @@ pub struct SimConfig {
     /// Runs holders that count leases from the answer (see
     /// [`NodeBuilder::sabotage_count_from_reply`](crate::NodeBuilder::sabotage_count_from_reply)).
     pub sabotage_count_from_reply: bool,
+    /// Runs voters that renew every lease a renewal by digest names (see
+    /// [`NodeBuilder::sabotage_renew_blindly`](crate::NodeBuilder::sabotage_renew_blindly)).
+    pub sabotage_renew_blindly: bool,
     /// A firewall that answers with resets: a partition makes every host on each side
     /// receive evidence that the processes on the other side are gone, which breaks the
     /// assumption of [`Config::crash_evidence`].
@@ -114,6 +117,7 @@ impl Default for SimConfig {
             voters: 0,
             voter_data_dir: false,
             sabotage_count_from_reply: false,
+            sabotage_renew_blindly: false,
             resets_on_partition: false,
         }
     }
@@ -135,6 +139,8 @@ struct Host {
     sent: u64,
     /// Bytes of the frames it sent.
     sent_bytes: u64,
+    /// Of those, `Exclusive` mode's: messages and bytes.
+    lease_sent: (u64, u64),
     /// The hosts it joins through; `None` for all of them.
     seeds: Option<Vec<usize>>,
     /// The workers the simulated runtime runs for this process: child id to instance.
@@ -399,6 +405,7 @@ impl Sim {
             offset,
             sent: 0,
             sent_bytes: 0,
+            lease_sent: (0, 0),
             seeds,
             workers: BTreeMap::new(),
             fences: BTreeMap::new(),
@@ -654,6 +661,12 @@ impl Sim {
         self.hosts[i].sent_bytes
     }
 
+    /// Lease messages (requests, renewals, releases, answers, token floors) host `i` put
+    /// on the network since it was added, and their bytes.
+    pub fn lease_traffic(&self, i: usize) -> (u64, u64) {
+        self.hosts[i].lease_sent
+    }
+
     /// The ids of the processes that run and take part in the cluster.
     pub fn running_ids(&self) -> BTreeSet<NodeId> {
         (0..self.hosts.len())
@@ -750,6 +763,7 @@ impl Sim {
             .rng_seed(rng_seed)
             .sabotage_skip_claims(self.config.sabotage_skip_claims)
             .sabotage_count_from_reply(self.config.sabotage_count_from_reply)
+            .sabotage_renew_blindly(self.config.sabotage_renew_blindly)
             .voters(voters)
             .token_floor(wall_micros)
             .persisted_tokens(persisted)
@@ -1162,6 +1176,19 @@ impl Sim {
             Err(e) => panic!("node produced an unencodable message: {e}"),
         };
         self.hosts[i].sent_bytes += frame.len() as u64;
+        if matches!(
+            transmit.message,
+            Message::LeaseRequest { .. }
+                | Message::LeaseReply { .. }
+                | Message::LeaseRelease { .. }
+                | Message::LeaseRenew { .. }
+                | Message::LeaseRenewed { .. }
+                | Message::TokenFloorQuery
+                | Message::TokenFloor { .. }
+        ) {
+            let lease = &mut self.hosts[i].lease_sent;
+            *lease = (lease.0 + 1, lease.1 + frame.len() as u64);
+        }
         self.connections.insert((i, j));
         self.connections.insert((j, i));
         let copies = if self.rng.chance(self.config.duplicate) {
