@@ -57,8 +57,8 @@ pub mod testing;
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use id::{Incarnation, MAX_NODE_NAME_LEN, NodeId, NodeName, NodeNameError};
 pub use membership::{
-    MAX_ROLES, MAX_SINGLETONS, MAX_VERSION, MAX_VERSION_JUMP, Member, MemberEvent, MemberState,
-    NodeMeta,
+    MAX_ROLE_LEN, MAX_ROLES, MAX_SINGLETONS, MAX_VERSION, MAX_VERSION_JUMP, Member, MemberEvent,
+    MemberState, NodeMeta,
 };
 pub use node::{
     Action, CommandError, Fence, Link, Node, NodeBuilder, Status, TableSizes, Transmit,

@@ -14,6 +14,8 @@ use crate::wire::MemberUpdate;
 
 /// The most roles one node may have.
 pub const MAX_ROLES: usize = 16;
+/// The longest role, in bytes.
+pub const MAX_ROLE_LEN: usize = 64;
 /// The most singletons one node may declare.
 pub const MAX_SINGLETONS: usize = 256;
 /// The highest member version a node accepts. A claim that a member is not alive is
@@ -44,6 +46,15 @@ impl NodeMeta {
     /// Whether the node has `role` (or no role is asked for).
     pub fn has_role(&self, role: Option<&str>) -> bool {
         role.is_none_or(|r| self.roles.iter().any(|mine| mine == r))
+    }
+
+    /// Whether the metadata keeps to the documented limits ([`MAX_ROLES`] roles of at most
+    /// [`MAX_ROLE_LEN`] bytes, [`MAX_SINGLETONS`] singletons). A member's update that does
+    /// not is ignored on receipt: no builder makes one.
+    pub fn within_limits(&self) -> bool {
+        self.roles.len() <= MAX_ROLES
+            && self.roles.iter().all(|r| r.len() <= MAX_ROLE_LEN)
+            && self.singletons.len() <= MAX_SINGLETONS
     }
 
     /// The fingerprint of the node's declaration of `singleton`, if it declared it.
@@ -169,6 +180,8 @@ fn precedence(state: MemberState, version: u64) -> (bool, u64, u8) {
 pub(crate) enum Implausible {
     /// Above [`MAX_VERSION`] (or, for a claim that the member is not alive, at it).
     VersionTooHigh,
+    /// Metadata beyond its documented limits ([`NodeMeta::within_limits`]).
+    MetaTooLarge,
     /// A claim by another member more than [`MAX_VERSION_JUMP`] above the version known.
     VersionJump,
 }
@@ -229,6 +242,9 @@ impl MemberTable {
             || (update.state != MemberState::Alive && update.version >= MAX_VERSION)
         {
             return Some(Implausible::VersionTooHigh);
+        }
+        if !update.meta.within_limits() {
+            return Some(Implausible::MetaTooLarge);
         }
         if update.id == *from {
             // What a member says of itself is first-hand.

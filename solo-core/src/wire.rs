@@ -152,9 +152,9 @@ pub enum Message {
     PingReq {
         /// Echoed in the [`Message::IndirectAck`].
         seq: u32,
-        /// The member to probe.
+        /// The member to probe: only one the helper knows, at the address it knows.
         target: NodeId,
-        /// Where to reach it.
+        /// Where the requester reaches it (a hint the helper does not dial).
         target_addr: SocketAddr,
     },
     /// "`target` answered the probe you asked me to make."

@@ -171,6 +171,7 @@ proptest! {
             // Leave transmits undrained half of the time: the queue cap must hold anyway.
             let sizes = node.table_sizes();
             prop_assert!(sizes.members < 16, "{sizes:?}");
+            prop_assert!(sizes.gossip <= 16, "{sizes:?}");
             prop_assert!(sizes.transmits <= 64, "{sizes:?}");
             while node.poll_action().is_some() {}
             if now.elapsed().as_nanos() % 2 == 0 {

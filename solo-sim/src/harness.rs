@@ -415,7 +415,7 @@ impl NodeSetup {
             .listen(SocketAddr::new([0, 0, 0, 0].into(), PORT))
             .advertise(me)
             .seeds(seeds)
-            .cookie("simulated")
+            .cookie("simulated.Tq7vX2pL9sK")
             .config(self.config.clone())
             .simulation_seed(self.seed ^ (self.host as u64) << 32 ^ incarnation)
             .voters(self.names.iter().take(self.voters).cloned())

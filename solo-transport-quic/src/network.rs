@@ -300,6 +300,10 @@ impl Network for QuicNetwork {
         ))
     }
 
+    fn peer_may_be(&self, stream: &QuicStream, name: &solo_core::NodeName) -> bool {
+        stream.peer_certificate_names(name)
+    }
+
     async fn connect(&self, addr: SocketAddr) -> io::Result<QuicStream> {
         let endpoint = self.endpoint()?;
         // Watched before the first packet goes out: its error may come back at once.

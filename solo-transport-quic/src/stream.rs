@@ -74,6 +74,19 @@ struct Open {
 }
 
 impl QuicStream {
+    /// Whether the peer's certificate (verified against the cluster CA in the QUIC
+    /// handshake) names node `name`; `false` before the stream is open.
+    pub(crate) fn peer_certificate_names(&self, name: &solo_core::NodeName) -> bool {
+        let State::Open(open) = &self.state else {
+            return false;
+        };
+        let identity = open.connection.peer_identity();
+        let chain = identity
+            .as_ref()
+            .and_then(|any| any.downcast_ref::<Vec<rustls::pki_types::CertificateDer<'static>>>());
+        solo_transport_tcp::tls::certificate_names(chain.map(Vec::as_slice), name)
+    }
+
     /// An established connection and its stream.
     pub(crate) fn open(
         connection: Connection,

@@ -65,6 +65,12 @@ const BYE: u8 = 0;
 /// The most tripwires the listener holds before they are matched with a connection; more
 /// are refused, and their connections run without one.
 const MAX_PENDING: usize = 256;
+/// The most tripwires waiting from one IP address, so that one host cannot take every
+/// slot of [`MAX_PENDING`] with sockets that never speak.
+const MAX_PENDING_PER_IP: usize = 16;
+/// How long after the TCP accept a tripwire may take to present its token (the dialer
+/// sends it at once); a socket that stays silent is closed then.
+const TOKEN_WITHIN: Duration = Duration::from_secs(1);
 /// How long after the TCP accept a tripwire may take to present its token and be matched
 /// with its connection; then it is refused.
 const IDENTIFY_WITHIN: Duration = Duration::from_secs(2);
@@ -89,6 +95,26 @@ struct Matching {
     pending: HashMap<Secret, (u64, oneshot::Sender<Claim>)>,
     /// Accepted connections whose tripwire has not come yet.
     awaiting: HashMap<Secret, Claim>,
+    /// Tripwires not matched yet, by source address ([`MAX_PENDING_PER_IP`]).
+    waiting_from: HashMap<std::net::IpAddr, usize>,
+}
+
+/// A waiting tripwire's place in [`Matching::waiting_from`], given back when dropped.
+struct FromSlot {
+    tripwires: Arc<Tripwires>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for FromSlot {
+    fn drop(&mut self) {
+        let mut matching = self.tripwires.lock();
+        if let Some(count) = matching.waiting_from.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                matching.waiting_from.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A connection, for the tripwire that guards it.
@@ -174,7 +200,20 @@ impl Tripwires {
                 tracing::debug!(%from, "too many tripwires waiting: one refused");
                 continue;
             };
-            tokio::spawn(Arc::clone(&self).identify(stream, from, slot));
+            let from_slot = {
+                let mut matching = self.lock();
+                let count = matching.waiting_from.entry(from.ip()).or_default();
+                if *count >= MAX_PENDING_PER_IP {
+                    tracing::debug!(%from, "too many tripwires waiting from this address: one refused");
+                    continue;
+                }
+                *count += 1;
+                FromSlot {
+                    tripwires: Arc::clone(&self),
+                    ip: from.ip(),
+                }
+            };
+            tokio::spawn(Arc::clone(&self).identify(stream, from, (slot, from_slot)));
         }
     }
 
@@ -185,11 +224,12 @@ impl Tripwires {
         self: Arc<Self>,
         mut stream: TcpStream,
         from: SocketAddr,
-        slot: OwnedSemaphorePermit,
+        slot: (OwnedSemaphorePermit, FromSlot),
     ) {
-        let deadline = Instant::now() + IDENTIFY_WITHIN;
+        let accepted = Instant::now();
+        let deadline = accepted + IDENTIFY_WITHIN;
         let mut token = [0; SECRET_LEN];
-        match timeout_at(deadline, stream.read_exact(&mut token)).await {
+        match timeout_at(accepted + TOKEN_WITHIN, stream.read_exact(&mut token)).await {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {
                 tracing::debug!(%from, %error, "a tripwire closed before its token");

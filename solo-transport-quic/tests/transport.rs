@@ -434,13 +434,13 @@ fn plain_client(
 #[tokio::test]
 async fn a_node_without_a_certificate_is_refused() {
     let ca = ca();
-    // `b`'s certificate names the server name dialers use, so that a plain verifier (no
-    // cluster-specific name handling) accepts it: the only thing missing is `n`'s
-    // certificate.
+    // `b` is named for the server name dialers use, and its certificate names it, so that
+    // a plain verifier (no cluster-specific name handling) accepts it: the only thing
+    // missing is `n`'s certificate.
     let b_tls = tls(&ca, SERVER_NAME);
     let (b, mut b_events) = start_with(
         QuicNetwork::new(&b_tls, QuicConfig::default()).expect("a QUIC network"),
-        "b",
+        SERVER_NAME,
         config(),
     )
     .await;
@@ -845,4 +845,56 @@ async fn a_peer_without_tripwires_is_connected_without_one() {
         assert_eq!(stats.stats(), Default::default());
     }
     assert_eq!(a.connections().len(), 2);
+}
+
+/// Sockets that open at a node's tripwire listener and never speak (more than the
+/// listener holds, all from one address) do not keep a new connection from its tripwire:
+/// one address holds only a few slots, and a silent socket is closed at the token deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_at_the_tripwire_listener_leave_room_for_tripwires() {
+    let ca = ca();
+    let (a, mut a_events, a_stats) = start_watched(&ca, "a", QuicConfig::default()).await;
+    let (b, mut b_events, b_stats) = start_watched(&ca, "b", QuicConfig::default()).await;
+    let mut silent = Vec::new();
+    for target in [a.local_addr(), b.local_addr()] {
+        for _ in 0..300 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+            socket
+                .bind(std::net::SocketAddr::from(([127, 0, 0, 2], 0)))
+                .expect("bind a loopback source");
+            silent.push(socket.connect(target).await.expect("connects"));
+        }
+    }
+    connect(&a, &mut a_events, &b, &mut b_events).await;
+    eventually(
+        "the new connection's tripwire is armed at both ends",
+        || a_stats.stats().tripwires_active == 1 && b_stats.stats().tripwires_active == 1,
+    )
+    .await;
+    drop(silent);
+}
+
+/// A node holding a certificate from the cluster CA for `x` can join neither as `a` (the
+/// node it dials refuses it) nor answer as `b` (its dialer refuses it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_node_cannot_join_under_a_name() {
+    let ca = ca();
+    let (b, mut b_events) = start(&ca, "b").await;
+    let (impostor, mut impostor_events) = start_with(network(&ca, "x"), "a", config()).await;
+    impostor.send(transmit(None, Some(b.advertised_addr()), 1));
+    eventually("the impostor's dial fails", || {
+        impostor.stats().dials_failed >= 1
+    })
+    .await;
+    eventually("b refuses it", || b.stats().handshakes_failed >= 1).await;
+    assert_eq!(b.stats().links_up, 0);
+    assert_quiet(&mut b_events);
+    drop(impostor_events.try_recv());
+
+    let (answering, _answering_events) = start_with(network(&ca, "x"), "c", config()).await;
+    let (a, mut a_events) = start(&ca, "a").await;
+    a.send(transmit(None, Some(answering.advertised_addr()), 1));
+    eventually("a's dial fails", || a.stats().dials_failed >= 1).await;
+    assert_eq!(a.stats().links_up, 0);
+    assert_quiet(&mut a_events);
 }

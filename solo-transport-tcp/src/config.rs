@@ -87,9 +87,22 @@ pub struct Config {
     /// The most peers connected at once; a handshake with one more new peer is refused.
     /// Default 1024.
     pub max_connections: usize,
-    /// The most inbound connections in their handshake at once; more are closed at once.
+    /// The most inbound connections in their handshake at once. One more closes the oldest
+    /// of them (a peer that knows the cookie finishes in a few round trips, so the oldest is
+    /// the likeliest to be a socket that never speaks), counted in
+    /// [`TransportStats::handshakes_evicted`](crate::TransportStats::handshakes_evicted).
     /// Default 64.
     pub max_pending_handshakes: usize,
+    /// The most inbound connections in their handshake at once from one IP address; more
+    /// from it are closed unread, counted in
+    /// [`TransportStats::connections_refused`](crate::TransportStats::connections_refused),
+    /// so that one host cannot take every slot. Default 8.
+    pub max_pending_handshakes_per_ip: usize,
+    /// How long an inbound connection may take to send the first message of its handshake
+    /// (after the TLS handshake, with `tls`): a socket that stays silent is closed then, not
+    /// at [`handshake_timeout`](Config::handshake_timeout). A dialer sends it at once, so
+    /// this is one round trip (two with TLS) plus slack. Default 1 s.
+    pub hello_timeout: Duration,
     /// The most outbound dials in progress at once; a frame that needs one more is dropped
     /// and counted. Default 256.
     pub max_dials: usize,
@@ -138,6 +151,8 @@ impl Config {
             event_capacity: 1024,
             max_connections: 1024,
             max_pending_handshakes: 64,
+            max_pending_handshakes_per_ip: 8,
+            hello_timeout: Duration::from_secs(1),
             max_dials: 256,
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
@@ -166,6 +181,10 @@ impl Config {
             ("event_capacity", self.event_capacity),
             ("max_connections", self.max_connections),
             ("max_pending_handshakes", self.max_pending_handshakes),
+            (
+                "max_pending_handshakes_per_ip",
+                self.max_pending_handshakes_per_ip,
+            ),
             ("max_dials", self.max_dials),
         ] {
             if value == 0 {
@@ -174,6 +193,7 @@ impl Config {
         }
         for (field, value) in [
             ("handshake_timeout", self.handshake_timeout),
+            ("hello_timeout", self.hello_timeout),
             ("backoff_initial", self.backoff_initial),
             ("keepalive_interval", self.keepalive_interval),
         ] {

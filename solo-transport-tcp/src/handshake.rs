@@ -67,6 +67,12 @@ pub enum HandshakeError {
     /// The peer refused this node because it has as many connections as it allows.
     #[error("peer refused: it has too many connections")]
     PeerFull,
+    /// The peer's certificate (from the cluster CA) does not name the node it claims to be.
+    #[error("the peer's certificate does not name {claimed}")]
+    WrongCertificate {
+        /// The node name the peer's hello claimed.
+        claimed: solo_core::NodeName,
+    },
     /// This node could not draw a nonce.
     #[error(transparent)]
     Random(#[from] RandomError),
@@ -279,16 +285,22 @@ pub(crate) struct Pending {
 ///
 /// The acceptor reveals no proof of its own before the initiator has proved itself, so a
 /// stranger who connects learns nothing it could use to guess the cookie offline.
+///
+/// The first message must arrive within `hello_within` (a socket that never speaks is
+/// closed long before the whole handshake's timeout).
 pub(crate) async fn accept<S>(
     stream: &mut S,
     me: &Identity,
     nonce_a: Nonce,
+    hello_within: std::time::Duration,
 ) -> Result<Pending, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // 1. nonce_i ‖ hello_i
-    let first = receive(stream).await?;
+    let first = tokio::time::timeout(hello_within, receive(stream))
+        .await
+        .map_err(|_| HandshakeError::Timeout)??;
     let (nonce_i, hello) = unchecked_nonce_and_hello(&first)?;
     let hello_bytes = first[NONCE_LEN..].to_vec();
 
@@ -357,6 +369,9 @@ pub(crate) mod tests {
     use solo_core::{Incarnation, NodeName};
     use tokio::io::AsyncReadExt;
 
+    /// Never hit: the tests' peers speak at once.
+    pub(crate) const HELLO_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
     pub(crate) fn id(name: &str, incarnation: u64) -> NodeId {
         NodeId::new(
             NodeName::new(name).expect("valid"),
@@ -389,7 +404,7 @@ pub(crate) mod tests {
         let (mut a, mut b) = tokio::io::duplex(4096);
         let accepting = async move {
             let result = async {
-                let pending = accept(&mut b, acceptor, [2; NONCE_LEN]).await?;
+                let pending = accept(&mut b, acceptor, [2; NONCE_LEN], HELLO_WITHIN).await?;
                 finish_accept(&mut b, acceptor, &pending, Verdict::Accepted, None).await?;
                 Ok(pending)
             }
@@ -472,7 +487,11 @@ pub(crate) mod tests {
             let (mut a, mut b) = tokio::io::duplex(4096);
             a.write_all(garbage).await.expect("write");
             drop(a);
-            assert!(accept(&mut b, &me, [0; NONCE_LEN]).await.is_err());
+            assert!(
+                accept(&mut b, &me, [0; NONCE_LEN], HELLO_WITHIN)
+                    .await
+                    .is_err()
+            );
         }
         // A nonce and then bytes that are no hello.
         let (mut a, mut b) = tokio::io::duplex(4096);
@@ -482,7 +501,7 @@ pub(crate) mod tests {
             .await
             .expect("write");
         assert!(matches!(
-            accept(&mut b, &me, [0; NONCE_LEN]).await,
+            accept(&mut b, &me, [0; NONCE_LEN], HELLO_WITHIN).await,
             Err(HandshakeError::Hello(_))
         ));
     }
@@ -494,7 +513,7 @@ pub(crate) mod tests {
         // Record what an honest initiator sends.
         let (mut client, mut server) = tokio::io::duplex(4096);
         let (i, p) = tokio::join!(initiate(&mut client, &a, [1; NONCE_LEN]), async {
-            let pending = accept(&mut server, &b, [2; NONCE_LEN]).await?;
+            let pending = accept(&mut server, &b, [2; NONCE_LEN], HELLO_WITHIN).await?;
             finish_accept(&mut server, &b, &pending, Verdict::Accepted, None).await
         });
         i.expect("honest run");
@@ -518,7 +537,7 @@ pub(crate) mod tests {
         // Replay against an acceptor that draws another nonce.
         let (mut attacker, mut server) = tokio::io::duplex(4096);
         attacker.write_all(&recorded).await.expect("write");
-        let result = accept(&mut server, &b, [3; NONCE_LEN]).await;
+        let result = accept(&mut server, &b, [3; NONCE_LEN], HELLO_WITHIN).await;
         assert!(
             matches!(result, Err(HandshakeError::BadProof)),
             "{result:?}"

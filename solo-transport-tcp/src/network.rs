@@ -49,6 +49,16 @@ pub trait Network: Send + Sync + 'static {
 
     /// Opens a connection to `addr`.
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Whether what this network proved of `stream`'s peer, beneath the transport's own
+    /// handshake, lets it be the node `name`: with certificates, that the peer's certificate
+    /// names it, so that a node holding `n1`'s certificate cannot join as `n2`. Asked once
+    /// the peer's hello has named it. `true` where the network proves nothing of the kind
+    /// (plain TCP: there the cookie is all there is).
+    fn peer_may_be(&self, stream: &Self::Stream, name: &solo_core::NodeName) -> bool {
+        let _ = (stream, name);
+        true
+    }
 }
 
 /// Real TCP through tokio. Streams have `TCP_NODELAY` set: the transport batches writes

@@ -42,7 +42,7 @@ use tokio::task::JoinSet;
 const CALL: Duration = Duration::from_secs(10);
 /// The bound on every wait for the cluster (forming, agreeing on an owner, a handoff).
 const BOUND: Duration = Duration::from_secs(10);
-const COOKIE: &str = "calls-bench";
+const COOKIE: &str = "calls-bench.Tq7vX2pL9sK";
 /// Calls in flight in the pipelined throughput run.
 const WINDOW: usize = 256;
 /// Tasks in the concurrent throughput run.

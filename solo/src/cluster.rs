@@ -16,6 +16,10 @@ use crate::actor::{Actor, ActorRef, CallError};
 use crate::driver::{Command, Driver};
 use crate::worker::{Registry, Spawner, Worker};
 
+/// The shortest cookie `solo-node` accepts, and below which [`ClusterBuilder`] warns: 16
+/// bytes, 128 bits if they are random.
+pub const MIN_COOKIE_LEN: usize = 16;
+
 /// Why a cluster node could not start. Nothing is left running.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -192,7 +196,9 @@ impl ClusterBuilder {
     }
 
     /// The secret every node of the cluster shares. It never crosses the network: nodes
-    /// prove they know it by challenge and response.
+    /// prove they know it by challenge and response. Use at least [`MIN_COOKIE_LEN`]
+    /// random bytes (`head -c 32 /dev/urandom | base64`): a shorter cookie is accepted, with
+    /// a warning, since anyone who guesses it is a member (see the README's trust model).
     pub fn cookie(mut self, cookie: impl Into<Vec<u8>>) -> Self {
         self.cookie = cookie.into();
         self
@@ -359,6 +365,12 @@ impl ClusterBuilder {
         if self.cookie.is_empty() {
             return Err(StartError::MissingCookie);
         }
+        if self.cookie.len() < MIN_COOKIE_LEN {
+            tracing::warn!(
+                bytes = self.cookie.len(),
+                "the cluster cookie is shorter than {MIN_COOKIE_LEN} bytes: whoever guesses it is a member"
+            );
+        }
         self.config.validate()?;
         let incarnation = self.incarnation.unwrap_or_else(unix_millis);
         let id = NodeId::new(name, Incarnation(incarnation));
@@ -490,7 +502,7 @@ struct Inner {
 ///     .node_name("a")
 ///     .listen("127.0.0.1:7001".parse()?)
 ///     .seeds(["127.0.0.1:7002".parse()?, "127.0.0.1:7003".parse()?])
-///     .cookie("secret")
+///     .cookie("q3Vd8LmX2tKp9RfZw6Yb")
 ///     .worker("lion", roar)
 ///     .start()
 ///     .await?;

@@ -29,7 +29,7 @@
 //!     .node_name("a")
 //!     .listen("127.0.0.1:7001".parse()?)
 //!     .seeds(["127.0.0.1:7002".parse()?, "127.0.0.1:7003".parse()?])
-//!     .cookie("secret")
+//!     .cookie(std::env::var("SOLO_COOKIE")?)
 //!     .worker("invoice-sync", invoice_sync)
 //!     .start()
 //!     .await?;
@@ -85,7 +85,7 @@ mod driver;
 mod worker;
 
 pub use actor::{Actor, ActorRef, CallError, Handoff};
-pub use cluster::{Cluster, ClusterBuilder, Error, StartError, Supervisor};
+pub use cluster::{Cluster, ClusterBuilder, Error, MIN_COOKIE_LEN, StartError, Supervisor};
 pub use data_dir::DataDirError;
 pub use worker::{Worker, WorkerContext, WorkerError};
 

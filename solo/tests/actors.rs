@@ -71,7 +71,7 @@ fn builder(name: &str) -> ClusterBuilder {
     Cluster::builder()
         .node_name(name)
         .listen("127.0.0.1:0".parse().expect("addr"))
-        .cookie("test-cookie")
+        .cookie("test-cookie.Tq7vX2pL9sK")
         .actor::<Counter>("counter")
         .worker("idle", idle)
 }

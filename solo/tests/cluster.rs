@@ -24,7 +24,7 @@ fn builder(name: &str) -> solo::ClusterBuilder {
     Cluster::builder()
         .node_name(name)
         .listen("127.0.0.1:0".parse().expect("addr"))
-        .cookie("test-cookie")
+        .cookie("test-cookie.Tq7vX2pL9sK")
         .worker("idle", idle)
 }
 
@@ -152,7 +152,7 @@ async fn bad_requests_get_typed_errors() {
     ));
     let missing = Cluster::builder()
         .listen("127.0.0.1:0".parse().expect("addr"))
-        .cookie("c")
+        .cookie("c.Tq7vX2pL9sK4mR8w")
         .start()
         .await;
     assert!(matches!(missing, Err(solo::StartError::MissingName)));

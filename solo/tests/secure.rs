@@ -34,7 +34,7 @@ fn builder(carrier: Carrier, ca: &CertificateAuthority, name: &str) -> ClusterBu
     let builder = Cluster::builder()
         .node_name(name)
         .listen("127.0.0.1:0".parse().expect("addr"))
-        .cookie("test-cookie")
+        .cookie("test-cookie.Tq7vX2pL9sK")
         .worker("idle", idle);
     match carrier {
         Carrier::Tls => builder.tls(tls_for(ca, name)),

@@ -116,7 +116,7 @@ pub struct NodeSpec {
     pub addr: SocketAddr,
     /// `--seed`s.
     pub seeds: Vec<SocketAddr>,
-    /// `--cookie`.
+    /// `--cookie`; empty: none is passed (`extra` names a `--cookie-file`, say).
     pub cookie: String,
     /// `--singleton`s.
     pub singletons: Vec<String>,
@@ -203,12 +203,21 @@ pub fn generate_certs(binary: &PathBuf, names: &[&str]) -> PathBuf {
     dir
 }
 
-/// Puts every spec on `kind`, with one fresh CA and a certificate per node.
+/// The node name [`call`] joins under over TLS and QUIC, whose certificate [`use_wire`]
+/// makes beside the nodes'.
+pub const CALLER: &str = "caller";
+
+/// Puts every spec on `kind`, with one fresh CA and a certificate per node (and one for
+/// [`CALLER`]).
 pub fn use_wire(binary: &PathBuf, specs: &mut [NodeSpec], kind: WireKind) {
     if kind == WireKind::Tcp {
         return;
     }
-    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = specs
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain([CALLER])
+        .collect();
     let certs = generate_certs(binary, &names);
     for spec in specs {
         spec.wire = kind.with_certs(certs.clone());
@@ -245,9 +254,13 @@ impl Node {
         };
         command
             .args(["--name", &spec.name, "--listen", &spec.addr.to_string()])
-            .args(["--cookie", &spec.cookie, "--json"])
+            .arg("--json")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // An empty cookie: `extra` says where the node reads it from.
+        if !spec.cookie.is_empty() {
+            command.args(["--cookie", &spec.cookie]);
+        }
         for seed in &spec.seeds {
             command.args(["--seed", &seed.to_string()]);
         }
@@ -491,16 +504,22 @@ pub fn exclusive_flags(voters: &[&str], singleton: &str) -> Vec<String> {
     flags
 }
 
+/// A cookie for tests, long enough for `solo-node` (16 bytes at least), named by `label`.
+pub fn test_cookie(label: &str) -> String {
+    format!("{label}.Tq7vX2pL9sK4mR8w")
+}
+
 /// The specs of a cluster of `n` nodes named `n1…` on fresh ports, each seeded with all the
-/// others, every one declaring `singletons`: change some (a cookie, say) before starting them.
-pub fn cluster_specs(n: usize, cookie: &str, singletons: &[&str]) -> Vec<NodeSpec> {
+/// others, every one declaring `singletons`, sharing the cookie [`test_cookie`]`(label)`:
+/// change some (a cookie, say) before starting them.
+pub fn cluster_specs(n: usize, label: &str, singletons: &[&str]) -> Vec<NodeSpec> {
     let addrs: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect();
     (0..n)
         .map(|i| NodeSpec {
             name: format!("n{}", i + 1),
             addr: addrs[i],
             seeds: addrs.iter().copied().filter(|a| *a != addrs[i]).collect(),
-            cookie: cookie.into(),
+            cookie: test_cookie(label),
             singletons: singletons.iter().map(|s| (*s).to_owned()).collect(),
             wire: Wire::Tcp,
             extra: Vec::new(),
@@ -511,8 +530,8 @@ pub fn cluster_specs(n: usize, cookie: &str, singletons: &[&str]) -> Vec<NodeSpe
 
 /// A cluster of `n` nodes named `n1…`, each seeded with all the others, every one
 /// declaring `singletons`.
-pub fn cluster(binary: &PathBuf, n: usize, cookie: &str, singletons: &[&str]) -> Vec<Node> {
-    cluster_specs(n, cookie, singletons)
+pub fn cluster(binary: &PathBuf, n: usize, label: &str, singletons: &[&str]) -> Vec<Node> {
+    cluster_specs(n, label, singletons)
         .into_iter()
         .map(|spec| Node::start(binary, spec))
         .collect()
@@ -707,43 +726,19 @@ pub fn call(
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    match &through.wire {
-        Wire::Tcp => {}
-        Wire::Tls(certs) => {
-            args.extend([
-                "--cert".into(),
-                certs
-                    .join(format!("{}.pem", through.name))
-                    .display()
-                    .to_string(),
-            ]);
-            args.extend([
-                "--key".into(),
-                certs
-                    .join(format!("{}.key", through.name))
-                    .display()
-                    .to_string(),
-            ]);
-            args.extend(["--ca".into(), certs.join("ca.pem").display().to_string()]);
-        }
+    // The caller presents a certificate of its own name: one that names another node
+    // would be refused.
+    let certs = match &through.wire {
+        Wire::Tcp => None,
+        Wire::Tls(certs) => Some(certs),
         Wire::Quic(certs) => {
             args.extend(["--transport".into(), "quic".into()]);
-            args.extend([
-                "--cert".into(),
-                certs
-                    .join(format!("{}.pem", through.name))
-                    .display()
-                    .to_string(),
-            ]);
-            args.extend([
-                "--key".into(),
-                certs
-                    .join(format!("{}.key", through.name))
-                    .display()
-                    .to_string(),
-            ]);
-            args.extend(["--ca".into(), certs.join("ca.pem").display().to_string()]);
+            Some(certs)
         }
+    };
+    if let Some(certs) = certs {
+        args.extend(["--name".into(), CALLER.into()]);
+        args.extend(["--certs".into(), certs.display().to_string()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match run_to_exit(binary, &args, timeout + Duration::from_secs(10)) {

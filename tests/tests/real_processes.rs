@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use tests::{
     Node, NodeEvent, NodeSpec, Wire, WireKind, cluster_specs, dump_all, free_addr, now_us,
-    run_to_exit, settled_owner, settled_owner_for, solo_node_binary, use_wire, wait_any,
-    wait_full_mesh,
+    run_to_exit, settled_owner, settled_owner_for, solo_node_binary, test_cookie, use_wire,
+    wait_any, wait_full_mesh,
 };
 
 /// Runs each scenario once per transport, as `scenario::tcp`, `scenario::tls` and
@@ -58,6 +58,8 @@ mod a_node_with_a_certificate_from_another_ca_never_becomes_a_member {
 
 /// The singleton every test declares.
 const SINGLETON: &str = "s";
+/// A cookie for the tests that start a node alone.
+const COOKIE: &str = "Zr8Lq2Vx7KmT4pW9";
 
 /// How long a fresh cluster gets to form and settle on a loaded 2-core machine.
 const FORM: Duration = Duration::from_secs(30);
@@ -313,7 +315,7 @@ fn a_node_with_the_wrong_cookie_never_becomes_a_member(wire: WireKind) {
     let binary = solo_node_binary(false);
     let mut specs = cluster_specs(3, "right-cookie", &[SINGLETON]);
     use_wire(&binary, &mut specs, wire);
-    specs[2].cookie = "wrong-cookie".into();
+    specs[2].cookie = test_cookie("wrong-cookie");
     assert_the_stranger_stays_out(specs);
 }
 
@@ -508,14 +510,16 @@ fn bad_flags_fail_with_one_line_and_no_panic() {
     let addr = free_addr().to_string();
     let cases: [(&[&str], &str); 7] = [
         (
-            &["--name", "a", "--listen", &addr, "--cookie", "c", "--bogus"],
+            &[
+                "--name", "a", "--listen", &addr, "--cookie", COOKIE, "--bogus",
+            ],
             "--bogus",
         ),
-        (&["--listen", &addr, "--cookie", "c"], "--name"),
-        (&["--name", "a", "--cookie", "c"], "--listen"),
+        (&["--listen", &addr, "--cookie", COOKIE], "--name"),
+        (&["--name", "a", "--cookie", COOKIE], "--listen"),
         (&["--name", "a", "--listen", &addr], "--cookie"),
         (
-            &["--name", "a", "--listen", "nope", "--cookie", "c"],
+            &["--name", "a", "--listen", "nope", "--cookie", COOKIE],
             "nope",
         ),
         (&["--name", "a", "--listen", &addr, "--cookie"], "--cookie"),
@@ -540,11 +544,62 @@ fn bad_flags_fail_with_one_line_and_no_panic() {
 }
 
 #[test]
+fn a_short_missing_or_doubly_given_cookie_fails_with_one_line() {
+    let addr = free_addr().to_string();
+    let node = ["--name", "a", "--listen", &addr];
+    let dir = tests::fresh_dir("cookie-flags");
+    std::fs::create_dir_all(&dir).expect("a fresh directory");
+    let file = dir.join("cookie");
+    std::fs::write(&file, "short\n").expect("write the cookie file");
+    let file = file.to_string_lossy().into_owned();
+    let missing = dir.join("absent").to_string_lossy().into_owned();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--cookie", "fifteen-bytes!!"], "at least 16"),
+        (&["--cookie-file", &file], "at least 16"),
+        (&["--cookie-file", &missing], &missing),
+        (&["--cookie", COOKIE, "--cookie-file", &file], "give one"),
+    ];
+    for (cookie, mentions) in cases {
+        let args: Vec<&str> = node.iter().chain(cookie).copied().collect();
+        assert_clean_failure(&args, 2, mentions);
+    }
+}
+
+/// The cookie read from a file (and its trailing newline dropped) is the one the others
+/// give on their command lines: the three nodes form one cluster.
+#[test]
+fn a_node_reads_its_cookie_from_a_file() {
+    let binary = solo_node_binary(false);
+    let mut specs = cluster_specs(3, "cookie-file", &[SINGLETON]);
+    let dir = tests::fresh_dir("cookie-file");
+    std::fs::create_dir_all(&dir).expect("a fresh directory");
+    let file = dir.join("cookie");
+    std::fs::write(&file, format!("{}\n", specs[0].cookie)).expect("write the cookie file");
+    specs[0].cookie = String::new();
+    specs[0].extra = vec![
+        "--cookie-file".to_owned(),
+        file.to_string_lossy().into_owned(),
+    ];
+    let nodes: Vec<Node> = specs
+        .into_iter()
+        .map(|spec| Node::start(&binary, spec))
+        .collect();
+    if !wait_full_mesh(&nodes, MESH) {
+        panic!(
+            "no full mesh with a cookie from a file:\n{}",
+            dump_all(&nodes)
+        );
+    }
+}
+
+#[test]
 fn a_port_in_use_fails_with_one_line_and_no_panic() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
     let addr = taken.local_addr().expect("local addr").to_string();
     assert_clean_failure(
-        &["--name", "a", "--listen", &addr, "--cookie", "c", "--json"],
+        &[
+            "--name", "a", "--listen", &addr, "--cookie", COOKIE, "--json",
+        ],
         1,
         &addr,
     );

@@ -243,9 +243,14 @@ impl NodeBuilder {
     }
 
     /// The node's roles, which children's placement constraints match (at most
-    /// [`MAX_ROLES`]; extra roles are ignored).
+    /// [`MAX_ROLES`] of at most [`MAX_ROLE_LEN`](crate::MAX_ROLE_LEN) bytes; extra or
+    /// longer roles are ignored).
     pub fn roles<S: Into<String>>(mut self, roles: impl IntoIterator<Item = S>) -> Self {
-        let mut roles: Vec<String> = roles.into_iter().map(Into::into).collect();
+        let mut roles: Vec<String> = roles
+            .into_iter()
+            .map(Into::into)
+            .filter(|r: &String| r.len() <= membership::MAX_ROLE_LEN)
+            .collect();
         roles.sort();
         roles.dedup();
         roles.truncate(MAX_ROLES);
@@ -690,11 +695,17 @@ impl Node {
             Message::PingReq {
                 seq,
                 target,
-                target_addr,
+                target_addr: _,
             } => {
                 if self.relays.len() >= MAX_RELAYS || target == self.id {
                     return;
                 }
+                // Only a member this node knows is probed, at the address it knows: a
+                // request cannot make it dial an address of the requester's choosing.
+                let Some(target_addr) = self.members.current(&target).map(Member::addr) else {
+                    tracing::debug!(node = %self.id, %from, %target, "ping request for a stranger ignored");
+                    return;
+                };
                 let my_seq = self.next_seq();
                 let deadline = now + self.config.probe_timeout + self.config.indirect_timeout;
                 let updates = self.piggyback(&target);
@@ -761,14 +772,7 @@ impl Node {
             Message::Sync { members, reply } => {
                 self.apply_updates(now, from, &members);
                 if reply {
-                    let members = self.full_table();
-                    self.send_to(
-                        from,
-                        Message::Sync {
-                            members,
-                            reply: false,
-                        },
-                    );
+                    self.send_sync(Some(from.clone()), None, false);
                 }
             }
         }
@@ -1160,10 +1164,31 @@ impl Node {
         self.broadcast(me, false);
     }
 
-    fn full_table(&self) -> Vec<MemberUpdate> {
-        std::iter::once(self.self_update())
-            .chain(self.members.iter().map(Member::to_update))
-            .collect()
+    /// Sends the whole member table to a peer, in [`Message::Sync`]s of at most
+    /// [`SYNC_CHUNK_BYTES`] of updates each (so that members at their documented limits
+    /// never make a frame over [`wire::MAX_FRAME_LEN`]). Each chunk starts with this node's
+    /// own update; only the last asks for the peer's table in return.
+    fn send_sync(&mut self, to: Option<NodeId>, addr: Option<SocketAddr>, reply: bool) {
+        let me = self.self_update();
+        let me_bytes = serialized_size(&me);
+        let mut chunks: Vec<Vec<MemberUpdate>> = Vec::new();
+        let mut chunk = vec![me.clone()];
+        let mut bytes = me_bytes;
+        for update in self.members.iter().map(Member::to_update) {
+            let size = serialized_size(&update);
+            if chunk.len() > 1 && bytes + size > SYNC_CHUNK_BYTES {
+                chunks.push(std::mem::replace(&mut chunk, vec![me.clone()]));
+                bytes = me_bytes;
+            }
+            bytes += size;
+            chunk.push(update);
+        }
+        chunks.push(chunk);
+        let last = chunks.len() - 1;
+        for (i, members) in chunks.into_iter().enumerate() {
+            let reply = reply && i == last;
+            self.send(to.clone(), addr, Message::Sync { members, reply });
+        }
     }
 
     /// Sends `update` to every live member (and to remembered `Down` ones too when
@@ -1184,11 +1209,33 @@ impl Node {
         self.queue_gossip(update);
     }
 
+    /// Queues `update` to be piggybacked. The queue holds one update per name and at most
+    /// [`Config::max_members`] names (a flood of strangers' tombstones cannot grow it): a
+    /// new name makes room by dropping the update about a name the member table no longer
+    /// holds, or else the one nearest to being spent. Anti-entropy (the periodic full-table
+    /// sync) still carries whatever was dropped.
     fn queue_gossip(&mut self, update: MemberUpdate) {
         let live = self.members.live().count() + 1;
         let remaining = self.config.retransmit_mult * ceil_log2(live + 1);
+        let name = update.id.name.clone();
+        if !self.gossip.contains_key(&name) && self.gossip.len() >= self.config.max_members {
+            let forgotten = self
+                .gossip
+                .keys()
+                .find(|n| self.members.get(n).is_none())
+                .cloned();
+            let victim = forgotten.or_else(|| {
+                self.gossip
+                    .iter()
+                    .min_by_key(|(_, p)| p.remaining)
+                    .map(|(n, _)| n.clone())
+            });
+            if let Some(victim) = victim {
+                self.gossip.remove(&victim);
+            }
+        }
         self.gossip
-            .insert(update.id.name.clone(), PendingGossip { update, remaining });
+            .insert(name, PendingGossip { update, remaining });
     }
 
     /// The updates to piggyback on a message to `recipient`: first what this node believes
@@ -1201,6 +1248,7 @@ impl Node {
             updates.push(m.to_update());
         }
         let mut spent = Vec::new();
+        let mut bytes: usize = updates.iter().map(serialized_size).sum();
         for (name, pending) in self.gossip.iter_mut() {
             if updates.len() >= self.config.max_piggyback {
                 break;
@@ -1208,6 +1256,13 @@ impl Node {
             if name == &recipient.name {
                 continue;
             }
+            // A probe stays small whatever the members' metadata: the rest waits for the
+            // next one (or the next sync).
+            let size = serialized_size(&pending.update);
+            if !updates.is_empty() && bytes + size > PIGGYBACK_BYTES {
+                break;
+            }
+            bytes += size;
             updates.push(pending.update.clone());
             pending.remaining = pending.remaining.saturating_sub(1);
             if pending.remaining == 0 {
@@ -1240,15 +1295,7 @@ impl Node {
                 if n == 0 {
                     self.send_child_digest(&id);
                 }
-                let members = self.full_table();
-                self.send(
-                    Some(id),
-                    Some(addr),
-                    Message::Sync {
-                        members,
-                        reply: true,
-                    },
-                );
+                self.send_sync(Some(id), Some(addr), true);
             }
         }
         // And one seed that is not a live member: two halves that formed separate clusters
@@ -1260,26 +1307,13 @@ impl Node {
             .copied()
             .collect();
         if let Some(i) = self.rng.index(strangers.len()) {
-            let members = self.full_table();
-            let sync = Message::Sync {
-                members,
-                reply: true,
-            };
-            self.send(None, Some(strangers[i]), sync);
+            self.send_sync(None, Some(strangers[i]), true);
         }
     }
 
     fn join_round(&mut self) {
         for seed in self.seeds.clone() {
-            let members = self.full_table();
-            self.send(
-                None,
-                Some(seed),
-                Message::Sync {
-                    members,
-                    reply: true,
-                },
-            );
+            self.send_sync(None, Some(seed), true);
         }
     }
 
@@ -1387,6 +1421,19 @@ pub struct TableSizes {
     pub transmits: usize,
     /// Queued actions.
     pub actions: usize,
+}
+
+/// The most bytes of member updates one [`Message::Sync`] carries: a member at its
+/// documented limits (256 singletons of 256-byte names) takes about 70 KB, so a chunk holds
+/// several, and a frame stays far below [`wire::MAX_FRAME_LEN`].
+const SYNC_CHUNK_BYTES: usize = 256 * 1024;
+/// The most bytes of gossip piggybacked on one probe or acknowledgement.
+const PIGGYBACK_BYTES: usize = 128 * 1024;
+
+/// The encoded size of `update` (its largest case if it cannot be measured, which a
+/// valid update never is).
+fn serialized_size(update: &MemberUpdate) -> usize {
+    postcard::experimental::serialized_size(update).unwrap_or(SYNC_CHUNK_BYTES)
 }
 
 fn ring_position(name: &NodeName) -> u64 {

@@ -5,8 +5,11 @@
 //! the certificate's private key, as PEM files. A connection is accepted only if *both* ends
 //! present a certificate that chains to the cluster CA, is within its validity period and is
 //! marked for TLS client and server authentication. Host names are not checked: nodes dial
-//! addresses, and membership of the cluster is what the CA's signature says. The node's
-//! identity inside the cluster is still proven by the cookie handshake that runs inside TLS.
+//! addresses, and membership of the cluster is what the CA's signature says. Node names
+//! are: once the cookie handshake inside TLS has named the peer, the transport checks that
+//! the peer's certificate names that node (a subject alternative name, as `solo-node
+//! certs` writes it, so node names must be valid DNS names), and closes the connection
+//! otherwise: a node holding `n1`'s certificate cannot join as `n2`.
 //!
 //! Only TLS 1.3, on the `ring` provider (the project's one crypto provider).
 //!
@@ -44,6 +47,22 @@ pub use certgen::{
     CertgenError, CertificateAuthority, NODE_VALIDITY, NodeCertificate, write_cluster,
 };
 pub use stream::{TlsNetwork, TlsStream};
+
+/// Whether the leaf of a peer's certificate `chain` (already verified against the cluster
+/// CA) names node `name` among its subject alternative names, as `solo-node certs` writes
+/// them: what stops a node holding `n1`'s certificate from joining as `n2`.
+pub fn certificate_names(chain: Option<&[CertificateDer<'_>]>, name: &solo_core::NodeName) -> bool {
+    let Some(leaf) = chain.and_then(<[_]>::first) else {
+        return false;
+    };
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+        return false;
+    };
+    let Ok(subject) = ServerName::try_from(name.as_str()) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&subject).is_ok()
+}
 
 /// The server name every node dials with. It is not checked against the certificate (see
 /// the module docs); it only has to be a valid name.

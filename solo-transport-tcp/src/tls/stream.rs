@@ -70,6 +70,13 @@ impl<N: Network> Network for TlsNetwork<N> {
         let stream = self.connector.connect(name, stream).await?;
         Ok(TlsStream(State::Open(Box::new(stream.into()))))
     }
+
+    fn peer_may_be(&self, stream: &Self::Stream, name: &solo_core::NodeName) -> bool {
+        let State::Open(open) = &stream.0 else {
+            return false;
+        };
+        super::certificate_names(open.get_ref().1.peer_certificates(), name)
+    }
 }
 
 /// A TLS stream of a [`TlsNetwork`]; an accepted one finishes its handshake on first use.

@@ -290,3 +290,43 @@ async fn the_right_certificate_with_the_wrong_cookie_is_refused() {
     )
     .await;
 }
+
+/// A node holding a certificate from the cluster CA for `x` cannot join as `a`: the node it
+/// dials refuses it once its hello names `a`.
+#[tokio::test]
+async fn a_certificate_for_another_node_cannot_dial_in() {
+    let ca = CertificateAuthority::new(CLUSTER).expect("ca");
+    assert_refused(
+        TlsNetwork::new(TokioNetwork, &tls_for(&ca, "x")),
+        config(),
+        &ca,
+    )
+    .await;
+}
+
+/// Nor can it answer as `b`: the dialer refuses a peer whose certificate names another
+/// node than its hello.
+#[tokio::test]
+async fn a_certificate_for_another_node_cannot_answer_a_dial() {
+    let ca = CertificateAuthority::new(CLUSTER).expect("ca");
+    let (impostor, _impostor_events) = start_tls(
+        "b",
+        TlsNetwork::new(TokioNetwork, &tls_for(&ca, "x")),
+        config(),
+    )
+    .await;
+    let (a, mut a_events) = start_tls(
+        "a",
+        TlsNetwork::new(TokioNetwork, &tls_for(&ca, "a")),
+        config(),
+    )
+    .await;
+    a.send(transmit(None, Some(impostor.advertised_addr()), 1));
+    eventually("the dial fails", || a.stats().dials_failed >= 1).await;
+    assert_quiet(&mut a_events);
+    assert_eq!(a.stats().links_up, 0);
+    assert!(!certificate_names(
+        None,
+        &solo_core::NodeName::new("a").expect("valid")
+    ));
+}

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -145,8 +145,12 @@ pub struct TransportStats {
     pub dials_failed: u64,
     /// Handshakes, in either role, that failed after the TCP connection was made.
     pub handshakes_failed: u64,
-    /// Inbound connections closed unread because too many handshakes were in progress.
+    /// Inbound connections closed unread because too many handshakes were in progress from
+    /// their address ([`Config::max_pending_handshakes_per_ip`](crate::Config::max_pending_handshakes_per_ip)).
     pub connections_refused: u64,
+    /// Inbound handshakes closed to make room for a newer one
+    /// ([`Config::max_pending_handshakes`](crate::Config::max_pending_handshakes)).
+    pub handshakes_evicted: u64,
     /// Connections closed by the tie-break in favour of another to the same peer.
     pub duplicates_closed: u64,
     /// `Link::Up` events sent.
@@ -308,7 +312,7 @@ impl TransportBuilder {
                 tasks: BTreeMap::new(),
                 newest: BTreeMap::new(),
                 next_id: 0,
-                pending_handshakes: 0,
+                pending: PendingHandshakes::default(),
                 random: randomness.unwrap_or_default(),
             }),
         });
@@ -539,6 +543,7 @@ struct Counters {
     dials_failed: Counter,
     handshakes_failed: Counter,
     connections_refused: Counter,
+    handshakes_evicted: Counter,
     duplicates_closed: Counter,
     links_up: Counter,
     links_down: Counter,
@@ -557,6 +562,7 @@ impl Counters {
             dials_failed: self.dials_failed.get(),
             handshakes_failed: self.handshakes_failed.get(),
             connections_refused: self.connections_refused.get(),
+            handshakes_evicted: self.handshakes_evicted.get(),
             duplicates_closed: self.duplicates_closed.get(),
             links_up: self.links_up.get(),
             links_down: self.links_down.get(),
@@ -609,8 +615,54 @@ struct State {
     /// older one is refused at its handshake, with [`Verdict::Superseded`].
     newest: BTreeMap<NodeName, Incarnation>,
     next_id: u64,
-    pending_handshakes: usize,
+    /// Inbound connections in their handshake.
+    pending: PendingHandshakes,
     random: Randomness,
+}
+
+/// Inbound connections in their handshake, by task (ids rise, so the first is the oldest)
+/// and by source address, for [`Config::max_pending_handshakes`] and
+/// [`Config::max_pending_handshakes_per_ip`].
+#[derive(Debug, Default)]
+struct PendingHandshakes {
+    by_task: BTreeMap<u64, IpAddr>,
+    by_ip: BTreeMap<IpAddr, usize>,
+}
+
+impl PendingHandshakes {
+    fn len(&self) -> usize {
+        self.by_task.len()
+    }
+
+    fn from(&self, ip: IpAddr) -> usize {
+        self.by_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn insert(&mut self, task: u64, ip: IpAddr) {
+        self.by_task.insert(task, ip);
+        *self.by_ip.entry(ip).or_default() += 1;
+    }
+
+    /// Forgets `task`; whether it was pending.
+    fn remove(&mut self, task: u64) -> bool {
+        let Some(ip) = self.by_task.remove(&task) else {
+            return false;
+        };
+        if let Some(count) = self.by_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_ip.remove(&ip);
+            }
+        }
+        true
+    }
+
+    /// Forgets the oldest handshake and returns its task.
+    fn pop_oldest(&mut self) -> Option<u64> {
+        let task = *self.by_task.keys().next()?;
+        self.remove(task);
+        Some(task)
+    }
 }
 
 impl State {
@@ -1249,7 +1301,9 @@ impl<N: Network> Shared<N> {
     fn handshake_failed(&self, error: &HandshakeError) {
         self.counters.handshakes_failed.inc();
         match error {
-            HandshakeError::BadProof | HandshakeError::Refused(_) => {
+            HandshakeError::BadProof
+            | HandshakeError::Refused(_)
+            | HandshakeError::WrongCertificate { .. } => {
                 tracing::warn!(%error, "handshake failed; connection dropped");
             }
             _ => tracing::debug!(%error, "handshake failed; connection dropped"),
@@ -1312,13 +1366,24 @@ impl<N: Network> Shared<N> {
             return;
         }
         let events = events.clone();
-        if st.pending_handshakes >= self.config.max_pending_handshakes {
+        if st.pending.from(remote.ip()) >= self.config.max_pending_handshakes_per_ip {
             self.counters.connections_refused.inc();
-            tracing::debug!(%remote, "too many handshakes in progress; connection closed");
+            tracing::debug!(%remote, "too many handshakes in progress from this address; connection closed");
             return;
         }
-        st.pending_handshakes += 1;
+        if st.pending.len() >= self.config.max_pending_handshakes {
+            // The oldest makes room: a peer that knows the cookie finishes in round trips,
+            // so the oldest is the likeliest never to speak.
+            if let Some(oldest) = st.pending.pop_oldest() {
+                if let Some(task) = st.tasks.remove(&oldest) {
+                    task.abort();
+                }
+                self.counters.handshakes_evicted.inc();
+                tracing::debug!(%remote, "too many handshakes in progress; the oldest closed");
+            }
+        }
         let task = st.next_id();
+        st.pending.insert(task, remote.ip());
         let span = tracing::info_span!(
             "conn",
             node = %self.me.node(),
@@ -1334,20 +1399,30 @@ impl<N: Network> Shared<N> {
 
     async fn run_inbound(self: Arc<Self>, mut stream: N::Stream, task: u64, events: Events) {
         let deadline = Instant::now() + self.config.handshake_timeout;
+        let hello_within = self.config.hello_timeout;
         let result = match self.nonce() {
-            Ok(nonce) => timeout_at(deadline, handshake::accept(&mut stream, &self.me, nonce))
-                .await
-                .unwrap_or(Err(HandshakeError::Timeout)),
+            Ok(nonce) => timeout_at(
+                deadline,
+                handshake::accept(&mut stream, &self.me, nonce, hello_within),
+            )
+            .await
+            .unwrap_or(Err(HandshakeError::Timeout)),
             Err(error) => Err(error.into()),
         };
-        {
-            let mut st = self.state();
-            st.pending_handshakes = st.pending_handshakes.saturating_sub(1);
+        if !self.state().pending.remove(task) {
+            // Closed to make room for a newer handshake (and its abort is on its way):
+            // nothing of it may be installed.
+            return;
         }
         let pending = match result {
             Ok(pending) => pending,
             Err(error) => return self.handshake_failed(&error),
         };
+        let claimed = &pending.hello.node.name;
+        if !self.network.peer_may_be(&stream, claimed) {
+            let claimed = claimed.clone();
+            return self.handshake_failed(&HandshakeError::WrongCertificate { claimed });
+        }
         let peer = pending.hello.node.clone();
         tracing::Span::current().record("peer", tracing::field::display(&peer));
 
@@ -1403,6 +1478,10 @@ impl<N: Network> Shared<N> {
                 .await
                 .map_err(HandshakeError::Connect)?;
             let (hello, verdict, newer) = handshake::initiate(&mut stream, &self.me, nonce).await?;
+            if !self.network.peer_may_be(&stream, &hello.node.name) {
+                let claimed = hello.node.name.clone();
+                return Err(HandshakeError::WrongCertificate { claimed });
+            }
             Ok((stream, hello, verdict, newer))
         };
         let (stream, hello, verdict, newer) = match timeout_at(deadline, attempt)

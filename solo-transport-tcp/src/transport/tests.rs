@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 use super::*;
-use crate::handshake::tests::{id, identity};
+use crate::handshake::tests::{HELLO_WITHIN, id, identity};
 
 /// Long enough never to be hit on a loaded machine; the tests pass in milliseconds.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
@@ -1017,7 +1017,7 @@ async fn a_redial_replaces_a_silent_connection_the_tie_break_would_keep() {
         1,
     ));
     let (mut stalled, _) = listener.accept().await.expect("accept");
-    let pending = handshake::accept(&mut stalled, &mallory, [3; NONCE_LEN])
+    let pending = handshake::accept(&mut stalled, &mallory, [3; NONCE_LEN], HELLO_WITHIN)
         .await
         .expect("b's hello");
     handshake::finish_accept(&mut stalled, &mallory, &pending, Verdict::Accepted, None)
@@ -1069,4 +1069,63 @@ async fn without_probing_a_closed_peer_is_only_down() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_quiet(&mut a_events);
     drop(a);
+}
+
+/// 500 sockets that connect and never speak (half from one address, half from 125 others)
+/// cannot lock a peer out: per-address limits turn most away, the oldest silent handshake
+/// makes room for a new one, and the rest are closed at the hello deadline. The handshake
+/// timeout is a minute here, which is what a lockout would cost (before these limits, 64
+/// silent sockets blocked every inbound handshake for the whole handshake timeout).
+#[tokio::test]
+async fn silent_sockets_do_not_lock_a_peer_out() {
+    let mut patient = config();
+    patient.handshake_timeout = Duration::from_secs(60);
+    let (b, mut b_events) = start_with(TokioNetwork, "b", 1, patient).await;
+    let target = b.advertised_addr();
+    let mut silent = Vec::new();
+    for i in 0..500u16 {
+        let source = if i < 250 {
+            std::net::Ipv4Addr::new(127, 0, 0, 2)
+        } else {
+            std::net::Ipv4Addr::new(127, 0, 1, u8::try_from(i % 125).expect("small") + 1)
+        };
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .expect("bind a loopback source");
+        silent.push(socket.connect(target).await.expect("connects"));
+    }
+    let (a, _a_events) = start("a").await;
+    let started = Instant::now();
+    a.send(transmit(Some(b.node().clone()), Some(target), 1));
+    expect_link(&mut b_events, a.node(), Link::Up).await;
+    assert_eq!(expect_frame(&mut b_events, a.node()).await, message(1));
+    let took = started.elapsed();
+    let stats = b.stats();
+    println!(
+        "joined in {took:?} beside 500 silent sockets ({} refused by address, {} evicted)",
+        stats.connections_refused, stats.handshakes_evicted
+    );
+    assert!(stats.connections_refused >= 200, "{stats:?}");
+    assert!(stats.handshakes_evicted >= 1, "{stats:?}");
+    drop(silent);
+}
+
+/// A socket that connects and stays silent is closed at the hello deadline, long before
+/// the handshake timeout.
+#[tokio::test]
+async fn a_silent_socket_is_closed_at_the_hello_deadline() {
+    let mut patient = config();
+    patient.handshake_timeout = Duration::from_secs(60);
+    patient.hello_timeout = Duration::from_millis(200);
+    let (b, _b_events) = start_with(TokioNetwork, "b", 1, patient).await;
+    let mut silent = TcpStream::connect(b.advertised_addr())
+        .await
+        .expect("connects");
+    let mut byte = [0u8; 1];
+    let read = timeout(WAIT, silent.read(&mut byte))
+        .await
+        .expect("closed well before the handshake timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_eq!(b.stats().handshakes_failed, 1);
 }

@@ -11,7 +11,10 @@
 //! * `--name NAME`, `--listen ADDR:PORT` (required); `--seed HOST:PORT` (repeatable; a seed
 //!   that does not answer yet is retried in the background, which is how a cluster cold
 //!   starts, for up to `--seed-timeout SECS`, default 30, after which a node that has met no
-//!   one exits with an error naming its seeds); `--cookie SECRET` or the `SOLO_COOKIE` environment variable (required);
+//!   one exits with an error naming its seeds); the cluster's secret (required, at least
+//!   16 bytes: a shorter one is refused with one line): `--cookie-file PATH` (the file's
+//!   contents, without a trailing newline), the `SOLO_COOKIE` environment variable, or
+//!   `--cookie SECRET` (visible to every user in `ps`: for tests);
 //!   `--singleton NAME` (repeatable: a demo singleton, an actor that prints
 //!   `I am singleton, hear me roar` every second while it runs and counts its roars; it
 //!   hands the count over when it moves on purpose, so the count goes on after a graceful
@@ -50,7 +53,8 @@
 //!   as an observer (a member that never runs anything), calls the actor `NAME` with the
 //!   text `MESSAGE`, prints its text reply and leaves. The demo singleton answers `get`
 //!   and `add N` with its count. Takes `--cluster`, `--transport`, `--certs`/`--ca`/
-//!   `--cert`/`--key`, `--name` and `--listen` (default `127.0.0.1:0`) as a node does.
+//!   `--cert`/`--key`, `--name` and `--listen` (default `127.0.0.1:0`) as a node does;
+//!   over TLS or QUIC its `--name` must be one its certificate names (peers check).
 //! * `solo-node certs --out DIR [--cluster NAME] NODE...` (built with the `certgen` feature)
 //!   writes a new cluster CA (`ca.pem`, `ca.key`) and a certificate and key per node, and
 //!   refuses to overwrite any file.
@@ -69,7 +73,7 @@ use solo::{
 };
 
 const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOST:PORT]... \
-                     [--seed-timeout SECS] [--cookie SECRET | SOLO_COOKIE=...] [--singleton NAME]... \
+                     [--seed-timeout SECS] [--cookie-file PATH | SOLO_COOKIE=... | --cookie SECRET] [--singleton NAME]... \
                      [--exclusive-singleton NAME]... [--voter NAME]... [--data-dir PATH] [--crash-evidence] \
                      [--fenced-store ADDR [--store-delay-ms N]] \
                      [--cluster NAME] [--json] [--transport tcp|quic] \
@@ -142,7 +146,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
     let mut positional = Vec::new();
     let mut timeout = Duration::from_secs(5);
     let mut seeds = Vec::new();
-    let mut cookie = std::env::var("SOLO_COOKIE").ok();
+    let mut cookie = None;
+    let mut cookie_file = None;
     let mut crash_evidence = false;
     let mut singletons = Vec::new();
     let mut exclusive_singletons = Vec::new();
@@ -176,6 +181,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
                 seeds.push(addr);
             }
             "--cookie" => cookie = Some(value("--cookie")?),
+            "--cookie-file" => cookie_file = Some(PathBuf::from(value("--cookie-file")?)),
             "--singleton" => singletons.push(value("--singleton")?),
             "--exclusive-singleton" => exclusive_singletons.push(value("--exclusive-singleton")?),
             "--voter" => voters.push(value("--voter")?),
@@ -256,9 +262,11 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
         name: name.ok_or("--name is required")?,
         listen: listen.ok_or("--listen is required")?,
         seeds,
-        cookie: cookie
-            .filter(|c| !c.is_empty())
-            .ok_or("--cookie (or SOLO_COOKIE) is required")?,
+        cookie: pick_cookie(
+            cookie,
+            cookie_file.as_deref(),
+            std::env::var("SOLO_COOKIE").ok(),
+        )?,
         singletons,
         exclusive_singletons,
         voters,
@@ -272,6 +280,41 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
         certs,
         call,
     })
+}
+
+/// The cluster's secret: from `--cookie-file`, or `--cookie`, or else `SOLO_COOKIE`, and
+/// at least [`solo::MIN_COOKIE_LEN`] bytes.
+fn pick_cookie(
+    flag: Option<String>,
+    file: Option<&Path>,
+    env: Option<String>,
+) -> Result<String, String> {
+    let (cookie, from) = match (flag, file) {
+        (Some(_), Some(_)) => return Err("--cookie and --cookie-file: give one".to_owned()),
+        (Some(cookie), None) => (cookie, "--cookie".to_owned()),
+        (None, Some(path)) => {
+            let raw = std::fs::read_to_string(path)
+                .map_err(|e| format!("--cookie-file {}: {e}", path.display()))?;
+            let cookie = raw.trim_end_matches(['\n', '\r']).to_owned();
+            (cookie, format!("--cookie-file {}", path.display()))
+        }
+        (None, None) => match env {
+            Some(cookie) => (cookie, "SOLO_COOKIE".to_owned()),
+            None => {
+                return Err(
+                    "a cookie is required: --cookie-file PATH, SOLO_COOKIE, or --cookie".to_owned(),
+                );
+            }
+        },
+    };
+    if cookie.len() < solo::MIN_COOKIE_LEN {
+        return Err(format!(
+            "{from}: the cookie is {} bytes, at least {} are required (for one: head -c 32 /dev/urandom | base64)",
+            cookie.len(),
+            solo::MIN_COOKIE_LEN
+        ));
+    }
+    Ok(cookie)
 }
 
 /// `solo-node certs --out DIR [--cluster NAME] NODE...`
@@ -801,5 +844,27 @@ fn print_event(printer: &Printer, event: &Event) {
             printer.print("superseded", &[("by", &by)], &format!("superseded by {by}"));
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_cookie;
+
+    const GOOD: &str = "Zr8Lq2Vx7KmT4pW9";
+
+    #[test]
+    fn the_cookie_comes_from_the_flag_the_file_or_the_environment() {
+        let from_flag = pick_cookie(Some(GOOD.into()), None, Some("other-cookie-env-1".into()));
+        assert_eq!(from_flag.as_deref(), Ok(GOOD), "a flag beats SOLO_COOKIE");
+        let from_env = pick_cookie(None, None, Some(GOOD.into()));
+        assert_eq!(from_env.as_deref(), Ok(GOOD));
+        let missing = pick_cookie(None, None, None).expect_err("no cookie at all");
+        assert!(missing.contains("--cookie-file"), "{missing}");
+        let short = pick_cookie(None, None, Some("short".into())).expect_err("5 bytes");
+        assert!(
+            short.starts_with("SOLO_COOKIE: the cookie is 5 bytes"),
+            "{short}"
+        );
     }
 }

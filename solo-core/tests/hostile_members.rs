@@ -1,9 +1,11 @@
-//! Claims a member makes about *another* node are only claims: a forged `Left` or `Down`
-//! about a live node, at any version, is refuted, and the node goes on running what it ran.
+//! What a buggy or compromised member (one that holds the cookie) can send, and what it
+//! cannot do with it. Claims a member makes about *another* node are only claims: a forged
+//! `Left` or `Down` about a live node, at any version, is refuted, and the node goes on
+//! running what it ran. Implausible counters are refused, a ping request dials no address
+//! of the requester's choosing, and floods stay within the tables' caps.
 //!
-//! Each test delivers a message forged by one member (n1, whose connection the transport
-//! authenticated: it holds the cookie) to the others, as a buggy or compromised member
-//! could send it, and checks that the accused node n2 stays a live member everywhere.
+//! Each test delivers messages forged by one member (whose connection the transport
+//! authenticated) to the others, and checks what they did.
 
 use std::time::Duration;
 
@@ -215,4 +217,182 @@ fn a_child_stamp_at_the_counters_end_is_refused_and_later_commands_work() {
             "counter {counter}: next was terminated"
         );
     }
+}
+
+/// A ping request makes a node probe only a member it knows, at the address it knows: never
+/// an address the requester names.
+#[test]
+fn a_ping_request_never_makes_a_node_dial_an_address_it_was_given() {
+    let mut sim = three_nodes();
+    let forger = id_of(&sim, 1);
+    let member = id_of(&sim, 2);
+    let elsewhere: std::net::SocketAddr = "192.0.2.7:9".parse().expect("addr");
+    let stranger = NodeId::new(
+        solo_core::NodeName::new("stranger").expect("valid"),
+        solo_core::Incarnation(1),
+    );
+    let known_addr = sim.node(2).expect("running").addr();
+    let transmits = sim
+        .with_node(0, |node, now| {
+            for (seq, target) in [(7, stranger.clone()), (8, member.clone())] {
+                let request = Message::PingReq {
+                    seq,
+                    target,
+                    target_addr: elsewhere,
+                };
+                node.handle_message(now, &forger, request);
+            }
+            std::iter::from_fn(|| node.poll_transmit()).collect::<Vec<_>>()
+        })
+        .expect("running");
+    assert!(
+        transmits.iter().all(|t| t.addr != Some(elsewhere)),
+        "a node dialed the address a request named: {transmits:?}"
+    );
+    let probes: Vec<_> = transmits
+        .iter()
+        .filter(|t| matches!(t.message, Message::Ping { ref target, .. } if *target == member))
+        .collect();
+    assert_eq!(probes.len(), 1, "the known member is probed: {transmits:?}");
+    assert_eq!(probes[0].addr, Some(known_addr));
+    assert!(
+        !transmits.iter().any(|t| t.to.as_ref() == Some(&stranger)),
+        "the stranger was probed: {transmits:?}"
+    );
+}
+
+/// A flood of tombstones about strangers, each a new name, keeps the member table and the
+/// gossip queue within `max_members`.
+#[test]
+fn a_flood_of_strangers_tombstones_stays_within_the_caps() {
+    let config = solo_core::Config::builder()
+        .max_members(16)
+        .build()
+        .expect("valid");
+    let mut sim = Sim::new(
+        SEED,
+        SimConfig {
+            node: config,
+            ..SimConfig::default()
+        },
+    );
+    for _ in 0..3 {
+        sim.add_node();
+    }
+    sim.run_until(Duration::from_secs(5), Sim::converged)
+        .expect("converges");
+    let forger = id_of(&sim, 1);
+    let addr = sim.node(1).expect("running").addr();
+    for batch in 0..100u64 {
+        let updates: Vec<MemberUpdate> = (0..100u64)
+            .map(|i| MemberUpdate {
+                id: NodeId::new(
+                    solo_core::NodeName::new(format!("ghost-{batch}-{i}")).expect("valid"),
+                    solo_core::Incarnation(1),
+                ),
+                addr,
+                state: MemberState::Down,
+                version: 0,
+                meta: Default::default(),
+            })
+            .collect();
+        sim.with_node(0, |node, now| {
+            node.handle_message(now, &forger, Message::Gossip { updates });
+        });
+        sim.run_for(Duration::from_millis(10));
+        let sizes = sim.node(0).expect("running").table_sizes();
+        assert!(sizes.members < 16, "batch {batch}: {sizes:?}");
+        assert!(sizes.gossip <= 16, "batch {batch}: {sizes:?}");
+    }
+    // The real members are still there, alive.
+    let view = sim.node(0).expect("running").live_view();
+    assert_eq!(view.len(), 3, "{view:?}");
+}
+
+/// Metadata beyond its documented limits (more roles than `MAX_ROLES`, a role longer than
+/// `MAX_ROLE_LEN`, more singletons than `MAX_SINGLETONS`) is ignored on receipt, even from
+/// the member itself: what the receiver knew of it stands.
+#[test]
+fn metadata_beyond_its_limits_is_ignored() {
+    use solo_core::{MAX_ROLE_LEN, MAX_ROLES, MAX_SINGLETONS, NodeMeta};
+    let oversized = [
+        NodeMeta {
+            roles: (0..=MAX_ROLES).map(|r| format!("r{r:02}")).collect(),
+            ..NodeMeta::default()
+        },
+        NodeMeta {
+            roles: vec!["x".repeat(MAX_ROLE_LEN + 1)],
+            ..NodeMeta::default()
+        },
+        NodeMeta {
+            singletons: (0..=MAX_SINGLETONS)
+                .map(|s| (ChildId::new(format!("s{s}")).expect("valid"), 0))
+                .collect(),
+            ..NodeMeta::default()
+        },
+    ];
+    for meta in oversized {
+        let mut sim = three_nodes();
+        let sender = id_of(&sim, 1);
+        let before = sim
+            .node(0)
+            .expect("running")
+            .member(&sender.name)
+            .expect("known")
+            .clone();
+        let update = MemberUpdate {
+            id: sender.clone(),
+            addr: before.addr(),
+            state: MemberState::Alive,
+            version: before.version() + 1,
+            meta,
+        };
+        sim.with_node(0, |node, now| {
+            let updates = vec![update];
+            node.handle_message(now, &sender, Message::Gossip { updates });
+        });
+        let after = sim
+            .node(0)
+            .expect("running")
+            .member(&sender.name)
+            .expect("known");
+        assert_eq!(after.version(), before.version(), "the update was applied");
+        assert_eq!(after.meta(), before.meta());
+    }
+}
+
+/// Members at their documented limits make no frame over the maximum: 20 nodes, each
+/// declaring 256 singletons with 200-byte names, converge (the simulator fails on any
+/// message it cannot encode), and every singleton runs once.
+#[test]
+fn twenty_nodes_at_the_declaration_limits_converge() {
+    let singletons: Vec<ChildSpec> = (0..solo_core::MAX_SINGLETONS)
+        .map(|s| {
+            let name = format!("{s:03}-{}", "n".repeat(196));
+            ChildSpec::new(ChildId::new(name).expect("valid"), "worker", vec![])
+        })
+        .collect();
+    let mut sim = Sim::new(
+        SEED,
+        SimConfig {
+            singletons,
+            ..SimConfig::default()
+        },
+    );
+    for _ in 0..20 {
+        sim.add_node();
+    }
+    let converged = sim.run_until(Duration::from_secs(30), Sim::converged);
+    assert!(
+        converged.is_some(),
+        "20 nodes at the limits did not converge"
+    );
+    sim.run_for(Duration::from_secs(5));
+    let running = sim.all_instances();
+    assert_eq!(
+        running.len(),
+        solo_core::MAX_SINGLETONS,
+        "every singleton runs"
+    );
+    assert!(running.values().all(|&n| n == 1), "each once: {running:?}");
 }
