@@ -578,3 +578,70 @@ pub(crate) mod tests {
         }
     }
 }
+
+/// The handshake's bodies for fuzzing (see `solo_core::testing::fuzz`): one copy, run by
+/// the coverage-guided targets in `fuzz/` and by the stable tests.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::time::Duration;
+
+    use solo_core::wire::{Hello, PROTOCOL_VERSION};
+    use solo_core::{Incarnation, NodeId, NodeName};
+    use tokio::io::AsyncWriteExt;
+
+    use super::{Identity, NONCE_LEN, accept, initiate};
+
+    fn identity(name: &str) -> Identity {
+        let node = NodeId::new(
+            NodeName::new(name).unwrap_or_else(|e| panic!("a valid name: {e}")),
+            Incarnation(1),
+        );
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            cluster: "fuzz".into(),
+            node,
+            addr: ([127, 0, 0, 1], 7000).into(),
+            voters: Vec::new(),
+        };
+        Identity::new(hello, b"fuzzing-cookie-0123456789")
+            .unwrap_or_else(|e| panic!("the fuzzing hello encodes: {e}"))
+    }
+
+    /// `bytes` as everything a stranger's connection sends, to the acceptor and to the
+    /// initiator in turn, over an in-memory pipe: neither panics, and neither admits a peer
+    /// that never proved the cookie.
+    pub fn handshake(bytes: &[u8]) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap_or_else(|e| panic!("a runtime: {e}"));
+        runtime.block_on(async {
+            for initiator in [false, true] {
+                let (mut ours, mut theirs) = tokio::io::duplex(1 << 16);
+                let me = identity("me");
+                let sent = bytes.to_vec();
+                let stranger = tokio::spawn(async move {
+                    let _ = theirs.write_all(&sent).await;
+                    let _ = theirs.shutdown().await;
+                    // Keep reading so that our side's writes never block.
+                    let mut sink = Vec::new();
+                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut theirs, &mut sink).await;
+                });
+                let result = if initiator {
+                    initiate(&mut ours, &me, [1; NONCE_LEN]).await.map(|_| ())
+                } else {
+                    accept(&mut ours, &me, [2; NONCE_LEN], Duration::from_secs(1))
+                        .await
+                        .map(|_| ())
+                };
+                // Our end closes, so the stranger's read ends.
+                drop(ours);
+                let _ = stranger.await;
+                assert!(
+                    result.is_err(),
+                    "a peer that cannot know the cookie was admitted (initiator: {initiator})"
+                );
+            }
+        });
+    }
+}

@@ -151,6 +151,8 @@ mod transport;
 pub use config::{Config, ConfigError, Cookie};
 pub use frame::FrameError;
 pub use handshake::HandshakeError;
+#[doc(hidden)]
+pub use handshake::fuzzing;
 pub use network::{Network, TokioNetwork};
 pub use random::{RandomError, Randomness};
 pub use solo_core::wire::{MAX_FRAME_LEN, PROTOCOL_VERSION};

@@ -23,6 +23,7 @@
 //! assert!(took.is_some(), "three nodes join within 5 s");
 //! ```
 
+pub mod fuzz;
 mod schedule;
 
 use std::cmp::Reverse;
