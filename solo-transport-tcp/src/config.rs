@@ -81,6 +81,13 @@ pub struct Config {
     /// How many frames may wait for a connection being dialed; more are dropped and counted.
     /// Default 64.
     pub max_queued_frames_dialing: usize,
+    /// How many bytes of frames may wait to be written to one peer (or for its dial),
+    /// whatever their number: frames vary from a few bytes to
+    /// [`MAX_FRAME_LEN`](crate::MAX_FRAME_LEN), so a bound in frames alone would let one
+    /// slow peer hold a gigabyte. More are dropped and counted
+    /// ([`TransportStats::dropped_queue_full`](crate::TransportStats::dropped_queue_full));
+    /// a single frame larger than the budget still goes on an empty queue. Default 16 MiB.
+    pub max_queued_bytes: usize,
     /// Capacity of the event channel. Readers wait when it is full, which slows their peers
     /// down (backpressure) rather than buffering without bound. Default 1024.
     pub event_capacity: usize,
@@ -148,6 +155,7 @@ impl Config {
             handshake_timeout: Duration::from_secs(5),
             max_queued_frames: 1024,
             max_queued_frames_dialing: 64,
+            max_queued_bytes: 16 << 20,
             event_capacity: 1024,
             max_connections: 1024,
             max_pending_handshakes: 64,
@@ -178,6 +186,7 @@ impl Config {
         for (field, value) in [
             ("max_queued_frames", self.max_queued_frames),
             ("max_queued_frames_dialing", self.max_queued_frames_dialing),
+            ("max_queued_bytes", self.max_queued_bytes),
             ("event_capacity", self.event_capacity),
             ("max_connections", self.max_connections),
             ("max_pending_handshakes", self.max_pending_handshakes),

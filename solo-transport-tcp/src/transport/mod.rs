@@ -14,7 +14,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -703,6 +703,9 @@ struct Conn {
     direction: Direction,
     addr: SocketAddr,
     tx: mpsc::Sender<Vec<u8>>,
+    /// Bytes in `tx`'s queue, for [`Config::max_queued_bytes`]; the writer takes off what
+    /// it dequeues.
+    queued_bytes: Arc<AtomicUsize>,
     /// Set when the connection is retired in favour of another to the same peer: its writer
     /// then ends with the handover marker.
     retired: Arc<AtomicBool>,
@@ -773,6 +776,7 @@ struct Backoff {
 struct NewConn {
     id: u64,
     rx: mpsc::Receiver<Vec<u8>>,
+    queued_bytes: Arc<AtomicUsize>,
     retired: Arc<AtomicBool>,
     heard: Heard,
     /// The dialer's side: its first frame confirms the handshake to the acceptor.
@@ -871,10 +875,32 @@ impl<N: Network> Shared<N> {
     // ----- sending ---------------------------------------------------------------------
 
     fn enqueue(&self, conn: &Conn, frame: Vec<u8>) {
+        if self.try_queue(conn, frame) {
+            self.counters.frames_queued.inc();
+        }
+    }
+
+    /// Puts `frame` on `conn`'s write queue unless the queue holds
+    /// [`Config::max_queued_frames`] frames or [`Config::max_queued_bytes`] bytes already
+    /// (a frame larger than the whole budget still goes on an empty queue); counts a drop.
+    fn try_queue(&self, conn: &Conn, frame: Vec<u8>) -> bool {
+        let len = frame.len();
+        let queued = conn.queued_bytes.load(Ordering::Acquire);
+        if queued > 0 && queued + len > self.config.max_queued_bytes {
+            self.counters.dropped_queue_full.inc();
+            return false;
+        }
+        conn.queued_bytes.fetch_add(len, Ordering::AcqRel);
         match conn.tx.try_send(frame) {
-            Ok(()) => self.counters.frames_queued.inc(),
-            Err(mpsc::error::TrySendError::Full(_)) => self.counters.dropped_queue_full.inc(),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.counters.dropped_no_route.inc(),
+            Ok(()) => true,
+            Err(error) => {
+                conn.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                match error {
+                    mpsc::error::TrySendError::Full(_) => self.counters.dropped_queue_full.inc(),
+                    mpsc::error::TrySendError::Closed(_) => self.counters.dropped_no_route.inc(),
+                }
+                false
+            }
         }
     }
 
@@ -915,7 +941,10 @@ impl<N: Network> Shared<N> {
             return;
         }
         if let Some(dial) = st.dials.get_mut(&addr) {
-            if dial.queue.len() < self.config.max_queued_frames_dialing {
+            let bytes: usize = dial.queue.iter().map(|q| q.frame.len()).sum();
+            if dial.queue.len() < self.config.max_queued_frames_dialing
+                && bytes + frame.len() <= self.config.max_queued_bytes
+            {
                 dial.queue.push_back(Queued { to, frame });
                 self.counters.frames_queued.inc();
             } else {
@@ -959,15 +988,7 @@ impl<N: Network> Shared<N> {
                 for queued in queue {
                     if queued.to.as_ref().is_none_or(|to| to == peer) {
                         // Counted as queued already, when they joined the dial's queue.
-                        match conn.tx.try_send(queued.frame) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) => {
-                                self.counters.dropped_queue_full.inc();
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => {
-                                self.counters.dropped_no_route.inc();
-                            }
-                        }
+                        self.try_queue(conn, queued.frame);
                     } else {
                         self.counters.dropped_no_route.inc();
                     }
@@ -1088,6 +1109,7 @@ impl<N: Network> Shared<N> {
             }
         }
         let (tx, rx) = mpsc::channel(self.config.max_queued_frames);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let retired = Arc::new(AtomicBool::new(false));
         let heard = Heard::default();
         if direction == Direction::Outbound {
@@ -1107,6 +1129,7 @@ impl<N: Network> Shared<N> {
                 direction,
                 addr: hello.addr,
                 tx,
+                queued_bytes: Arc::clone(&queued_bytes),
                 retired: Arc::clone(&retired),
                 heard: heard.clone(),
                 installed_at: now,
@@ -1125,6 +1148,7 @@ impl<N: Network> Shared<N> {
         installed.conn = Some(NewConn {
             id,
             rx,
+            queued_bytes,
             retired,
             heard,
             confirm: direction == Direction::Outbound,
@@ -1642,10 +1666,15 @@ impl<N: Network> Shared<N> {
         let NewConn {
             id: conn,
             mut rx,
+            queued_bytes,
             retired,
             confirm,
             ..
         } = conn;
+        let dequeued = |frame: Vec<u8>| {
+            queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+            frame
+        };
         let mut writer = BufWriter::with_capacity(WRITE_BUFFER, half);
         let keepalive_interval = self.config.keepalive_interval;
         let mut confirmation = confirm.then(|| KEEPALIVE.to_vec());
@@ -1653,7 +1682,9 @@ impl<N: Network> Shared<N> {
             loop {
                 let next = match confirmation.take() {
                     Some(keepalive) => Ok(Some(keepalive)),
-                    None => tokio::time::timeout(keepalive_interval, rx.recv()).await,
+                    None => tokio::time::timeout(keepalive_interval, rx.recv())
+                        .await
+                        .map(|frame| frame.map(dequeued)),
                 };
                 let frame = match next {
                     Ok(Some(frame)) => frame,
@@ -1662,7 +1693,7 @@ impl<N: Network> Shared<N> {
                 };
                 frame::write_frame(&mut writer, &frame, MAX_FRAME_LEN).await?;
                 for _ in 1..MAX_BATCH {
-                    match rx.try_recv() {
+                    match rx.try_recv().map(dequeued) {
                         Ok(frame) => frame::write_frame(&mut writer, &frame, MAX_FRAME_LEN).await?,
                         Err(_) => break,
                     }

@@ -1129,3 +1129,55 @@ async fn a_silent_socket_is_closed_at_the_hello_deadline() {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert_eq!(b.stats().handshakes_failed, 1);
 }
+
+/// A gossip message of about `bytes` bytes.
+fn message_of_about(bytes: usize) -> Message {
+    let update = solo_core::wire::MemberUpdate {
+        id: id("someone", 1),
+        addr: loopback(),
+        state: solo_core::MemberState::Alive,
+        version: 0,
+        meta: solo_core::NodeMeta::default(),
+    };
+    let each = wire::encode_frame(&Message::Gossip {
+        updates: vec![update.clone()],
+    })
+    .expect("encodes")
+    .len();
+    Message::Gossip {
+        updates: vec![update; bytes / each + 1],
+    }
+}
+
+/// The frames waiting for a peer are bounded in bytes, not only in number: a queue of two
+/// frame slots still drops a frame that would take it over `max_queued_bytes`.
+#[tokio::test]
+async fn frames_waiting_for_a_peer_are_bounded_in_bytes() {
+    let mut small = config();
+    small.max_queued_frames_dialing = 64;
+    small.max_queued_bytes = 4_000;
+    let (a, _a_events) = start_with(TokioNetwork, "a", 1, small).await;
+    let dead = {
+        let listener = std::net::TcpListener::bind(loopback()).expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    // Nothing runs between these sends (a current-thread runtime): as many as fit in
+    // 4 000 bytes are queued and the rest dropped, though 64 frames would fit.
+    let message = message_of_about(1_500);
+    let len = wire::encode_frame(&message).expect("encodes").len();
+    let fit = u64::try_from(4_000 / len).expect("small");
+    assert!((1..5).contains(&fit), "{len} bytes a frame");
+    for _ in 0..5 {
+        a.send(Transmit {
+            to: None,
+            addr: Some(dead),
+            message: message.clone(),
+        });
+    }
+    let stats = a.stats();
+    assert_eq!(
+        (stats.frames_queued, stats.dropped_queue_full),
+        (fit, 5 - fit),
+        "{stats:?}"
+    );
+}
