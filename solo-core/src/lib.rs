@@ -29,7 +29,7 @@
 //! * **Claims.** `from`, the sender the transport authenticated, is trusted to speak for
 //!   itself, not for others. A claim that another node is suspect, down or gone is refuted
 //!   by that node whatever its version; a `Left` counts only from the node that leaves (relayed,
-//!   it is a `Down`); versions beyond [`MAX_VERSION`], or more than [`MAX_VERSION_JUMP`]
+//!   it is a suspicion); versions beyond [`MAX_VERSION`], or more than [`MAX_VERSION_JUMP`]
 //!   above what is known, and child stamps beyond
 //!   [`supervisor::MAX_STAMP_COUNTER`] or [`supervisor::MAX_STAMP_JUMP`] ahead, are
 //!   ignored. A member can still do what the protocol lets every member do (start and

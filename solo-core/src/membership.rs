@@ -187,16 +187,18 @@ pub(crate) enum Implausible {
 }
 
 /// What a claim by `from` about `update`'s member is believed as: only a member itself may
-/// say that it left, so a `Left` relayed by another member counts as a `Down` at the same
-/// version (which the member, if it runs, refutes).
+/// say that it left, so a `Left` relayed by another member counts as a suspicion at the
+/// same version. A member that runs refutes it within a round trip; one that really left
+/// does not, and is declared down when the suspicion runs out (by then its process has
+/// ended, or its closed connections said so sooner).
 pub(crate) fn believable<'a>(
     from: &NodeId,
     update: &'a MemberUpdate,
 ) -> std::borrow::Cow<'a, MemberUpdate> {
     if update.state == MemberState::Left && update.id != *from {
-        let mut down = update.clone();
-        down.state = MemberState::Down;
-        return std::borrow::Cow::Owned(down);
+        let mut suspected = update.clone();
+        suspected.state = MemberState::Suspect;
+        return std::borrow::Cow::Owned(suspected);
     }
     std::borrow::Cow::Borrowed(update)
 }
@@ -235,7 +237,7 @@ impl MemberTable {
     }
 
     /// Why `update`, received from `from`, is not believed, if it is not; a `Left` that
-    /// another member relays is believed only as far as a `Down` (see
+    /// another member relays is believed only as far as a suspicion (see
     /// [`believable`](Self::believable)).
     pub(crate) fn implausible(&self, from: &NodeId, update: &MemberUpdate) -> Option<Implausible> {
         if update.version > MAX_VERSION

@@ -1047,8 +1047,8 @@ impl Node {
 
     /// Merges what `from` says about members (itself included). Claims about others are
     /// only claims: one whose version could not be real is ignored, and a `Left` that
-    /// `from` relays about another member counts as a `Down`, which that member refutes if
-    /// it runs.
+    /// `from` relays about another member counts as a suspicion, which that member refutes
+    /// if it runs.
     fn apply_updates(&mut self, now: Instant, from: &NodeId, updates: &[MemberUpdate]) {
         // Gossip that learned of a suspicion second-hand waits one probe period longer than
         // the accuser, whose own `Down` normally arrives first.
@@ -1105,7 +1105,7 @@ impl Node {
             return;
         }
         // A `Left` about this process is never its own word here: `believable` made it a
-        // `Down`, which is refuted like any other.
+        // suspicion, which is refuted like any other.
         let accused = matches!(update.state, MemberState::Suspect | MemberState::Down);
         if update.id != self.id || !accused || update.version < self.version {
             return;
