@@ -523,7 +523,7 @@ impl Node {
         from: &NodeId,
         answers: Vec<LeaseAnswer>,
     ) {
-        if !self.leases.voters.contains(&from.name) {
+        if !self.leases.is_voter(&from.name) {
             return;
         }
         for answer in answers.into_iter().take(self.config.max_children) {
@@ -624,6 +624,9 @@ impl Node {
         seq: u32,
         renewed: bool,
     ) {
+        if !self.leases.is_voter(&from.name) {
+            return;
+        }
         let Some(sent_at) = self.leases.sent.get(&seq).copied() else {
             return;
         };

@@ -759,7 +759,7 @@ impl Node {
                 seq,
                 renewed,
             } => {
-                if holder == self.id && self.leases.is_voter(&from.name) {
+                if holder == self.id {
                     self.handle_lease_renewed(now, from, seq, renewed);
                 }
             }
