@@ -15,14 +15,14 @@ use std::time::Duration;
 /// * a Rust process does not pause for GC, and a LAN round trip is well under a millisecond,
 ///   so a 100 ms probe timeout is still a hundred round trips of slack;
 /// * a suspicion is sent **directly** to every member (the suspect included), so the suspect
-///   hears of it within one round trip and refutes at once; 800 ms of suspicion leaves room
+///   hears of it within one round trip and refutes at once; 450 ms of suspicion leaves room
 ///   for hundreds of refutation round trips;
 /// * every node is watched by [`monitors`](Config::monitors) ring neighbours each period, so
 ///   the time until someone probes a silent node is bounded, not a matter of chance as in
 ///   random-target SWIM.
 ///
 /// A silent node is therefore declared `Down` by every survivor within
-/// [`silent_failure_bound`](Config::silent_failure_bound) (1.3 s by default) plus one network
+/// [`silent_failure_bound`](Config::silent_failure_bound) (0.95 s by default) plus one network
 /// delay. A node whose connection closes (a killed process: the kernel sends FIN/RST) is
 /// declared `Down` as soon as the transport reports it, with no timeout at all
 /// ([`link_down_grace`](Config::link_down_grace) is zero).
@@ -46,7 +46,7 @@ pub struct Config {
     /// How many ring successors each node probes every period, so how many watchers each
     /// node has. Default 3.
     pub monitors: usize,
-    /// How long a suspect has to refute before it is declared `Down`. Default 800 ms.
+    /// How long a suspect has to refute before it is declared `Down`. Default 450 ms.
     pub suspicion_timeout: Duration,
     /// How long a peer whose transport link went down stays merely suspected. Zero (the
     /// default) declares it `Down` at once: a closed connection from a live peer is rare
@@ -123,7 +123,7 @@ impl Default for Config {
             indirect_timeout: Duration::from_millis(200),
             indirect_probes: 3,
             monitors: 3,
-            suspicion_timeout: Duration::from_millis(800),
+            suspicion_timeout: Duration::from_millis(450),
             link_down_grace: Duration::ZERO,
             sync_interval: Duration::from_secs(1),
             join_retry_interval: Duration::from_millis(500),

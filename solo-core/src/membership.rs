@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +122,8 @@ pub struct Member {
     version: u64,
     meta: NodeMeta,
     pub(crate) changed_at: Instant,
+    /// For a tombstone learned from a peer: how old the peer said it was at `changed_at`.
+    inherited_age: Duration,
     pub(crate) suspicion: Option<Suspicion>,
     /// When this node last had a message from the member itself: first-hand evidence.
     pub(crate) heard_at: Option<Instant>,
@@ -157,13 +159,26 @@ impl Member {
         &self.meta
     }
 
-    pub(crate) fn to_update(&self) -> MemberUpdate {
+    /// How long ago the member ended, as far as this node knows (from its own verdict, or
+    /// from the age a peer gave when this node learned it).
+    fn tombstone_age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.changed_at) + self.inherited_age
+    }
+
+    /// The row as it travels at `now`: a tombstone says how old it is.
+    pub(crate) fn to_update(&self, now: Instant) -> MemberUpdate {
+        let ended_ms_ago = if self.state.is_live() {
+            0
+        } else {
+            millis_u32(self.tombstone_age(now))
+        };
         MemberUpdate {
             id: self.id.clone(),
             addr: self.addr,
             state: self.state,
             version: self.version,
             meta: self.meta.clone(),
+            ended_ms_ago,
         }
     }
 }
@@ -289,12 +304,13 @@ impl MemberTable {
         }
         member.state = state;
         member.changed_at = now;
+        member.inherited_age = Duration::ZERO;
         member.suspicion = suspicion;
         let event = match state {
             MemberState::Suspect => MemberEvent::Suspect(id.clone()),
             _ => MemberEvent::Down(id.clone()),
         };
-        Some((member.to_update(), event))
+        Some((member.to_update(now), event))
     }
 
     /// Turns a second-hand `Down` verdict about a member this node holds `Alive` into a
@@ -308,7 +324,7 @@ impl MemberTable {
         now: Instant,
         verdict: &MemberUpdate,
         deadline: Instant,
-        recent: std::time::Duration,
+        recent: Duration,
     ) -> Option<Option<(MemberUpdate, MemberEvent)>> {
         let member = self
             .by_name
@@ -334,12 +350,13 @@ impl MemberTable {
         member.state = MemberState::Suspect;
         member.version = verdict.version;
         member.changed_at = now;
+        member.inherited_age = Duration::ZERO;
         member.suspicion = Some(Suspicion {
             deadline,
             first_hand: true,
         });
         Some(Some((
-            member.to_update(),
+            member.to_update(now),
             MemberEvent::Suspect(member.id.clone()),
         )))
     }
@@ -360,12 +377,18 @@ impl MemberTable {
         update: &MemberUpdate,
         max_members: usize,
         suspicion_deadline: Instant,
+        tombstone_ttl: Duration,
     ) -> Merged {
         let mut merged = Merged::default();
         let Some(current) = self.by_name.get_mut(&update.id.name) else {
             // A stranger's tombstone is remembered too (without an event): otherwise stale
-            // gossip arriving after it would resurrect a member that has left.
-            if !self.make_room(max_members) {
+            // gossip arriving after it would resurrect a member that has left. One older
+            // than the time tombstones are kept is one this node forgot (or would forget at
+            // once): it is not brought back.
+            if !update.state.is_live() && ended_ago(update) >= tombstone_ttl {
+                return merged;
+            }
+            if !self.make_room(now, max_members) {
                 return merged;
             }
             let member = new_member(now, update, suspicion_deadline);
@@ -412,6 +435,7 @@ impl MemberTable {
                 merged.changed = true;
                 if before != update.state {
                     current.changed_at = now;
+                    current.inherited_age = ended_ago(update);
                     current.suspicion =
                         (update.state == MemberState::Suspect).then_some(Suspicion {
                             deadline: suspicion_deadline,
@@ -438,14 +462,14 @@ impl MemberTable {
     }
 
     /// Forgets tombstones older than `ttl`.
-    pub(crate) fn expire_tombstones(&mut self, now: Instant, ttl: std::time::Duration) {
+    pub(crate) fn expire_tombstones(&mut self, now: Instant, ttl: Duration) {
         self.by_name
-            .retain(|_, m| m.state.is_live() || now.saturating_duration_since(m.changed_at) < ttl);
+            .retain(|_, m| m.state.is_live() || m.tombstone_age(now) < ttl);
     }
 
     /// Frees a row for a new member if the table is full, by forgetting the oldest
     /// tombstone. Returns whether there is room.
-    fn make_room(&mut self, max_members: usize) -> bool {
+    fn make_room(&mut self, now: Instant, max_members: usize) -> bool {
         // The table holds others; this node itself takes one of `max_members`.
         if self.by_name.len() + 1 < max_members {
             return true;
@@ -454,7 +478,7 @@ impl MemberTable {
             .by_name
             .values()
             .filter(|m| !m.state.is_live())
-            .min_by_key(|m| m.changed_at)
+            .max_by_key(|m| m.tombstone_age(now))
             .map(|m| m.id.name.clone());
         match oldest {
             Some(name) => {
@@ -477,6 +501,7 @@ fn new_member(now: Instant, update: &MemberUpdate, suspicion_deadline: Instant) 
         version: update.version,
         meta: update.meta.clone(),
         changed_at: now,
+        inherited_age: ended_ago(update),
         suspicion: (update.state == MemberState::Suspect).then_some(Suspicion {
             deadline: suspicion_deadline,
             first_hand: false,
@@ -485,13 +510,30 @@ fn new_member(now: Instant, update: &MemberUpdate, suspicion_deadline: Instant) 
     }
 }
 
+/// How long ago the sender of `update` learned that its member ended (zero for a live one).
+fn ended_ago(update: &MemberUpdate) -> Duration {
+    if update.state.is_live() {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(u64::from(update.ended_ms_ago))
+    }
+}
+
+/// A duration in whole milliseconds, saturating at `u32::MAX` (49 days).
+pub(crate) fn millis_u32(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::id::Incarnation;
 
+    const TTL: Duration = Duration::from_secs(3600);
+
     fn update(name: &str, inc: u64, state: MemberState, version: u64) -> MemberUpdate {
         MemberUpdate {
+            ended_ms_ago: 0,
             id: NodeId::new(NodeName::new(name).expect("valid"), Incarnation(inc)),
             addr: "127.0.0.1:1".parse().expect("addr"),
             state,
@@ -500,8 +542,8 @@ mod tests {
         }
     }
 
-    fn snapshot(table: &MemberTable) -> Vec<MemberUpdate> {
-        table.iter().map(Member::to_update).collect()
+    fn snapshot(table: &MemberTable, now: Instant) -> Vec<MemberUpdate> {
+        table.iter().map(|m| m.to_update(now)).collect()
     }
 
     #[test]
@@ -532,9 +574,9 @@ mod tests {
                 }
                 let mut table = MemberTable::default();
                 for u in order {
-                    table.merge(now, u, 100, now);
+                    table.merge(now, u, 100, now, TTL);
                 }
-                let snap = snapshot(&table);
+                let snap = snapshot(&table, now);
                 match &reference {
                     None => reference = Some(snap),
                     Some(r) => assert_eq!(r, &snap),
@@ -550,8 +592,8 @@ mod tests {
     fn a_new_incarnation_retires_the_old_one() {
         let now = Instant::now_for_tests();
         let mut table = MemberTable::default();
-        table.merge(now, &update("b", 1, MemberState::Alive, 0), 100, now);
-        let merged = table.merge(now, &update("b", 2, MemberState::Alive, 0), 100, now);
+        table.merge(now, &update("b", 1, MemberState::Alive, 0), 100, now, TTL);
+        let merged = table.merge(now, &update("b", 2, MemberState::Alive, 0), 100, now, TTL);
         let old = update("b", 1, MemberState::Alive, 0).id;
         let new = update("b", 2, MemberState::Alive, 0).id;
         assert_eq!(
@@ -561,7 +603,7 @@ mod tests {
         // Late gossip about the old process changes nothing.
         assert!(
             !table
-                .merge(now, &update("b", 1, MemberState::Alive, 9), 100, now)
+                .merge(now, &update("b", 1, MemberState::Alive, 9), 100, now, TTL)
                 .changed
         );
     }
@@ -570,20 +612,78 @@ mod tests {
     fn a_full_table_evicts_tombstones_and_refuses_live_members_beyond_that() {
         let now = Instant::now_for_tests();
         let mut table = MemberTable::default();
-        table.merge(now, &update("b", 1, MemberState::Alive, 0), 3, now);
-        table.merge(now, &update("c", 1, MemberState::Alive, 0), 3, now);
+        table.merge(now, &update("b", 1, MemberState::Alive, 0), 3, now, TTL);
+        table.merge(now, &update("c", 1, MemberState::Alive, 0), 3, now, TTL);
         assert!(
             !table
-                .merge(now, &update("d", 1, MemberState::Alive, 0), 3, now)
+                .merge(now, &update("d", 1, MemberState::Alive, 0), 3, now, TTL)
                 .changed
         );
-        table.merge(now, &update("b", 1, MemberState::Down, 0), 3, now);
+        table.merge(now, &update("b", 1, MemberState::Down, 0), 3, now, TTL);
         assert!(
             table
-                .merge(now, &update("d", 1, MemberState::Alive, 0), 3, now)
+                .merge(now, &update("d", 1, MemberState::Alive, 0), 3, now, TTL)
                 .changed
         );
         assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn a_tombstone_keeps_its_age_from_node_to_node_and_a_forgotten_one_stays_forgotten() {
+        let start = Instant::now_for_tests();
+        let secs = Duration::from_secs;
+        // A learns that b went down.
+        let mut a = MemberTable::default();
+        a.merge(
+            start,
+            &update("b", 1, MemberState::Down, 0),
+            100,
+            start,
+            TTL,
+        );
+        // 1000 s later it tells C, who dates the row back by as much: 500 s after that, C
+        // passes it on as 1500 s old.
+        let relayed = a
+            .get(&name("b"))
+            .expect("row")
+            .to_update(start + secs(1000));
+        assert_eq!(relayed.ended_ms_ago, 1_000_000);
+        let mut c = MemberTable::default();
+        c.merge(start + secs(1000), &relayed, 100, start, TTL);
+        let again = c
+            .get(&name("b"))
+            .expect("row")
+            .to_update(start + secs(1500));
+        assert_eq!(again.ended_ms_ago, 1_500_000);
+        // Both forget it when it is TTL old, whoever learned it when.
+        let expiry = start + TTL;
+        a.expire_tombstones(expiry, TTL);
+        c.expire_tombstones(expiry, TTL);
+        assert_eq!((a.len(), c.len()), (0, 0));
+        // A node that had not forgotten it yet cannot give it back, young again.
+        let late = MemberUpdate {
+            ended_ms_ago: millis_u32(TTL),
+            ..update("b", 1, MemberState::Down, 0)
+        };
+        assert!(!a.merge(expiry, &late, 100, expiry, TTL).changed);
+        assert_eq!(a.len(), 0);
+        // A live row says nothing about age, whatever the field holds.
+        let live = MemberUpdate {
+            ended_ms_ago: u32::MAX,
+            ..update("b", 2, MemberState::Alive, 0)
+        };
+        assert!(a.merge(expiry, &live, 100, expiry, TTL).changed);
+        assert_eq!(
+            a.get(&name("b"))
+                .expect("row")
+                .to_update(expiry)
+                .ended_ms_ago,
+            0
+        );
+    }
+
+    fn name(s: &str) -> NodeName {
+        NodeName::new(s).expect("valid")
     }
 
     trait NowForTests {

@@ -19,7 +19,7 @@ use crate::membership::{MemberState, NodeMeta};
 use crate::supervisor::ChildRecord;
 
 /// The protocol this build speaks. Bumped on any incompatible change to [`Message`].
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 
 /// The largest frame, in bytes, that a node sends or accepts (1 MiB). A full member table of
 /// [`Config::max_members`](crate::Config::max_members) members fits with room to spare.
@@ -121,6 +121,11 @@ pub struct MemberUpdate {
     pub version: u64,
     /// What the member says about itself (roles, draining, declared singletons).
     pub meta: NodeMeta,
+    /// For a `Down` or `Left` row: how long ago, in milliseconds, the sender learned that the
+    /// member ended (0 for a live one). A receiver dates the tombstone back by as much, so it
+    /// is forgotten everywhere about when its first copy is, and a copy that one node forgot
+    /// is not brought back, young again, by another that had not yet.
+    pub ended_ms_ago: u32,
 }
 
 /// Everything nodes say to each other once connected.
@@ -541,6 +546,7 @@ mod tests {
             seq: 9,
             target: id("b"),
             updates: vec![MemberUpdate {
+                ended_ms_ago: 0,
                 id: id("c"),
                 addr: "127.0.0.1:7001".parse().expect("addr"),
                 state: MemberState::Suspect,

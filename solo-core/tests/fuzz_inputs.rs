@@ -26,20 +26,24 @@ fn node_id() -> impl Strategy<Value = NodeId> {
 
 fn update() -> impl Strategy<Value = MemberUpdate> {
     let version = prop_oneof![0..4u64, Just(u64::MAX), any::<u64>()];
-    (node_id(), 0..4u8, version, 0..3usize).prop_map(|(id, state, version, roles)| MemberUpdate {
-        id,
-        addr: "10.0.0.2:7000".parse().expect("addr"),
-        state: [
-            MemberState::Alive,
-            MemberState::Suspect,
-            MemberState::Down,
-            MemberState::Left,
-        ][usize::from(state)],
-        version,
-        meta: NodeMeta {
-            roles: (0..roles).map(|r| format!("r{r}")).collect(),
-            ..NodeMeta::default()
-        },
+    let age = prop_oneof![Just(0u32), Just(u32::MAX), any::<u32>()];
+    (node_id(), 0..4u8, version, 0..3usize, age).prop_map(|(id, state, version, roles, age)| {
+        MemberUpdate {
+            ended_ms_ago: age,
+            id,
+            addr: "10.0.0.2:7000".parse().expect("addr"),
+            state: [
+                MemberState::Alive,
+                MemberState::Suspect,
+                MemberState::Down,
+                MemberState::Left,
+            ][usize::from(state)],
+            version,
+            meta: NodeMeta {
+                roles: (0..roles).map(|r| format!("r{r}")).collect(),
+                ..NodeMeta::default()
+            },
+        }
     })
 }
 

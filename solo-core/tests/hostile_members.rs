@@ -67,6 +67,7 @@ fn forge(sim: &mut Sim, state: MemberState, version: impl Fn(u64) -> u64) -> usi
         .clone();
     let version = version(member.version());
     let claim = MemberUpdate {
+        ended_ms_ago: 0,
         id: accused_id,
         addr: member.addr(),
         state,
@@ -168,6 +169,7 @@ fn a_child_stamp_at_the_counters_end_is_refused_and_later_commands_work() {
         let mut sim = three_nodes();
         let forger = id_of(&sim, 1);
         let forged = ChildRecord {
+            ended_ms_ago: 0,
             spec: ChildSpec::new(ChildId::new("forged").expect("valid"), "worker", vec![]),
             stamp: Stamp {
                 counter,
@@ -286,6 +288,7 @@ fn a_flood_of_strangers_tombstones_stays_within_the_caps() {
     for batch in 0..100u64 {
         let updates: Vec<MemberUpdate> = (0..100u64)
             .map(|i| MemberUpdate {
+                ended_ms_ago: 0,
                 id: NodeId::new(
                     solo_core::NodeName::new(format!("ghost-{batch}-{i}")).expect("valid"),
                     solo_core::Incarnation(1),
@@ -341,6 +344,7 @@ fn metadata_beyond_its_limits_is_ignored() {
             .expect("known")
             .clone();
         let update = MemberUpdate {
+            ended_ms_ago: 0,
             id: sender.clone(),
             addr: before.addr(),
             state: MemberState::Alive,

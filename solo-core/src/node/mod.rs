@@ -325,6 +325,7 @@ impl NodeBuilder {
             unsent_claims: BTreeMap::new(),
             unsent_answers: BTreeMap::new(),
             open_claims: BTreeSet::new(),
+            merging_until: None,
             deferred: BTreeMap::new(),
             claim_tick_at: None,
             latest_now: now,
@@ -353,6 +354,8 @@ impl NodeBuilder {
             next_probe_at: now,
             next_sync_at: now + self.config.sync_interval,
             next_join_at: now,
+            last_down_synced: None,
+            last_stranger_synced: None,
             had_peers: false,
             transmits_dropped: 0,
             config: self.config,
@@ -418,6 +421,11 @@ pub struct Node {
     next_probe_at: Instant,
     next_sync_at: Instant,
     next_join_at: Instant,
+    /// The addresses the last sync round tried beyond the live members (a `Down` member,
+    /// a stranger seed): the next round takes the next address after each, so that every
+    /// one is tried within as many rounds as there are (a random pick can miss one for long).
+    last_down_synced: Option<SocketAddr>,
+    last_stranger_synced: Option<SocketAddr>,
     /// Whether the node had a live peer after the last input, to notice the first one.
     had_peers: bool,
     transmits_dropped: u64,
@@ -449,6 +457,11 @@ pub struct Node {
     deferred: BTreeMap<ChildId, Vec<(NodeId, u64)>>,
     /// When open claims are next looked at (resent to silent peers, or retried).
     claim_tick_at: Option<Instant>,
+    /// Until when a heal is merging views: a member this node held `Down` spoke to it, and
+    /// the members on that member's side are about to come back too. Claims opened until
+    /// then start nothing (they are tried afresh after it): what this node owns by its
+    /// view of a moment ago, another node on the far side may run.
+    merging_until: Option<Instant>,
     /// The latest `now` an input carried: deadlines set by code that runs without one
     /// (placement, deep in an input) count from it.
     latest_now: Instant,
@@ -645,6 +658,14 @@ impl Node {
         }
         if !self.joined {
             self.note_seed_heard(from, &message);
+        }
+        if self
+            .members
+            .current(from)
+            .is_some_and(|m| m.state() == MemberState::Down)
+        {
+            // The heal's first sign; its round trips take a moment more.
+            self.merging_until = Some(now + self.config.probe_timeout);
         }
         self.members.heard(now, from);
         match message {
@@ -1084,9 +1105,13 @@ impl Node {
                 Some(None) => continue,
                 None => {}
             }
-            let merged =
-                self.members
-                    .merge(now, update, self.config.max_members, suspicion_deadline);
+            let merged = self.members.merge(
+                now,
+                update,
+                self.config.max_members,
+                suspicion_deadline,
+                self.config.tombstone_ttl,
+            );
             if merged.changed {
                 self.placement_dirty = true;
                 self.queue_gossip(update.clone());
@@ -1152,6 +1177,7 @@ impl Node {
             },
             version: self.version,
             meta: self.meta.clone(),
+            ended_ms_ago: 0,
         }
     }
 
@@ -1174,7 +1200,8 @@ impl Node {
         let mut chunks: Vec<Vec<MemberUpdate>> = Vec::new();
         let mut chunk = vec![me.clone()];
         let mut bytes = me_bytes;
-        for update in self.members.iter().map(Member::to_update) {
+        let now = self.latest_now;
+        for update in self.members.iter().map(|m| m.to_update(now)) {
             let size = serialized_size(&update);
             if chunk.len() > 1 && bytes + size > SYNC_CHUNK_BYTES {
                 chunks.push(std::mem::replace(&mut chunk, vec![me.clone()]));
@@ -1245,7 +1272,7 @@ impl Node {
         if let Some(m) = self.members.get(&recipient.name)
             && (m.state() != MemberState::Alive || m.id() != recipient)
         {
-            updates.push(m.to_update());
+            updates.push(m.to_update(self.latest_now));
         }
         let mut spent = Vec::new();
         let mut bytes: usize = updates.iter().map(serialized_size).sum();
@@ -1281,33 +1308,36 @@ impl Node {
             .live()
             .map(|m| (m.id().clone(), m.addr()))
             .collect();
+        // One live partner for anti-entropy, at random.
+        if let Some(i) = self.rng.index(live.len()) {
+            let (id, addr) = live[i].clone();
+            self.send_child_digest(&id);
+            self.send_sync(Some(id), Some(addr), true);
+        }
+        // One `Down` member in case it is alive on the far side of a partition that has
+        // healed, in turn, so that each is tried within as many rounds as there are.
         let down: Vec<(NodeId, SocketAddr)> = self
             .members
             .iter()
             .filter(|m| m.state() == MemberState::Down)
             .map(|m| (m.id().clone(), m.addr()))
             .collect();
-        // One live partner for anti-entropy, and one `Down` member in case it is alive on
-        // the far side of a partition that has healed.
-        for (n, pool) in [live, down].into_iter().enumerate() {
-            if let Some(i) = self.rng.index(pool.len()) {
-                let (id, addr) = pool[i].clone();
-                if n == 0 {
-                    self.send_child_digest(&id);
-                }
-                self.send_sync(Some(id), Some(addr), true);
-            }
+        if let Some((id, addr)) = next_in_turn(&down, self.last_down_synced, |d| d.1).cloned() {
+            self.last_down_synced = Some(addr);
+            self.send_sync(Some(id), Some(addr), true);
         }
-        // And one seed that is not a live member: two halves that formed separate clusters
-        // (cut apart before they ever met) find each other through their seeds.
+        // And one seed that is not a live member, in turn too: two halves that formed
+        // separate clusters (cut apart before they ever met) find each other through their
+        // seeds.
         let strangers: Vec<SocketAddr> = self
             .seeds
             .iter()
             .filter(|seed| !self.members.live().any(|m| m.addr() == **seed))
             .copied()
             .collect();
-        if let Some(i) = self.rng.index(strangers.len()) {
-            self.send_sync(None, Some(strangers[i]), true);
+        if let Some(&addr) = next_in_turn(&strangers, self.last_stranger_synced, |a| *a) {
+            self.last_stranger_synced = Some(addr);
+            self.send_sync(None, Some(addr), true);
         }
     }
 
@@ -1442,4 +1472,19 @@ fn ring_position(name: &NodeName) -> u64 {
 
 fn ceil_log2(n: usize) -> usize {
     (usize::BITS - n.saturating_sub(1).leading_zeros()) as usize
+}
+
+/// The entry of `pool` whose address comes next after `last` (wrapping to the lowest), so
+/// that a round-robin over a pool whose members come and go still reaches every member
+/// within as many turns as the pool has entries.
+fn next_in_turn<T>(
+    pool: &[T],
+    last: Option<SocketAddr>,
+    addr: impl Fn(&T) -> SocketAddr,
+) -> Option<&T> {
+    let after = pool
+        .iter()
+        .filter(|entry| last.is_none_or(|last| addr(entry) > last))
+        .min_by_key(|entry| addr(entry));
+    after.or_else(|| pool.iter().min_by_key(|entry| addr(entry)))
 }

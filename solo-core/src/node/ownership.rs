@@ -198,6 +198,7 @@ impl Node {
             spec,
             stamp,
             state: ChildState::Live,
+            ended_ms_ago: 0,
         };
         let id = record.spec.id.clone();
         let counter = record.stamp.counter;
@@ -768,6 +769,12 @@ impl Node {
                 .push((id.clone(), instance));
         }
         let resend_at = self.claim_resend_at();
+        // While a heal merges views, the claim waits and is then made afresh, to the
+        // members that came back as well.
+        let retry_at = self.merging_until.filter(|&until| until > self.latest_now);
+        if let Some(at) = retry_at {
+            self.arm_claim_tick(at);
+        }
         self.running.insert(
             id.clone(),
             Running {
@@ -778,7 +785,7 @@ impl Node {
                 claim: Some(Claim {
                     waiting,
                     released_by: None,
-                    retry_at: None,
+                    retry_at,
                     resend_at,
                 }),
             },
@@ -1195,7 +1202,10 @@ impl Node {
     /// Merges a record into the table and acts on it; returns whether it was news.
     fn apply_child(&mut self, now: Instant, record: ChildRecord) -> bool {
         let id = record.spec.id.clone();
-        let Some(slot) = self.children.merge_slot(now, record) else {
+        let Some(slot) = self
+            .children
+            .merge_slot(now, record, self.config.child_tombstone_ttl)
+        else {
             return false;
         };
         slot.owner = owner_in(&self.view, &slot.record.spec, false);
@@ -1215,7 +1225,12 @@ impl Node {
     /// Ends a distributed child cluster-wide, with `state` as the reason.
     fn end_record(&mut self, now: Instant, spec: ChildSpec, state: ChildState) {
         let stamp = self.children.next_stamp(&self.id.name);
-        let record = ChildRecord { spec, stamp, state };
+        let record = ChildRecord {
+            spec,
+            stamp,
+            state,
+            ended_ms_ago: 0,
+        };
         self.apply_child(now, record.clone());
         self.send_to_live(Message::Children {
             records: vec![record],
@@ -1295,7 +1310,7 @@ impl Node {
     fn push_records(&mut self, to: &NodeId, buckets: &[usize]) {
         let mut chunk = Vec::new();
         let mut bytes = 0;
-        for record in self.children.records_in(buckets) {
+        for record in self.children.records_in(self.latest_now, buckets) {
             bytes += postcard::experimental::serialized_size(&record).unwrap_or(CHUNK_BYTES);
             chunk.push(record);
             if bytes >= CHUNK_BYTES {

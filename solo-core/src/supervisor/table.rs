@@ -67,6 +67,10 @@ pub struct ChildRecord {
     pub stamp: Stamp,
     /// Whether it should run.
     pub state: ChildState,
+    /// For an ended record: how long ago, in milliseconds, the sender learned that it ended
+    /// (0 for a live one, and in a node's own table). A receiver dates the tombstone back by
+    /// as much, so a copy one node forgot is not brought back, young again, by another.
+    pub ended_ms_ago: u32,
 }
 
 impl ChildRecord {
@@ -112,6 +116,16 @@ pub(crate) struct Slot {
     pub(crate) owner: Option<(NodeName, u64)>,
     /// When the record ended, for forgetting tombstones.
     ended_at: Option<Instant>,
+    /// How old the tombstone already was at `ended_at` (learned from a peer).
+    inherited_age: Duration,
+}
+
+impl Slot {
+    /// How long ago the record ended, or `None` while it is live.
+    fn tombstone_age(&self, now: Instant) -> Option<Duration> {
+        self.ended_at
+            .map(|at| now.saturating_duration_since(at) + self.inherited_age)
+    }
 }
 
 /// What [`ChildTable::merge`] did with a record.
@@ -194,7 +208,7 @@ impl ChildTable {
     /// Merges a record; the caller recomputes the child's owner when it was applied.
     #[cfg(test)]
     pub(crate) fn merge(&mut self, now: Instant, record: ChildRecord) -> MergeOutcome {
-        match self.merge_slot(now, record) {
+        match self.merge_slot(now, record, Duration::from_secs(600)) {
             Some(_) => MergeOutcome::Applied,
             None => MergeOutcome::Stale,
         }
@@ -204,16 +218,34 @@ impl ChildTable {
     /// caller can recompute the owner without looking the child up again.
     ///
     /// A record whose counter is above [`MAX_STAMP_COUNTER`], or more than
-    /// [`MAX_STAMP_JUMP`] above this node's clock, is refused (`None`) and changes nothing.
-    pub(crate) fn merge_slot(&mut self, now: Instant, record: ChildRecord) -> Option<&mut Slot> {
+    /// [`MAX_STAMP_JUMP`] above this node's clock, is refused (`None`) and changes nothing;
+    /// so is the tombstone of an unknown child older than `tombstone_ttl` (one this node
+    /// forgot, or would forget at once).
+    pub(crate) fn merge_slot(
+        &mut self,
+        now: Instant,
+        mut record: ChildRecord,
+        tombstone_ttl: Duration,
+    ) -> Option<&mut Slot> {
         let counter = record.stamp.counter;
         if counter > MAX_STAMP_COUNTER || counter > self.clock.saturating_add(MAX_STAMP_JUMP) {
             tracing::debug!(child = %record.spec.id, counter, clock = self.clock, "implausible stamp refused");
             return None;
         }
+        let ended = record.state != ChildState::Live;
+        let inherited_age = if ended {
+            Duration::from_millis(u64::from(record.ended_ms_ago))
+        } else {
+            Duration::ZERO
+        };
+        if ended && inherited_age >= tombstone_ttl && !self.slots.contains_key(&record.spec.id) {
+            return None;
+        }
+        // The age travels beside the record, not in the table.
+        record.ended_ms_ago = 0;
         self.clock = self.clock.max(counter);
         let bucket = ChildRecord::bucket(&record.spec.id);
-        let ended_at = (record.state != ChildState::Live).then_some(now);
+        let ended_at = ended.then_some(now);
         match self.slots.entry(record.spec.id.clone()) {
             Entry::Occupied(entry) => {
                 let slot = entry.into_mut();
@@ -230,6 +262,7 @@ impl ChildTable {
                 }
                 slot.record = record;
                 slot.ended_at = ended_at;
+                slot.inherited_age = inherited_age;
                 Some(slot)
             }
             Entry::Vacant(entry) => {
@@ -241,14 +274,15 @@ impl ChildTable {
                     record,
                     owner: None,
                     ended_at,
+                    inherited_age,
                 }))
             }
         }
     }
 
     /// Live records in the given buckets, and tombstones there too (so a termination reaches
-    /// a node that still runs the child).
-    pub(crate) fn records_in(&self, buckets: &[usize]) -> Vec<ChildRecord> {
+    /// a node that still runs the child), each tombstone with its age at `now`.
+    pub(crate) fn records_in(&self, now: Instant, buckets: &[usize]) -> Vec<ChildRecord> {
         let mut wanted = vec![false; DIGEST_BUCKETS];
         for &b in buckets {
             if let Some(w) = wanted.get_mut(b) {
@@ -258,7 +292,13 @@ impl ChildTable {
         self.slots
             .iter()
             .filter(|(id, _)| wanted[ChildRecord::bucket(id)])
-            .map(|(_, slot)| slot.record.clone())
+            .map(|(_, slot)| {
+                let mut record = slot.record.clone();
+                record.ended_ms_ago = slot
+                    .tombstone_age(now)
+                    .map_or(0, crate::membership::millis_u32);
+                record
+            })
             .collect()
     }
 
@@ -268,10 +308,8 @@ impl ChildTable {
             // No tombstone to forget: skip the scan of a table that may be large.
             return;
         }
-        self.slots.retain(|_, slot| match slot.ended_at {
-            Some(at) => now.saturating_duration_since(at) < ttl,
-            None => true,
-        });
+        self.slots
+            .retain(|_, slot| slot.tombstone_age(now).is_none_or(|age| age < ttl));
     }
 }
 
@@ -281,6 +319,7 @@ mod tests {
 
     fn record(id: &str, counter: u64, origin: &str, state: ChildState) -> ChildRecord {
         ChildRecord {
+            ended_ms_ago: 0,
             spec: ChildSpec::new(ChildId::new(id).expect("valid"), "w", vec![]),
             stamp: Stamp {
                 counter,
@@ -357,5 +396,33 @@ mod tests {
         }
         table.expire_tombstones(start + Duration::from_secs(61), Duration::from_secs(60));
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_tombstone_keeps_its_age_when_sent_and_a_forgotten_one_is_not_taken_back() {
+        let ttl = Duration::from_secs(600);
+        let start = now();
+        let mut a = ChildTable::default();
+        a.merge_slot(start, record("x", 3, "a", ChildState::Terminated), ttl);
+        // Sent 400 s later, it is 400 s old; B dates it back, so both forget it at once.
+        let sent = a.records_in(
+            start + Duration::from_secs(400),
+            &[ChildRecord::bucket(&ChildId::new("x").expect("valid"))],
+        );
+        assert_eq!(sent[0].ended_ms_ago, 400_000);
+        let mut b = ChildTable::default();
+        b.merge_slot(start + Duration::from_secs(400), sent[0].clone(), ttl);
+        a.expire_tombstones(start + ttl, ttl);
+        b.expire_tombstones(start + ttl, ttl);
+        assert_eq!((a.len(), b.len()), (0, 0));
+        // A copy as old as the TTL is one this node forgot: it is not taken back.
+        let mut late = record("x", 3, "a", ChildState::Terminated);
+        late.ended_ms_ago = 600_000;
+        assert!(a.merge_slot(start + ttl, late.clone(), ttl).is_none());
+        assert_eq!(a.len(), 0);
+        // But it still ends a child this node holds live.
+        a.merge_slot(start + ttl, record("x", 2, "a", ChildState::Live), ttl);
+        assert!(a.merge_slot(start + ttl, late, ttl).is_some());
+        assert_eq!(a.live_len(), 0);
     }
 }

@@ -1138,6 +1138,7 @@ fn message_of_about(bytes: usize) -> Message {
         state: solo_core::MemberState::Alive,
         version: 0,
         meta: solo_core::NodeMeta::default(),
+        ended_ms_ago: 0,
     };
     let each = wire::encode_frame(&Message::Gossip {
         updates: vec![update.clone()],
