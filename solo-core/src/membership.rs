@@ -121,9 +121,8 @@ pub struct Member {
     state: MemberState,
     version: u64,
     meta: NodeMeta,
-    pub(crate) changed_at: Instant,
-    /// For a tombstone learned from a peer: how old the peer said it was at `changed_at`.
-    inherited_age: Duration,
+    /// When the row last changed state (for a tombstone: how long ago it ended).
+    changed: Since,
     pub(crate) suspicion: Option<Suspicion>,
     /// When this node last had a message from the member itself: first-hand evidence.
     pub(crate) heard_at: Option<Instant>,
@@ -159,18 +158,12 @@ impl Member {
         &self.meta
     }
 
-    /// How long ago the member ended, as far as this node knows (from its own verdict, or
-    /// from the age a peer gave when this node learned it).
-    fn tombstone_age(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.changed_at) + self.inherited_age
-    }
-
     /// The row as it travels at `now`: a tombstone says how old it is.
     pub(crate) fn to_update(&self, now: Instant) -> MemberUpdate {
         let ended_ms_ago = if self.state.is_live() {
             0
         } else {
-            millis_u32(self.tombstone_age(now))
+            self.changed.wire_age(now)
         };
         MemberUpdate {
             id: self.id.clone(),
@@ -303,8 +296,7 @@ impl MemberTable {
             return None;
         }
         member.state = state;
-        member.changed_at = now;
-        member.inherited_age = Duration::ZERO;
+        member.changed = Since::now(now);
         member.suspicion = suspicion;
         let event = match state {
             MemberState::Suspect => MemberEvent::Suspect(id.clone()),
@@ -349,8 +341,7 @@ impl MemberTable {
         }
         member.state = MemberState::Suspect;
         member.version = verdict.version;
-        member.changed_at = now;
-        member.inherited_age = Duration::ZERO;
+        member.changed = Since::now(now);
         member.suspicion = Some(Suspicion {
             deadline,
             first_hand: true,
@@ -385,7 +376,9 @@ impl MemberTable {
             // gossip arriving after it would resurrect a member that has left. One older
             // than the time tombstones are kept is one this node forgot (or would forget at
             // once): it is not brought back.
-            if !update.state.is_live() && ended_ago(update) >= tombstone_ttl {
+            if !update.state.is_live()
+                && Since::wire(now, update.ended_ms_ago).age(now) >= tombstone_ttl
+            {
                 return merged;
             }
             if !self.make_room(now, max_members) {
@@ -434,8 +427,7 @@ impl MemberTable {
                 current.meta = update.meta.clone();
                 merged.changed = true;
                 if before != update.state {
-                    current.changed_at = now;
-                    current.inherited_age = ended_ago(update);
+                    current.changed = changed_since(now, update);
                     current.suspicion =
                         (update.state == MemberState::Suspect).then_some(Suspicion {
                             deadline: suspicion_deadline,
@@ -464,7 +456,7 @@ impl MemberTable {
     /// Forgets tombstones older than `ttl`.
     pub(crate) fn expire_tombstones(&mut self, now: Instant, ttl: Duration) {
         self.by_name
-            .retain(|_, m| m.state.is_live() || m.tombstone_age(now) < ttl);
+            .retain(|_, m| m.state.is_live() || m.changed.age(now) < ttl);
     }
 
     /// Frees a row for a new member if the table is full, by forgetting the oldest
@@ -478,7 +470,7 @@ impl MemberTable {
             .by_name
             .values()
             .filter(|m| !m.state.is_live())
-            .max_by_key(|m| m.tombstone_age(now))
+            .max_by_key(|m| m.changed.age(now))
             .map(|m| m.id.name.clone());
         match oldest {
             Some(name) => {
@@ -500,8 +492,7 @@ fn new_member(now: Instant, update: &MemberUpdate, suspicion_deadline: Instant) 
         state: update.state,
         version: update.version,
         meta: update.meta.clone(),
-        changed_at: now,
-        inherited_age: ended_ago(update),
+        changed: changed_since(now, update),
         suspicion: (update.state == MemberState::Suspect).then_some(Suspicion {
             deadline: suspicion_deadline,
             first_hand: false,
@@ -510,18 +501,51 @@ fn new_member(now: Instant, update: &MemberUpdate, suspicion_deadline: Instant) 
     }
 }
 
-/// How long ago the sender of `update` learned that its member ended (zero for a live one).
-fn ended_ago(update: &MemberUpdate) -> Duration {
+/// When a row taking `update`'s state changed: a tombstone as long ago as its sender says.
+fn changed_since(now: Instant, update: &MemberUpdate) -> Since {
     if update.state.is_live() {
-        Duration::ZERO
+        Since::now(now)
     } else {
-        Duration::from_millis(u64::from(update.ended_ms_ago))
+        Since::wire(now, update.ended_ms_ago)
     }
 }
 
-/// A duration in whole milliseconds, saturating at `u32::MAX` (49 days).
-pub(crate) fn millis_u32(duration: Duration) -> u32 {
-    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+/// Since when something holds (a member ended, a child ended), as this node knows it: the
+/// instant it learned it, plus how old the news already was then. Tombstones travel with
+/// their age in whole milliseconds, so that one is forgotten everywhere about when its first
+/// copy is; an `Instant` is never dated back (it could go below the process's epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Since {
+    learned: Instant,
+    already: Duration,
+}
+
+impl Since {
+    /// From `now` on, news of this node's own.
+    pub(crate) fn now(now: Instant) -> Self {
+        Self {
+            learned: now,
+            already: Duration::ZERO,
+        }
+    }
+
+    /// Learned at `now` from a peer who said it was `ms` milliseconds old.
+    pub(crate) fn wire(now: Instant, ms: u32) -> Self {
+        Self {
+            learned: now,
+            already: Duration::from_millis(u64::from(ms)),
+        }
+    }
+
+    /// How old it is at `now`.
+    pub(crate) fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.learned) + self.already
+    }
+
+    /// Its age at `now` as it travels: whole milliseconds, saturating at `u32::MAX` (49 days).
+    pub(crate) fn wire_age(&self, now: Instant) -> u32 {
+        u32::try_from(self.age(now).as_millis()).unwrap_or(u32::MAX)
+    }
 }
 
 #[cfg(test)]
@@ -662,7 +686,7 @@ mod tests {
         assert_eq!((a.len(), c.len()), (0, 0));
         // A node that had not forgotten it yet cannot give it back, young again.
         let late = MemberUpdate {
-            ended_ms_ago: millis_u32(TTL),
+            ended_ms_ago: Since::now(expiry - TTL).wire_age(expiry),
             ..update("b", 1, MemberState::Down, 0)
         };
         assert!(!a.merge(expiry, &late, 100, expiry, TTL).changed);

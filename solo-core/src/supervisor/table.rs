@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::ChildSpec;
 use crate::id::NodeName;
+use crate::membership::Since;
 use crate::placement::ChildId;
 
 /// How many buckets the digest splits the table into: anti-entropy sends only the children
@@ -115,16 +116,13 @@ pub(crate) struct Slot {
     /// The owner's name and weight, or `None` if no eligible node exists.
     pub(crate) owner: Option<(NodeName, u64)>,
     /// When the record ended, for forgetting tombstones.
-    ended_at: Option<Instant>,
-    /// How old the tombstone already was at `ended_at` (learned from a peer).
-    inherited_age: Duration,
+    ended: Option<Since>,
 }
 
 impl Slot {
     /// How long ago the record ended, or `None` while it is live.
     fn tombstone_age(&self, now: Instant) -> Option<Duration> {
-        self.ended_at
-            .map(|at| now.saturating_duration_since(at) + self.inherited_age)
+        self.ended.map(|since| since.age(now))
     }
 }
 
@@ -232,20 +230,17 @@ impl ChildTable {
             tracing::debug!(child = %record.spec.id, counter, clock = self.clock, "implausible stamp refused");
             return None;
         }
-        let ended = record.state != ChildState::Live;
-        let inherited_age = if ended {
-            Duration::from_millis(u64::from(record.ended_ms_ago))
-        } else {
-            Duration::ZERO
-        };
-        if ended && inherited_age >= tombstone_ttl && !self.slots.contains_key(&record.spec.id) {
+        let ended =
+            (record.state != ChildState::Live).then(|| Since::wire(now, record.ended_ms_ago));
+        if ended.is_some_and(|since| since.age(now) >= tombstone_ttl)
+            && !self.slots.contains_key(&record.spec.id)
+        {
             return None;
         }
         // The age travels beside the record, not in the table.
         record.ended_ms_ago = 0;
         self.clock = self.clock.max(counter);
         let bucket = ChildRecord::bucket(&record.spec.id);
-        let ended_at = ended.then_some(now);
         match self.slots.entry(record.spec.id.clone()) {
             Entry::Occupied(entry) => {
                 let slot = entry.into_mut();
@@ -261,8 +256,7 @@ impl ChildTable {
                     self.live += 1;
                 }
                 slot.record = record;
-                slot.ended_at = ended_at;
-                slot.inherited_age = inherited_age;
+                slot.ended = ended;
                 Some(slot)
             }
             Entry::Vacant(entry) => {
@@ -273,8 +267,7 @@ impl ChildTable {
                 Some(entry.insert(Slot {
                     record,
                     owner: None,
-                    ended_at,
-                    inherited_age,
+                    ended,
                 }))
             }
         }
@@ -294,9 +287,7 @@ impl ChildTable {
             .filter(|(id, _)| wanted[ChildRecord::bucket(id)])
             .map(|(_, slot)| {
                 let mut record = slot.record.clone();
-                record.ended_ms_ago = slot
-                    .tombstone_age(now)
-                    .map_or(0, crate::membership::millis_u32);
+                record.ended_ms_ago = slot.ended.map_or(0, |since| since.wire_age(now));
                 record
             })
             .collect()
