@@ -134,7 +134,7 @@ fn id(name: &str) -> NodeId {
     NodeId::new(NodeName::new(name).expect("valid name"), Incarnation(1))
 }
 
-type Events = tokio::sync::mpsc::Receiver<TransportEvent>;
+type Events = solo_transport_tcp::EventReceiver;
 
 async fn start(
     tls: &TlsConfig,

@@ -17,7 +17,6 @@ use solo_transport_tcp::tls::{
 use solo_transport_tcp::{Config, Direction, Network, Transport, TransportEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 /// Long enough never to be hit on a loaded machine; the tests pass in milliseconds.
@@ -25,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const COOKIE: &str = "test-cookie-0123456789";
 const CLUSTER: &str = "test";
 
-type Events = mpsc::Receiver<TransportEvent>;
+type Events = solo_transport_tcp::EventReceiver;
 
 fn id(name: &str, incarnation: u64) -> NodeId {
     NodeId::new(

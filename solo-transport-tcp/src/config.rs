@@ -88,9 +88,15 @@ pub struct Config {
     /// ([`TransportStats::dropped_queue_full`](crate::TransportStats::dropped_queue_full));
     /// a single frame larger than the budget still goes on an empty queue. Default 16 MiB.
     pub max_queued_bytes: usize,
-    /// Capacity of the event channel. Readers wait when it is full, which slows their peers
-    /// down (backpressure) rather than buffering without bound. Default 1024.
+    /// Capacity of the event channel, in events. Readers wait when it is full, which slows
+    /// their peers down (backpressure) rather than buffering without bound. Default 1024.
     pub event_capacity: usize,
+    /// Capacity of the event channel in bytes of frames, whatever their number: frames vary
+    /// from a few bytes to [`MAX_FRAME_LEN`](crate::MAX_FRAME_LEN), so
+    /// [`event_capacity`](Config::event_capacity) alone would let a gigabyte wait for a busy
+    /// owner. A reader whose frame does not fit waits (its peer is slowed down, nothing is
+    /// dropped); a single frame larger than the whole budget passes alone. Default 16 MiB.
+    pub max_event_bytes: usize,
     /// The most peers connected at once; a handshake with one more new peer is refused.
     /// Default 1024.
     pub max_connections: usize,
@@ -157,6 +163,7 @@ impl Config {
             max_queued_frames_dialing: 64,
             max_queued_bytes: 16 << 20,
             event_capacity: 1024,
+            max_event_bytes: 16 << 20,
             max_connections: 1024,
             max_pending_handshakes: 64,
             max_pending_handshakes_per_ip: 8,
@@ -188,6 +195,7 @@ impl Config {
             ("max_queued_frames_dialing", self.max_queued_frames_dialing),
             ("max_queued_bytes", self.max_queued_bytes),
             ("event_capacity", self.event_capacity),
+            ("max_event_bytes", self.max_event_bytes),
             ("max_connections", self.max_connections),
             ("max_pending_handshakes", self.max_pending_handshakes),
             (
@@ -209,6 +217,12 @@ impl Config {
             if value.is_zero() {
                 return Err(ConfigError::Zero(field));
             }
+        }
+        if self.max_event_bytes > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(ConfigError::TooLarge {
+                field: "max_event_bytes",
+                limit: tokio::sync::Semaphore::MAX_PERMITS,
+            });
         }
         if self.backoff_max < self.backoff_initial {
             return Err(ConfigError::BackoffRange);
@@ -233,6 +247,14 @@ pub enum ConfigError {
     /// A capacity or duration that must be positive is zero.
     #[error("{0} must not be zero")]
     Zero(&'static str),
+    /// A capacity is larger than the transport can count.
+    #[error("{field} must be at most {limit}")]
+    TooLarge {
+        /// The field.
+        field: &'static str,
+        /// Its largest valid value.
+        limit: usize,
+    },
     /// [`Config::backoff_max`] is shorter than [`Config::backoff_initial`].
     #[error("backoff_max is shorter than backoff_initial")]
     BackoffRange,
@@ -267,6 +289,15 @@ mod tests {
             config.validate(),
             Err(ConfigError::Zero("max_queued_frames"))
         );
+        let mut config = Config::new("prod", "s");
+        config.max_event_bytes = usize::MAX;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::TooLarge {
+                field: "max_event_bytes",
+                ..
+            })
+        ));
         let mut config = Config::new("prod", "s");
         config.backoff_max = Duration::from_millis(1);
         assert_eq!(config.validate(), Err(ConfigError::BackoffRange));

@@ -34,8 +34,12 @@ use crate::network::{Network, TokioNetwork};
 use crate::random::{RandomError, Randomness};
 use crate::tiebreak::{Direction, Keep, resolve};
 
+mod events;
 #[cfg(test)]
 pub(crate) mod tests;
+
+pub use events::EventReceiver;
+use events::EventSender;
 
 /// Read buffer per connection: many small frames cost one system call.
 const READ_BUFFER: usize = 64 * 1024;
@@ -254,7 +258,7 @@ impl TransportBuilder {
         self,
         network: N,
         listen_addr: SocketAddr,
-    ) -> Result<(Transport<N>, mpsc::Receiver<TransportEvent>), StartError> {
+    ) -> Result<(Transport<N>, EventReceiver), StartError> {
         let Self {
             node,
             config,
@@ -288,7 +292,7 @@ impl TransportBuilder {
             voters,
         };
         let me = Identity::new(hello, config.cookie.as_bytes())?;
-        let (events_tx, events_rx) = mpsc::channel(config.event_capacity);
+        let (events_tx, events_rx) = events::channel(&config);
         let events_tx_for_listener = events_tx.clone();
         let shared = Arc::new(Shared {
             network,
@@ -573,7 +577,7 @@ impl Counters {
     }
 }
 
-type Events = mpsc::Sender<TransportEvent>;
+type Events = EventSender;
 
 /// Everything the tasks share.
 struct Shared<N: Network> {

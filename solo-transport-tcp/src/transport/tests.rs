@@ -18,7 +18,7 @@ pub(crate) const WAIT: Duration = Duration::from_secs(10);
 pub(crate) const COOKIE: &[u8] = b"test-cookie-0123456789";
 pub(crate) const CLUSTER: &str = "test";
 
-pub(crate) type Events = mpsc::Receiver<TransportEvent>;
+pub(crate) type Events = super::EventReceiver;
 
 pub(crate) fn config() -> Config {
     Config::new(CLUSTER, COOKIE)
@@ -1181,4 +1181,71 @@ async fn frames_waiting_for_a_peer_are_bounded_in_bytes() {
         (fit, 5 - fit),
         "{stats:?}"
     );
+}
+
+/// The frames read from peers and not yet taken by the owner are bounded in bytes, not only
+/// in number: a busy owner stops the reads (its peers are slowed down by TCP) instead of
+/// holding a megabyte per event slot, and nothing is dropped.
+#[tokio::test]
+async fn frames_waiting_for_their_owner_are_bounded_in_bytes() {
+    let mut small = config();
+    small.max_event_bytes = 100_000;
+    let (a, mut a_events) = start("a").await;
+    let (b, mut b_events) = start_with(TokioNetwork, "b", 1, small).await;
+    a.send(transmit(None, Some(b.advertised_addr()), 0));
+    expect_link(&mut b_events, a.node(), Link::Up).await;
+    expect_frame(&mut b_events, a.node()).await;
+    expect_link(&mut a_events, b.node(), Link::Up).await;
+
+    let message = message_of_about(30_000);
+    let len = wire::encode_frame(&message).expect("encodes").len();
+    let fit = 100_000 / len;
+    assert_eq!(fit, 3, "{len} bytes a frame");
+    const SENT: usize = 40;
+    for _ in 0..SENT {
+        a.send(Transmit {
+            to: Some(b.node().clone()),
+            addr: None,
+            message: message.clone(),
+        });
+    }
+    // Three frames fit; the reader holds a fourth and waits for room.
+    let stops_at = b.stats().frames_received + fit as u64 + 1;
+    eventually("b read as many frames as fit", || {
+        b.stats().frames_received >= stops_at
+    })
+    .await;
+    // Time for a build without the byte bound to read all forty; this one never reads on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        b.stats().frames_received,
+        stops_at,
+        "the reader stopped at the byte budget"
+    );
+    assert_eq!(b_events.queued_bytes(), fit * len);
+
+    for _ in 0..SENT {
+        assert_eq!(expect_frame(&mut b_events, a.node()).await, message);
+    }
+    assert_eq!(b_events.queued_bytes(), 0);
+    assert_quiet(&mut b_events);
+}
+
+/// A frame larger than the whole event budget still passes, alone.
+#[tokio::test]
+async fn a_frame_larger_than_the_event_budget_still_passes() {
+    let mut tiny = config();
+    tiny.max_event_bytes = 1_000;
+    let (a, mut a_events) = start("a").await;
+    let (b, mut b_events) = start_with(TokioNetwork, "b", 1, tiny).await;
+    let message = message_of_about(5_000);
+    a.send(Transmit {
+        to: None,
+        addr: Some(b.advertised_addr()),
+        message: message.clone(),
+    });
+    expect_link(&mut b_events, a.node(), Link::Up).await;
+    assert_eq!(expect_frame(&mut b_events, a.node()).await, message);
+    expect_link(&mut a_events, b.node(), Link::Up).await;
+    assert_eq!(b_events.queued_bytes(), 0);
 }

@@ -14,7 +14,7 @@ use solo_core::{
     Action, ChildId, ChildInfo, ChildSpec, DeclareError, Exit, MemberEvent, Node, NodeId, NodeName,
     Scope, StartError, StopReason, SupervisorEvent, TerminateError,
 };
-use solo_transport_tcp::{Network, Transport, TransportEvent};
+use solo_transport_tcp::{EventReceiver, Network, Transport, TransportEvent};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -56,7 +56,7 @@ pub(crate) enum Command {
 pub(crate) struct Driver<N: Network> {
     pub(crate) node: Node,
     pub(crate) transport: Transport<N>,
-    pub(crate) frames: mpsc::Receiver<TransportEvent>,
+    pub(crate) frames: EventReceiver,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) exits: mpsc::UnboundedReceiver<Exited>,
     pub(crate) handoffs: mpsc::UnboundedReceiver<HandoffDone>,
