@@ -25,6 +25,9 @@
 //!   one `Down` member heals partitions.
 //! * **Convergence.** Updates merge by a total order (see [`wire::MemberUpdate`]), so tables
 //!   converge whatever order gossip arrives in.
+//! * **Messaging.** Calls, casts and the handoff of an actor's state when its child moves
+//!   are a second state machine, [`messaging::Messenger`], that reads the node's view and
+//!   is driven the same way.
 //!
 //! * **Claims.** `from`, the sender the transport authenticated, is trusted to speak for
 //!   itself, not for others. A claim that another node is suspect, down or gone is refuted
@@ -45,6 +48,7 @@
 mod config;
 mod id;
 mod membership;
+pub mod messaging;
 mod node;
 mod placement;
 mod rng;
@@ -53,6 +57,13 @@ pub mod wire;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+
+/// One real instant for a unit test to start its own clock from.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the only clock read, and only in unit tests
+pub(crate) fn test_epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}
 
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use id::{Incarnation, MAX_NODE_NAME_LEN, NodeId, NodeName, NodeNameError};

@@ -19,7 +19,7 @@ use crate::membership::{MemberState, NodeMeta};
 use crate::supervisor::ChildRecord;
 
 /// The protocol this build speaks. Bumped on any incompatible change to [`Message`].
-pub const PROTOCOL_VERSION: u8 = 6;
+pub const PROTOCOL_VERSION: u8 = 7;
 
 /// The largest frame, in bytes, that a node sends or accepts (1 MiB). A full member table of
 /// [`Config::max_members`](crate::Config::max_members) members fits with room to spare.
@@ -420,6 +420,11 @@ pub enum RemoteError {
     /// routes the call again.
     #[error("not running here")]
     NotHere,
+    /// The node holds as many messages for others as it may
+    /// ([`MessagingConfig::max_held_bytes`](crate::messaging::MessagingConfig::max_held_bytes)):
+    /// the call was not delivered.
+    #[error("the worker's node is overloaded")]
+    Overloaded,
 }
 
 /// A [`Message`] that could not be framed. Nothing was sent.

@@ -168,6 +168,11 @@ pub enum CallError {
     /// This node has left the cluster.
     #[error("this node has left the cluster")]
     Closed,
+    /// This node, or the worker's, holds as many calls or bytes for others as it may
+    /// (`max_pending_calls`, `max_held_bytes` of the core's messaging): nothing was
+    /// delivered. Try again later.
+    #[error("overloaded: too many calls or bytes in flight")]
+    Overloaded,
 }
 
 impl From<RemoteError> for CallError {
@@ -177,6 +182,7 @@ impl From<RemoteError> for CallError {
             RemoteError::BadMessage(why) => CallError::BadMessage(why),
             RemoteError::Failed(why) => CallError::Failed(why),
             RemoteError::NoSuchName => CallError::BadMessage("the name vanished".into()),
+            RemoteError::Overloaded => CallError::Overloaded,
             other => CallError::Failed(other.to_string()),
         }
     }
@@ -243,20 +249,8 @@ impl<A: Actor> ActorRef<A> {
 
 // ----- the runtime side ---------------------------------------------------------------------
 
-/// What the driver puts in an actor's mailbox, in order.
-#[derive(Debug)]
-pub(crate) enum Mail {
-    /// Start, with the handed-over state if any. Always the first mail.
-    Begin(Option<Vec<u8>>),
-    /// A call.
-    Call { payload: Vec<u8>, reply: CallRef },
-    /// A cast.
-    Cast { payload: Vec<u8> },
-    /// Hand over and end.
-    BeginHandoff,
-    /// State from a losing duplicate.
-    Conflict(Vec<u8>),
-}
+/// What the driver puts in an actor's mailbox, in order: the core decides it.
+pub(crate) use solo_core::messaging::Mail;
 
 /// An instance's answer to [`Mail::BeginHandoff`].
 #[derive(Debug)]
@@ -438,7 +432,8 @@ async fn serve<A: Actor>(
                 });
                 return Ok(());
             }
-            Some(Mail::Begin(_)) => {}
+            // `Begin` comes once, first; nothing else is sent.
+            Some(_) => {}
         }
     }
 }

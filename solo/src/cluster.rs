@@ -440,7 +440,11 @@ impl ClusterBuilder {
             exits,
             handoffs,
             replies,
-            messaging: Some(crate::driver::Messaging::new(self.handoff_timeout)),
+            messaging: Some(crate::driver::Messaging::new({
+                let mut messaging = solo_core::messaging::MessagingConfig::default();
+                messaging.handoff_timeout = self.handoff_timeout;
+                messaging
+            })),
             events: events.clone(),
             spawner: Spawner {
                 registry: self.registry,
@@ -715,7 +719,7 @@ impl Cluster {
     ) -> Result<Vec<u8>, CallError> {
         let name = name.clone();
         tokio::time::timeout(timeout, async {
-            self.request(|reply| Command::Call(name, payload, reply))
+            self.request(|reply| Command::Call(name, payload, timeout, reply))
                 .await?
         })
         .await

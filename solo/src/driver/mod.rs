@@ -22,7 +22,6 @@ use crate::Event;
 use crate::actor::{CallError, HandoffDone, RemoteReply};
 use crate::worker::{Exited, Instance, Spawner};
 
-mod dedupe;
 mod messaging;
 
 /// Inputs of one kind taken in one turn of the loop when they queue up: the loop's own
@@ -45,6 +44,7 @@ pub(crate) enum Command {
     Call(
         ChildId,
         Vec<u8>,
+        Duration,
         oneshot::Sender<Result<Vec<u8>, CallError>>,
     ),
     Cast(ChildId, Vec<u8>, oneshot::Sender<Result<(), CallError>>),
@@ -234,7 +234,7 @@ impl<N: Network> Driver<N> {
                     if let Some(mut old) = state.instances.insert(id.clone(), running) {
                         old.stop("replaced".into());
                     }
-                    self.instance_started(state, id, handoff_from);
+                    self.instance_started(state, id, instance, handoff_from);
                 }
                 Action::Stop {
                     reason: StopReason::Moved { .. },
@@ -358,6 +358,7 @@ impl<N: Network> Driver<N> {
             .get(&id)
             .is_some_and(|i| i.instance == instance);
         let stopped_on_purpose = if current {
+            self.instance_ended(state, &id, instance);
             state.instances.remove(&id).and_then(|i| i.stop_reason)
         } else {
             Some("replaced".into())
@@ -406,8 +407,8 @@ impl<N: Network> Driver<N> {
             Command::Members(reply) => {
                 let _ = reply.send(self.node.live_view().into_iter().collect());
             }
-            Command::Call(target, payload, reply) => {
-                self.start_call(state, target, payload, reply);
+            Command::Call(target, payload, timeout, reply) => {
+                self.start_call(state, target, payload, timeout, reply);
             }
             Command::Cast(target, payload, reply) => {
                 let _ = reply.send(self.start_cast(state, target, payload));

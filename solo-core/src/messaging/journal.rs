@@ -9,31 +9,30 @@
 //! caller, and the list a handoff sends is already built: a handoff never waits on a scan
 //! of every call of the last seconds (it did, and the gap grew with a node's load).
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-use solo_core::wire::CallRef;
-use solo_core::{ChildId, NodeId};
-use tokio::time::Instant;
+use crate::wire::CallRef;
+use crate::{ChildId, NodeId};
 
 /// The calls delivered here lately, per child and caller.
 #[derive(Debug)]
-pub(super) struct Delivered {
+pub(crate) struct Delivered {
     window: Duration,
-    by_child: HashMap<ChildId, HashMap<NodeId, CallRanges>>,
+    by_child: BTreeMap<ChildId, BTreeMap<NodeId, CallRanges>>,
 }
 
 impl Delivered {
     /// A journal that forgets a range of calls `window` after it last grew.
-    pub(super) fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         Self {
             window,
-            by_child: HashMap::new(),
+            by_child: BTreeMap::new(),
         }
     }
 
     /// Whether `call` to `child` was delivered here (or by the owner before).
-    pub(super) fn contains(&self, child: &ChildId, call: &CallRef) -> bool {
+    pub(crate) fn contains(&self, child: &ChildId, call: &CallRef) -> bool {
         self.by_child
             .get(child)
             .and_then(|callers| callers.get(&call.caller))
@@ -41,14 +40,14 @@ impl Delivered {
     }
 
     /// Notes that `call` to `child` was delivered, at `now`.
-    pub(super) fn insert(&mut self, child: &ChildId, call: &CallRef, now: Instant) {
+    pub(crate) fn insert(&mut self, child: &ChildId, call: &CallRef, now: Instant) {
         self.ranges_mut(child, &call.caller)
             .insert(call.call, call.call, now);
     }
 
     /// Notes the calls a previous owner of `child` handled, as it listed them in its
     /// handoff.
-    pub(super) fn insert_handled(
+    pub(crate) fn insert_handled(
         &mut self,
         child: &ChildId,
         handled: Vec<(NodeId, Vec<(u64, u64)>)>,
@@ -67,7 +66,7 @@ impl Delivered {
     /// Forgets `call`: it was sent back unhandled, so a copy routed again is not a second
     /// one. Rare (an instance that ended with calls in its mailbox), hence a look at every
     /// child rather than a child id carried with every reply.
-    pub(super) fn remove(&mut self, call: &CallRef) {
+    pub(crate) fn remove(&mut self, call: &CallRef) {
         for callers in self.by_child.values_mut() {
             if let Some(ranges) = callers.get_mut(&call.caller) {
                 ranges.remove(call.call);
@@ -76,7 +75,7 @@ impl Delivered {
     }
 
     /// The calls to `child` this node knows were handled, per caller: what a handoff lists.
-    pub(super) fn handled(&self, child: &ChildId) -> Vec<(NodeId, Vec<(u64, u64)>)> {
+    pub(crate) fn handled(&self, child: &ChildId) -> Vec<(NodeId, Vec<(u64, u64)>)> {
         self.by_child
             .get(child)
             .map(|callers| {
@@ -89,7 +88,7 @@ impl Delivered {
     }
 
     /// Forgets the ranges that have not grown within the window.
-    pub(super) fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         let window = self.window;
         self.by_child.retain(|_, callers| {
             callers.retain(|_, ranges| {
@@ -103,7 +102,7 @@ impl Delivered {
     fn ranges_mut(&mut self, child: &ChildId, caller: &NodeId) -> &mut CallRanges {
         // Look up before inserting: the common case clones no id.
         if !self.by_child.contains_key(child) {
-            self.by_child.insert(child.clone(), HashMap::new());
+            self.by_child.insert(child.clone(), BTreeMap::new());
         }
         let callers = self
             .by_child
@@ -195,8 +194,8 @@ impl CallRanges {
 mod tests {
     use std::collections::BTreeSet;
 
+    use crate::{Incarnation, NodeName};
     use proptest::prelude::*;
-    use solo_core::{Incarnation, NodeName};
 
     use super::*;
 
@@ -219,7 +218,7 @@ mod tests {
         /// non-adjacent (so that a caller's calls in order make one range).
         #[test]
         fn ranges_hold_what_a_set_holds(ops in prop::collection::vec(op(), 0..64)) {
-            let at = Instant::now();
+            let at = crate::test_epoch();
             let mut ranges = CallRanges::default();
             let mut model = BTreeSet::new();
             for op in ops {
@@ -261,7 +260,7 @@ mod tests {
 
     #[test]
     fn calls_in_order_make_one_range_per_child_and_caller() {
-        let now = Instant::now();
+        let now = crate::test_epoch();
         let (a, b) = (node("a"), node("b"));
         let (x, y) = (child("x"), child("y"));
         let mut delivered = Delivered::new(Duration::from_secs(2));
@@ -287,7 +286,7 @@ mod tests {
 
     #[test]
     fn handed_over_calls_are_known_and_expire_with_the_window() {
-        let start = Instant::now();
+        let start = crate::test_epoch();
         let a = node("a");
         let x = child("x");
         let mut delivered = Delivered::new(Duration::from_secs(2));

@@ -1,0 +1,1149 @@
+//! Messaging as a state machine: routing calls and casts to the node that runs a name,
+//! waiting out failovers, delivering into local mailboxes, and handing an actor's state over
+//! when its child moves on purpose.
+//!
+//! Like [`Node`], a [`Messenger`] does no I/O and reads no clock: the runtime feeds it
+//! inputs with the time (a call made, a message from a peer, an instance started or ended, a
+//! timeout) and carries out its [`MessagingOutput`]s (frames to send, mail for a local
+//! instance, a call's outcome). It reads the node's view (who owns a name, who is live) from
+//! the [`Node`] passed with each input, and changes nothing in it.
+//!
+//! Rules, in one place:
+//!
+//! * A caller routes by its node's view ([`Node::owner_of`]). While no owner is known or
+//!   reachable the message waits here, bounded by the call's deadline (or
+//!   [`MessagingConfig::cast_wait`] for a cast).
+//! * A node that does not run the name passes the message on to the owner it knows (at most
+//!   [`MAX_HOPS`] times), or bounces a call back ([`RemoteError::NotHere`]) for the caller to
+//!   route again shortly.
+//! * A call sent to a node that goes `Down` before answering is routed again: a call made
+//!   during a failover completes on the new instance. (If the node crashed after its worker
+//!   handled the call but before the answer left, the call runs twice, once per instance;
+//!   across a *graceful* handoff a call is never delivered twice.)
+//! * Graceful move (the node says `Stop { Moved { to } }` here and `Start { handoff_from }`
+//!   there): the old instance handles everything already in its mailbox, answers
+//!   [`Mail::BeginHandoff`], and its state goes to the new node, followed by the messages
+//!   that reached the old node meanwhile; then it ends, and only then does its node confirm
+//!   the new node's claim. So the state is there before the new instance starts: the new
+//!   node never waits for a state. While its node claims the name, the new node holds the
+//!   messages that reach it; it delivers those passed on by the old node first, then the
+//!   ones that reached it directly, each group in arrival order.
+//! * Every call gets exactly one [`MessagingOutput::CallDone`], by its deadline at the
+//!   latest. Everything held here is bounded ([`MessagingConfig::max_pending_calls`],
+//!   [`MessagingConfig::max_held_bytes`]); what does not fit is refused with a typed error
+//!   ([`CallFailure::Overloaded`], [`RemoteError::Overloaded`]) or, for a cast whose sender
+//!   was already told it left, reported as [`MessagingOutput::Dropped`]. Nothing is dropped
+//!   in silence.
+
+mod journal;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use journal::Delivered;
+
+use crate::node::Node;
+use crate::wire::{AppMessage, CallRef, Delivery, Message, RemoteError};
+use crate::{ChildId, NodeId, NodeName, Transmit};
+
+/// How many nodes may pass one message on before it is bounced.
+pub const MAX_HOPS: u8 = 4;
+/// How soon a bounced call is routed again (the bouncing node's view was ahead or behind).
+const REROUTE_PAUSE: Duration = Duration::from_millis(1);
+/// How often entries that outlived their purpose are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The settings of a [`Messenger`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessagingConfig {
+    /// How long an instance moving away may take to hand its state over before it is
+    /// stopped without; also how long a state that arrived before its instance started is
+    /// kept. Default 5 s.
+    pub handoff_timeout: Duration,
+    /// How long a cast waits for its name to get a reachable owner. Default 5 s.
+    pub cast_wait: Duration,
+    /// How long a node remembers the calls it delivered, to drop a second copy: one routed
+    /// again by a caller that saw the old owner go while the first copy was being handled
+    /// or passed on. Re-routes follow within milliseconds of the event that causes them.
+    /// Default 2 s.
+    pub dedupe_window: Duration,
+    /// The most calls this node waits for at once; one more fails at once with
+    /// [`CallFailure::Overloaded`]. Default 65 536.
+    pub max_pending_calls: usize,
+    /// The most bytes of messages and states this node holds for others at once: payloads
+    /// of its calls in flight (kept to route them again), casts waiting for an owner,
+    /// messages held for a name it claims or hands over, and states that arrived before
+    /// their instance. What does not fit is refused, never dropped silently. Default 64 MiB.
+    pub max_held_bytes: usize,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            handoff_timeout: Duration::from_secs(5),
+            cast_wait: Duration::from_secs(5),
+            dedupe_window: Duration::from_secs(2),
+            max_pending_calls: 65_536,
+            max_held_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Names one call of this node, for its [`MessagingOutput::CallDone`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(u64);
+
+impl CallId {
+    /// The number carried on the wire ([`CallRef::call`]).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// What goes into a local instance's mailbox, in this order: [`Begin`](Mail::Begin) first,
+/// then calls and casts, then perhaps [`BeginHandoff`](Mail::BeginHandoff).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mail {
+    /// Start, with the state handed over, if one came.
+    Begin(Option<Vec<u8>>),
+    /// A call; its answer goes to [`Messenger::replied`] with `reply`.
+    Call {
+        /// The encoded message.
+        payload: Vec<u8>,
+        /// Whom the answer is for.
+        reply: CallRef,
+    },
+    /// A cast.
+    Cast {
+        /// The encoded message.
+        payload: Vec<u8>,
+    },
+    /// Hand the state over and end; the answer goes to [`Messenger::handoff_done`].
+    BeginHandoff,
+    /// The state of a duplicate that lost to this instance after a partition healed.
+    Conflict(Vec<u8>),
+}
+
+/// Why a call of this node got no answer from a worker.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallFailure {
+    /// No child or singleton of this name exists, as this node knows the cluster.
+    #[error("no such name")]
+    NoSuchName,
+    /// No answer by the call's deadline. The call may still be handled.
+    #[error("no answer by the deadline")]
+    Timeout,
+    /// This node holds as many calls or bytes as it may; nothing was sent.
+    #[error("too many calls or bytes in flight")]
+    Overloaded,
+    /// The worker's node answered with an error.
+    #[error(transparent)]
+    Remote(RemoteError),
+}
+
+/// Something a [`Messenger`] that could not be kept: a cast whose sender was already told
+/// it left, or a state handed over for an instance that did not take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// No owner became reachable within [`MessagingConfig::cast_wait`].
+    NoOwner,
+    /// [`MessagingConfig::max_held_bytes`] was reached.
+    Full,
+    /// A state came from a node that is not a live member, or from another node than the
+    /// one the instance's start names as handing over.
+    NotAwaited,
+    /// A state arrived too long before its instance started
+    /// ([`MessagingConfig::handoff_timeout`]).
+    Expired,
+}
+
+/// What was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dropped {
+    /// A cast.
+    Cast,
+    /// A handed-over state.
+    State,
+}
+
+/// What the runtime must do for a [`Messenger`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessagingOutput {
+    /// Send this to a peer.
+    Transmit(Transmit),
+    /// Put `mail` into the mailbox of instance `instance` of `id`, running here. If that
+    /// instance has ended, give it back to [`Messenger::undeliverable`].
+    Mail {
+        /// The child.
+        id: ChildId,
+        /// Its instance here.
+        instance: u64,
+        /// What to put in.
+        mail: Mail,
+    },
+    /// Call `call` is over: the worker's encoded answer, or why there is none. Exactly one
+    /// per call.
+    CallDone {
+        /// The call.
+        call: CallId,
+        /// The answer.
+        result: Result<Vec<u8>, CallFailure>,
+    },
+    /// The instance's state (if any) has left for its new node: stop it now.
+    HandoffFinished {
+        /// The child.
+        id: ChildId,
+        /// The instance.
+        instance: u64,
+    },
+    /// A message or state could not be kept; for logs and counters.
+    Dropped {
+        /// The child it was for.
+        id: ChildId,
+        /// What it was.
+        what: Dropped,
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// Counters of a [`Messenger`], for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessagingStats {
+    /// Calls waiting for an answer.
+    pub pending_calls: usize,
+    /// Bytes held (see [`MessagingConfig::max_held_bytes`]).
+    pub held_bytes: usize,
+    /// Calls and casts refused because a limit was reached.
+    pub refused: u64,
+    /// Casts and states dropped ([`MessagingOutput::Dropped`]).
+    pub dropped: u64,
+    /// Messages refused because their sender may not send them.
+    pub forged: u64,
+}
+
+/// A call this node made, until it is answered (or its deadline passes).
+#[derive(Debug)]
+struct PendingCall {
+    target: ChildId,
+    payload: Vec<u8>,
+    deadline: Instant,
+    /// The node it was last sent to, if it is in flight.
+    sent_to: Option<NodeId>,
+}
+
+/// A message with nowhere to go yet.
+#[derive(Debug)]
+enum Waiting {
+    Call {
+        call: u64,
+        not_before: Instant,
+    },
+    Cast {
+        target: ChildId,
+        payload: Vec<u8>,
+        until: Instant,
+    },
+}
+
+/// Messages for a name this node claims, held until its instance starts.
+#[derive(Debug, Default)]
+struct Held {
+    /// Passed on by the previous node: delivered first.
+    forwarded: Vec<Delivery>,
+    /// Sent here directly.
+    direct: Vec<Delivery>,
+}
+
+impl Held {
+    fn into_deliveries(self) -> impl Iterator<Item = Delivery> {
+        self.forwarded.into_iter().chain(self.direct)
+    }
+}
+
+/// An instance here that is handing over to `to`.
+#[derive(Debug)]
+struct HandingOff {
+    instance: u64,
+    to: NodeId,
+    deadline: Instant,
+    /// Messages that arrived since: passed on after the state.
+    held: Vec<Delivery>,
+}
+
+/// A state that arrived before its instance started here.
+#[derive(Debug)]
+struct EarlyState {
+    /// The node that sent it: the instance takes it only if that is the node its start
+    /// names as handing over.
+    from: NodeId,
+    state: Option<Vec<u8>>,
+    /// Dropped after this.
+    until: Instant,
+}
+
+impl EarlyState {
+    fn bytes(&self) -> usize {
+        self.state.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// An instance running here, as far as messaging cares.
+#[derive(Debug, Clone, Copy)]
+struct Local {
+    instance: u64,
+    /// Whether it takes mail (its worker is an actor).
+    actor: bool,
+}
+
+/// The messaging state machine of one node. See the [module](self) for its rules.
+#[derive(Debug)]
+pub struct Messenger {
+    config: MessagingConfig,
+    next_call: u64,
+    calls: BTreeMap<u64, PendingCall>,
+    /// Calls by deadline, for timeouts without a timer per call.
+    deadlines: BTreeSet<(Instant, u64)>,
+    waiting: VecDeque<Waiting>,
+    /// Instances running here.
+    local: BTreeMap<ChildId, Local>,
+    /// Messages for names the node claims here, until their instance starts.
+    claimed: BTreeMap<ChildId, Held>,
+    handing_off: BTreeMap<ChildId, HandingOff>,
+    /// State that arrived before its instance started here, with when it expires.
+    early_state: BTreeMap<ChildId, EarlyState>,
+    next_sweep: Instant,
+    /// Waiting casts are routed again no sooner than this.
+    cast_retry_at: Instant,
+    /// Calls delivered into a mailbox here, or by a previous owner (per its handoff): a
+    /// second copy is dropped.
+    delivered: Delivered,
+    /// Bytes of payloads and states held, against `config.max_held_bytes`.
+    held_bytes: usize,
+    stats: MessagingStats,
+    outputs: VecDeque<MessagingOutput>,
+}
+
+fn delivery_bytes(delivery: &Delivery) -> usize {
+    delivery.payload.len()
+}
+
+impl Messenger {
+    /// A messenger with `config`, at `now`.
+    pub fn new(config: MessagingConfig, now: Instant) -> Self {
+        Self {
+            delivered: Delivered::new(config.dedupe_window),
+            config,
+            next_call: 0,
+            calls: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            waiting: VecDeque::new(),
+            local: BTreeMap::new(),
+            claimed: BTreeMap::new(),
+            handing_off: BTreeMap::new(),
+            early_state: BTreeMap::new(),
+            next_sweep: now + SWEEP_EVERY,
+            cast_retry_at: now,
+            held_bytes: 0,
+            stats: MessagingStats::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The next thing for the runtime to do.
+    pub fn poll_output(&mut self) -> Option<MessagingOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest moment [`handle_timeout`](Self::handle_timeout) has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let waiting = self.waiting.iter().map(|w| match w {
+            Waiting::Call { not_before, .. } => *not_before,
+            Waiting::Cast { until, .. } => (*until).min(self.cast_retry_at),
+        });
+        let handing = self.handing_off.values().map(|h| h.deadline);
+        let calls = self.deadlines.first().map(|(at, _)| *at);
+        waiting
+            .chain(handing)
+            .chain(calls)
+            .chain(std::iter::once(self.next_sweep))
+            .min()
+    }
+
+    /// Whether an instance is still handing over (a leave waits for it).
+    pub fn is_handing_off(&self) -> bool {
+        !self.handing_off.is_empty()
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> MessagingStats {
+        MessagingStats {
+            pending_calls: self.calls.len(),
+            held_bytes: self.held_bytes,
+            ..self.stats
+        }
+    }
+
+    /// Takes `bytes` from the budget, if they fit.
+    fn reserve(&mut self, bytes: usize) -> bool {
+        match self.held_bytes.checked_add(bytes) {
+            Some(total) if total <= self.config.max_held_bytes => {
+                self.held_bytes = total;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.held_bytes = self.held_bytes.saturating_sub(bytes);
+    }
+
+    fn send_app(&mut self, node: &Node, to: &NodeId, message: AppMessage) {
+        let addr = node
+            .member(&to.name)
+            .filter(|m| m.id() == to)
+            .map(|m| m.addr());
+        self.outputs.push_back(MessagingOutput::Transmit(Transmit {
+            to: Some(to.clone()),
+            addr,
+            message: Message::App(message),
+        }));
+    }
+
+    /// The live member `name` is, or this node.
+    fn node_id_of(node: &Node, name: &NodeName) -> Option<NodeId> {
+        if *name == node.id().name {
+            return Some(node.id().clone());
+        }
+        node.member(name)
+            .filter(|m| m.state().is_live())
+            .map(|m| m.id().clone())
+    }
+
+    fn owner(node: &Node, id: &ChildId) -> Option<NodeId> {
+        node.owner_of(id)
+            .and_then(|name| Self::node_id_of(node, name))
+    }
+
+    // ----- the caller's side -------------------------------------------------------------
+
+    /// Calls the worker of `target` with `payload`; its answer comes as
+    /// [`MessagingOutput::CallDone`] by `deadline` at the latest (at once if the call
+    /// cannot be made).
+    pub fn call(
+        &mut self,
+        now: Instant,
+        node: &Node,
+        target: ChildId,
+        payload: Vec<u8>,
+        deadline: Instant,
+    ) -> CallId {
+        self.next_call += 1;
+        let call = self.next_call;
+        let failure = if !node.knows(&target) {
+            Some(CallFailure::NoSuchName)
+        } else if self.calls.len() >= self.config.max_pending_calls || !self.reserve(payload.len())
+        {
+            self.stats.refused += 1;
+            Some(CallFailure::Overloaded)
+        } else {
+            None
+        };
+        if let Some(failure) = failure {
+            self.outputs.push_back(MessagingOutput::CallDone {
+                call: CallId(call),
+                result: Err(failure),
+            });
+            return CallId(call);
+        }
+        self.calls.insert(
+            call,
+            PendingCall {
+                target,
+                payload,
+                deadline,
+                sent_to: None,
+            },
+        );
+        self.deadlines.insert((deadline, call));
+        self.route_call(now, node, call);
+        CallId(call)
+    }
+
+    /// Gives up waiting for `call` (its caller went away): no `CallDone` follows.
+    pub fn cancel(&mut self, call: CallId) {
+        self.forget_call(call.0);
+    }
+
+    fn forget_call(&mut self, call: u64) -> Option<PendingCall> {
+        let pending = self.calls.remove(&call)?;
+        self.deadlines.remove(&(pending.deadline, call));
+        self.release(pending.payload.len());
+        Some(pending)
+    }
+
+    fn finish_call(&mut self, call: u64, result: Result<Vec<u8>, CallFailure>) {
+        if self.forget_call(call).is_some() {
+            self.outputs.push_back(MessagingOutput::CallDone {
+                call: CallId(call),
+                result,
+            });
+        }
+    }
+
+    /// Sends call `call` to the owner of its target, or parks it until there is one.
+    fn route_call(&mut self, now: Instant, node: &Node, call: u64) {
+        let Some(pending) = self.calls.get(&call) else {
+            return;
+        };
+        let target = pending.target.clone();
+        if !node.knows(&target) {
+            // Terminated (or given up) while the call was on its way.
+            self.finish_call(call, Err(CallFailure::NoSuchName));
+            return;
+        }
+        let owner = Self::owner(node, &target);
+        let Some(pending) = self.calls.get_mut(&call) else {
+            return;
+        };
+        pending.sent_to = owner.clone();
+        let Some(owner) = owner else {
+            self.waiting.push_back(Waiting::Call {
+                call,
+                not_before: now + REROUTE_PAUSE,
+            });
+            return;
+        };
+        let delivery = Delivery {
+            to: target,
+            reply_to: Some(CallRef {
+                caller: node.id().clone(),
+                call,
+            }),
+            payload: pending.payload.clone(),
+            hops: 0,
+            from_previous_owner: false,
+        };
+        if owner == *node.id() {
+            self.deliver(now, node, delivery);
+        } else {
+            self.send_app(node, &owner, AppMessage::Deliver(delivery));
+        }
+    }
+
+    /// Sends `payload` to the worker of `target`, without an answer.
+    ///
+    /// # Errors
+    ///
+    /// [`CallFailure::NoSuchName`] if the name is unknown here, [`CallFailure::Overloaded`]
+    /// if it would have to wait for an owner and the budget is spent.
+    pub fn cast(
+        &mut self,
+        now: Instant,
+        node: &Node,
+        target: ChildId,
+        payload: Vec<u8>,
+    ) -> Result<(), CallFailure> {
+        if !node.knows(&target) {
+            return Err(CallFailure::NoSuchName);
+        }
+        let until = now + self.config.cast_wait;
+        if Self::owner(node, &target).is_some() {
+            self.route_cast(now, node, target, payload, until, false);
+            return Ok(());
+        }
+        if !self.reserve(payload.len()) {
+            self.stats.refused += 1;
+            return Err(CallFailure::Overloaded);
+        }
+        self.wait_cast(now, target, payload, until);
+        Ok(())
+    }
+
+    fn wait_cast(&mut self, now: Instant, target: ChildId, payload: Vec<u8>, until: Instant) {
+        self.waiting.push_back(Waiting::Cast {
+            target,
+            payload,
+            until,
+        });
+        self.cast_retry_at = now + REROUTE_PAUSE;
+    }
+
+    /// Routes a cast to its owner, or makes it wait for one. `reserved`: its bytes are in
+    /// the budget already (it was waiting).
+    fn route_cast(
+        &mut self,
+        now: Instant,
+        node: &Node,
+        target: ChildId,
+        payload: Vec<u8>,
+        until: Instant,
+        reserved: bool,
+    ) {
+        let Some(owner) = Self::owner(node, &target) else {
+            if reserved || self.reserve(payload.len()) {
+                self.wait_cast(now, target, payload, until);
+            } else {
+                self.stats.refused += 1;
+                self.drop_cast(target, DropReason::Full);
+            }
+            return;
+        };
+        if reserved {
+            self.release(payload.len());
+        }
+        let delivery = Delivery {
+            to: target,
+            reply_to: None,
+            payload,
+            hops: 0,
+            from_previous_owner: false,
+        };
+        if owner == *node.id() {
+            self.deliver(now, node, delivery);
+        } else {
+            self.send_app(node, &owner, AppMessage::Deliver(delivery));
+        }
+    }
+
+    fn drop_cast(&mut self, id: ChildId, reason: DropReason) {
+        self.stats.dropped += 1;
+        self.outputs.push_back(MessagingOutput::Dropped {
+            id,
+            what: Dropped::Cast,
+            reason,
+        });
+    }
+
+    /// An answer for call `call` of this node.
+    fn answered(&mut self, call: u64, result: Result<Vec<u8>, RemoteError>, now: Instant) {
+        match result {
+            Err(RemoteError::NotHere) => {
+                if let Some(pending) = self.calls.get_mut(&call) {
+                    pending.sent_to = None;
+                    self.waiting.push_back(Waiting::Call {
+                        call,
+                        not_before: now + REROUTE_PAUSE,
+                    });
+                }
+            }
+            Err(RemoteError::NoSuchName) => self.finish_call(call, Err(CallFailure::NoSuchName)),
+            result => self.finish_call(call, result.map_err(CallFailure::Remote)),
+        }
+    }
+
+    /// An answer from one of this node's instances, for the call `to` (made here or
+    /// elsewhere).
+    pub fn replied(
+        &mut self,
+        now: Instant,
+        node: &Node,
+        to: CallRef,
+        result: Result<Vec<u8>, RemoteError>,
+    ) {
+        if matches!(result, Err(RemoteError::NotHere)) {
+            // Sent back unhandled (its instance ended first): a copy routed again must not be
+            // taken for a duplicate.
+            self.delivered.remove(&to);
+        }
+        if to.caller == *node.id() {
+            self.answered(to.call, result, now);
+        } else {
+            let caller = to.caller;
+            self.send_app(
+                node,
+                &caller,
+                AppMessage::Reply {
+                    call: to.call,
+                    result,
+                },
+            );
+        }
+    }
+
+    // ----- the receiving side -------------------------------------------------------------
+
+    /// A message from the runtime of `from`.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        node: &Node,
+        from: &NodeId,
+        message: AppMessage,
+    ) {
+        match message {
+            AppMessage::Deliver(delivery) => {
+                let first_hop = delivery.hops == 0 && !delivery.from_previous_owner;
+                if first_hop
+                    && delivery
+                        .reply_to
+                        .as_ref()
+                        .is_some_and(|reply| reply.caller != *from)
+                {
+                    // A call straight from its caller names that caller: one naming another
+                    // node would send the answer where nobody asked.
+                    self.stats.forged += 1;
+                    tracing::debug!(%from, "a call whose answer goes to another node; ignored");
+                    return;
+                }
+                self.deliver(now, node, delivery);
+            }
+            AppMessage::Reply { call, result } => self.answered(call, result, now),
+            AppMessage::Handoff {
+                id,
+                state: handed,
+                seen,
+            } => {
+                tracing::debug!(child = %id, %from, with_state = handed.is_some(), "state handed over");
+                self.delivered.insert_handled(&id, seen, now);
+                self.handed_over(now, node, from, id, handed);
+            }
+        }
+    }
+
+    /// Puts `delivery` where it belongs: a mailbox here, a buffer, another node, or back.
+    fn deliver(&mut self, now: Instant, node: &Node, delivery: Delivery) {
+        let id = &delivery.to;
+        if self.handing_off.contains_key(id) {
+            if self.reserve(delivery_bytes(&delivery)) {
+                if let Some(handing) = self.handing_off.get_mut(id) {
+                    handing.held.push(delivery);
+                }
+            } else {
+                self.refuse(now, node, delivery);
+            }
+            return;
+        }
+        if let Some(local) = self.local.get(id).copied() {
+            if !local.actor {
+                if let Some(reply) = delivery.reply_to {
+                    self.bounce(now, node, reply, RemoteError::NotAnActor);
+                }
+                return;
+            }
+            if let Some(call) = &delivery.reply_to {
+                if self.delivered.contains(id, call) {
+                    tracing::debug!(child = %id, ?call, "a second copy of a call; dropped");
+                    return;
+                }
+                self.delivered.insert(id, call, now);
+            }
+            let mail = match delivery.reply_to {
+                Some(reply) => Mail::Call {
+                    payload: delivery.payload,
+                    reply,
+                },
+                None => Mail::Cast {
+                    payload: delivery.payload,
+                },
+            };
+            self.outputs.push_back(MessagingOutput::Mail {
+                id: delivery.to,
+                instance: local.instance,
+                mail,
+            });
+            return;
+        }
+        if node.is_claiming(id) {
+            if !self.reserve(delivery_bytes(&delivery)) {
+                self.refuse(now, node, delivery);
+                return;
+            }
+            let held = self.claimed.entry(id.clone()).or_default();
+            if delivery.from_previous_owner {
+                held.forwarded.push(delivery);
+            } else {
+                held.direct.push(delivery);
+            }
+            return;
+        }
+        // Not running here: pass it on, or send it back.
+        if !node.knows(id) {
+            if let Some(reply) = delivery.reply_to {
+                self.bounce(now, node, reply, RemoteError::NoSuchName);
+            }
+            return;
+        }
+        let owner = Self::owner(node, id).filter(|owner| owner != node.id());
+        match owner {
+            Some(owner) if delivery.hops < MAX_HOPS => {
+                let delivery = Delivery {
+                    hops: delivery.hops + 1,
+                    ..delivery
+                };
+                self.send_app(node, &owner, AppMessage::Deliver(delivery));
+            }
+            _ => match delivery.reply_to {
+                Some(reply) => self.bounce(now, node, reply, RemoteError::NotHere),
+                None => {
+                    let until = now + self.config.cast_wait;
+                    self.route_cast(now, node, delivery.to, delivery.payload, until, false);
+                }
+            },
+        }
+    }
+
+    /// A delivery that does not fit: a call goes back with a typed error, a cast is
+    /// reported dropped.
+    fn refuse(&mut self, now: Instant, node: &Node, delivery: Delivery) {
+        self.stats.refused += 1;
+        match delivery.reply_to {
+            Some(reply) => self.bounce(now, node, reply, RemoteError::Overloaded),
+            None => self.drop_cast(delivery.to, DropReason::Full),
+        }
+    }
+
+    fn bounce(&mut self, now: Instant, node: &Node, reply: CallRef, error: RemoteError) {
+        self.replied(now, node, reply, Err(error));
+    }
+
+    /// Mail the runtime could not put into its instance's mailbox (the instance had just
+    /// ended): a call goes back to be routed again, to wherever the name runs next.
+    pub fn undeliverable(&mut self, now: Instant, node: &Node, mail: Mail) {
+        if let Mail::Call { reply, .. } = mail {
+            self.bounce(now, node, reply, RemoteError::NotHere);
+        }
+    }
+
+    // ----- instances and handoff -------------------------------------------------------------
+
+    /// The node started `id` here as `instance` (its claim succeeded); `actor`: its worker
+    /// takes mail. An actor gets [`Mail::Begin`] with the state handed over, if one came,
+    /// then what waited for it.
+    pub fn instance_started(
+        &mut self,
+        now: Instant,
+        node: &Node,
+        id: ChildId,
+        instance: u64,
+        actor: bool,
+        handoff_from: Option<&NodeId>,
+    ) {
+        self.local.insert(id.clone(), Local { instance, actor });
+        let handed = match self.early_state.remove(&id) {
+            Some(early) => {
+                self.release(early.bytes());
+                let expected = handoff_from.is_none_or(|from| *from == early.from);
+                match early.state {
+                    Some(_) if !expected => {
+                        // Another node than the one the start names sent it: not this
+                        // instance's to take.
+                        self.stats.forged += 1;
+                        self.drop_state(id.clone(), DropReason::NotAwaited);
+                        None
+                    }
+                    Some(_) if early.until <= now => {
+                        self.drop_state(id.clone(), DropReason::Expired);
+                        None
+                    }
+                    handed => handed,
+                }
+            }
+            None => None,
+        };
+        if handed.is_none()
+            && let Some(from) = handoff_from
+        {
+            // The state (if any) travels ahead of the end's confirmation: none came.
+            tracing::debug!(child = %id, %from, "the previous instance handed no state over");
+        }
+        if actor {
+            self.outputs.push_back(MessagingOutput::Mail {
+                id: id.clone(),
+                instance,
+                mail: Mail::Begin(handed),
+            });
+        }
+        if let Some(held) = self.claimed.remove(&id) {
+            for delivery in held.into_deliveries() {
+                self.release(delivery_bytes(&delivery));
+                self.deliver(now, node, delivery);
+            }
+        }
+    }
+
+    /// Instance `instance` of `id` has ended here.
+    pub fn instance_ended(&mut self, id: &ChildId, instance: u64) {
+        if self.local.get(id).is_some_and(|l| l.instance == instance) {
+            self.local.remove(id);
+        }
+    }
+
+    fn drop_state(&mut self, id: ChildId, reason: DropReason) {
+        self.stats.dropped += 1;
+        self.outputs.push_back(MessagingOutput::Dropped {
+            id,
+            what: Dropped::State,
+            reason,
+        });
+    }
+
+    /// State for `id` arrived from `from`, the node it moved away from (or a losing
+    /// duplicate). Only a live member's is taken; an instance that starts later takes it
+    /// only if its start names `from` as the node handing over.
+    fn handed_over(
+        &mut self,
+        now: Instant,
+        node: &Node,
+        from: &NodeId,
+        id: ChildId,
+        handed: Option<Vec<u8>>,
+    ) {
+        let member = node
+            .member(&from.name)
+            .is_some_and(|m| m.id() == from && m.state().is_live());
+        if !member {
+            if handed.is_some() {
+                self.stats.forged += 1;
+                self.drop_state(id, DropReason::NotAwaited);
+            }
+            return;
+        }
+        match (self.local.get(&id).copied(), handed) {
+            // Running already: the sender lost a conflict (or was late).
+            (Some(local), Some(theirs)) if local.actor => {
+                self.outputs.push_back(MessagingOutput::Mail {
+                    id,
+                    instance: local.instance,
+                    mail: Mail::Conflict(theirs),
+                });
+            }
+            (Some(_), _) => {}
+            // Claimed here: the instance starts once the old one's end is confirmed.
+            // The views may not agree yet that the name moves here: kept for a while.
+            (None, state) => {
+                let early = EarlyState {
+                    from: from.clone(),
+                    state,
+                    until: now + self.config.handoff_timeout,
+                };
+                if !self.reserve(early.bytes()) {
+                    self.stats.refused += 1;
+                    self.drop_state(id, DropReason::Full);
+                    return;
+                }
+                if let Some(old) = self.early_state.insert(id, early) {
+                    self.release(old.bytes());
+                }
+            }
+        }
+    }
+
+    /// The node moves `id` away from here on purpose (`Stop { Moved { to } }`): asks the
+    /// instance for its state with [`Mail::BeginHandoff`]. Returns whether a handoff
+    /// started; if not (the instance is not an actor, or is not the one running), the
+    /// runtime stops the instance at once.
+    pub fn start_handoff(
+        &mut self,
+        now: Instant,
+        node: &Node,
+        id: &ChildId,
+        instance: u64,
+        to: NodeId,
+    ) -> bool {
+        let Some(local) = self.local.get(id).filter(|l| l.instance == instance) else {
+            return false;
+        };
+        if !local.actor {
+            // A plain worker has nothing to hand over; tell the new node not to wait.
+            self.send_app(
+                node,
+                &to,
+                AppMessage::Handoff {
+                    id: id.clone(),
+                    state: None,
+                    seen: Vec::new(),
+                },
+            );
+            return false;
+        }
+        tracing::debug!(child = %id, %to, "asking the instance for its state");
+        self.outputs.push_back(MessagingOutput::Mail {
+            id: id.clone(),
+            instance,
+            mail: Mail::BeginHandoff,
+        });
+        let deadline = now + self.config.handoff_timeout;
+        self.handing_off.insert(
+            id.clone(),
+            HandingOff {
+                instance,
+                to,
+                deadline,
+                held: Vec::new(),
+            },
+        );
+        true
+    }
+
+    /// The instance answered [`Mail::BeginHandoff`] with `state`: the state goes to the new
+    /// node, then what arrived meanwhile, then [`MessagingOutput::HandoffFinished`].
+    pub fn handoff_done(
+        &mut self,
+        node: &Node,
+        id: &ChildId,
+        instance: u64,
+        state: Option<Vec<u8>>,
+    ) {
+        if self
+            .handing_off
+            .get(id)
+            .is_some_and(|h| h.instance == instance)
+        {
+            self.finish_handoff(node, id, state);
+        }
+    }
+
+    fn finish_handoff(&mut self, node: &Node, id: &ChildId, handed: Option<Vec<u8>>) {
+        let Some(handing) = self.handing_off.remove(id) else {
+            return;
+        };
+        let seen = self.delivered.handled(id);
+        tracing::debug!(child = %id, to = %handing.to, held = handing.held.len(), "state sent");
+        self.send_app(
+            node,
+            &handing.to,
+            AppMessage::Handoff {
+                id: id.clone(),
+                state: handed,
+                seen,
+            },
+        );
+        for delivery in handing.held {
+            self.release(delivery_bytes(&delivery));
+            let delivery = Delivery {
+                hops: delivery.hops.saturating_add(1),
+                from_previous_owner: true,
+                ..delivery
+            };
+            self.send_app(node, &handing.to, AppMessage::Deliver(delivery));
+        }
+        self.outputs.push_back(MessagingOutput::HandoffFinished {
+            id: id.clone(),
+            instance: handing.instance,
+        });
+    }
+
+    /// Messages held for names this node no longer claims (the claim gave way, or the
+    /// name moved on) go where the name is now.
+    fn release_unclaimed(&mut self, now: Instant, node: &Node) {
+        if self.claimed.is_empty() {
+            return;
+        }
+        let gone: Vec<ChildId> = self
+            .claimed
+            .keys()
+            .filter(|id| !node.is_claiming(id) && !self.local.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(held) = self.claimed.remove(&id) {
+                for delivery in held.into_deliveries() {
+                    self.release(delivery_bytes(&delivery));
+                    self.deliver(now, node, delivery);
+                }
+            }
+        }
+    }
+
+    // ----- failures and time ---------------------------------------------------------------
+
+    /// `peer` is gone (down or left): calls in flight to it are routed again.
+    pub fn peer_gone(&mut self, now: Instant, peer: &NodeId) {
+        for (call, pending) in &mut self.calls {
+            if pending.sent_to.as_ref() == Some(peer) {
+                pending.sent_to = None;
+                self.waiting.push_back(Waiting::Call {
+                    call: *call,
+                    not_before: now,
+                });
+            }
+        }
+    }
+
+    /// Routes what waits, and acts on expired waits. Call it after every input to the node
+    /// or to this messenger (the node's view may have changed), and at
+    /// [`poll_timeout`](Self::poll_timeout).
+    pub fn handle_timeout(&mut self, now: Instant, node: &Node) {
+        while let Some(&(deadline, call)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.finish_call(call, Err(CallFailure::Timeout));
+        }
+        if !self.waiting.is_empty() {
+            let waiting = std::mem::take(&mut self.waiting);
+            for item in waiting {
+                match item {
+                    Waiting::Call { call, not_before } if not_before > now => {
+                        self.waiting.push_back(Waiting::Call { call, not_before });
+                    }
+                    Waiting::Call { call, .. } => self.route_call(now, node, call),
+                    Waiting::Cast {
+                        target,
+                        until,
+                        payload,
+                    } if until <= now => {
+                        self.release(payload.len());
+                        self.drop_cast(target, DropReason::NoOwner);
+                    }
+                    Waiting::Cast {
+                        target,
+                        payload,
+                        until,
+                    } if self.cast_retry_at > now => {
+                        self.waiting.push_back(Waiting::Cast {
+                            target,
+                            payload,
+                            until,
+                        });
+                    }
+                    Waiting::Cast {
+                        target,
+                        payload,
+                        until,
+                    } => self.route_cast(now, node, target, payload, until, true),
+                }
+            }
+        }
+        self.release_unclaimed(now, node);
+        let stuck: Vec<ChildId> = self
+            .handing_off
+            .iter()
+            .filter(|(_, h)| h.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stuck {
+            self.finish_handoff(node, &id, None);
+        }
+        if self.next_sweep <= now {
+            self.next_sweep = now + SWEEP_EVERY;
+            let expired: Vec<ChildId> = self
+                .early_state
+                .iter()
+                .filter(|(_, early)| early.until <= now)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                if let Some(early) = self.early_state.remove(&id) {
+                    self.release(early.bytes());
+                    if early.state.is_some() {
+                        self.drop_state(id, DropReason::Expired);
+                    }
+                }
+            }
+            self.delivered.expire(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
