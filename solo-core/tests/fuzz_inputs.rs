@@ -138,3 +138,105 @@ proptest! {
         fuzz::node_inputs(&as_node_inputs(&frames));
     }
 }
+
+/// Runtime messages as a peer could send them, extremes included.
+fn app_message() -> impl Strategy<Value = Message> {
+    use solo_core::wire::{AppMessage, CallRef, Delivery, RemoteError};
+    let child = prop_oneof![
+        Just("here".to_owned()),
+        Just("nowhere".to_owned()),
+        (0..4u8).prop_map(|c| format!("c{c}")),
+    ]
+    .prop_map(|name| ChildId::new(name).expect("valid"));
+    let call = prop_oneof![0..16u64, Just(u64::MAX), any::<u64>()];
+    let reply_to = proptest::option::of(
+        (node_id(), call.clone()).prop_map(|(caller, call)| CallRef { caller, call }),
+    );
+    let payload = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..16),
+        (0..3_000usize).prop_map(|n| vec![0; n]),
+    ];
+    let ranges = proptest::collection::vec(
+        (
+            node_id(),
+            proptest::collection::vec((call.clone(), call.clone()), 0..3),
+        ),
+        0..3,
+    );
+    let app = prop_oneof![
+        (
+            child.clone(),
+            reply_to,
+            payload.clone(),
+            any::<u8>(),
+            any::<bool>()
+        )
+            .prop_map(|(to, reply_to, payload, hops, from_previous_owner)| {
+                AppMessage::Deliver(Delivery {
+                    to,
+                    reply_to,
+                    payload,
+                    hops,
+                    from_previous_owner,
+                })
+            }),
+        (call, any::<bool>(), payload.clone()).prop_map(|(call, ok, bytes)| AppMessage::Reply {
+            call,
+            result: if ok {
+                Ok(bytes)
+            } else {
+                Err(RemoteError::NotHere)
+            },
+        }),
+        (child, proptest::option::of(payload), ranges)
+            .prop_map(|(id, state, seen)| AppMessage::Handoff { id, state, seen }),
+    ];
+    prop_oneof![app.prop_map(Message::App), message()]
+}
+
+/// One input of [`fuzz::messaging_inputs`]: a frame from a peer, a call or cast made here,
+/// the local instance acting, or time passing.
+fn messaging_input() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        (
+            any::<u8>(),
+            app_message(),
+            proptest::collection::vec((any::<usize>(), any::<u8>()), 0..2)
+        )
+            .prop_map(|(who, message, flips)| {
+                let frame = if flips.is_empty() {
+                    wire::encode_frame(&message).expect("a valid message encodes")
+                } else {
+                    mutated(&message, &flips)
+                };
+                let len = u16::try_from(frame.len()).unwrap_or(u16::MAX);
+                let mut input = vec![((who % 32) << 3) | (who % 3)];
+                input.extend_from_slice(&len.to_le_bytes());
+                input.extend_from_slice(&frame[..usize::from(len)]);
+                input
+            }),
+        (any::<u8>(), any::<u8>()).prop_map(|(who, arg)| vec![(who << 3) | 3, arg]),
+        (any::<u8>(), any::<u8>()).prop_map(|(who, arg)| vec![(who << 3) | 4, arg]),
+        any::<u8>().prop_map(|who| vec![(who << 3) | 5]),
+        any::<u8>().prop_map(|who| vec![(who << 3) | 6]),
+        any::<u8>().prop_map(|arg| vec![7, arg]),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn random_input_sequences_into_a_messenger(
+        data in proptest::collection::vec(any::<u8>(), 0..4096),
+    ) {
+        fuzz::messaging_inputs(&data);
+    }
+
+    #[test]
+    fn runtime_messages_calls_and_time_into_a_messenger(
+        inputs in proptest::collection::vec(messaging_input(), 1..80),
+    ) {
+        fuzz::messaging_inputs(&inputs.concat());
+    }
+}

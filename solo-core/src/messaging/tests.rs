@@ -366,3 +366,47 @@ fn mail_for_an_instance_that_just_ended_sends_the_call_back_to_be_routed_again()
         "{outputs:?}"
     );
 }
+
+/// Found by `fuzz::messaging_inputs`: a second stop of an instance already handing over
+/// restarted the handoff, and the messages it held were lost (and their bytes never given
+/// back).
+#[test]
+fn a_second_stop_keeps_the_handoff_under_way_and_what_it_holds() {
+    let mut lone = Lone::new(MessagingConfig::default());
+    lone.meet("b");
+    let here = child("here");
+    let (now, node) = (lone.now, &lone.node);
+    assert!(
+        lone.messenger
+            .start_handoff(now, node, &here, lone.instance, id("b"))
+    );
+    let call = lone.call("here", b"held", Duration::from_secs(1));
+    let (now, node) = (lone.now, &lone.node);
+    assert!(
+        lone.messenger
+            .start_handoff(now, node, &here, lone.instance, id("b"))
+    );
+    assert_eq!(
+        lone.messenger.stats().held_bytes,
+        lone.messenger.recount_held_bytes()
+    );
+    lone.outputs();
+    let node = &lone.node;
+    lone.messenger
+        .handoff_done(node, &here, lone.instance, Some(b"state".to_vec()));
+    let outputs = lone.outputs();
+    let held_call_sent = outputs.iter().any(|output| {
+        matches!(output, MessagingOutput::Transmit(Transmit {
+            message: Message::App(AppMessage::Deliver(Delivery { reply_to: Some(reply), from_previous_owner: true, .. })),
+            ..
+        }) if reply.call == call.get())
+    });
+    assert!(held_call_sent, "{outputs:?}");
+    assert_eq!(
+        outputs.last(),
+        Some(&MessagingOutput::HandoffFinished {
+            id: here,
+            instance: lone.instance,
+        })
+    );
+}

@@ -107,3 +107,184 @@ pub fn node_inputs(data: &[u8]) {
         }
     }
 }
+
+/// The caps [`messaging_inputs`] runs its messenger with: small, so that floods reach them.
+const MAX_PENDING_CALLS: usize = 8;
+const MAX_HELD_BYTES: usize = 4_096;
+
+/// A [`Messenger`](crate::messaging::Messenger) beside a lone node that runs the singleton
+/// `here` (and knows `nowhere`, which no node may run), fed what `data` describes: frames
+/// from four peers (a runtime message goes to the messenger, any other to the node, so
+/// peers can become members), calls and casts made here, time passing, and the local
+/// instance answering its mail, handing over or ending. Each input is one byte saying what
+/// it is and from whom, then its bytes as [`node_inputs`] reads them.
+///
+/// After every input: the messenger's calls and held bytes are within their caps, no call
+/// has two outcomes, and every call whose deadline has passed has had its one outcome.
+pub fn messaging_inputs(data: &[u8]) {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use crate::messaging::{CallId, Mail, MessagingConfig, MessagingOutput, Messenger};
+    use crate::supervisor::ChildSpec;
+    use crate::wire::{Message, RemoteError};
+    use crate::{Action, ChildId};
+
+    let valid = |e: &dyn std::fmt::Display| -> ! { panic!("a valid fuzzing setup: {e}") };
+    let child = |name: &str| ChildId::new(name).unwrap_or_else(|e| valid(&e));
+    let peer = |i: u8| {
+        let name = NodeName::new(format!("p{}", i % 4)).unwrap_or_else(|e| valid(&e));
+        NodeId::new(name, Incarnation(u64::from(i / 4 % 2) + 1))
+    };
+    let me = NodeId::new(
+        NodeName::new("me").unwrap_or_else(|e| valid(&e)),
+        Incarnation(1),
+    );
+    #[allow(clippy::disallowed_methods)] // the only clock read; inputs move time forward
+    let mut now = Instant::now();
+    let mut node = Node::builder(me, SocketAddr::from(([10, 0, 0, 1], 7000)))
+        .build(now)
+        .unwrap_or_else(|e| valid(&e));
+    let names = [child("here"), child("nowhere"), child("undeclared")];
+    node.declare_singleton(now, ChildSpec::new(names[0].clone(), "actor", Vec::new()))
+        .unwrap_or_else(|e| valid(&e));
+    node.declare_singleton(
+        now,
+        ChildSpec::new(names[1].clone(), "actor", Vec::new()).role("nobody"),
+    )
+    .unwrap_or_else(|e| valid(&e));
+    let mut instance = None;
+    for _ in 0..100 {
+        while let Some(action) = node.poll_action() {
+            if let Action::Start {
+                id, instance: i, ..
+            } = action
+                && id == names[0]
+            {
+                instance = Some(i);
+            }
+        }
+        while node.poll_transmit().is_some() {}
+        if instance.is_some() {
+            break;
+        }
+        now += Duration::from_millis(10);
+        node.handle_timeout(now);
+    }
+    let Some(mut instance) = instance else {
+        panic!("a lone node starts its singleton");
+    };
+    let config = MessagingConfig {
+        max_pending_calls: MAX_PENDING_CALLS,
+        max_held_bytes: MAX_HELD_BYTES,
+        ..MessagingConfig::default()
+    };
+    let mut messenger = Messenger::new(config, now);
+    messenger.instance_started(now, &node, names[0].clone(), instance, true, None);
+
+    let mut deadlines: BTreeMap<CallId, Instant> = BTreeMap::new();
+    let mut done: BTreeSet<CallId> = BTreeSet::new();
+    // Calls mailed to the local instance and not yet answered (at most 64 kept).
+    let mut mailed: Vec<crate::wire::CallRef> = Vec::new();
+    let mut rest = data;
+    while let Some((&head, tail)) = rest.split_first() {
+        rest = tail;
+        let arg = rest.first().copied().unwrap_or(0);
+        match head & 0b111 {
+            0..=2 => {
+                let (len, tail) = match rest {
+                    [a, b, tail @ ..] => (usize::from(u16::from_le_bytes([*a, *b])), tail),
+                    _ => (rest.len(), &[][..]),
+                };
+                let (frame, tail) = tail.split_at(len.min(tail.len()));
+                rest = tail;
+                let from = peer(head >> 3);
+                match wire::decode_frame(frame) {
+                    Ok(Message::App(message)) => {
+                        messenger.handle_message(now, &node, &from, message);
+                    }
+                    Ok(message) => node.handle_message(now, &from, message),
+                    Err(_) => {}
+                }
+            }
+            3 => {
+                rest = rest.get(1..).unwrap_or_default();
+                let target = names[usize::from(arg % 3)].clone();
+                let timeout = Duration::from_millis(u64::from(head >> 3) * 50);
+                let payload = vec![0; usize::from(arg) * 8];
+                let call = messenger.call(now, &node, target, payload, now + timeout);
+                assert!(
+                    deadlines.insert(call, now + timeout).is_none(),
+                    "a call id is given once"
+                );
+            }
+            4 => {
+                rest = rest.get(1..).unwrap_or_default();
+                let target = names[usize::from(arg % 3)].clone();
+                let _ = messenger.cast(now, &node, target, vec![0; usize::from(arg) * 8]);
+            }
+            5 => {
+                // The local instance answers its oldest call, or sends it back unhandled.
+                if !mailed.is_empty() {
+                    let reply = mailed.remove(0);
+                    let result = if head & 0b1000 == 0 {
+                        Ok(vec![1])
+                    } else {
+                        Err(RemoteError::NotHere)
+                    };
+                    messenger.replied(now, &node, reply, result);
+                }
+            }
+            6 => match head >> 3 & 0b11 {
+                0 => {
+                    let to = peer(head >> 5);
+                    let _ = messenger.start_handoff(now, &node, &names[0], instance, to);
+                }
+                1 => messenger.handoff_done(&node, &names[0], instance, Some(vec![2; 16])),
+                2 => {
+                    messenger.instance_ended(&names[0], instance);
+                    instance += 1;
+                    messenger.instance_started(now, &node, names[0].clone(), instance, true, None);
+                }
+                _ => messenger.peer_gone(now, &peer(head >> 5)),
+            },
+            _ => {
+                rest = rest.get(1..).unwrap_or_default();
+                now += Duration::from_millis(u64::from(arg) * 10);
+                node.handle_timeout(now);
+            }
+        }
+        messenger.handle_timeout(now, &node);
+        while node.poll_action().is_some() {}
+        while node.poll_transmit().is_some() {}
+        while let Some(output) = messenger.poll_output() {
+            match output {
+                MessagingOutput::CallDone { call, .. } => {
+                    assert!(
+                        deadlines.contains_key(&call),
+                        "an outcome for a call never made"
+                    );
+                    assert!(done.insert(call), "two outcomes for {call:?}");
+                }
+                MessagingOutput::Mail {
+                    mail: Mail::Call { reply, .. },
+                    ..
+                } if mailed.len() < 64 => mailed.push(reply),
+                _ => {}
+            }
+        }
+        let stats = messenger.stats();
+        assert!(stats.pending_calls <= MAX_PENDING_CALLS, "{stats:?}");
+        assert!(stats.held_bytes <= MAX_HELD_BYTES, "{stats:?}");
+        assert_eq!(
+            stats.held_bytes,
+            messenger.recount_held_bytes(),
+            "the byte budget counts what is held"
+        );
+        for (call, deadline) in &deadlines {
+            assert!(
+                *deadline > now || done.contains(call),
+                "{call:?} is past its deadline without an outcome"
+            );
+        }
+    }
+}
