@@ -49,9 +49,9 @@
 //!   feature). `--certs DIR` turns on mutual TLS (TLS over TCP, or QUIC's) with
 //!   `DIR/ca.pem`, `DIR/NAME.pem` and `DIR/NAME.key` (built with the `tls` feature); `--ca`,
 //!   `--cert` and `--key FILE` name the files one by one instead. QUIC requires certificates.
-//! * `solo-node call NAME MESSAGE --seed HOST:PORT --cookie SECRET [--timeout SECS]` joins
+//! * `solo-node call NAME MESSAGE... --seed HOST:PORT --cookie SECRET [--timeout SECS]` joins
 //!   as an observer (a member that never runs anything), calls the actor `NAME` with the
-//!   text `MESSAGE`, prints its text reply and leaves. The demo singleton answers `get`
+//!   text `MESSAGE` (its words joined by spaces: `call roar add 5`), prints its text reply and leaves. The demo singleton answers `get`
 //!   and `add N` with its count. Takes `--cluster`, `--transport`, `--certs`/`--ca`/
 //!   `--cert`/`--key`, `--name` and `--listen` (default `127.0.0.1:0`) as a node does;
 //!   over TLS or QUIC its `--name` must be one its certificate names (peers check).
@@ -78,7 +78,7 @@ const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOS
                      [--fenced-store ADDR [--store-delay-ms N]] \
                      [--cluster NAME] [--json] [--transport tcp|quic] \
                      [--certs DIR | --ca FILE --cert FILE --key FILE]\n       \
-                     solo-node call NAME MESSAGE --seed HOST:PORT [--timeout SECS] [same flags]\n       \
+                     solo-node call NAME MESSAGE... --seed HOST:PORT [--timeout SECS] [same flags]\n       \
                      solo-node certs --out DIR [--cluster NAME] NODE...";
 
 /// Which transport carries the node's traffic.
@@ -238,9 +238,13 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
         }
     }
     let call = if calling {
-        let [target, message]: [String; 2] = positional
-            .try_into()
-            .map_err(|_| "call: expected NAME MESSAGE".to_owned())?;
+        // `call roar add 5` as well as `call roar "add 5"`: the words after the name are
+        // the message, joined by single spaces.
+        let mut words = positional.into_iter();
+        let (Some(target), Some(first)) = (words.next(), words.next()) else {
+            return Err("call: expected NAME MESSAGE".to_owned());
+        };
+        let message = words.fold(first, |message, word| message + " " + &word);
         if seeds.is_empty() {
             return Err("call: --seed is required".to_owned());
         }
@@ -849,7 +853,7 @@ fn print_event(printer: &Printer, event: &Event) {
 
 #[cfg(test)]
 mod tests {
-    use super::pick_cookie;
+    use super::{parse_args, pick_cookie};
 
     const GOOD: &str = "Zr8Lq2Vx7KmT4pW9";
 
@@ -866,5 +870,24 @@ mod tests {
             short.starts_with("SOLO_COOKIE: the cookie is 5 bytes"),
             "{short}"
         );
+    }
+
+    #[test]
+    fn a_calls_message_is_every_word_after_the_name() {
+        let argv = [
+            "roar",
+            "add",
+            "5",
+            "--seed",
+            "127.0.0.1:7001",
+            "--cookie",
+            GOOD,
+        ];
+        let args = parse_args(argv.into_iter().map(String::from), true).expect("parses");
+        let (target, message, _) = args.call.expect("a call");
+        assert_eq!((target.as_str(), message.as_str()), ("roar", "add 5"));
+        let argv = ["roar", "--seed", "127.0.0.1:7001", "--cookie", GOOD];
+        let error = parse_args(argv.into_iter().map(String::from), true).err();
+        assert_eq!(error.as_deref(), Some("call: expected NAME MESSAGE"));
     }
 }
