@@ -19,7 +19,7 @@ use crate::membership::{MemberState, NodeMeta};
 use crate::supervisor::ChildRecord;
 
 /// The protocol this build speaks. Bumped on any incompatible change to [`Message`].
-pub const PROTOCOL_VERSION: u8 = 7;
+pub const PROTOCOL_VERSION: u8 = 8;
 
 /// The largest frame, in bytes, that a node sends or accepts (1 MiB). A full member table of
 /// [`Config::max_members`](crate::Config::max_members) members fits with room to spare.
@@ -356,6 +356,8 @@ pub enum AppMessage {
     Reply {
         /// The caller's number for the call ([`CallRef::call`]).
         call: u64,
+        /// The call's [`CallRef::token`], as the call carried it.
+        token: u64,
         /// The worker's encoded reply, or why there is none.
         result: Result<Vec<u8>, RemoteError>,
     },
@@ -398,6 +400,9 @@ pub struct CallRef {
     pub caller: NodeId,
     /// The caller's number for the call.
     pub call: u64,
+    /// The caller's secret for the call, which its answer must carry
+    /// ([`AppMessage::Reply::token`]): a node the call never reached cannot answer it.
+    pub token: u64,
 }
 
 /// Why a call got no reply from a worker. Sent over the wire, so it is plain data.

@@ -149,9 +149,13 @@ fn app_message() -> impl Strategy<Value = Message> {
     ]
     .prop_map(|name| ChildId::new(name).expect("valid"));
     let call = prop_oneof![0..16u64, Just(u64::MAX), any::<u64>()];
-    let reply_to = proptest::option::of(
-        (node_id(), call.clone()).prop_map(|(caller, call)| CallRef { caller, call }),
-    );
+    let reply_to = proptest::option::of((node_id(), call.clone(), any::<u64>()).prop_map(
+        |(caller, call, token)| CallRef {
+            caller,
+            call,
+            token,
+        },
+    ));
     let payload = prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..16),
         (0..3_000usize).prop_map(|n| vec![0; n]),
@@ -180,14 +184,17 @@ fn app_message() -> impl Strategy<Value = Message> {
                     from_previous_owner,
                 })
             }),
-        (call, any::<bool>(), payload.clone()).prop_map(|(call, ok, bytes)| AppMessage::Reply {
-            call,
-            result: if ok {
-                Ok(bytes)
-            } else {
-                Err(RemoteError::NotHere)
-            },
-        }),
+        (call, any::<u64>(), any::<bool>(), payload.clone()).prop_map(
+            |(call, token, ok, bytes)| AppMessage::Reply {
+                call,
+                token,
+                result: if ok {
+                    Ok(bytes)
+                } else {
+                    Err(RemoteError::NotHere)
+                },
+            }
+        ),
         (child, proptest::option::of(payload), ranges)
             .prop_map(|(id, state, seen)| AppMessage::Handoff { id, state, seen }),
     ];

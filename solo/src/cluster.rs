@@ -440,11 +440,14 @@ impl ClusterBuilder {
             exits,
             handoffs,
             replies,
-            messaging: Some(crate::driver::Messaging::new({
-                let mut messaging = solo_core::messaging::MessagingConfig::default();
-                messaging.handoff_timeout = self.handoff_timeout;
-                messaging
-            })),
+            messaging: Some(crate::driver::Messaging::new(
+                {
+                    let mut messaging = solo_core::messaging::MessagingConfig::default();
+                    messaging.handoff_timeout = self.handoff_timeout;
+                    messaging
+                },
+                self.simulation_seed,
+            )),
             events: events.clone(),
             spawner: Spawner {
                 registry: self.registry,

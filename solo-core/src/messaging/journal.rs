@@ -247,6 +247,7 @@ mod tests {
         CallRef {
             caller: caller.clone(),
             call,
+            token: 0,
         }
     }
 

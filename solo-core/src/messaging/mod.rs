@@ -233,6 +233,8 @@ pub struct MessagingStats {
 #[derive(Debug)]
 struct PendingCall {
     target: ChildId,
+    /// The secret its answer must carry.
+    token: u64,
     payload: Vec<u8>,
     deadline: Instant,
     /// The node it was last sent to, if it is in flight.
@@ -329,6 +331,16 @@ pub struct Messenger {
     held_bytes: usize,
     stats: MessagingStats,
     outputs: VecDeque<MessagingOutput>,
+    tokens: CallTokens,
+}
+
+/// Where call tokens come from: a keyed pseudo-random function of the call number.
+struct CallTokens(Box<dyn Fn(u64) -> u64 + Send>);
+
+impl std::fmt::Debug for CallTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallTokens")
+    }
 }
 
 fn delivery_bytes(delivery: &Delivery) -> usize {
@@ -337,7 +349,16 @@ fn delivery_bytes(delivery: &Delivery) -> usize {
 
 impl Messenger {
     /// A messenger with `config`, at `now`.
-    pub fn new(config: MessagingConfig, now: Instant) -> Self {
+    ///
+    /// `tokens` gives each call its [`CallRef::token`] from its number: it must be
+    /// unguessable by other nodes, a keyed pseudo-random function such as SipHash with
+    /// random keys (the `solo` runtime uses `std::hash::RandomState`; a simulation, a
+    /// function of its seed). An answer without its call's token is ignored.
+    pub fn new(
+        config: MessagingConfig,
+        now: Instant,
+        tokens: impl Fn(u64) -> u64 + Send + 'static,
+    ) -> Self {
         Self {
             delivered: Delivered::new(config.dedupe_window),
             config,
@@ -354,6 +375,7 @@ impl Messenger {
             held_bytes: 0,
             stats: MessagingStats::default(),
             outputs: VecDeque::new(),
+            tokens: CallTokens(Box::new(tokens)),
         }
     }
 
@@ -494,10 +516,12 @@ impl Messenger {
             });
             return CallId(call);
         }
+        let token = (self.tokens.0)(call);
         self.calls.insert(
             call,
             PendingCall {
                 target,
+                token,
                 payload,
                 deadline,
                 sent_to: None,
@@ -557,6 +581,7 @@ impl Messenger {
             reply_to: Some(CallRef {
                 caller: node.id().clone(),
                 call,
+                token: pending.token,
             }),
             payload: pending.payload.clone(),
             hops: 0,
@@ -653,8 +678,27 @@ impl Messenger {
         });
     }
 
-    /// An answer for call `call` of this node.
-    fn answered(&mut self, call: u64, result: Result<Vec<u8>, RemoteError>, now: Instant) {
+    /// An answer for call `call` of this node, carrying `token`.
+    fn answered(
+        &mut self,
+        call: u64,
+        token: u64,
+        result: Result<Vec<u8>, RemoteError>,
+        now: Instant,
+    ) {
+        if self
+            .calls
+            .get(&call)
+            .is_none_or(|pending| pending.token != token)
+        {
+            // Not an answer to a call this node is waiting for: late (the call is over),
+            // or from a node the call never reached.
+            if self.calls.contains_key(&call) {
+                self.stats.forged += 1;
+                tracing::debug!(call, "an answer without its call's token; ignored");
+            }
+            return;
+        }
         match result {
             Err(RemoteError::NotHere) => {
                 if let Some(pending) = self.calls.get_mut(&call) {
@@ -685,7 +729,7 @@ impl Messenger {
             self.delivered.remove(&to);
         }
         if to.caller == *node.id() {
-            self.answered(to.call, result, now);
+            self.answered(to.call, to.token, result, now);
         } else {
             let caller = to.caller;
             self.send_app(
@@ -693,6 +737,7 @@ impl Messenger {
                 &caller,
                 AppMessage::Reply {
                     call: to.call,
+                    token: to.token,
                     result,
                 },
             );
@@ -726,7 +771,11 @@ impl Messenger {
                 }
                 self.deliver(now, node, delivery);
             }
-            AppMessage::Reply { call, result } => self.answered(call, result, now),
+            AppMessage::Reply {
+                call,
+                token,
+                result,
+            } => self.answered(call, token, result, now),
             AppMessage::Handoff {
                 id,
                 state: handed,

@@ -11,6 +11,11 @@ fn id(name: &str) -> NodeId {
     NodeId::new(NodeName::new(name).expect("a valid name"), Incarnation(1))
 }
 
+/// The tests' call tokens: any function other nodes cannot guess will do in production.
+fn token(call: u64) -> u64 {
+    call ^ 0x5EC2_E7ED
+}
+
 fn child(name: &str) -> ChildId {
     ChildId::new(name).expect("a valid child id")
 }
@@ -51,7 +56,7 @@ impl Lone {
             }
             panic!("a lone node starts its singleton");
         };
-        let mut messenger = Messenger::new(config, at);
+        let mut messenger = Messenger::new(config, at, token);
         messenger.instance_started(at, &node, child("here"), instance, true, None);
         let mut lone = Self {
             now: at,
@@ -141,6 +146,7 @@ fn a_call_to_a_local_instance_is_mailed_and_its_answer_ends_it() {
     let reply = CallRef {
         caller: id("a"),
         call: call.get(),
+        token: token(call.get()),
     };
     assert_eq!(
         lone.outputs(),
@@ -251,6 +257,7 @@ fn a_call_whose_answer_would_go_to_another_node_is_ignored() {
         reply_to: Some(CallRef {
             caller: id("victim"),
             call: 1,
+            token: 1,
         }),
         payload: b"work".to_vec(),
         hops: 0,
@@ -409,4 +416,35 @@ fn a_second_stop_keeps_the_handoff_under_way_and_what_it_holds() {
             instance: lone.instance,
         })
     );
+}
+
+#[test]
+fn an_answer_without_its_calls_token_is_ignored() {
+    let mut lone = Lone::new(MessagingConfig::default());
+    lone.meet("b");
+    let call = lone.call("here", b"ping", Duration::from_secs(1));
+    lone.outputs();
+    for (from, token) in [("b", token(call.get()) ^ 1), ("b", 0)] {
+        lone.messenger.handle_message(
+            lone.now,
+            &lone.node,
+            &id(from),
+            AppMessage::Reply {
+                call: call.get(),
+                token,
+                result: Ok(b"forged".to_vec()),
+            },
+        );
+    }
+    assert_eq!(lone.outputs(), vec![]);
+    assert_eq!(lone.messenger.stats().forged, 2);
+    // The real answer, with the token the call carried, still ends it.
+    let reply = CallRef {
+        caller: id("a"),
+        call: call.get(),
+        token: token(call.get()),
+    };
+    lone.messenger
+        .replied(lone.now, &lone.node, reply, Ok(b"pong".to_vec()));
+    assert_eq!(lone.outputs(), vec![done(call, Ok(b"pong".to_vec()))]);
 }

@@ -32,9 +32,22 @@ pub(crate) struct Messaging {
 }
 
 impl Messaging {
-    pub(crate) fn new(config: MessagingConfig) -> Self {
+    /// `simulation_seed`: call tokens follow from it (a seed replays); otherwise they are
+    /// SipHash of the call number under keys drawn from the system at start, which no other
+    /// process can guess.
+    pub(crate) fn new(config: MessagingConfig, simulation_seed: Option<u64>) -> Self {
+        let messenger = match simulation_seed {
+            Some(seed) => Messenger::new(config, now(), move |call| {
+                solo_core::Rng::new(seed ^ call.rotate_left(32)).next_u64()
+            }),
+            None => {
+                use std::hash::BuildHasher;
+                let keys = std::hash::RandomState::new();
+                Messenger::new(config, now(), move |call| keys.hash_one(call))
+            }
+        };
         Self {
-            messenger: Messenger::new(config, now()),
+            messenger,
             callers: HashMap::new(),
         }
     }
