@@ -582,7 +582,7 @@ mod tests {
             update("c", 1, Suspect, 3),
             update("c", 1, Left, 0),
         ];
-        let now = Instant::now_for_tests();
+        let now = crate::test_epoch();
         let mut reference = None;
         // Every rotation and its reverse must give the same table.
         for start in 0..updates.len() {
@@ -614,7 +614,7 @@ mod tests {
 
     #[test]
     fn a_new_incarnation_retires_the_old_one() {
-        let now = Instant::now_for_tests();
+        let now = crate::test_epoch();
         let mut table = MemberTable::default();
         table.merge(now, &update("b", 1, MemberState::Alive, 0), 100, now, TTL);
         let merged = table.merge(now, &update("b", 2, MemberState::Alive, 0), 100, now, TTL);
@@ -634,7 +634,7 @@ mod tests {
 
     #[test]
     fn a_full_table_evicts_tombstones_and_refuses_live_members_beyond_that() {
-        let now = Instant::now_for_tests();
+        let now = crate::test_epoch();
         let mut table = MemberTable::default();
         table.merge(now, &update("b", 1, MemberState::Alive, 0), 3, now, TTL);
         table.merge(now, &update("c", 1, MemberState::Alive, 0), 3, now, TTL);
@@ -654,7 +654,7 @@ mod tests {
 
     #[test]
     fn a_tombstone_keeps_its_age_from_node_to_node_and_a_forgotten_one_stays_forgotten() {
-        let start = Instant::now_for_tests();
+        let start = crate::test_epoch();
         let secs = Duration::from_secs;
         // A learns that b went down.
         let mut a = MemberTable::default();
@@ -708,15 +708,5 @@ mod tests {
 
     fn name(s: &str) -> NodeName {
         NodeName::new(s).expect("valid")
-    }
-
-    trait NowForTests {
-        fn now_for_tests() -> Instant;
-    }
-    impl NowForTests for Instant {
-        #[allow(clippy::disallowed_methods)] // a test needs one real instant to start from
-        fn now_for_tests() -> Instant {
-            Instant::now()
-        }
     }
 }

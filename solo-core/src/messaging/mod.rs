@@ -485,6 +485,15 @@ impl Messenger {
             .and_then(|name| Self::node_id_of(node, name))
     }
 
+    /// Hands `delivery` to `owner`: this node's own instance, or a peer.
+    fn deliver_to(&mut self, now: Instant, node: &Node, owner: &NodeId, delivery: Delivery) {
+        if owner == node.id() {
+            self.deliver(now, node, delivery);
+        } else {
+            self.send_app(node, owner, AppMessage::Deliver(delivery));
+        }
+    }
+
     // ----- the caller's side -------------------------------------------------------------
 
     /// Calls the worker of `target` with `payload`; its answer comes as
@@ -587,11 +596,7 @@ impl Messenger {
             hops: 0,
             from_previous_owner: false,
         };
-        if owner == *node.id() {
-            self.deliver(now, node, delivery);
-        } else {
-            self.send_app(node, &owner, AppMessage::Deliver(delivery));
-        }
+        self.deliver_to(now, node, &owner, delivery);
     }
 
     /// Sends `payload` to the worker of `target`, without an answer.
@@ -610,26 +615,15 @@ impl Messenger {
         if !node.knows(&target) {
             return Err(CallFailure::NoSuchName);
         }
-        let until = now + self.config.cast_wait;
-        if Self::owner(node, &target).is_some() {
-            self.route_cast(now, node, target, payload, until, false);
-            return Ok(());
-        }
-        if !self.reserve(payload.len()) {
+        // One that must wait is refused here, while its sender can still be told.
+        let waits = Self::owner(node, &target).is_none();
+        if waits && !self.reserve(payload.len()) {
             self.stats.refused += 1;
             return Err(CallFailure::Overloaded);
         }
-        self.wait_cast(now, target, payload, until);
+        let until = now + self.config.cast_wait;
+        self.route_cast(now, node, target, payload, until, waits);
         Ok(())
-    }
-
-    fn wait_cast(&mut self, now: Instant, target: ChildId, payload: Vec<u8>, until: Instant) {
-        self.waiting.push_back(Waiting::Cast {
-            target,
-            payload,
-            until,
-        });
-        self.cast_retry_at = now + REROUTE_PAUSE;
     }
 
     /// Routes a cast to its owner, or makes it wait for one. `reserved`: its bytes are in
@@ -645,10 +639,15 @@ impl Messenger {
     ) {
         let Some(owner) = Self::owner(node, &target) else {
             if reserved || self.reserve(payload.len()) {
-                self.wait_cast(now, target, payload, until);
+                self.waiting.push_back(Waiting::Cast {
+                    target,
+                    payload,
+                    until,
+                });
+                self.cast_retry_at = now + REROUTE_PAUSE;
             } else {
                 self.stats.refused += 1;
-                self.drop_cast(target, DropReason::Full);
+                self.dropped(target, Dropped::Cast, DropReason::Full);
             }
             return;
         };
@@ -662,20 +661,13 @@ impl Messenger {
             hops: 0,
             from_previous_owner: false,
         };
-        if owner == *node.id() {
-            self.deliver(now, node, delivery);
-        } else {
-            self.send_app(node, &owner, AppMessage::Deliver(delivery));
-        }
+        self.deliver_to(now, node, &owner, delivery);
     }
 
-    fn drop_cast(&mut self, id: ChildId, reason: DropReason) {
+    fn dropped(&mut self, id: ChildId, what: Dropped, reason: DropReason) {
         self.stats.dropped += 1;
-        self.outputs.push_back(MessagingOutput::Dropped {
-            id,
-            what: Dropped::Cast,
-            reason,
-        });
+        self.outputs
+            .push_back(MessagingOutput::Dropped { id, what, reason });
     }
 
     /// An answer for call `call` of this node, carrying `token`.
@@ -876,7 +868,7 @@ impl Messenger {
         self.stats.refused += 1;
         match delivery.reply_to {
             Some(reply) => self.bounce(now, node, reply, RemoteError::Overloaded),
-            None => self.drop_cast(delivery.to, DropReason::Full),
+            None => self.dropped(delivery.to, Dropped::Cast, DropReason::Full),
         }
     }
 
@@ -916,11 +908,11 @@ impl Messenger {
                         // Another node than the one the start names sent it: not this
                         // instance's to take.
                         self.stats.forged += 1;
-                        self.drop_state(id.clone(), DropReason::NotAwaited);
+                        self.dropped(id.clone(), Dropped::State, DropReason::NotAwaited);
                         None
                     }
                     Some(_) if early.until <= now => {
-                        self.drop_state(id.clone(), DropReason::Expired);
+                        self.dropped(id.clone(), Dropped::State, DropReason::Expired);
                         None
                     }
                     handed => handed,
@@ -941,12 +933,7 @@ impl Messenger {
                 mail: Mail::Begin(handed),
             });
         }
-        if let Some(held) = self.claimed.remove(&id) {
-            for delivery in held.into_deliveries() {
-                self.release(delivery_bytes(&delivery));
-                self.deliver(now, node, delivery);
-            }
-        }
+        self.deliver_held(now, node, &id);
     }
 
     /// Instance `instance` of `id` has ended here.
@@ -954,15 +941,6 @@ impl Messenger {
         if self.local.get(id).is_some_and(|l| l.instance == instance) {
             self.local.remove(id);
         }
-    }
-
-    fn drop_state(&mut self, id: ChildId, reason: DropReason) {
-        self.stats.dropped += 1;
-        self.outputs.push_back(MessagingOutput::Dropped {
-            id,
-            what: Dropped::State,
-            reason,
-        });
     }
 
     /// State for `id` arrived from `from`, the node it moved away from (or a losing
@@ -982,7 +960,7 @@ impl Messenger {
         if !member {
             if handed.is_some() {
                 self.stats.forged += 1;
-                self.drop_state(id, DropReason::NotAwaited);
+                self.dropped(id, Dropped::State, DropReason::NotAwaited);
             }
             return;
         }
@@ -1006,7 +984,7 @@ impl Messenger {
                 };
                 if !self.reserve(early.bytes()) {
                     self.stats.refused += 1;
-                    self.drop_state(id, DropReason::Full);
+                    self.dropped(id, Dropped::State, DropReason::Full);
                     return;
                 }
                 if let Some(old) = self.early_state.insert(id, early) {
@@ -1116,6 +1094,17 @@ impl Messenger {
         });
     }
 
+    /// Delivers what was held for `id` while this node claimed it: to its instance, or to
+    /// wherever the name runs now.
+    fn deliver_held(&mut self, now: Instant, node: &Node, id: &ChildId) {
+        if let Some(held) = self.claimed.remove(id) {
+            for delivery in held.into_deliveries() {
+                self.release(delivery_bytes(&delivery));
+                self.deliver(now, node, delivery);
+            }
+        }
+    }
+
     /// Messages held for names this node no longer claims (the claim gave way, or the
     /// name moved on) go where the name is now.
     fn release_unclaimed(&mut self, now: Instant, node: &Node) {
@@ -1129,12 +1118,7 @@ impl Messenger {
             .cloned()
             .collect();
         for id in gone {
-            if let Some(held) = self.claimed.remove(&id) {
-                for delivery in held.into_deliveries() {
-                    self.release(delivery_bytes(&delivery));
-                    self.deliver(now, node, delivery);
-                }
-            }
+            self.deliver_held(now, node, &id);
         }
     }
 
@@ -1177,7 +1161,7 @@ impl Messenger {
                         payload,
                     } if until <= now => {
                         self.release(payload.len());
-                        self.drop_cast(target, DropReason::NoOwner);
+                        self.dropped(target, Dropped::Cast, DropReason::NoOwner);
                     }
                     Waiting::Cast {
                         target,
@@ -1220,7 +1204,7 @@ impl Messenger {
                 if let Some(early) = self.early_state.remove(&id) {
                     self.release(early.bytes());
                     if early.state.is_some() {
-                        self.drop_state(id, DropReason::Expired);
+                        self.dropped(id, Dropped::State, DropReason::Expired);
                     }
                 }
             }

@@ -18,6 +18,16 @@ use crate::wire;
 const MAX_MEMBERS: usize = 16;
 const MAX_TRANSMITS: usize = 64;
 
+/// One of the four peers the targets hear from, `i` naming it and its incarnation (two
+/// each, so that a newer process of a name appears too).
+fn peer(i: u8) -> NodeId {
+    let name = match NodeName::new(format!("p{}", i % 4)) {
+        Ok(name) => name,
+        Err(e) => panic!("a valid name: {e}"),
+    };
+    NodeId::new(name, Incarnation(u64::from(i / 4 % 2) + 1))
+}
+
 /// One frame as a peer could send it: decoding never panics, and a frame that decodes
 /// encodes again to one that decodes to the same message.
 pub fn frame(data: &[u8]) {
@@ -51,13 +61,6 @@ pub fn node_inputs(data: &[u8]) {
         Err(e) => panic!("the fuzzing config is valid: {e}"),
     };
     let at = |port: u16| SocketAddr::from(([10, 0, 0, 1], port));
-    let peer = |i: u8| {
-        let name = match NodeName::new(format!("p{}", i % 4)) {
-            Ok(name) => name,
-            Err(e) => panic!("a valid name: {e}"),
-        };
-        NodeId::new(name, Incarnation(u64::from(i / 4 % 2) + 1))
-    };
     let me = NodeId::new(
         NodeName::new("me").unwrap_or_else(|e| panic!("a valid name: {e}")),
         Incarnation(1),
@@ -131,10 +134,6 @@ pub fn messaging_inputs(data: &[u8]) {
 
     let valid = |e: &dyn std::fmt::Display| -> ! { panic!("a valid fuzzing setup: {e}") };
     let child = |name: &str| ChildId::new(name).unwrap_or_else(|e| valid(&e));
-    let peer = |i: u8| {
-        let name = NodeName::new(format!("p{}", i % 4)).unwrap_or_else(|e| valid(&e));
-        NodeId::new(name, Incarnation(u64::from(i / 4 % 2) + 1))
-    };
     let me = NodeId::new(
         NodeName::new("me").unwrap_or_else(|e| valid(&e)),
         Incarnation(1),

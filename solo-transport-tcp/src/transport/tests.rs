@@ -110,8 +110,13 @@ async fn closed_by_peer(stream: &mut TcpStream) {
 
 /// Connects two transports and returns once both saw `Link::Up`.
 async fn connect_pair() -> ((Transport, Events), (Transport, Events)) {
+    connect_pair_with(config()).await
+}
+
+/// As [`connect_pair`], with `b` started with `b_config`.
+async fn connect_pair_with(b_config: Config) -> ((Transport, Events), (Transport, Events)) {
     let (a, mut a_events) = start("a").await;
-    let (b, mut b_events) = start("b").await;
+    let (b, mut b_events) = start_with(TokioNetwork, "b", 1, b_config).await;
     a.send(transmit(None, Some(b.advertised_addr()), 0));
     expect_link(&mut b_events, a.node(), Link::Up).await;
     expect_frame(&mut b_events, a.node()).await;
@@ -1190,12 +1195,7 @@ async fn frames_waiting_for_a_peer_are_bounded_in_bytes() {
 async fn frames_waiting_for_their_owner_are_bounded_in_bytes() {
     let mut small = config();
     small.max_event_bytes = 100_000;
-    let (a, mut a_events) = start("a").await;
-    let (b, mut b_events) = start_with(TokioNetwork, "b", 1, small).await;
-    a.send(transmit(None, Some(b.advertised_addr()), 0));
-    expect_link(&mut b_events, a.node(), Link::Up).await;
-    expect_frame(&mut b_events, a.node()).await;
-    expect_link(&mut a_events, b.node(), Link::Up).await;
+    let ((a, _a_events), (b, mut b_events)) = connect_pair_with(small).await;
 
     let message = message_of_about(30_000);
     let len = wire::encode_frame(&message).expect("encodes").len();
