@@ -194,23 +194,6 @@ pub(crate) enum Implausible {
     VersionJump,
 }
 
-/// What a claim by `from` about `update`'s member is believed as: only a member itself may
-/// say that it left, so a `Left` relayed by another member counts as a suspicion at the
-/// same version. A member that runs refutes it within a round trip; one that really left
-/// does not, and is declared down when the suspicion runs out (by then its process has
-/// ended, or its closed connections said so sooner).
-pub(crate) fn believable<'a>(
-    from: &NodeId,
-    update: &'a MemberUpdate,
-) -> std::borrow::Cow<'a, MemberUpdate> {
-    if update.state == MemberState::Left && update.id != *from {
-        let mut suspected = update.clone();
-        suspected.state = MemberState::Suspect;
-        return std::borrow::Cow::Owned(suspected);
-    }
-    std::borrow::Cow::Borrowed(update)
-}
-
 /// What [`MemberTable::merge`] did.
 #[derive(Debug, Default)]
 pub(crate) struct Merged {
@@ -242,6 +225,35 @@ impl MemberTable {
 
     pub(crate) fn live(&self) -> impl Iterator<Item = &Member> {
         self.iter().filter(|m| m.state.is_live())
+    }
+
+    /// What a claim by `from` about `update`'s member is believed as: only a member itself
+    /// may say that it left, so a `Left` relayed by another member is believed as a lesser
+    /// verdict at the same version. About a member this node holds live, it counts as a
+    /// suspicion, which a member that runs refutes within a round trip (one that really left
+    /// does not, and is declared down when the suspicion runs out). About a member this node
+    /// does not hold live (a newcomer learning its seed's tombstones, say) it counts as a
+    /// `Down`: that gives a liar no more than leaving the member out of its gossip would,
+    /// and spares a newcomer from counting a departed node as live and waiting out a
+    /// suspicion for its answers.
+    pub(crate) fn believable<'a>(
+        &self,
+        from: &NodeId,
+        update: &'a MemberUpdate,
+    ) -> std::borrow::Cow<'a, MemberUpdate> {
+        if update.state != MemberState::Left || update.id == *from {
+            return std::borrow::Cow::Borrowed(update);
+        }
+        let held_live = self
+            .current(&update.id)
+            .is_some_and(|member| member.state.is_live());
+        let mut believed = update.clone();
+        believed.state = if held_live {
+            MemberState::Suspect
+        } else {
+            MemberState::Down
+        };
+        std::borrow::Cow::Owned(believed)
     }
 
     /// Why `update`, received from `from`, is not believed, if it is not; a `Left` that

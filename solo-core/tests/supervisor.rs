@@ -613,3 +613,60 @@ fn a_start_no_member_confirms_in_time_is_answered_as_unconfirmed() {
         |(_, e)| matches!(e, SupervisorEvent::ChildStarted { id, .. } if id.as_str() == "lonely")
     ));
 }
+
+/// A singleton that moves to a node joining the cluster starts there within a few network
+/// round trips of its old instance's stop. Two things once stretched it to a suspicion plus a
+/// probe cycle (650 ms): the newcomer counted the members that had left before it came (its
+/// seed's tombstones, relayed) as live and waited for their answers, and the owner refused
+/// the newcomer's claim until it heard of the newcomer, costing a retry period.
+#[test]
+fn a_singleton_moves_to_a_joining_node_within_round_trips() {
+    let spec = ChildSpec::new(id("handoff-count"), "counter", Vec::new());
+    let mut sim = Sim::new(
+        SEED,
+        SimConfig {
+            singletons: vec![spec.clone()],
+            declare_on_start: false,
+            ..SimConfig::default()
+        },
+    );
+    let seed = sim.add_node();
+    let candidates = [sim.add_node(), sim.add_node()];
+    sim.run_until(Duration::from_secs(5), Sim::converged)
+        .expect("formed");
+    for candidate in candidates {
+        sim.declare(candidate);
+    }
+    sim.run_for(Duration::from_secs(1));
+    let mut rebalances = 0;
+    for _round in 0..8 {
+        // The owner leaves (a tombstone the next newcomer learns from its seed), and a fresh
+        // node declaring the singleton joins.
+        let owner = host_running(&sim, &spec.id).expect("the singleton runs");
+        sim.leave_gracefully(owner, Duration::from_secs(2));
+        sim.run_for(Duration::from_millis(500));
+        sim.clear_records();
+        let newcomer = sim.add_node_with_seeds(&[seed]);
+        sim.declare(newcomer);
+        sim.run_for(Duration::from_secs(2));
+        let stop = sim.records().iter().find_map(|r| match r.action {
+            Action::Stop { .. } => Some(r.at),
+            _ => None,
+        });
+        let start = sim.records().iter().find_map(|r| match r.action {
+            Action::Start { .. } => Some((r.at, r.host)),
+            _ => None,
+        });
+        if let Some(stopped) = stop {
+            let (started, host) = start.expect("a stopped singleton starts again");
+            assert_eq!(host, newcomer, "it moves only to the newcomer");
+            assert!(
+                started - stopped < Duration::from_millis(50),
+                "the newcomer started it {:?} after the old owner stopped it",
+                started - stopped
+            );
+            rebalances += 1;
+        }
+    }
+    assert!(rebalances > 0, "no newcomer won the rendezvous in 8 rounds");
+}

@@ -1068,14 +1068,13 @@ impl Node {
 
     /// Merges what `from` says about members (itself included). Claims about others are
     /// only claims: one whose version could not be real is ignored, and a `Left` that
-    /// `from` relays about another member counts as a suspicion, which that member refutes
-    /// if it runs.
+    /// `from` relays about another member counts as a lesser verdict
+    /// ([`MemberTable::believable`](membership::MemberTable::believable)).
     fn apply_updates(&mut self, now: Instant, from: &NodeId, updates: &[MemberUpdate]) {
         // Gossip that learned of a suspicion second-hand waits one probe period longer than
         // the accuser, whose own `Down` normally arrives first.
         let suspicion_deadline = now + self.config.suspicion_timeout + self.config.probe_interval;
         for update in updates.iter().take(self.config.max_members) {
-            let update = &*membership::believable(from, update);
             if update.id.name == self.id.name {
                 self.about_self(from, update);
                 if self.status != Status::Active {
@@ -1083,6 +1082,7 @@ impl Node {
                 }
                 continue;
             }
+            let update = &*self.members.believable(from, update);
             if let Some(why) = self.members.implausible(from, update) {
                 tracing::debug!(node = %self.id, %from, about = %update.id, version = update.version, ?why, "claim ignored");
                 continue;
@@ -1129,9 +1129,12 @@ impl Node {
             self.supersede(&update.id);
             return;
         }
-        // A `Left` about this process is never its own word here: `believable` made it a
-        // suspicion, which is refuted like any other.
-        let accused = matches!(update.state, MemberState::Suspect | MemberState::Down);
+        // A `Left` about this process is never its own word (it hears only others): it is
+        // refuted like a suspicion.
+        let accused = matches!(
+            update.state,
+            MemberState::Suspect | MemberState::Down | MemberState::Left
+        );
         if update.id != self.id || !accused || update.version < self.version {
             return;
         }

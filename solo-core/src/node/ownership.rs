@@ -599,7 +599,6 @@ impl Node {
             .collect();
         self.view = view;
         self.prune_claims();
-        self.answer_deferred();
         let mut moved = Vec::new();
         for (id, slot) in self.children.iter_mut() {
             if slot.record.state != ChildState::Live {
@@ -641,6 +640,9 @@ impl Node {
         for id in moved.iter().chain(&singletons) {
             self.reconcile(id);
         }
+        // After the reconciling: a claim that waited on an instance here that now stops
+        // waits for its end instead, and is answered `Released` then.
+        self.answer_deferred();
         self.report_conflicts();
         self.answer_pending_if_alone();
     }
@@ -901,9 +903,11 @@ impl Node {
     /// * Nothing here: [`ClaimVerdict::Free`].
     /// * An instance stopping here: the answer waits for its end, then says
     ///   [`ClaimVerdict::Released`].
-    /// * An instance running here: [`ClaimVerdict::Refused`]. This node owns it by its own
-    ///   view; a running instance moves only when this node's view says so, never on a
-    ///   peer's word.
+    /// * An instance running here: the answer waits until this node's view changes. This
+    ///   node owns it by its own view; a running instance moves only when this node's view
+    ///   says so, never on a peer's word. When it does, the claim waits for the instance's
+    ///   end as above.
+    /// * An instance starting here (its lease being acquired): [`ClaimVerdict::Refused`].
     /// * A claim of this node's own: the claim with the higher rendezvous weight wins. The
     ///   loser answers `Free` and waits before it claims again, or gets `Refused`.
     /// * Nothing here, but by this node's view a third node owns it: the answer waits until
@@ -918,6 +922,16 @@ impl Node {
     ) {
         for (id, round) in claims.into_iter().take(self.config.max_children) {
             let verdict = match self.running.get_mut(&id) {
+                // It runs here and, by this node's view, belongs here: the claimer's
+                // view is ahead (it joined, or declared the child, and this node has
+                // not heard yet) or behind. The answer waits for this node's view to
+                // change: if the claimer comes to own it, the instance here stops and
+                // the answer is `Released` the moment it ended, not a refusal that
+                // costs the claimer a retry period.
+                Some(running) if running.started() => {
+                    self.defer_answer(id, from, round);
+                    continue;
+                }
                 Some(running) => match running.claim.as_mut() {
                     None => ClaimVerdict::Refused,
                     Some(claim) => {
@@ -949,9 +963,7 @@ impl Node {
                         // failure this node has not heard of yet, or a heal merging them).
                         // The answer waits until they agree.
                         if self.third_owner(&id, &from.name) {
-                            let waiting = self.deferred.entry(id).or_default();
-                            waiting.retain(|(p, _)| p != from);
-                            waiting.push((from.clone(), round));
+                            self.defer_answer(id, from, round);
                             continue;
                         }
                         ClaimVerdict::Free
@@ -963,6 +975,14 @@ impl Node {
                 .or_default()
                 .push(ClaimAnswer { id, round, verdict });
         }
+    }
+
+    /// Keeps `from`'s claim of `id` unanswered until this node's view changes (at most one
+    /// per peer and child: a resent claim replaces the one before).
+    fn defer_answer(&mut self, id: ChildId, from: &NodeId, round: u64) {
+        let waiting = self.deferred.entry(id).or_default();
+        waiting.retain(|(p, _)| p != from);
+        waiting.push((from.clone(), round));
     }
 
     /// Whether, by this node's view, `id` is owned by a live node other than `claimer` and
