@@ -72,7 +72,7 @@ pub use membership::{
     MemberState, NodeMeta,
 };
 pub use node::{
-    Action, CommandError, Fence, Link, Node, NodeBuilder, Status, TableSizes, Transmit,
+    Action, CommandError, Fence, Link, Node, NodeBuilder, SendFailure, Status, TableSizes, Transmit,
 };
 pub use placement::{ChildId, ChildIdError, MAX_CHILD_ID_LEN, owner, weight};
 pub use rng::Rng;

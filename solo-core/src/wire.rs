@@ -19,7 +19,7 @@ use crate::membership::{MemberState, NodeMeta};
 use crate::supervisor::ChildRecord;
 
 /// The protocol this build speaks. Bumped on any incompatible change to [`Message`].
-pub const PROTOCOL_VERSION: u8 = 8;
+pub const PROTOCOL_VERSION: u8 = 9;
 
 /// The largest frame, in bytes, that a node sends or accepts (1 MiB). A full member table of
 /// [`Config::max_members`](crate::Config::max_members) members fits with room to spare.
@@ -430,6 +430,10 @@ pub enum RemoteError {
     /// the call was not delivered.
     #[error("the worker's node is overloaded")]
     Overloaded,
+    /// The worker's answer encodes to more than
+    /// [`MAX_PAYLOAD_LEN`](crate::messaging::MAX_PAYLOAD_LEN) bytes: it cannot travel.
+    #[error("the worker's answer is too large to send")]
+    ReplyTooLarge,
 }
 
 /// A [`Message`] that could not be framed. Nothing was sent.

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use solo_core::messaging::MAX_STATE_LEN;
 use solo_core::wire::{CallRef, RemoteError};
 use solo_core::{ChildId, NodeName};
 use tokio::sync::mpsc;
@@ -109,6 +110,13 @@ pub trait Actor: Sized + Send + 'static {
     /// or leaving node) or lost a conflict after a healed partition: say what to hand over.
     /// Every message that arrived before is handled first; messages arriving after go to the
     /// new instance. By default, [`Handoff::Restart`].
+    ///
+    /// A state moves in one frame: encoded, it may be at most
+    /// [`MAX_STATE_LEN`](solo_core::messaging::MAX_STATE_LEN) bytes (892 KiB). One
+    /// that is larger, or does not encode, cannot move: the handoff fails with a
+    /// [`HandoffError`], reported as [`Event::HandoffFailed`](crate::Event::HandoffFailed),
+    /// and the new instance starts without a state. Keep larger state in a store and hand
+    /// over a key.
     fn begin_handoff(
         &mut self,
         ctx: &WorkerContext,
@@ -142,6 +150,25 @@ pub enum Handoff<S> {
     Ignore,
 }
 
+/// Why an actor's state could not be handed over ([`Actor::begin_handoff`]); see
+/// [`Event::HandoffFailed`](crate::Event::HandoffFailed). The new instance starts without it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandoffError {
+    /// The state encodes to `len` bytes, more than a handoff carries (`max`,
+    /// [`MAX_STATE_LEN`](solo_core::messaging::MAX_STATE_LEN)).
+    #[error("the state is {len} bytes encoded, more than the {max} a handoff carries")]
+    StateTooLarge {
+        /// Its encoded length.
+        len: usize,
+        /// The most a handoff carries.
+        max: usize,
+    },
+    /// The state does not encode (postcard's error).
+    #[error("the state does not encode: {0}")]
+    Encode(String),
+}
+
 /// Why a [`Cluster::call`] or [`Cluster::send`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -173,6 +200,20 @@ pub enum CallError {
     /// delivered. Try again later.
     #[error("overloaded: too many calls or bytes in flight")]
     Overloaded,
+    /// The way to the actor is full for now (its mailbox, or what waits for room to its
+    /// node): nothing was sent. [`Cluster::send`] waits instead; only
+    /// [`Cluster::try_send`] returns this.
+    #[error("the actor's mailbox, or the way to it, is full")]
+    Full,
+    /// The message encodes to more than
+    /// [`MAX_PAYLOAD_LEN`](solo_core::messaging::MAX_PAYLOAD_LEN) bytes: nothing was sent.
+    #[error("the message is too large to send")]
+    TooLarge,
+    /// The worker's answer encodes to more than
+    /// [`MAX_PAYLOAD_LEN`](solo_core::messaging::MAX_PAYLOAD_LEN) bytes: the call was
+    /// handled, its answer could not travel.
+    #[error("the answer is too large to send")]
+    ReplyTooLarge,
 }
 
 impl From<RemoteError> for CallError {
@@ -183,6 +224,7 @@ impl From<RemoteError> for CallError {
             RemoteError::Failed(why) => CallError::Failed(why),
             RemoteError::NoSuchName => CallError::BadMessage("the name vanished".into()),
             RemoteError::Overloaded => CallError::Overloaded,
+            RemoteError::ReplyTooLarge => CallError::ReplyTooLarge,
             other => CallError::Failed(other.to_string()),
         }
     }
@@ -228,13 +270,26 @@ impl<A: Actor> ActorRef<A> {
         self.cluster.call(&self.name, call, timeout).await
     }
 
-    /// Sends the actor a one-way message (see [`Cluster::send`]).
+    /// Sends the actor a one-way message, waiting for room (see [`Cluster::send`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Cluster::send`]'s.
     ///
     /// # Errors
     ///
     /// [`CallError`].
     pub async fn send(&self, cast: &A::Cast) -> Result<(), CallError> {
         self.cluster.send(&self.name, cast).await
+    }
+
+    /// Sends the actor a one-way message if there is room now (see [`Cluster::try_send`]).
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Full`] when the way to the actor is full, or another [`CallError`].
+    pub async fn try_send(&self, cast: &A::Cast) -> Result<(), CallError> {
+        self.cluster.try_send(&self.name, cast).await
     }
 
     /// Where it runs now, as this node sees it.
@@ -258,6 +313,8 @@ pub(crate) struct HandoffDone {
     pub(crate) id: ChildId,
     pub(crate) instance: u64,
     pub(crate) state: Option<Vec<u8>>,
+    /// Why the state it meant to hand over stays behind.
+    pub(crate) failed: Option<HandoffError>,
 }
 
 /// An answer to a call, which the driver hands to its caller (here or on another node).
@@ -269,7 +326,7 @@ pub(crate) struct RemoteReply {
 
 /// The channels an actor instance talks to its driver through.
 pub(crate) struct Mailbox {
-    pub(crate) mail: mpsc::UnboundedReceiver<Mail>,
+    pub(crate) mail: mpsc::Receiver<Mail>,
     pub(crate) handoffs: mpsc::UnboundedSender<HandoffDone>,
     pub(crate) replies: mpsc::UnboundedSender<RemoteReply>,
 }
@@ -306,7 +363,7 @@ pub(crate) async fn run_actor<A: Actor>(
 
 async fn serve<A: Actor>(
     ctx: &WorkerContext,
-    mail: &mut mpsc::UnboundedReceiver<Mail>,
+    mail: &mut mpsc::Receiver<Mail>,
     handoffs: &mpsc::UnboundedSender<HandoffDone>,
     replies: &mpsc::UnboundedSender<RemoteReply>,
 ) -> Result<(), WorkerError> {
@@ -415,20 +472,31 @@ async fn serve<A: Actor>(
                 }
             },
             Some(Mail::BeginHandoff) => {
-                let state = match actor.begin_handoff(ctx).await {
+                let encoded = match actor.begin_handoff(ctx).await {
                     Handoff::Resume(state) => match postcard::to_allocvec(&state) {
-                        Ok(bytes) => Some(bytes),
-                        Err(error) => {
-                            tracing::warn!(child = %ctx.id(), %error, "state does not encode; the new instance starts afresh");
-                            None
+                        Ok(bytes) if bytes.len() > MAX_STATE_LEN => {
+                            Err(HandoffError::StateTooLarge {
+                                len: bytes.len(),
+                                max: MAX_STATE_LEN,
+                            })
                         }
+                        Ok(bytes) => Ok(Some(bytes)),
+                        Err(error) => Err(HandoffError::Encode(error.to_string())),
                     },
-                    Handoff::Restart | Handoff::Ignore => None,
+                    Handoff::Restart | Handoff::Ignore => Ok(None),
+                };
+                let (state, failed) = match encoded {
+                    Ok(state) => (state, None),
+                    Err(error) => {
+                        tracing::warn!(child = %ctx.id(), %error, "the handoff failed; the new instance starts without a state");
+                        (None, Some(error))
+                    }
                 };
                 let _ = handoffs.send(HandoffDone {
                     id: ctx.id().clone(),
                     instance: ctx.instance(),
                     state,
+                    failed,
                 });
                 return Ok(());
             }

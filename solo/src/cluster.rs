@@ -16,6 +16,9 @@ use crate::actor::{Actor, ActorRef, CallError};
 use crate::driver::{Command, Driver};
 use crate::worker::{Registry, Spawner, Worker};
 
+/// The default of [`ClusterBuilder::mailbox_capacity`].
+const DEFAULT_MAILBOX_CAPACITY: usize = 1_024;
+
 /// The shortest cookie `solo-node` accepts, and below which [`ClusterBuilder`] warns: 16
 /// bytes, 128 bits if they are random.
 pub const MIN_COOKIE_LEN: usize = 16;
@@ -108,6 +111,7 @@ pub struct ClusterBuilder {
     shutdown_grace: Duration,
     drain_timeout: Duration,
     handoff_timeout: Duration,
+    mailbox_capacity: usize,
     simulation_seed: Option<u64>,
     sabotage_ignore_moves: bool,
     sabotage_skip_claims: bool,
@@ -248,6 +252,16 @@ impl ClusterBuilder {
     /// [`Actor::begin_handoff`]. Messages for it wait meanwhile. Default 5 s.
     pub fn handoff_timeout(mut self, timeout: Duration) -> Self {
         self.handoff_timeout = timeout;
+        self
+    }
+
+    /// How many calls and casts an actor's mailbox holds (at least 1). A call that finds it
+    /// full fails with [`CallError::Overloaded`]; a cast from this node waits for room
+    /// ([`Cluster::send`]) or is refused ([`Cluster::try_send`]); one from another node is
+    /// refused and reported as [`Event::MessageDropped`](crate::Event::MessageDropped).
+    /// Default 1 024.
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.mailbox_capacity = capacity.max(1);
         self
     }
 
@@ -457,6 +471,7 @@ impl ClusterBuilder {
                 grace: self.shutdown_grace,
                 handoffs: handoffs_tx,
                 replies: replies_tx,
+                mailbox_capacity: self.mailbox_capacity,
                 local_tasks: self.simulation_seed.is_some(),
             },
             drain_timeout: self.drain_timeout,
@@ -542,6 +557,7 @@ impl Cluster {
             shutdown_grace: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
             handoff_timeout: Duration::from_secs(5),
+            mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             simulation_seed: None,
             sabotage_ignore_moves: false,
             sabotage_keep_silent_connections: false,
@@ -620,6 +636,17 @@ impl Cluster {
     /// [`Error::Closed`] if the node left.
     pub async fn members(&self) -> Result<Vec<NodeId>, Error> {
         self.request(Command::Members).await
+    }
+
+    /// This node's messaging counters: calls pending, bytes held for others, and the
+    /// messages refused or dropped (each also an [`Event::MessageDropped`](crate::Event),
+    /// though a slow events reader may miss events, never these counts).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the node left.
+    pub async fn messaging_stats(&self) -> Result<solo_core::messaging::MessagingStats, Error> {
+        self.request(Command::MessagingStats).await
     }
 
     /// The node that runs `id` now, by this node's view.
@@ -733,11 +760,51 @@ impl Cluster {
     /// call does (up to 5 s), is delivered at most once, and keeps its order with the other
     /// messages this node sends to `name` while the owner stays the same.
     ///
+    /// Backpressure: while the way to the actor is full (its mailbox, when it runs here;
+    /// what waits for room to its node, when that node reads slower than this one sends)
+    /// this waits for room, checking again after a pause that grows from 1 ms to 64 ms.
+    /// [`try_send`](Cluster::try_send) does not wait. An actor on another node whose mailbox
+    /// is full refuses the message and reports it there
+    /// ([`Event::MessageDropped`](crate::Event::MessageDropped)).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling it while it waits for room sends nothing; once the message is taken, it
+    /// goes whether or not this future is polled again.
+    ///
     /// # Errors
     ///
     /// [`CallError::NoSuchName`] at once if no node knows `name`; a message that does not
-    /// encode; this node left.
+    /// encode ([`CallError::BadMessage`]) or is too large ([`CallError::TooLarge`]); this
+    /// node left.
     pub async fn send<M>(&self, name: &ChildId, message: &M) -> Result<(), CallError>
+    where
+        M: serde::Serialize + ?Sized,
+    {
+        let payload =
+            postcard::to_allocvec(message).map_err(|e| CallError::BadMessage(e.to_string()))?;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let (name, payload) = (name.clone(), payload.clone());
+            match self
+                .request(|reply| Command::Cast(name, payload, reply))
+                .await?
+            {
+                Err(CallError::Full) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(64));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// As [`send`](Cluster::send), without waiting for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Cluster::send), and [`CallError::Full`] when the way to the actor is full.
+    pub async fn try_send<M>(&self, name: &ChildId, message: &M) -> Result<(), CallError>
     where
         M: serde::Serialize + ?Sized,
     {

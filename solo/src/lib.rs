@@ -84,7 +84,7 @@ mod data_dir;
 mod driver;
 mod worker;
 
-pub use actor::{Actor, ActorRef, CallError, Handoff};
+pub use actor::{Actor, ActorRef, CallError, Handoff, HandoffError};
 pub use cluster::{Cluster, ClusterBuilder, Error, MIN_COOKIE_LEN, StartError, Supervisor};
 pub use data_dir::DataDirError;
 pub use worker::{Worker, WorkerContext, WorkerError};
@@ -146,5 +146,26 @@ pub enum Event {
     Superseded {
         /// The newer process.
         by: NodeId,
+    },
+    /// An actor's state could not be handed over as it moved away from this node (see
+    /// [`Actor::begin_handoff`]): the new instance starts without it.
+    HandoffFailed {
+        /// The child.
+        id: ChildId,
+        /// The instance that moved.
+        instance: u64,
+        /// Why.
+        error: HandoffError,
+    },
+    /// A message or state this node held for others could not be kept: a cast with no
+    /// reachable owner, a reply or state the transport did not take in time, a state that
+    /// came unasked. Calls are never reported here: their caller gets a [`CallError`].
+    MessageDropped {
+        /// The child it was for (`None` for a reply).
+        id: Option<ChildId>,
+        /// What it was.
+        what: solo_core::messaging::Dropped,
+        /// Why.
+        reason: solo_core::messaging::DropReason,
     },
 }

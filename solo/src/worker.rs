@@ -272,7 +272,7 @@ pub(crate) struct Instance {
     /// Why the driver stopped it, for the `WorkerStopped` event.
     pub(crate) stop_reason: Option<String>,
     /// Where its messages go; `None` if it takes none.
-    pub(crate) mailbox: Option<mpsc::UnboundedSender<Mail>>,
+    pub(crate) mailbox: Option<mpsc::Sender<Mail>>,
     /// The lease it runs under, for an exclusive child.
     lease: Option<watch::Sender<LeaseView>>,
 }
@@ -304,6 +304,10 @@ impl Instance {
     }
 }
 
+/// The places of a mailbox kept for [`Mail::Begin`], [`Mail::BeginHandoff`] and
+/// [`Mail::Conflict`]: calls and casts leave them free.
+pub(crate) const CONTROL_MAIL_PLACES: usize = 4;
+
 /// Everything an instance needs from its node.
 pub(crate) struct Spawner {
     pub(crate) registry: Registry,
@@ -313,6 +317,8 @@ pub(crate) struct Spawner {
     pub(crate) grace: Duration,
     pub(crate) handoffs: mpsc::UnboundedSender<HandoffDone>,
     pub(crate) replies: mpsc::UnboundedSender<RemoteReply>,
+    /// How many calls and casts an actor's mailbox holds.
+    pub(crate) mailbox_capacity: usize,
     /// Spawn on the current `LocalSet` (simulation; see [`spawn_task`]).
     pub(crate) local_tasks: bool,
 }
@@ -358,7 +364,9 @@ impl Spawner {
             .and_then(|w| self.registry.kinds.get(&w.kind))
         {
             Some(Kind::Actor(_)) => {
-                let (tx, rx) = mpsc::unbounded_channel();
+                // The places beyond the capacity are kept for the runtime's own mail (its
+                // start, a handoff request), which must never find the mailbox full.
+                let (tx, rx) = mpsc::channel(self.mailbox_capacity + CONTROL_MAIL_PLACES);
                 let mailbox = Mailbox {
                     mail: rx,
                     handoffs: self.handoffs.clone(),

@@ -350,3 +350,174 @@ async fn the_first_call_in_the_readmes_order_is_answered_at_once_fifty_times() {
         latencies[latencies.len() - 1]
     );
 }
+
+/// An actor whose answers and state are as large as asked: for the size limits.
+struct Big;
+
+impl Actor for Big {
+    /// The length of the answer wanted, and a message of any length.
+    type Call = (usize, Vec<u8>);
+    /// Where it ran, and the answer.
+    type Reply = (String, Vec<u8>);
+    type Cast = ();
+    type State = Vec<u8>;
+
+    async fn start(_: &WorkerContext, _: Option<Vec<u8>>) -> Result<Self, WorkerError> {
+        Ok(Big)
+    }
+
+    async fn handle_call(
+        &mut self,
+        (len, _): (usize, Vec<u8>),
+        ctx: &WorkerContext,
+    ) -> Result<(String, Vec<u8>), WorkerError> {
+        Ok((ctx.node().name.to_string(), vec![7; len]))
+    }
+
+    async fn begin_handoff(&mut self, _: &WorkerContext) -> Handoff<Vec<u8>> {
+        // One byte of length prefix more than a handoff carries.
+        Handoff::Resume(vec![7; solo::core::messaging::MAX_STATE_LEN])
+    }
+}
+
+/// A message, an answer or a state too large to travel gets a typed error, never a silent
+/// loss: the call fails at once, the answer's caller is told, the handoff is reported.
+#[tokio::test]
+async fn what_is_too_large_to_travel_fails_with_typed_errors() {
+    use solo::core::messaging::{MAX_PAYLOAD_LEN, MAX_STATE_LEN};
+    let start = |name: &str| builder(name).actor::<Big>("big");
+    let a = start("a").start().await.expect("a starts");
+    let b = start("b")
+        .seeds([a.local_addr()])
+        .start()
+        .await
+        .expect("b starts");
+    let nodes = [a, b];
+    for node in &nodes {
+        node.singleton("big", ["big"]).await.expect("declared");
+    }
+    let big = id("big");
+    let small: (String, Vec<u8>) = nodes[0]
+        .call(&big, &(1_usize, Vec::<u8>::new()), BOUND)
+        .await
+        .expect("answered");
+    let owner = nodes
+        .iter()
+        .position(|n| n.id().name.as_str() == small.0)
+        .expect("the owner is one of ours");
+    let caller = &nodes[1 - owner];
+
+    let huge_message = (0_usize, vec![0_u8; MAX_PAYLOAD_LEN]);
+    let sent: Result<(String, Vec<u8>), _> = caller.call(&big, &huge_message, BOUND).await;
+    assert_eq!(sent, Err(CallError::TooLarge));
+    let huge_answer: Result<(String, Vec<u8>), _> = caller
+        .call(&big, &(MAX_PAYLOAD_LEN, Vec::<u8>::new()), BOUND)
+        .await;
+    assert_eq!(huge_answer, Err(CallError::ReplyTooLarge));
+
+    let mut events = nodes[owner].events();
+    nodes[owner].clone().leave().await;
+    let failed = tokio::time::timeout(BOUND, async {
+        loop {
+            match events.recv().await {
+                Ok(Event::HandoffFailed { id, error, .. }) => break (id, error),
+                Ok(_) => {}
+                Err(error) => panic!("the events ended first: {error}"),
+            }
+        }
+    })
+    .await
+    .expect("the failed handoff is reported");
+    assert_eq!(
+        failed,
+        (
+            big.clone(),
+            solo::HandoffError::StateTooLarge {
+                len: MAX_STATE_LEN + 3,
+                max: MAX_STATE_LEN
+            }
+        )
+    );
+    // The child moved all the same, without its state.
+    let moved: (String, Vec<u8>) = caller
+        .call(&big, &(1_usize, Vec::<u8>::new()), BOUND)
+        .await
+        .expect("answered");
+    assert_eq!(moved.0, caller.id().name.as_str());
+    caller.clone().leave().await;
+}
+
+/// An actor that takes 5 ms per cast and tells how many it took.
+struct Slow {
+    taken: u64,
+}
+
+impl Actor for Slow {
+    type Call = ();
+    type Reply = u64;
+    type Cast = ();
+    type State = ();
+
+    async fn start(_: &WorkerContext, _: Option<()>) -> Result<Self, WorkerError> {
+        Ok(Slow { taken: 0 })
+    }
+
+    async fn handle_call(&mut self, (): (), _: &WorkerContext) -> Result<u64, WorkerError> {
+        Ok(self.taken)
+    }
+
+    async fn handle_cast(&mut self, (): (), _: &WorkerContext) -> Result<(), WorkerError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.taken += 1;
+        Ok(())
+    }
+}
+
+/// A mailbox holds what its capacity says: `try_send` beyond it is refused with `Full` and
+/// changes nothing, `send` waits for room, and every cast taken is handled.
+#[tokio::test]
+async fn a_full_mailbox_refuses_try_send_and_send_waits_for_room() {
+    const CAPACITY: usize = 4;
+    let node = builder("a")
+        .actor::<Slow>("slow")
+        .mailbox_capacity(CAPACITY)
+        .start()
+        .await
+        .expect("starts");
+    node.singleton("slow", ["slow"]).await.expect("declared");
+    let slow = node.actor::<Slow>(id("slow"));
+    assert_eq!(slow.call(&(), BOUND).await, Ok(0), "running");
+    let mut taken = 0_u64;
+    let mut refused = 0;
+    for _ in 0..50 {
+        match slow.try_send(&()).await {
+            Ok(()) => taken += 1,
+            Err(CallError::Full) => refused += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(refused > 0, "50 casts at once fill a mailbox of {CAPACITY}");
+    assert!(taken <= CAPACITY as u64 + 2, "{taken} taken");
+    for _ in 0..20 {
+        tokio::time::timeout(BOUND, slow.send(&()))
+            .await
+            .expect("room comes")
+            .expect("sent");
+    }
+    taken += 20;
+    let handled = tokio::time::timeout(BOUND, async {
+        loop {
+            match slow.call(&(), BOUND).await {
+                Ok(n) if n == taken => break n,
+                Ok(_) | Err(CallError::Overloaded) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+    })
+    .await
+    .expect("every cast taken is handled");
+    assert_eq!(handled, taken);
+    node.leave().await;
+}

@@ -13,7 +13,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::wire::CallRef;
-use crate::{ChildId, NodeId};
+use crate::{ChildId, MAX_NODE_NAME_LEN, NodeId};
+
+/// The most ranges kept per child and caller. Calls in order make one range; only calls a
+/// caller sent elsewhere leave holes, so a caller with more ranges than this within the
+/// window is odd or hostile, and its oldest range is forgotten (at worst, a copy of one of
+/// those calls routed again is handled a second time).
+pub(crate) const MAX_RANGES_PER_CALLER: usize = 1_024;
+/// What one caller costs in an encoded handoff, at most: its id.
+const CALLER_BYTES: usize = MAX_NODE_NAME_LEN + 16;
+/// What one range costs in an encoded handoff, at most: two varints.
+const RANGE_BYTES: usize = 20;
 
 /// The calls delivered here lately, per child and caller.
 #[derive(Debug)]
@@ -74,17 +84,56 @@ impl Delivered {
         }
     }
 
-    /// The calls to `child` this node knows were handled, per caller: what a handoff lists.
-    pub(crate) fn handled(&self, child: &ChildId) -> Vec<(NodeId, Vec<(u64, u64)>)> {
-        self.by_child
-            .get(child)
-            .map(|callers| {
-                callers
+    /// The calls to `child` this node knows were handled, per caller: what a handoff lists,
+    /// in at most `max_bytes` bytes encoded. If they do not all fit, the ranges that grew
+    /// last are kept: the calls a caller may still route again are its latest.
+    pub(crate) fn handled(
+        &self,
+        child: &ChildId,
+        max_bytes: usize,
+    ) -> Vec<(NodeId, Vec<(u64, u64)>)> {
+        let Some(callers) = self.by_child.get(child) else {
+            return Vec::new();
+        };
+        let all = callers.len() * CALLER_BYTES
+            + callers.values().map(|r| r.ranges.len()).sum::<usize>() * RANGE_BYTES;
+        if all <= max_bytes {
+            return callers
+                .iter()
+                .map(|(caller, ranges)| (caller.clone(), ranges.to_vec()))
+                .collect();
+        }
+        let mut newest: Vec<(Instant, &NodeId, u64, u64)> = callers
+            .iter()
+            .flat_map(|(caller, ranges)| {
+                ranges
+                    .ranges
                     .iter()
-                    .map(|(caller, ranges)| (caller.clone(), ranges.to_vec()))
-                    .collect()
+                    .map(move |(&first, &(last, at))| (at, caller, first, last))
             })
-            .unwrap_or_default()
+            .collect();
+        newest.sort_by(|a, b| b.0.cmp(&a.0).then(b.3.cmp(&a.3)));
+        let mut kept: BTreeMap<&NodeId, Vec<(u64, u64)>> = BTreeMap::new();
+        let mut bytes = 0;
+        for (_, caller, first, last) in newest {
+            let cost = RANGE_BYTES
+                + if kept.contains_key(caller) {
+                    0
+                } else {
+                    CALLER_BYTES
+                };
+            if bytes + cost > max_bytes {
+                break;
+            }
+            bytes += cost;
+            kept.entry(caller).or_default().push((first, last));
+        }
+        kept.into_iter()
+            .map(|(caller, mut ranges)| {
+                ranges.sort_unstable();
+                (caller.clone(), ranges)
+            })
+            .collect()
     }
 
     /// Forgets the ranges that have not grown within the window.
@@ -155,6 +204,9 @@ impl CallRanges {
             self.ranges.remove(&next);
         }
         self.ranges.insert(start, (end, grew));
+        while self.ranges.len() > MAX_RANGES_PER_CALLER {
+            self.ranges.pop_first();
+        }
     }
 
     fn remove(&mut self, call: u64) {
@@ -274,7 +326,7 @@ mod tests {
         assert!(delivered.contains(&x, &call(&a, 998)));
         assert!(!delivered.contains(&x, &call(&a, 999)), "999 went to y");
         assert!(delivered.contains(&y, &call(&a, 999)));
-        let mut handled = delivered.handled(&x);
+        let mut handled = delivered.handled(&x, usize::MAX);
         handled.sort();
         assert_eq!(handled.len(), 2);
         assert_eq!(handled[1], (b.clone(), vec![(0, 999)]));
@@ -282,6 +334,50 @@ mod tests {
             handled[0].1.len(),
             500,
             "a's calls to x are every other number"
+        );
+    }
+
+    /// A caller that leaves a hole between every two calls keeps at most
+    /// `MAX_RANGES_PER_CALLER` ranges, its newest; a handoff's list keeps within its byte
+    /// budget, newest ranges first.
+    #[test]
+    fn the_journal_and_the_handoff_list_are_bounded() {
+        let start = crate::test_epoch();
+        let (a, b) = (node("a"), node("b"));
+        let x = child("x");
+        let mut delivered = Delivered::new(Duration::from_secs(2));
+        let calls = 2 * MAX_RANGES_PER_CALLER as u64 + 10;
+        for n in 0..calls {
+            let at = start + Duration::from_micros(n);
+            delivered.insert(&x, &call(&a, 2 * n), at);
+        }
+        delivered.insert(&x, &call(&b, 7), start);
+        let all = delivered.handled(&x, usize::MAX);
+        let a_ranges = &all.iter().find(|(caller, _)| *caller == a).expect("a").1;
+        assert_eq!(a_ranges.len(), MAX_RANGES_PER_CALLER);
+        assert!(delivered.contains(&x, &call(&a, 2 * (calls - 1))));
+        assert!(
+            !delivered.contains(&x, &call(&a, 0)),
+            "the oldest range went"
+        );
+
+        let budget = 4 * 1024;
+        let some = delivered.handled(&x, budget);
+        let cost: usize = some
+            .iter()
+            .map(|(_, ranges)| CALLER_BYTES + ranges.len() * RANGE_BYTES)
+            .sum();
+        assert!(cost <= budget, "{cost} bytes");
+        let kept = &some.iter().find(|(caller, _)| *caller == a).expect("a").1;
+        assert!(kept.len() > 100, "{} ranges kept", kept.len());
+        assert!(
+            kept.contains(&(2 * (calls - 1), 2 * (calls - 1))),
+            "the newest is kept"
+        );
+        assert!(kept.windows(2).all(|w| w[0] < w[1]), "in order");
+        assert!(
+            some.iter().all(|(caller, _)| *caller != b),
+            "b's range is the oldest"
         );
     }
 
@@ -305,6 +401,6 @@ mod tests {
         assert!(!delivered.contains(&x, &call(&a, 30)));
         assert!(delivered.contains(&x, &call(&a, 31)));
         delivered.expire(start + Duration::from_secs(4));
-        assert!(delivered.handled(&x).is_empty());
+        assert!(delivered.handled(&x, usize::MAX).is_empty());
     }
 }

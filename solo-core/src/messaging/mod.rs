@@ -34,8 +34,16 @@
 //!   ([`CallFailure::Overloaded`], [`RemoteError::Overloaded`]) or, for a cast whose sender
 //!   was already told it left, reported as [`MessagingOutput::Dropped`]. Nothing is dropped
 //!   in silence.
+//! * A message the transport cannot take yet (the peer's queue is full) is handed back
+//!   ([`Messenger::not_sent`]) and offered again, with what follows it to the same peer, in
+//!   order; see [`MessagingConfig::resend_wait`].
+//! * Sizes: a call's or cast's message and a reply are at most [`MAX_PAYLOAD_LEN`] bytes
+//!   ([`CallFailure::TooLarge`], [`RemoteError::ReplyTooLarge`]), a handed-over state at
+//!   most [`MAX_STATE_LEN`] (a larger one is reported as dropped and the new instance
+//!   starts afresh).
 
 mod journal;
+mod unsent;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -43,11 +51,21 @@ use std::time::{Duration, Instant};
 use journal::Delivered;
 
 use crate::node::Node;
-use crate::wire::{AppMessage, CallRef, Delivery, Message, RemoteError};
+use crate::wire::{AppMessage, CallRef, Delivery, MAX_FRAME_LEN, Message, RemoteError};
 use crate::{ChildId, NodeId, NodeName, Transmit};
 
 /// How many nodes may pass one message on before it is bounced.
 pub const MAX_HOPS: u8 = 4;
+/// The largest message of a call or cast, and the largest answer, in bytes encoded: a
+/// frame less room for the envelope (names, ids, a call's reference).
+pub const MAX_PAYLOAD_LEN: usize = MAX_FRAME_LEN - 4 * 1024;
+/// The most bytes a handoff spends on the calls the old instance handled (so that the new
+/// one drops second copies); the newest are sent when they do not all fit.
+pub const MAX_SEEN_LEN: usize = 128 * 1024;
+/// The largest state an instance may hand over, in bytes encoded.
+pub const MAX_STATE_LEN: usize = MAX_FRAME_LEN - MAX_SEEN_LEN - 4 * 1024;
+/// The longest error text sent back for a call; a longer one is cut.
+pub const MAX_ERROR_LEN: usize = 1024;
 /// How soon a bounced call is routed again (the bouncing node's view was ahead or behind).
 const REROUTE_PAUSE: Duration = Duration::from_millis(1);
 /// How often entries that outlived their purpose are swept.
@@ -76,6 +94,15 @@ pub struct MessagingConfig {
     /// messages held for a name it claims or hands over, and states that arrived before
     /// their instance. What does not fit is refused, never dropped silently. Default 64 MiB.
     pub max_held_bytes: usize,
+    /// How long a message the transport did not take ([`Messenger::not_sent`]) is offered
+    /// again before it is given up and its sender told (a call of this node is offered
+    /// until its deadline). Default 5 s.
+    pub resend_wait: Duration,
+    /// The most bytes that may wait for room to one peer before a cast to a name it runs
+    /// is refused with [`CallFailure::Full`] (its sender waits, or is told). Calls, answers
+    /// and handoffs still wait, within [`max_held_bytes`](Self::max_held_bytes).
+    /// Default 8 MiB.
+    pub max_backlog_bytes: usize,
 }
 
 impl Default for MessagingConfig {
@@ -86,6 +113,8 @@ impl Default for MessagingConfig {
             dedupe_window: Duration::from_secs(2),
             max_pending_calls: 65_536,
             max_held_bytes: 64 << 20,
+            resend_wait: Duration::from_secs(5),
+            max_backlog_bytes: 8 << 20,
         }
     }
 }
@@ -139,13 +168,21 @@ pub enum CallFailure {
     /// This node holds as many calls or bytes as it may; nothing was sent.
     #[error("too many calls or bytes in flight")]
     Overloaded,
+    /// The way to the worker is full for now: its mailbox here, or what waits for room to
+    /// its node ([`MessagingConfig::max_backlog_bytes`]). Nothing was sent; try again.
+    #[error("the way to the worker is full")]
+    Full,
+    /// The message is larger than [`MAX_PAYLOAD_LEN`]; nothing was sent.
+    #[error("the message is larger than {MAX_PAYLOAD_LEN} bytes")]
+    TooLarge,
     /// The worker's node answered with an error.
     #[error(transparent)]
     Remote(RemoteError),
 }
 
-/// Something a [`Messenger`] that could not be kept: a cast whose sender was already told
-/// it left, or a state handed over for an instance that did not take it.
+/// Why something a [`Messenger`] held could not be kept: a cast whose sender was already
+/// told it left, a reply or state that could not be sent, or a state handed over for an
+/// instance that did not take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DropReason {
@@ -159,6 +196,11 @@ pub enum DropReason {
     /// A state arrived too long before its instance started
     /// ([`MessagingConfig::handoff_timeout`]).
     Expired,
+    /// The transport did not take it within [`MessagingConfig::resend_wait`], or its
+    /// recipient went first.
+    Unsent,
+    /// It is larger than it may be ([`MAX_PAYLOAD_LEN`], [`MAX_STATE_LEN`]).
+    TooLarge,
 }
 
 /// What was dropped.
@@ -169,6 +211,8 @@ pub enum Dropped {
     Cast,
     /// A handed-over state.
     State,
+    /// An answer to another node's call (the caller's call then times out).
+    Reply,
 }
 
 /// What the runtime must do for a [`Messenger`].
@@ -204,8 +248,8 @@ pub enum MessagingOutput {
     },
     /// A message or state could not be kept; for logs and counters.
     Dropped {
-        /// The child it was for.
-        id: ChildId,
+        /// The child it was for (`None` for a reply).
+        id: Option<ChildId>,
         /// What it was.
         what: Dropped,
         /// Why.
@@ -227,6 +271,8 @@ pub struct MessagingStats {
     pub dropped: u64,
     /// Messages refused because their sender may not send them.
     pub forged: u64,
+    /// Messages the transport did not take at first ([`Messenger::not_sent`]).
+    pub unsent: u64,
 }
 
 /// A call this node made, until it is answered (or its deadline passes).
@@ -330,7 +376,13 @@ pub struct Messenger {
     /// Bytes of payloads and states held, against `config.max_held_bytes`.
     held_bytes: usize,
     stats: MessagingStats,
-    outputs: VecDeque<MessagingOutput>,
+    /// What the runtime is to do, each with when to give it up if it is a message offered
+    /// again after the transport refused it ([`not_sent`](Self::not_sent)).
+    outputs: VecDeque<(MessagingOutput, Option<Instant>)>,
+    /// The give-up time of the output polled last, if it was a message offered again.
+    polled_until: Option<Instant>,
+    /// What waits for a peer whose transport queue was full, per peer.
+    backlogs: BTreeMap<NodeId, unsent::Backlog>,
     tokens: CallTokens,
 }
 
@@ -345,6 +397,18 @@ impl std::fmt::Debug for CallTokens {
 
 fn delivery_bytes(delivery: &Delivery) -> usize {
     delivery.payload.len()
+}
+
+/// `why`, cut to [`MAX_ERROR_LEN`] bytes at a character boundary.
+fn cut(mut why: String) -> String {
+    if why.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        why.truncate(end);
+    }
+    why
 }
 
 impl Messenger {
@@ -375,13 +439,17 @@ impl Messenger {
             held_bytes: 0,
             stats: MessagingStats::default(),
             outputs: VecDeque::new(),
+            polled_until: None,
+            backlogs: BTreeMap::new(),
             tokens: CallTokens(Box::new(tokens)),
         }
     }
 
     /// The next thing for the runtime to do.
     pub fn poll_output(&mut self) -> Option<MessagingOutput> {
-        self.outputs.pop_front()
+        let (output, until) = self.outputs.pop_front()?;
+        self.polled_until = until;
+        Some(output)
     }
 
     /// The earliest moment [`handle_timeout`](Self::handle_timeout) has something to do.
@@ -392,16 +460,18 @@ impl Messenger {
         });
         let handing = self.handing_off.values().map(|h| h.deadline);
         let calls = self.deadlines.first().map(|(at, _)| *at);
+        let backlogs = self.backlogs.values().map(|backlog| backlog.retry_at);
         waiting
             .chain(handing)
             .chain(calls)
+            .chain(backlogs)
             .chain(std::iter::once(self.next_sweep))
             .min()
     }
 
     /// Whether an instance is still handing over (a leave waits for it).
     pub fn is_handing_off(&self) -> bool {
-        !self.handing_off.is_empty()
+        !self.handing_off.is_empty() || self.backlog_holds_a_handoff()
     }
 
     /// Its counters.
@@ -440,7 +510,17 @@ impl Messenger {
             .map(delivery_bytes)
             .sum();
         let early: usize = self.early_state.values().map(EarlyState::bytes).sum();
-        calls + waiting + claimed + handing + early
+        let parked: usize = self
+            .backlogs
+            .values()
+            .flat_map(|backlog| &backlog.entries)
+            .map(unsent::Parked::bytes)
+            .sum();
+        calls + waiting + claimed + handing + early + parked
+    }
+
+    fn emit(&mut self, output: MessagingOutput) {
+        self.outputs.push_back((output, None));
     }
 
     /// Takes `bytes` from the budget, if they fit.
@@ -458,16 +538,22 @@ impl Messenger {
         self.held_bytes = self.held_bytes.saturating_sub(bytes);
     }
 
-    fn send_app(&mut self, node: &Node, to: &NodeId, message: AppMessage) {
+    /// Sends `message` to `to`, or parks it behind what waits for `to` already.
+    fn send_app(&mut self, now: Instant, node: &Node, to: &NodeId, message: AppMessage) {
         let addr = node
             .member(&to.name)
             .filter(|m| m.id() == to)
             .map(|m| m.addr());
-        self.outputs.push_back(MessagingOutput::Transmit(Transmit {
+        let transmit = Transmit {
             to: Some(to.clone()),
             addr,
             message: Message::App(message),
-        }));
+        };
+        if self.is_backlogged(to) {
+            self.park(now, node, transmit);
+        } else {
+            self.emit(MessagingOutput::Transmit(transmit));
+        }
     }
 
     /// The live member `name` is, or this node.
@@ -490,7 +576,7 @@ impl Messenger {
         if owner == node.id() {
             self.deliver(now, node, delivery);
         } else {
-            self.send_app(node, owner, AppMessage::Deliver(delivery));
+            self.send_app(now, node, owner, AppMessage::Deliver(delivery));
         }
     }
 
@@ -511,6 +597,8 @@ impl Messenger {
         let call = self.next_call;
         let failure = if !node.knows(&target) {
             Some(CallFailure::NoSuchName)
+        } else if payload.len() > MAX_PAYLOAD_LEN {
+            Some(CallFailure::TooLarge)
         } else if self.calls.len() >= self.config.max_pending_calls || !self.reserve(payload.len())
         {
             self.stats.refused += 1;
@@ -519,7 +607,7 @@ impl Messenger {
             None
         };
         if let Some(failure) = failure {
-            self.outputs.push_back(MessagingOutput::CallDone {
+            self.emit(MessagingOutput::CallDone {
                 call: CallId(call),
                 result: Err(failure),
             });
@@ -555,7 +643,7 @@ impl Messenger {
 
     fn finish_call(&mut self, call: u64, result: Result<Vec<u8>, CallFailure>) {
         if self.forget_call(call).is_some() {
-            self.outputs.push_back(MessagingOutput::CallDone {
+            self.emit(MessagingOutput::CallDone {
                 call: CallId(call),
                 result,
             });
@@ -603,8 +691,11 @@ impl Messenger {
     ///
     /// # Errors
     ///
-    /// [`CallFailure::NoSuchName`] if the name is unknown here, [`CallFailure::Overloaded`]
-    /// if it would have to wait for an owner and the budget is spent.
+    /// [`CallFailure::NoSuchName`] if the name is unknown here, [`CallFailure::TooLarge`] if
+    /// `payload` is longer than [`MAX_PAYLOAD_LEN`], [`CallFailure::Full`] if what waits for
+    /// room to the owner's node holds [`MessagingConfig::max_backlog_bytes`] already,
+    /// [`CallFailure::Overloaded`] if it would have to wait for an owner and the budget is
+    /// spent.
     pub fn cast(
         &mut self,
         now: Instant,
@@ -615,8 +706,19 @@ impl Messenger {
         if !node.knows(&target) {
             return Err(CallFailure::NoSuchName);
         }
+        if payload.len() > MAX_PAYLOAD_LEN {
+            return Err(CallFailure::TooLarge);
+        }
         // One that must wait is refused here, while its sender can still be told.
-        let waits = Self::owner(node, &target).is_none();
+        let owner = Self::owner(node, &target);
+        if owner
+            .as_ref()
+            .is_some_and(|owner| self.backlog_bytes(owner) >= self.config.max_backlog_bytes)
+        {
+            self.stats.refused += 1;
+            return Err(CallFailure::Full);
+        }
+        let waits = owner.is_none();
         if waits && !self.reserve(payload.len()) {
             self.stats.refused += 1;
             return Err(CallFailure::Overloaded);
@@ -647,7 +749,7 @@ impl Messenger {
                 self.cast_retry_at = now + REROUTE_PAUSE;
             } else {
                 self.stats.refused += 1;
-                self.dropped(target, Dropped::Cast, DropReason::Full);
+                self.dropped(Some(target), Dropped::Cast, DropReason::Full);
             }
             return;
         };
@@ -664,10 +766,9 @@ impl Messenger {
         self.deliver_to(now, node, &owner, delivery);
     }
 
-    fn dropped(&mut self, id: ChildId, what: Dropped, reason: DropReason) {
+    fn dropped(&mut self, id: Option<ChildId>, what: Dropped, reason: DropReason) {
         self.stats.dropped += 1;
-        self.outputs
-            .push_back(MessagingOutput::Dropped { id, what, reason });
+        self.emit(MessagingOutput::Dropped { id, what, reason });
     }
 
     /// An answer for call `call` of this node, carrying `token`.
@@ -715,6 +816,12 @@ impl Messenger {
         to: CallRef,
         result: Result<Vec<u8>, RemoteError>,
     ) {
+        let result = match result {
+            Ok(answer) if answer.len() > MAX_PAYLOAD_LEN => Err(RemoteError::ReplyTooLarge),
+            Err(RemoteError::BadMessage(why)) => Err(RemoteError::BadMessage(cut(why))),
+            Err(RemoteError::Failed(why)) => Err(RemoteError::Failed(cut(why))),
+            result => result,
+        };
         if matches!(result, Err(RemoteError::NotHere)) {
             // Sent back unhandled (its instance ended first): a copy routed again must not be
             // taken for a duplicate.
@@ -725,6 +832,7 @@ impl Messenger {
         } else {
             let caller = to.caller;
             self.send_app(
+                now,
                 node,
                 &caller,
                 AppMessage::Reply {
@@ -816,7 +924,7 @@ impl Messenger {
                     payload: delivery.payload,
                 },
             };
-            self.outputs.push_back(MessagingOutput::Mail {
+            self.emit(MessagingOutput::Mail {
                 id: delivery.to,
                 instance: local.instance,
                 mail,
@@ -850,7 +958,7 @@ impl Messenger {
                     hops: delivery.hops + 1,
                     ..delivery
                 };
-                self.send_app(node, &owner, AppMessage::Deliver(delivery));
+                self.send_app(now, node, &owner, AppMessage::Deliver(delivery));
             }
             _ => match delivery.reply_to {
                 Some(reply) => self.bounce(now, node, reply, RemoteError::NotHere),
@@ -868,12 +976,32 @@ impl Messenger {
         self.stats.refused += 1;
         match delivery.reply_to {
             Some(reply) => self.bounce(now, node, reply, RemoteError::Overloaded),
-            None => self.dropped(delivery.to, Dropped::Cast, DropReason::Full),
+            None => self.dropped(Some(delivery.to), Dropped::Cast, DropReason::Full),
         }
     }
 
     fn bounce(&mut self, now: Instant, node: &Node, reply: CallRef, error: RemoteError) {
         self.replied(now, node, reply, Err(error));
+    }
+
+    /// A call or cast the runtime could not put into its instance's mailbox because the
+    /// mailbox is full: a call is answered [`RemoteError::Overloaded`], a cast is refused
+    /// and reported ([`DropReason::Full`]). (Other mail must always find room: the runtime
+    /// keeps a few places for it.)
+    pub fn mailbox_full(&mut self, now: Instant, node: &Node, id: ChildId, mail: Mail) {
+        match mail {
+            Mail::Call { reply, .. } => {
+                self.stats.refused += 1;
+                // Not handled: a copy routed again is not a second one.
+                self.delivered.remove(&reply);
+                self.bounce(now, node, reply, RemoteError::Overloaded);
+            }
+            Mail::Cast { .. } => {
+                self.stats.refused += 1;
+                self.dropped(Some(id), Dropped::Cast, DropReason::Full);
+            }
+            other => self.undeliverable(now, node, other),
+        }
     }
 
     /// Mail the runtime could not put into its instance's mailbox (the instance had just
@@ -908,11 +1036,11 @@ impl Messenger {
                         // Another node than the one the start names sent it: not this
                         // instance's to take.
                         self.stats.forged += 1;
-                        self.dropped(id.clone(), Dropped::State, DropReason::NotAwaited);
+                        self.dropped(Some(id.clone()), Dropped::State, DropReason::NotAwaited);
                         None
                     }
                     Some(_) if early.until <= now => {
-                        self.dropped(id.clone(), Dropped::State, DropReason::Expired);
+                        self.dropped(Some(id.clone()), Dropped::State, DropReason::Expired);
                         None
                     }
                     handed => handed,
@@ -927,7 +1055,7 @@ impl Messenger {
             tracing::debug!(child = %id, %from, "the previous instance handed no state over");
         }
         if actor {
-            self.outputs.push_back(MessagingOutput::Mail {
+            self.emit(MessagingOutput::Mail {
                 id: id.clone(),
                 instance,
                 mail: Mail::Begin(handed),
@@ -960,14 +1088,14 @@ impl Messenger {
         if !member {
             if handed.is_some() {
                 self.stats.forged += 1;
-                self.dropped(id, Dropped::State, DropReason::NotAwaited);
+                self.dropped(Some(id), Dropped::State, DropReason::NotAwaited);
             }
             return;
         }
         match (self.local.get(&id).copied(), handed) {
             // Running already: the sender lost a conflict (or was late).
             (Some(local), Some(theirs)) if local.actor => {
-                self.outputs.push_back(MessagingOutput::Mail {
+                self.emit(MessagingOutput::Mail {
                     id,
                     instance: local.instance,
                     mail: Mail::Conflict(theirs),
@@ -984,7 +1112,7 @@ impl Messenger {
                 };
                 if !self.reserve(early.bytes()) {
                     self.stats.refused += 1;
-                    self.dropped(id, Dropped::State, DropReason::Full);
+                    self.dropped(Some(id), Dropped::State, DropReason::Full);
                     return;
                 }
                 if let Some(old) = self.early_state.insert(id, early) {
@@ -1017,6 +1145,7 @@ impl Messenger {
         if !local.actor {
             // A plain worker has nothing to hand over; tell the new node not to wait.
             self.send_app(
+                now,
                 node,
                 &to,
                 AppMessage::Handoff {
@@ -1028,7 +1157,7 @@ impl Messenger {
             return false;
         }
         tracing::debug!(child = %id, %to, "asking the instance for its state");
-        self.outputs.push_back(MessagingOutput::Mail {
+        self.emit(MessagingOutput::Mail {
             id: id.clone(),
             instance,
             mail: Mail::BeginHandoff,
@@ -1048,8 +1177,13 @@ impl Messenger {
 
     /// The instance answered [`Mail::BeginHandoff`] with `state`: the state goes to the new
     /// node, then what arrived meanwhile, then [`MessagingOutput::HandoffFinished`].
+    ///
+    /// A state longer than [`MAX_STATE_LEN`] cannot travel: it is reported as
+    /// [`MessagingOutput::Dropped`] ([`DropReason::TooLarge`]) and the new instance starts
+    /// without one. (The `solo` runtime checks the size first and tells the instance.)
     pub fn handoff_done(
         &mut self,
+        now: Instant,
         node: &Node,
         id: &ChildId,
         instance: u64,
@@ -1060,17 +1194,25 @@ impl Messenger {
             .get(id)
             .is_some_and(|h| h.instance == instance)
         {
-            self.finish_handoff(node, id, state);
+            let state = match state {
+                Some(state) if state.len() > MAX_STATE_LEN => {
+                    self.dropped(Some(id.clone()), Dropped::State, DropReason::TooLarge);
+                    None
+                }
+                state => state,
+            };
+            self.finish_handoff(now, node, id, state);
         }
     }
 
-    fn finish_handoff(&mut self, node: &Node, id: &ChildId, handed: Option<Vec<u8>>) {
+    fn finish_handoff(&mut self, now: Instant, node: &Node, id: &ChildId, handed: Option<Vec<u8>>) {
         let Some(handing) = self.handing_off.remove(id) else {
             return;
         };
-        let seen = self.delivered.handled(id);
+        let seen = self.delivered.handled(id, MAX_SEEN_LEN);
         tracing::debug!(child = %id, to = %handing.to, held = handing.held.len(), "state sent");
         self.send_app(
+            now,
             node,
             &handing.to,
             AppMessage::Handoff {
@@ -1086,12 +1228,20 @@ impl Messenger {
                 from_previous_owner: true,
                 ..delivery
             };
-            self.send_app(node, &handing.to, AppMessage::Deliver(delivery));
+            self.send_app(now, node, &handing.to, AppMessage::Deliver(delivery));
         }
-        self.outputs.push_back(MessagingOutput::HandoffFinished {
+        let finished = unsent::Parked::Finished {
             id: id.clone(),
             instance: handing.instance,
-        });
+        };
+        match self.backlogs.get_mut(&handing.to) {
+            // The state waits for room: the instance stops once it has left.
+            Some(backlog) if !backlog.entries.is_empty() => backlog.entries.push_back(finished),
+            _ => self.emit(MessagingOutput::HandoffFinished {
+                id: id.clone(),
+                instance: handing.instance,
+            }),
+        }
     }
 
     /// Delivers what was held for `id` while this node claimed it: to its instance, or to
@@ -1124,8 +1274,10 @@ impl Messenger {
 
     // ----- failures and time ---------------------------------------------------------------
 
-    /// `peer` is gone (down or left): calls in flight to it are routed again.
-    pub fn peer_gone(&mut self, now: Instant, peer: &NodeId) {
+    /// `peer` is gone (down or left): calls in flight to it are routed again, and what
+    /// waited for room to it goes elsewhere or is reported.
+    pub fn peer_gone(&mut self, now: Instant, node: &Node, peer: &NodeId) {
+        self.abandon_backlog(now, node, peer);
         for (call, pending) in &mut self.calls {
             if pending.sent_to.as_ref() == Some(peer) {
                 pending.sent_to = None;
@@ -1141,6 +1293,7 @@ impl Messenger {
     /// or to this messenger (the node's view may have changed), and at
     /// [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant, node: &Node) {
+        self.resend_due(now, node);
         while let Some(&(deadline, call)) = self.deadlines.first() {
             if deadline > now {
                 break;
@@ -1161,7 +1314,7 @@ impl Messenger {
                         payload,
                     } if until <= now => {
                         self.release(payload.len());
-                        self.dropped(target, Dropped::Cast, DropReason::NoOwner);
+                        self.dropped(Some(target), Dropped::Cast, DropReason::NoOwner);
                     }
                     Waiting::Cast {
                         target,
@@ -1190,7 +1343,7 @@ impl Messenger {
             .map(|(id, _)| id.clone())
             .collect();
         for id in stuck {
-            self.finish_handoff(node, &id, None);
+            self.finish_handoff(now, node, &id, None);
         }
         if self.next_sweep <= now {
             self.next_sweep = now + SWEEP_EVERY;
@@ -1204,7 +1357,7 @@ impl Messenger {
                 if let Some(early) = self.early_state.remove(&id) {
                     self.release(early.bytes());
                     if early.state.is_some() {
-                        self.dropped(id, Dropped::State, DropReason::Expired);
+                        self.dropped(Some(id), Dropped::State, DropReason::Expired);
                     }
                 }
             }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::supervisor::ChildSpec;
-use crate::{Action, Incarnation};
+use crate::{Action, Incarnation, SendFailure};
 
 fn id(name: &str) -> NodeId {
     NodeId::new(NodeName::new(name).expect("a valid name"), Incarnation(1))
@@ -77,12 +77,17 @@ impl Lone {
 
     /// Makes `name` a live member, by its own word.
     fn meet(&mut self, name: &str) {
+        self.meet_with(name, crate::NodeMeta::default());
+    }
+
+    /// Makes `name` a live member with `meta`, by its own word.
+    fn meet_with(&mut self, name: &str, meta: crate::NodeMeta) {
         let update = crate::wire::MemberUpdate {
             id: id(name),
             addr: SocketAddr::from(([127, 0, 0, 1], 7001)),
             state: crate::MemberState::Alive,
             version: 0,
-            meta: crate::NodeMeta::default(),
+            meta,
             ended_ms_ago: 0,
         };
         self.node.handle_message(
@@ -241,7 +246,7 @@ fn casts_waiting_for_an_owner_are_bounded_in_bytes_and_reported_when_dropped() {
     assert_eq!(
         lone.outputs(),
         vec![MessagingOutput::Dropped {
-            id: child("nowhere"),
+            id: Some(child("nowhere")),
             what: Dropped::Cast,
             reason: DropReason::NoOwner,
         }]
@@ -291,7 +296,7 @@ fn a_call_whose_answer_would_go_to_another_node_is_ignored() {
 fn a_state_is_taken_only_from_a_member_and_only_by_the_start_that_names_it() {
     let mut lone = Lone::new(MessagingConfig::default());
     let not_awaited = MessagingOutput::Dropped {
-        id: child("nowhere"),
+        id: Some(child("nowhere")),
         what: Dropped::State,
         reason: DropReason::NotAwaited,
     };
@@ -399,8 +404,13 @@ fn a_second_stop_keeps_the_handoff_under_way_and_what_it_holds() {
     );
     lone.outputs();
     let node = &lone.node;
-    lone.messenger
-        .handoff_done(node, &here, lone.instance, Some(b"state".to_vec()));
+    lone.messenger.handoff_done(
+        lone.now,
+        node,
+        &here,
+        lone.instance,
+        Some(b"state".to_vec()),
+    );
     let outputs = lone.outputs();
     let held_call_sent = outputs.iter().any(|output| {
         matches!(output, MessagingOutput::Transmit(Transmit {
@@ -447,4 +457,387 @@ fn an_answer_without_its_calls_token_is_ignored() {
     lone.messenger
         .replied(lone.now, &lone.node, reply, Ok(b"pong".to_vec()));
     assert_eq!(lone.outputs(), vec![done(call, Ok(b"pong".to_vec()))]);
+}
+
+// ----- backpressure: what the transport did not take ---------------------------------------
+
+impl Lone {
+    /// `b` calls `here` as call `call`, and the instance answers it. The call's mail is
+    /// left among the outputs: [`sent`](Self::sent) and
+    /// [`outputs_refused`](Self::outputs_refused) leave it out.
+    fn answer_for_b(&mut self, call: u64, answer: Vec<u8>) {
+        let reply = CallRef {
+            caller: id("b"),
+            call,
+            token: call,
+        };
+        self.messenger.handle_message(
+            self.now,
+            &self.node,
+            &id("b"),
+            AppMessage::Deliver(Delivery {
+                to: child("here"),
+                reply_to: Some(reply.clone()),
+                payload: vec![1],
+                hops: 0,
+                from_previous_owner: false,
+            }),
+        );
+        self.messenger
+            .replied(self.now, &self.node, reply, Ok(answer));
+    }
+
+    /// Runs the outputs as a transport whose queue to every peer is full would: every
+    /// transmit comes back. Returns the other outputs.
+    fn outputs_refused(&mut self) -> Vec<MessagingOutput> {
+        let mut rest = Vec::new();
+        while let Some(output) = self.messenger.poll_output() {
+            match output {
+                MessagingOutput::Transmit(transmit) => {
+                    self.messenger
+                        .not_sent(self.now, &self.node, transmit, SendFailure::QueueFull);
+                }
+                MessagingOutput::Mail {
+                    mail: Mail::Call { .. },
+                    ..
+                } => {}
+                other => rest.push(other),
+            }
+        }
+        rest
+    }
+
+    /// The outputs but calls' mail.
+    fn sent(&mut self) -> Vec<MessagingOutput> {
+        let mut outputs = self.outputs();
+        outputs.retain(|output| {
+            !matches!(
+                output,
+                MessagingOutput::Mail {
+                    mail: Mail::Call { .. },
+                    ..
+                }
+            )
+        });
+        outputs
+    }
+}
+
+/// The answers a transmit carries, in order.
+fn replies(outputs: &[MessagingOutput]) -> Vec<u64> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            MessagingOutput::Transmit(Transmit {
+                message: Message::App(AppMessage::Reply { call, .. }),
+                ..
+            }) => Some(*call),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn answers_the_transport_refused_are_offered_again_in_order() {
+    let mut lone = Lone::new(MessagingConfig::default());
+    lone.answer_for_b(1, vec![1; 100]);
+    lone.answer_for_b(2, vec![2; 100]);
+    assert!(lone.outputs_refused().is_empty());
+    // Sent while the first two wait: it waits behind them.
+    lone.answer_for_b(3, vec![3; 100]);
+    assert!(lone.sent().is_empty(), "nothing overtakes the backlog");
+    let stats = lone.messenger.stats();
+    assert_eq!(stats.unsent, 1, "{stats:?}");
+    assert_eq!(stats.held_bytes, lone.messenger.recount_held_bytes());
+    assert!(stats.held_bytes >= 300);
+
+    // Offered again after a pause, refused again: the next pause is longer.
+    lone.advance(unsent::RESEND_PAUSE);
+    assert!(lone.outputs_refused().is_empty());
+    lone.advance(unsent::RESEND_PAUSE);
+    assert!(lone.sent().is_empty(), "the pause doubled");
+    lone.advance(unsent::RESEND_PAUSE);
+    assert_eq!(replies(&lone.sent()), [1, 2, 3]);
+    assert_eq!(lone.messenger.stats().held_bytes, 0);
+    assert_eq!(lone.messenger.recount_held_bytes(), 0);
+}
+
+#[test]
+fn an_answer_that_never_finds_room_is_reported_after_the_resend_wait() {
+    let config = MessagingConfig {
+        resend_wait: Duration::from_millis(100),
+        ..MessagingConfig::default()
+    };
+    let mut lone = Lone::new(config);
+    let start = lone.now;
+    lone.answer_for_b(1, vec![1; 10]);
+    let mut reported = Vec::new();
+    for _ in 0..200 {
+        reported.extend(lone.outputs_refused());
+        if !reported.is_empty() {
+            break;
+        }
+        lone.advance(Duration::from_millis(10));
+    }
+    assert_eq!(
+        reported,
+        [MessagingOutput::Dropped {
+            id: None,
+            what: Dropped::Reply,
+            reason: DropReason::Unsent,
+        }]
+    );
+    let waited = lone.now - start;
+    assert!(
+        (100..200).contains(&waited.as_millis()),
+        "given up after {waited:?}"
+    );
+    assert_eq!(lone.messenger.stats().held_bytes, 0);
+}
+
+#[test]
+fn an_instance_handing_over_stops_only_once_its_state_has_left() {
+    let mut lone = Lone::new(MessagingConfig::default());
+    lone.meet("b");
+    let (now, here, instance) = (lone.now, child("here"), lone.instance);
+    assert!(
+        lone.messenger
+            .start_handoff(now, &lone.node, &here, instance, id("b"))
+    );
+    assert!(matches!(
+        &lone.sent()[..],
+        [MessagingOutput::Mail {
+            mail: Mail::BeginHandoff,
+            ..
+        }]
+    ));
+    lone.messenger
+        .handoff_done(now, &lone.node, &here, instance, Some(vec![9; 1_000]));
+    assert!(
+        lone.outputs_refused().is_empty(),
+        "no HandoffFinished before the state left"
+    );
+    assert!(lone.messenger.is_handing_off(), "a leave waits for it");
+    lone.advance(unsent::RESEND_PAUSE);
+    let outputs = lone.sent();
+    assert!(
+        matches!(
+            &outputs[..],
+            [
+                MessagingOutput::Transmit(Transmit {
+                    message: Message::App(AppMessage::Handoff { state: Some(_), .. }),
+                    ..
+                }),
+                MessagingOutput::HandoffFinished { .. },
+            ]
+        ),
+        "{outputs:?}"
+    );
+    assert!(!lone.messenger.is_handing_off());
+}
+
+#[test]
+fn a_backlog_for_a_peer_that_goes_is_reported_and_its_handoff_ends() {
+    let mut lone = Lone::new(MessagingConfig::default());
+    lone.meet("b");
+    let (now, here, instance) = (lone.now, child("here"), lone.instance);
+    lone.answer_for_b(1, vec![1; 10]);
+    assert!(lone.outputs_refused().is_empty());
+    assert!(
+        lone.messenger
+            .start_handoff(now, &lone.node, &here, instance, id("b"))
+    );
+    lone.sent();
+    lone.messenger
+        .handoff_done(now, &lone.node, &here, instance, Some(vec![9; 10]));
+    assert!(
+        lone.sent().is_empty(),
+        "the handoff waits behind the answer"
+    );
+    lone.messenger.peer_gone(now, &lone.node, &id("b"));
+    assert_eq!(
+        lone.sent(),
+        [
+            MessagingOutput::Dropped {
+                id: None,
+                what: Dropped::Reply,
+                reason: DropReason::Unsent,
+            },
+            MessagingOutput::Dropped {
+                id: Some(here.clone()),
+                what: Dropped::State,
+                reason: DropReason::Unsent,
+            },
+            MessagingOutput::HandoffFinished { id: here, instance },
+        ]
+    );
+    assert_eq!(lone.messenger.stats().held_bytes, 0);
+    assert!(!lone.messenger.is_handing_off());
+}
+
+#[test]
+fn what_is_too_large_to_travel_gets_a_typed_error_at_once() {
+    let mut lone = Lone::new(MessagingConfig::default());
+    let huge = vec![0; MAX_PAYLOAD_LEN + 1];
+    let call = lone.call("here", &huge, Duration::from_secs(1));
+    assert_eq!(lone.sent(), [done(call, Err(CallFailure::TooLarge))]);
+    let (now, here) = (lone.now, child("here"));
+    assert_eq!(
+        lone.messenger
+            .cast(now, &lone.node, here.clone(), huge.clone()),
+        Err(CallFailure::TooLarge)
+    );
+    assert_eq!(lone.messenger.stats().held_bytes, 0);
+
+    // An answer too large: the caller is told, not left to time out.
+    lone.answer_for_b(1, huge);
+    let outputs = lone.sent();
+    assert!(
+        matches!(
+            &outputs[..],
+            [MessagingOutput::Transmit(Transmit {
+                message: Message::App(AppMessage::Reply {
+                    result: Err(RemoteError::ReplyTooLarge),
+                    ..
+                }),
+                ..
+            })]
+        ),
+        "{outputs:?}"
+    );
+
+    // A state too large: reported, and the new node is told not to wait for one.
+    lone.meet("b");
+    let instance = lone.instance;
+    assert!(
+        lone.messenger
+            .start_handoff(now, &lone.node, &here, instance, id("b"))
+    );
+    lone.sent();
+    let state = vec![0; MAX_STATE_LEN + 1];
+    lone.messenger
+        .handoff_done(now, &lone.node, &here, instance, Some(state));
+    let outputs = lone.sent();
+    assert!(
+        matches!(
+            &outputs[..],
+            [
+                MessagingOutput::Dropped {
+                    what: Dropped::State,
+                    reason: DropReason::TooLarge,
+                    ..
+                },
+                MessagingOutput::Transmit(Transmit {
+                    message: Message::App(AppMessage::Handoff { state: None, .. }),
+                    ..
+                }),
+                MessagingOutput::HandoffFinished { .. },
+            ]
+        ),
+        "{outputs:?}"
+    );
+}
+
+#[test]
+fn a_long_error_text_is_cut() {
+    let mut lone = Lone::new(MessagingConfig::default());
+    let reply = CallRef {
+        caller: id("b"),
+        call: 1,
+        token: 1,
+    };
+    let why = "é".repeat(MAX_ERROR_LEN);
+    let (now, node) = (lone.now, &lone.node);
+    lone.messenger
+        .replied(now, node, reply, Err(RemoteError::Failed(why)));
+    let outputs = lone.sent();
+    let Some(MessagingOutput::Transmit(Transmit {
+        message:
+            Message::App(AppMessage::Reply {
+                result: Err(RemoteError::Failed(sent)),
+                ..
+            }),
+        ..
+    })) = outputs.first()
+    else {
+        panic!("{outputs:?}");
+    };
+    assert!(sent.len() <= MAX_ERROR_LEN && sent.len() > MAX_ERROR_LEN - 4);
+}
+
+#[test]
+fn a_cast_to_a_node_whose_backlog_is_full_is_refused_while_its_sender_can_wait() {
+    let config = MessagingConfig {
+        max_backlog_bytes: 1_000,
+        ..MessagingConfig::default()
+    };
+    let mut lone = Lone::new(config);
+    let meta = crate::NodeMeta {
+        singletons: vec![(child("there"), 1)],
+        ..crate::NodeMeta::default()
+    };
+    lone.meet_with("b", meta);
+    let (now, there) = (lone.now, child("there"));
+    assert_eq!(lone.node.owner_of(&there), Some(&id("b").name));
+    assert_eq!(
+        lone.messenger.cast(now, &lone.node, there.clone(), vec![1]),
+        Ok(())
+    );
+    assert_eq!(lone.sent().len(), 1, "sent");
+    lone.answer_for_b(1, vec![0; 2_000]);
+    assert!(lone.outputs_refused().is_empty());
+    assert_eq!(
+        lone.messenger.cast(now, &lone.node, there.clone(), vec![1]),
+        Err(CallFailure::Full)
+    );
+    lone.advance(unsent::RESEND_PAUSE);
+    assert_eq!(replies(&lone.sent()), [1]);
+    lone.advance(unsent::MAX_RESEND_PAUSE);
+    assert_eq!(
+        lone.messenger.cast(lone.now, &lone.node, there, vec![1]),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_full_mailbox_answers_a_call_overloaded_and_reports_a_cast() {
+    let mut lone = Lone::new(MessagingConfig::default());
+    let (now, here) = (lone.now, child("here"));
+    let reply = CallRef {
+        caller: id("b"),
+        call: 1,
+        token: 1,
+    };
+    let mail = Mail::Call {
+        payload: vec![1],
+        reply: reply.clone(),
+    };
+    lone.messenger
+        .mailbox_full(now, &lone.node, here.clone(), mail);
+    let outputs = lone.outputs();
+    assert!(
+        matches!(
+            &outputs[..],
+            [MessagingOutput::Transmit(Transmit {
+                message: Message::App(AppMessage::Reply {
+                    result: Err(RemoteError::Overloaded),
+                    ..
+                }),
+                ..
+            })]
+        ),
+        "{outputs:?}"
+    );
+    let cast = Mail::Cast { payload: vec![1] };
+    lone.messenger
+        .mailbox_full(now, &lone.node, here.clone(), cast);
+    assert_eq!(
+        lone.outputs(),
+        [MessagingOutput::Dropped {
+            id: Some(here),
+            what: Dropped::Cast,
+            reason: DropReason::Full,
+        }]
+    );
+    assert_eq!(lone.messenger.stats().refused, 2);
 }

@@ -37,6 +37,24 @@ pub struct Transmit {
     pub message: Message,
 }
 
+/// Why a transport did not take a [`Transmit`] (see `Transport::try_send` in the transport
+/// crates). The message was not sent; its sender decides whether to offer it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendFailure {
+    /// The recipient's write queue holds as many frames or bytes as it may: the peer reads
+    /// slower than this node writes. Offering it again shortly may succeed.
+    #[error("the peer's write queue is full")]
+    QueueFull,
+    /// No connection to the recipient and no way to make one now (no address, too many
+    /// dials, a stale incarnation, or the transport is shut down).
+    #[error("no route to the peer")]
+    NoRoute,
+    /// The message encodes to more than [`wire::MAX_FRAME_LEN`] bytes: it can never be sent.
+    #[error("the message is larger than a frame may be")]
+    TooLarge,
+}
+
 /// Something the caller must act on or report.
 #[must_use = "an action must be carried out or reported"]
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -130,7 +130,7 @@ pub fn messaging_inputs(data: &[u8]) {
     use crate::messaging::{CallId, Mail, MessagingConfig, MessagingOutput, Messenger};
     use crate::supervisor::ChildSpec;
     use crate::wire::{Message, RemoteError};
-    use crate::{Action, ChildId};
+    use crate::{Action, ChildId, SendFailure};
 
     let valid = |e: &dyn std::fmt::Display| -> ! { panic!("a valid fuzzing setup: {e}") };
     let child = |name: &str| ChildId::new(name).unwrap_or_else(|e| valid(&e));
@@ -186,6 +186,8 @@ pub fn messaging_inputs(data: &[u8]) {
     let mut done: BTreeSet<CallId> = BTreeSet::new();
     // Calls mailed to the local instance and not yet answered (at most 64 kept).
     let mut mailed: Vec<crate::wire::CallRef> = Vec::new();
+    // Whether the transport refuses what the messenger sends (its queues are full).
+    let mut refusing = false;
     let mut rest = data;
     while let Some((&head, tail)) = rest.split_first() {
         rest = tail;
@@ -240,17 +242,19 @@ pub fn messaging_inputs(data: &[u8]) {
                     let to = peer(head >> 5);
                     let _ = messenger.start_handoff(now, &node, &names[0], instance, to);
                 }
-                1 => messenger.handoff_done(&node, &names[0], instance, Some(vec![2; 16])),
+                1 => messenger.handoff_done(now, &node, &names[0], instance, Some(vec![2; 16])),
                 2 => {
                     messenger.instance_ended(&names[0], instance);
                     instance += 1;
                     messenger.instance_started(now, &node, names[0].clone(), instance, true, None);
                 }
-                _ => messenger.peer_gone(now, &peer(head >> 5)),
+                _ => messenger.peer_gone(now, &node, &peer(head >> 5)),
             },
             _ => {
                 rest = rest.get(1..).unwrap_or_default();
-                now += Duration::from_millis(u64::from(arg) * 10);
+                // The transport's queues fill up, or have room again.
+                refusing = arg & 1 == 1;
+                now += Duration::from_millis(u64::from(arg >> 1) * 20);
                 node.handle_timeout(now);
             }
         }
@@ -259,6 +263,9 @@ pub fn messaging_inputs(data: &[u8]) {
         while node.poll_transmit().is_some() {}
         while let Some(output) = messenger.poll_output() {
             match output {
+                MessagingOutput::Transmit(transmit) if refusing => {
+                    messenger.not_sent(now, &node, transmit, SendFailure::QueueFull);
+                }
                 MessagingOutput::CallDone { call, .. } => {
                     assert!(
                         deadlines.contains_key(&call),

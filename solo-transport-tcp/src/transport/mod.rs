@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use solo_core::wire::{self, EncodeError, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION};
-use solo_core::{Incarnation, Link, NodeId, NodeName, Transmit};
+use solo_core::{Incarnation, Link, NodeId, NodeName, SendFailure, Transmit};
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -385,15 +385,40 @@ impl<N: Network> Transport<N> {
     /// `transmit.addr` (after the address's backoff, if a dial failed lately) and the frame
     /// waits for the handshake, then goes to the peer that answered if it is `to` (or `to` is
     /// `None`). Whatever cannot be routed, or finds its queue full, is dropped and counted in
-    /// [`stats`](Transport::stats): the protocol tolerates loss.
+    /// [`stats`](Transport::stats): the membership protocol tolerates loss. A message that
+    /// must not be lost goes through [`try_send`](Transport::try_send) instead.
     pub fn send(&self, transmit: Transmit) {
-        match wire::encode_frame(&transmit.message) {
-            Ok(frame) => self.shared().route(transmit.to, transmit.addr, frame),
-            Err(error) => {
+        match self.try_send(&transmit) {
+            Ok(()) => {}
+            Err(SendFailure::QueueFull) => self.shared().counters.dropped_queue_full.inc(),
+            Err(SendFailure::TooLarge) => {
                 self.shared().counters.dropped_unencodable.inc();
-                tracing::warn!(node = %self.node(), %error, "message dropped: cannot encode");
+                tracing::warn!(node = %self.node(), "message dropped: larger than a frame");
             }
+            Err(_no_route) => self.shared().counters.dropped_no_route.inc(),
         }
+    }
+
+    /// Queues a message for delivery as [`send`](Transport::send) does, but gives it back
+    /// when it cannot be queued, so that its sender can offer it again or report it: the
+    /// messaging layer sends calls, replies and handoffs this way. Never blocks.
+    ///
+    /// `Ok` means the frame is on a connection's write queue, or on the queue of a dial
+    /// under way to `transmit.addr` (frames of a dial that fails are counted in
+    /// [`TransportStats::dropped_dial_failed`]; its peer is then soon suspected). Failures
+    /// are not counted in [`stats`](Transport::stats): the caller decides what they are.
+    ///
+    /// # Errors
+    ///
+    /// [`SendFailure::QueueFull`] when the peer's queue holds
+    /// [`Config::max_queued_frames`] frames or [`Config::max_queued_bytes`] bytes,
+    /// [`SendFailure::NoRoute`] when there is no connection and none can be made now,
+    /// [`SendFailure::TooLarge`] when the message encodes to more than [`MAX_FRAME_LEN`].
+    pub fn try_send(&self, transmit: &Transmit) -> Result<(), SendFailure> {
+        let frame =
+            wire::encode_frame(&transmit.message).map_err(|_oversized| SendFailure::TooLarge)?;
+        self.shared()
+            .route(transmit.to.clone(), transmit.addr, frame)
     }
 
     /// This node's id.
@@ -498,7 +523,8 @@ impl<N: Network> Transport<N> {
         };
         tracing::debug!(node = %self.node(), %peer, "replacing a silent connection to a suspect");
         shared.counters.idle_timeouts.inc();
-        shared.route(Some(peer.clone()), Some(addr), KEEPALIVE.to_vec());
+        // A keep-alive that finds no room is not needed: the queue is busy with frames.
+        let _ = shared.route(Some(peer.clone()), Some(addr), KEEPALIVE.to_vec());
         true
     }
 
@@ -878,41 +904,40 @@ impl<N: Network> Shared<N> {
 
     // ----- sending ---------------------------------------------------------------------
 
-    fn enqueue(&self, conn: &Conn, frame: Vec<u8>) {
-        if self.try_queue(conn, frame) {
-            self.counters.frames_queued.inc();
-        }
+    fn enqueue(&self, conn: &Conn, frame: Vec<u8>) -> Result<(), SendFailure> {
+        self.try_queue(conn, frame)?;
+        self.counters.frames_queued.inc();
+        Ok(())
     }
 
     /// Puts `frame` on `conn`'s write queue unless the queue holds
     /// [`Config::max_queued_frames`] frames or [`Config::max_queued_bytes`] bytes already
-    /// (a frame larger than the whole budget still goes on an empty queue); counts a drop.
-    fn try_queue(&self, conn: &Conn, frame: Vec<u8>) -> bool {
+    /// (a frame larger than the whole budget still goes on an empty queue).
+    fn try_queue(&self, conn: &Conn, frame: Vec<u8>) -> Result<(), SendFailure> {
         let len = frame.len();
         let queued = conn.queued_bytes.load(Ordering::Acquire);
         if queued > 0 && queued + len > self.config.max_queued_bytes {
-            self.counters.dropped_queue_full.inc();
-            return false;
+            return Err(SendFailure::QueueFull);
         }
         conn.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        match conn.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(error) => {
-                conn.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                match error {
-                    mpsc::error::TrySendError::Full(_) => self.counters.dropped_queue_full.inc(),
-                    mpsc::error::TrySendError::Closed(_) => self.counters.dropped_no_route.inc(),
-                }
-                false
+        conn.tx.try_send(frame).map_err(|error| {
+            conn.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            match error {
+                mpsc::error::TrySendError::Full(_) => SendFailure::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => SendFailure::NoRoute,
             }
-        }
+        })
     }
 
-    fn route(self: &Arc<Self>, to: Option<NodeId>, addr: Option<SocketAddr>, frame: Vec<u8>) {
+    fn route(
+        self: &Arc<Self>,
+        to: Option<NodeId>,
+        addr: Option<SocketAddr>,
+        frame: Vec<u8>,
+    ) -> Result<(), SendFailure> {
         let mut st = self.state();
         if st.closed || to.as_ref() == Some(self.me.node()) {
-            self.counters.dropped_no_route.inc();
-            return;
+            return Err(SendFailure::NoRoute);
         }
         match &to {
             Some(id) => {
@@ -922,8 +947,7 @@ impl<N: Network> Shared<N> {
                     }
                     if conn.peer.incarnation > id.incarnation {
                         // A stale incarnation: its successor holds the name (and the address).
-                        self.counters.dropped_no_route.inc();
-                        return;
+                        return Err(SendFailure::NoRoute);
                     }
                 }
             }
@@ -937,32 +961,27 @@ impl<N: Network> Shared<N> {
             }
         }
         let Some(addr) = addr else {
-            self.counters.dropped_no_route.inc();
-            return;
+            return Err(SendFailure::NoRoute);
         };
         if addr == self.me.hello().addr || addr == self.local_addr {
-            self.counters.dropped_no_route.inc();
-            return;
+            return Err(SendFailure::NoRoute);
         }
         if let Some(dial) = st.dials.get_mut(&addr) {
             let bytes: usize = dial.queue.iter().map(|q| q.frame.len()).sum();
-            if dial.queue.len() < self.config.max_queued_frames_dialing
-                && bytes + frame.len() <= self.config.max_queued_bytes
+            if dial.queue.len() >= self.config.max_queued_frames_dialing
+                || bytes + frame.len() > self.config.max_queued_bytes
             {
-                dial.queue.push_back(Queued { to, frame });
-                self.counters.frames_queued.inc();
-            } else {
-                self.counters.dropped_queue_full.inc();
+                return Err(SendFailure::QueueFull);
             }
-            return;
+            dial.queue.push_back(Queued { to, frame });
+            self.counters.frames_queued.inc();
+            return Ok(());
         }
         let Some(events) = st.events.clone() else {
-            self.counters.dropped_no_route.inc();
-            return;
+            return Err(SendFailure::NoRoute);
         };
         if st.dials.len() >= self.config.max_dials {
-            self.counters.dropped_no_route.inc();
-            return;
+            return Err(SendFailure::NoRoute);
         }
         st.dials.insert(
             addr,
@@ -983,6 +1002,7 @@ impl<N: Network> Shared<N> {
             .run_outbound(addr, task, events)
             .instrument(span);
         self.spawn(&mut st, task, dialing);
+        Ok(())
     }
 
     /// Hands the frames that waited for a dial to the connection now serving `peer`.
@@ -992,7 +1012,11 @@ impl<N: Network> Shared<N> {
                 for queued in queue {
                     if queued.to.as_ref().is_none_or(|to| to == peer) {
                         // Counted as queued already, when they joined the dial's queue.
-                        self.try_queue(conn, queued.frame);
+                        match self.try_queue(conn, queued.frame) {
+                            Ok(()) => {}
+                            Err(SendFailure::QueueFull) => self.counters.dropped_queue_full.inc(),
+                            Err(_no_route) => self.counters.dropped_no_route.inc(),
+                        }
                     } else {
                         self.counters.dropped_no_route.inc();
                     }
@@ -1274,7 +1298,8 @@ impl<N: Network> Shared<N> {
             old.addr
         };
         self.counters.idle_timeouts.inc();
-        self.route(Some(peer.clone()), Some(addr), KEEPALIVE.to_vec());
+        // A keep-alive that finds no room is not needed: the queue is busy with frames.
+        let _ = self.route(Some(peer.clone()), Some(addr), KEEPALIVE.to_vec());
     }
 
     /// The peer retired connection `conn` in favour of another between the same two

@@ -708,6 +708,44 @@ async fn unroutable_and_overflowing_frames_are_dropped_and_counted() {
     assert_eq!(a.stats().dropped_dial_failed, 2);
 }
 
+/// `try_send` gives back what `send` would drop, with why, and counts nothing: its caller
+/// decides whether the message is lost.
+#[tokio::test]
+async fn try_send_says_why_a_frame_was_not_queued() {
+    let mut small = config();
+    small.max_queued_frames_dialing = 2;
+    let (a, _a_events) = start_with(TokioNetwork, "a", 1, small).await;
+    assert_eq!(
+        a.try_send(&transmit(Some(id("nobody", 1)), None, 1)),
+        Err(SendFailure::NoRoute)
+    );
+    let dead = {
+        let listener = std::net::TcpListener::bind(loopback()).expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    // Nothing runs between these sends (a current-thread runtime): one dial, two queued.
+    let results: Vec<_> = (0..3)
+        .map(|seq| a.try_send(&transmit(None, Some(dead), seq)))
+        .collect();
+    assert_eq!(results, [Ok(()), Ok(()), Err(SendFailure::QueueFull)]);
+    let huge = Transmit {
+        to: None,
+        addr: Some(dead),
+        message: message_of_about(2 * wire::MAX_FRAME_LEN),
+    };
+    assert_eq!(a.try_send(&huge), Err(SendFailure::TooLarge));
+    let stats = a.stats();
+    assert_eq!(
+        (
+            stats.frames_queued,
+            stats.dropped_queue_full,
+            stats.dropped_no_route,
+            stats.dropped_unencodable
+        ),
+        (2, 0, 0, 0)
+    );
+}
+
 #[test]
 fn handles_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}

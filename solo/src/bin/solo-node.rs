@@ -40,8 +40,10 @@
 //!   exclusive), `lease_acquired` (with `name` and `token`), `lease_lost` (with `name` and
 //!   `reason`: `not renewed` or `taken`), `peer_misconfigured` (with `addr` and `reason`: a
 //!   peer dialed has another cluster name, version or voter set), `superseded` (with `by`),
-//!   `left`. Without `--json`, the same as
-//!   readable lines.
+//!   `handoff_failed` (with `name` and `reason`: the state could not move),
+//!   `message_dropped` (with `name`, empty for an answer, `what`: `cast`, `state` or
+//!   `reply`, and `reason`: `NoOwner`, `Full`, `NotAwaited`, `Expired`, `Unsent` or
+//!   `TooLarge`), `left`. Without `--json`, the same as readable lines.
 //! * A process that learns a newer process with its name exists (it was frozen, or cut
 //!   off, while a replacement started) stops its workers at once, prints `superseded`, and
 //!   exits with status 1 and one line on stderr saying so.
@@ -846,6 +848,23 @@ fn print_event(printer: &Printer, event: &Event) {
         Event::Superseded { by } => {
             let by = by.to_string();
             printer.print("superseded", &[("by", &by)], &format!("superseded by {by}"));
+        }
+        Event::HandoffFailed { id, error, .. } => {
+            let error = error.to_string();
+            printer.print(
+                "handoff_failed",
+                &[("name", id.as_str()), ("reason", &error)],
+                &format!("handoff failed: {id} ({error})"),
+            );
+        }
+        Event::MessageDropped { id, what, reason } => {
+            let (what, reason) = (format!("{what:?}").to_lowercase(), format!("{reason:?}"));
+            let name = id.as_ref().map_or("", solo::ChildId::as_str);
+            printer.print(
+                "message_dropped",
+                &[("name", name), ("what", &what), ("reason", &reason)],
+                &format!("{what} dropped: {name} ({reason})"),
+            );
         }
         _ => {}
     }

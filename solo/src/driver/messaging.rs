@@ -13,10 +13,12 @@ use solo_core::messaging::{CallFailure, CallId, MessagingConfig, MessagingOutput
 use solo_core::wire::{AppMessage, RemoteError};
 use solo_core::{ChildId, NodeId};
 use solo_transport_tcp::Network;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Driver, State, now};
-use crate::actor::{CallError, HandoffDone, RemoteReply};
+use crate::Event;
+use crate::actor::{CallError, HandoffDone, Mail, RemoteReply};
+use crate::worker::CONTROL_MAIL_PLACES;
 
 /// A call made on this node, until its outcome.
 struct Caller {
@@ -59,6 +61,11 @@ impl Messaging {
             .map(tokio::time::Instant::from_std)
     }
 
+    /// The messenger's counters.
+    pub(crate) fn stats(&self) -> solo_core::messaging::MessagingStats {
+        self.messenger.stats()
+    }
+
     /// Whether an instance is still handing over (a leave waits for it).
     pub(crate) fn is_handing_off(&self) -> bool {
         self.messenger.is_handing_off()
@@ -74,6 +81,8 @@ fn call_error(target: ChildId, timeout: Duration, failure: CallFailure) -> CallE
         CallFailure::Overloaded | CallFailure::Remote(RemoteError::Overloaded) => {
             CallError::Overloaded
         }
+        CallFailure::TooLarge => CallError::TooLarge,
+        CallFailure::Full => CallError::Full,
         CallFailure::Remote(error) => error.into(),
         other => CallError::Failed(other.to_string()),
     }
@@ -84,23 +93,41 @@ impl<N: Network> Driver<N> {
     pub(super) fn run_messenger(&mut self, state: &mut State) {
         while let Some(output) = state.messaging.messenger.poll_output() {
             match output {
-                MessagingOutput::Transmit(transmit) => self.transport.send(transmit),
+                MessagingOutput::Transmit(transmit) => {
+                    // Calls, replies and handoffs are not lost to a full queue: the
+                    // messenger offers them again, in order, or tells their sender.
+                    if let Err(why) = self.transport.try_send(&transmit) {
+                        state
+                            .messaging
+                            .messenger
+                            .not_sent(now(), &self.node, transmit, why);
+                    }
+                }
                 MessagingOutput::Mail { id, instance, mail } => {
                     let mailbox = state
                         .instances
                         .get(&id)
                         .filter(|i| i.instance == instance)
                         .and_then(|i| i.mailbox.as_ref());
-                    let returned = match mailbox {
-                        Some(mailbox) => mailbox.send(mail).err().map(|returned| returned.0),
-                        None => Some(mail),
-                    };
-                    if let Some(mail) = returned {
+                    let messenger = &mut state.messaging.messenger;
+                    let Some(mailbox) = mailbox else {
                         // The instance just ended: its successor may be elsewhere.
-                        state
-                            .messaging
-                            .messenger
-                            .undeliverable(now(), &self.node, mail);
+                        messenger.undeliverable(now(), &self.node, mail);
+                        continue;
+                    };
+                    let message = matches!(mail, Mail::Call { .. } | Mail::Cast { .. });
+                    if message && mailbox.capacity() <= CONTROL_MAIL_PLACES {
+                        messenger.mailbox_full(now(), &self.node, id, mail);
+                        continue;
+                    }
+                    match mailbox.try_send(mail) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(mail)) => {
+                            messenger.mailbox_full(now(), &self.node, id, mail);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(mail)) => {
+                            messenger.undeliverable(now(), &self.node, mail);
+                        }
                     }
                 }
                 MessagingOutput::CallDone { call, result } => {
@@ -124,7 +151,9 @@ impl<N: Network> Driver<N> {
                     }
                 }
                 MessagingOutput::Dropped { id, what, reason } => {
-                    tracing::warn!(child = %id, ?what, ?reason, "a message could not be kept");
+                    let child = id.as_ref().map(tracing::field::display);
+                    tracing::warn!(child, ?what, ?reason, "a message could not be kept");
+                    let _ = self.events.send(Event::MessageDropped { id, what, reason });
                 }
                 other => tracing::debug!(?other, "unhandled messaging output"),
             }
@@ -165,6 +194,16 @@ impl<N: Network> Driver<N> {
         target: ChildId,
         payload: Vec<u8>,
     ) -> Result<(), CallError> {
+        // A cast from here to a full mailbox here is refused while its sender can wait.
+        let full_here = state
+            .instances
+            .get(&target)
+            .and_then(|i| i.mailbox.as_ref())
+            .is_some_and(|mailbox| mailbox.capacity() <= CONTROL_MAIL_PLACES)
+            && self.node.owner_of(&target) == Some(&self.node.id().name);
+        if full_here {
+            return Err(CallError::Full);
+        }
         let result = state
             .messaging
             .messenger
@@ -263,10 +302,20 @@ impl<N: Network> Driver<N> {
     /// meanwhile.
     pub(super) fn handoff_done(&mut self, state: &mut State, done: HandoffDone) {
         self.drain_replies(state);
-        state
-            .messaging
-            .messenger
-            .handoff_done(&self.node, &done.id, done.instance, done.state);
+        if let Some(error) = done.failed {
+            let _ = self.events.send(Event::HandoffFailed {
+                id: done.id.clone(),
+                instance: done.instance,
+                error,
+            });
+        }
+        state.messaging.messenger.handoff_done(
+            now(),
+            &self.node,
+            &done.id,
+            done.instance,
+            done.state,
+        );
         self.run_messenger(state);
     }
 
@@ -274,7 +323,7 @@ impl<N: Network> Driver<N> {
 
     /// `peer` is gone: calls in flight to it are routed again.
     pub(super) fn peer_gone(&mut self, state: &mut State, peer: &NodeId) {
-        state.messaging.messenger.peer_gone(now(), peer);
+        state.messaging.messenger.peer_gone(now(), &self.node, peer);
     }
 
     /// Routes what waits, and acts on expired waits. Called after every input.

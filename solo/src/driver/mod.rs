@@ -41,6 +41,7 @@ pub(crate) enum Command {
     WhichChildren(Scope, oneshot::Sender<Vec<ChildInfo>>),
     OwnerOf(ChildId, oneshot::Sender<Option<NodeName>>),
     Members(oneshot::Sender<Vec<NodeId>>),
+    MessagingStats(oneshot::Sender<solo_core::messaging::MessagingStats>),
     Call(
         ChildId,
         Vec<u8>,
@@ -406,6 +407,9 @@ impl<N: Network> Driver<N> {
             }
             Command::Members(reply) => {
                 let _ = reply.send(self.node.live_view().into_iter().collect());
+            }
+            Command::MessagingStats(reply) => {
+                let _ = reply.send(state.messaging.stats());
             }
             Command::Call(target, payload, timeout, reply) => {
                 self.start_call(state, target, payload, timeout, reply);
