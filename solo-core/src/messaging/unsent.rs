@@ -101,8 +101,9 @@ fn handoff_of(transmit: &Transmit) -> Option<&ChildId> {
 impl Messenger {
     /// The transport did not take `transmit`, one of this messenger's
     /// [`MessagingOutput::Transmit`]s, for `why`. It is offered again, with everything this
-    /// messenger sends its peer meanwhile, until it goes or is given up (see the
-    /// [module](self)). `transmit` must be the output polled last; transmits of other
+    /// messenger sends its peer meanwhile, in order, until it goes or is given up after
+    /// [`MessagingConfig::resend_wait`](super::MessagingConfig::resend_wait). `transmit`
+    /// must be the output polled last; transmits of other
     /// origins are ignored.
     pub fn not_sent(&mut self, now: Instant, node: &Node, transmit: Transmit, why: SendFailure) {
         let until = self.polled_until.take();
