@@ -126,8 +126,10 @@ pub trait Actor: Sized + Send + 'static {
     }
 
     /// Another instance of this child ran during a partition and lost to this one when it
-    /// healed (or arrived with state after this one had started): `theirs` is the state it
-    /// handed over. By default, keeps this instance's own state.
+    /// healed, or handed its state over while the nodes' views were in flux and it reached
+    /// this instance after its start, or not from the node its start named: `theirs` is
+    /// that state (no state is dropped for arriving late). By default, keeps this
+    /// instance's own state.
     fn resolve_conflict(
         &mut self,
         theirs: Self::State,
@@ -317,31 +319,38 @@ pub(crate) struct HandoffDone {
     pub(crate) failed: Option<HandoffError>,
 }
 
-/// An answer to a call, which the driver hands to its caller (here or on another node).
+/// What an actor instance hands back to its driver.
 #[derive(Debug)]
-pub(crate) struct RemoteReply {
-    pub(crate) to: CallRef,
-    pub(crate) result: Result<Vec<u8>, RemoteError>,
+pub(crate) enum FromActor {
+    /// An answer to a call, which the driver hands to its caller (here or on another node).
+    Answer {
+        to: CallRef,
+        result: Result<Vec<u8>, RemoteError>,
+    },
+    /// A call or cast still in the mailbox when the instance ended: the driver routes it
+    /// again, to wherever the name runs next.
+    Unhandled { id: ChildId, mail: Mail },
 }
 
 /// The channels an actor instance talks to its driver through.
 pub(crate) struct Mailbox {
     pub(crate) mail: mpsc::Receiver<Mail>,
     pub(crate) handoffs: mpsc::UnboundedSender<HandoffDone>,
-    pub(crate) replies: mpsc::UnboundedSender<RemoteReply>,
+    pub(crate) replies: mpsc::UnboundedSender<FromActor>,
 }
 
 fn answer(
     to: CallRef,
     result: Result<Vec<u8>, RemoteError>,
-    replies: &mpsc::UnboundedSender<RemoteReply>,
+    replies: &mpsc::UnboundedSender<FromActor>,
 ) {
-    let _ = replies.send(RemoteReply { to, result });
+    let _ = replies.send(FromActor::Answer { to, result });
 }
 
-/// Runs one instance of actor `A` on its mailbox until it ends. Calls still queued when
-/// it ends (it failed, or was stopped) are bounced to their callers, which route them again:
-/// to the restarted instance, the new owner, or a `NoSuchName` if the child is gone.
+/// Runs one instance of actor `A` on its mailbox until it ends. Calls and casts still
+/// queued when it ends (it failed, or was stopped) go back to the driver, which routes them
+/// again: to the restarted instance, the new owner, or (a call) a `NoSuchName` if the child
+/// is gone.
 pub(crate) async fn run_actor<A: Actor>(
     ctx: WorkerContext,
     mailbox: Mailbox,
@@ -354,8 +363,11 @@ pub(crate) async fn run_actor<A: Actor>(
     let result = serve::<A>(&ctx, &mut mail, &handoffs, &replies).await;
     mail.close();
     while let Ok(left) = mail.try_recv() {
-        if let Mail::Call { reply, .. } = left {
-            answer(reply, Err(RemoteError::NotHere), &replies);
+        if matches!(left, Mail::Call { .. } | Mail::Cast { .. }) {
+            let _ = replies.send(FromActor::Unhandled {
+                id: ctx.id().clone(),
+                mail: left,
+            });
         }
     }
     result
@@ -365,7 +377,7 @@ async fn serve<A: Actor>(
     ctx: &WorkerContext,
     mail: &mut mpsc::Receiver<Mail>,
     handoffs: &mpsc::UnboundedSender<HandoffDone>,
-    replies: &mpsc::UnboundedSender<RemoteReply>,
+    replies: &mpsc::UnboundedSender<FromActor>,
 ) -> Result<(), WorkerError> {
     let shutdown = ctx.shutdown();
     tokio::pin!(shutdown);

@@ -25,9 +25,20 @@
 //!   [`Mail::BeginHandoff`], and its state goes to the new node, followed by the messages
 //!   that reached the old node meanwhile; then it ends, and only then does its node confirm
 //!   the new node's claim. So the state is there before the new instance starts: the new
-//!   node never waits for a state. While its node claims the name, the new node holds the
-//!   messages that reach it; it delivers those passed on by the old node first, then the
-//!   ones that reached it directly, each group in arrival order.
+//!   node never waits for a state. While its node claims the name (or has its state and
+//!   its view still names the old node), the new node holds the messages that reach it; it
+//!   delivers those passed on by the old node first, then the ones that reached it
+//!   directly, each group in arrival order. What reaches the old node after its state left
+//!   follows the state on the same link ([`MessagingConfig::dedupe_window`] long), and
+//!   mail its instance left unhandled is routed again ([`Messenger::undeliverable`]).
+//! * Order: across a graceful move each sender's messages to a name are handled in the
+//!   order it sent them (the core simulator checks this) once the cluster has formed.
+//!   Messages sent while the nodes' views of who owns the name still disagree (a cluster
+//!   forming, partitions) may be passed along different paths and overtake each other.
+//! * No state is left behind by views in flux: a state that reaches a node that will not
+//!   run the name goes on to the owner that node's view names; a start begins with the
+//!   state of the node it names as handing over, and gets any other member's as a
+//!   [`Mail::Conflict`].
 //! * Every call gets exactly one [`MessagingOutput::CallDone`], by its deadline at the
 //!   latest. Everything held here is bounded ([`MessagingConfig::max_pending_calls`],
 //!   [`MessagingConfig::max_held_bytes`]); what does not fit is refused with a typed error
@@ -50,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use journal::Delivered;
 
-use crate::node::Node;
+use crate::node::{Node, Status};
 use crate::wire::{AppMessage, CallRef, Delivery, MAX_FRAME_LEN, Message, RemoteError};
 use crate::{ChildId, NodeId, NodeName, Transmit};
 
@@ -326,6 +337,14 @@ struct HandingOff {
     held: Vec<Delivery>,
 }
 
+/// A name whose instance here handed over to `to`.
+#[derive(Debug)]
+struct MovedAway {
+    to: NodeId,
+    /// Forwarding ends then (the dedupe window: long after every view moved on).
+    until: Instant,
+}
+
 /// A state that arrived before its instance started here.
 #[derive(Debug)]
 struct EarlyState {
@@ -338,10 +357,15 @@ struct EarlyState {
 }
 
 impl EarlyState {
+    /// What it holds, counted against `max_held_bytes`; an empty one counts too, so that
+    /// their number is bounded.
     fn bytes(&self) -> usize {
-        self.state.as_ref().map_or(0, Vec::len)
+        EARLY_STATE_OVERHEAD + self.state.as_ref().map_or(0, Vec::len)
     }
 }
+
+/// The bytes an early state counts beyond its own: what keeping it costs.
+const EARLY_STATE_OVERHEAD: usize = 64;
 
 /// An instance running here, as far as messaging cares.
 #[derive(Debug, Clone, Copy)]
@@ -365,8 +389,12 @@ pub struct Messenger {
     /// Messages for names the node claims here, until their instance starts.
     claimed: BTreeMap<ChildId, Held>,
     handing_off: BTreeMap<ChildId, HandingOff>,
+    /// Names whose instance here handed its state over, with where to: what still comes
+    /// here for them follows the state there, on the same link, until the views agree.
+    moved: BTreeMap<ChildId, MovedAway>,
     /// State that arrived before its instance started here, with when it expires.
-    early_state: BTreeMap<ChildId, EarlyState>,
+    /// In the order they came (from one node or several: the views may have been in flux).
+    early_state: BTreeMap<ChildId, Vec<EarlyState>>,
     next_sweep: Instant,
     /// Waiting casts are routed again no sooner than this.
     cast_retry_at: Instant,
@@ -384,6 +412,9 @@ pub struct Messenger {
     /// What waits for a peer whose transport queue was full, per peer.
     backlogs: BTreeMap<NodeId, unsent::Backlog>,
     tokens: CallTokens,
+    /// See [`sabotage_forget_held`](Self::sabotage_forget_held).
+    #[cfg(any(test, feature = "testing"))]
+    sabotage_forget_held: bool,
 }
 
 /// Where call tokens come from: a keyed pseudo-random function of the call number.
@@ -434,6 +465,7 @@ impl Messenger {
             claimed: BTreeMap::new(),
             handing_off: BTreeMap::new(),
             early_state: BTreeMap::new(),
+            moved: BTreeMap::new(),
             next_sweep: now + SWEEP_EVERY,
             cast_retry_at: now,
             held_bytes: 0,
@@ -442,6 +474,8 @@ impl Messenger {
             polled_until: None,
             backlogs: BTreeMap::new(),
             tokens: CallTokens(Box::new(tokens)),
+            #[cfg(any(test, feature = "testing"))]
+            sabotage_forget_held: false,
         }
     }
 
@@ -509,7 +543,12 @@ impl Messenger {
             .flat_map(|h| &h.held)
             .map(delivery_bytes)
             .sum();
-        let early: usize = self.early_state.values().map(EarlyState::bytes).sum();
+        let early: usize = self
+            .early_state
+            .values()
+            .flatten()
+            .map(EarlyState::bytes)
+            .sum();
         let parked: usize = self
             .backlogs
             .values()
@@ -517,6 +556,14 @@ impl Messenger {
             .map(unsent::Parked::bytes)
             .sum();
         calls + waiting + claimed + handing + early + parked
+    }
+
+    /// Sabotage for testing the checkers: an instance handing over passes on its state but
+    /// forgets the messages that reached it meanwhile (they are neither delivered nor
+    /// answered). The messaging simulation must catch this.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn sabotage_forget_held(&mut self) {
+        self.sabotage_forget_held = true;
     }
 
     fn emit(&mut self, output: MessagingOutput) {
@@ -739,7 +786,15 @@ impl Messenger {
         until: Instant,
         reserved: bool,
     ) {
-        let Some(owner) = Self::owner(node, &target) else {
+        // This node's view may still name it while its instance is gone (it ended, or
+        // handed over and stops): the cast waits for the view to move on.
+        let owner = Self::owner(node, &target).filter(|owner| {
+            owner != node.id()
+                || self.local.contains_key(&target)
+                || self.awaits(node, &target)
+                || self.moved.contains_key(&target)
+        });
+        let Some(owner) = owner else {
             if reserved || self.reserve(payload.len()) {
                 self.waiting.push_back(Waiting::Cast {
                     target,
@@ -931,7 +986,7 @@ impl Messenger {
             });
             return;
         }
-        if node.is_claiming(id) {
+        if self.awaits(node, id) {
             if !self.reserve(delivery_bytes(&delivery)) {
                 self.refuse(now, node, delivery);
                 return;
@@ -942,6 +997,20 @@ impl Messenger {
             } else {
                 held.direct.push(delivery);
             }
+            return;
+        }
+        if let Some(moved) = self.moved.get(id)
+            && delivery.hops < MAX_HOPS
+        {
+            // After the state, on the same link: the new instance takes it in order with
+            // what this node held for it during the handoff.
+            let to = moved.to.clone();
+            let delivery = Delivery {
+                hops: delivery.hops + 1,
+                from_previous_owner: true,
+                ..delivery
+            };
+            self.send_app(now, node, &to, AppMessage::Deliver(delivery));
             return;
         }
         // Not running here: pass it on, or send it back.
@@ -1000,15 +1069,22 @@ impl Messenger {
                 self.stats.refused += 1;
                 self.dropped(Some(id), Dropped::Cast, DropReason::Full);
             }
-            other => self.undeliverable(now, node, other),
+            other => self.undeliverable(now, node, &id, other),
         }
     }
 
-    /// Mail the runtime could not put into its instance's mailbox (the instance had just
-    /// ended): a call goes back to be routed again, to wherever the name runs next.
-    pub fn undeliverable(&mut self, now: Instant, node: &Node, mail: Mail) {
-        if let Mail::Call { reply, .. } = mail {
-            self.bounce(now, node, reply, RemoteError::NotHere);
+    /// Mail for `id` the runtime could not put into its instance's mailbox (the instance
+    /// had just ended), or found there unhandled when the instance ended: a call goes back
+    /// to its caller to be routed again, a cast is routed again (for up to
+    /// [`MessagingConfig::cast_wait`]), to wherever the name runs next.
+    pub fn undeliverable(&mut self, now: Instant, node: &Node, id: &ChildId, mail: Mail) {
+        match mail {
+            Mail::Call { reply, .. } => self.bounce(now, node, reply, RemoteError::NotHere),
+            Mail::Cast { payload } => {
+                let until = now + self.config.cast_wait;
+                self.route_cast(now, node, id.clone(), payload, until, false);
+            }
+            Mail::Begin(_) | Mail::BeginHandoff | Mail::Conflict(_) => {}
         }
     }
 
@@ -1027,25 +1103,38 @@ impl Messenger {
         handoff_from: Option<&NodeId>,
     ) {
         self.local.insert(id.clone(), Local { instance, actor });
-        let handed = match self.early_state.remove(&id) {
-            Some(early) => {
-                self.release(early.bytes());
-                let expected = handoff_from.is_none_or(|from| *from == early.from);
-                match early.state {
-                    Some(_) if !expected => {
-                        // Another node than the one the start names sent it: not this
-                        // instance's to take.
-                        self.stats.forged += 1;
-                        self.dropped(Some(id.clone()), Dropped::State, DropReason::NotAwaited);
-                        None
-                    }
-                    Some(_) if early.until <= now => {
-                        self.dropped(Some(id.clone()), Dropped::State, DropReason::Expired);
-                        None
-                    }
-                    handed => handed,
+        self.moved.remove(&id);
+        let mut early = self.early_state.remove(&id).unwrap_or_default();
+        for state in &early {
+            self.release(state.bytes());
+        }
+        // The start begins with the (first) state of the node it names as handing over
+        // (one that names none, its view not knowing of a move, with the first that came). Any other member's
+        // state is not its to begin with, but is not dropped either: it is the state of a
+        // lineage that ran while the views were in flux (or was passed on by a node it was
+        // sent to astray), and comes after the start as a conflict, as it would to a
+        // running instance.
+        let taken = match handoff_from {
+            Some(from) => early.iter().position(|e| e.from == *from),
+            None => (!early.is_empty()).then_some(0),
+        }
+        .map(|at| early.remove(at));
+        let mut conflicts = Vec::new();
+        for other in early {
+            match other.state {
+                None => {}
+                Some(_) if other.until <= now => {
+                    self.dropped(Some(id.clone()), Dropped::State, DropReason::Expired);
                 }
+                Some(state) => conflicts.push(state),
             }
+        }
+        let handed = match taken {
+            Some(early) if early.state.is_some() && early.until <= now => {
+                self.dropped(Some(id.clone()), Dropped::State, DropReason::Expired);
+                None
+            }
+            Some(early) => early.state,
             None => None,
         };
         if handed.is_none()
@@ -1060,6 +1149,13 @@ impl Messenger {
                 instance,
                 mail: Mail::Begin(handed),
             });
+            for state in conflicts {
+                self.emit(MessagingOutput::Mail {
+                    id: id.clone(),
+                    instance,
+                    mail: Mail::Conflict(state),
+                });
+            }
         }
         self.deliver_held(now, node, &id);
     }
@@ -1115,9 +1211,7 @@ impl Messenger {
                     self.dropped(Some(id), Dropped::State, DropReason::Full);
                     return;
                 }
-                if let Some(old) = self.early_state.insert(id, early) {
-                    self.release(old.bytes());
-                }
+                self.early_state.entry(id).or_default().push(early);
             }
         }
     }
@@ -1211,6 +1305,21 @@ impl Messenger {
         };
         let seen = self.delivered.handled(id, MAX_SEEN_LEN);
         tracing::debug!(child = %id, to = %handing.to, held = handing.held.len(), "state sent");
+        // The instance takes no more mail: it is stopping, and its state has gone.
+        if self
+            .local
+            .get(id)
+            .is_some_and(|l| l.instance == handing.instance)
+        {
+            self.local.remove(id);
+        }
+        self.moved.insert(
+            id.clone(),
+            MovedAway {
+                to: handing.to.clone(),
+                until: now + self.config.dedupe_window,
+            },
+        );
         self.send_app(
             now,
             node,
@@ -1221,7 +1330,15 @@ impl Messenger {
                 seen,
             },
         );
-        for delivery in handing.held {
+        #[cfg_attr(not(any(test, feature = "testing")), allow(unused_mut))]
+        let mut held = handing.held;
+        #[cfg(any(test, feature = "testing"))]
+        if self.sabotage_forget_held {
+            for delivery in held.drain(..) {
+                self.release(delivery_bytes(&delivery));
+            }
+        }
+        for delivery in held {
             self.release(delivery_bytes(&delivery));
             let delivery = Delivery {
                 hops: delivery.hops.saturating_add(1),
@@ -1255,16 +1372,82 @@ impl Messenger {
         }
     }
 
+    /// Whether an instance of `id` is about to start here, so that messages for it wait
+    /// here instead of going to the owner this node's view names: it claims the name, or
+    /// the node moving it away sent its state ahead and this node's view names no other
+    /// owner than that node (whose view names this one: this node's will once the move is
+    /// gossiped; passing messages back meanwhile would send them round between the two,
+    /// and let later ones overtake them).
+    fn awaits(&self, node: &Node, id: &ChildId) -> bool {
+        // A node that moved the name away does not wait for it to come back: a state
+        // from where it went is one passed on (sent astray while the views were in flux).
+        let may_start =
+            node.status() == Status::Active && !node.is_draining() && !self.moved.contains_key(id);
+        node.is_claiming(id)
+            || may_start
+                && self.early_state.get(id).is_some_and(|states| {
+                    Self::owner(node, id).is_none_or(|owner| {
+                        owner == *node.id() || states.iter().any(|e| e.from == owner)
+                    })
+                })
+    }
+
+    /// A state that came here ahead of an instance that will not start here (this node's
+    /// view names a third node as the owner: the views were in flux when it was sent)
+    /// goes on to that owner, ahead of the messages held with it, so that no state is
+    /// left behind: the owner starts with it, or, already running, gets it as a
+    /// [`Mail::Conflict`].
+    fn pass_on_early_states(&mut self, now: Instant, node: &Node) {
+        if self.early_state.is_empty() {
+            return;
+        }
+        let elsewhere: Vec<(ChildId, NodeId)> = self
+            .early_state
+            .keys()
+            .filter(|id| !self.awaits(node, id))
+            .filter_map(|id| Some((id.clone(), Self::owner(node, id)?)))
+            .collect();
+        for (id, owner) in elsewhere {
+            let Some(states) = self.early_state.remove(&id) else {
+                continue;
+            };
+            for early in states {
+                self.release(early.bytes());
+                if let Some(state) = early.state {
+                    tracing::debug!(child = %id, from = %early.from, to = %owner, "state passed on to the owner");
+                    self.pass_on(now, node, &owner, id.clone(), state);
+                }
+            }
+        }
+    }
+
+    /// Sends a state that came here to `owner`, with what this node's journal knows the
+    /// name handled.
+    fn pass_on(&mut self, now: Instant, node: &Node, owner: &NodeId, id: ChildId, state: Vec<u8>) {
+        let seen = self.delivered.handled(&id, MAX_SEEN_LEN);
+        self.send_app(
+            now,
+            node,
+            owner,
+            AppMessage::Handoff {
+                id,
+                state: Some(state),
+                seen,
+            },
+        );
+    }
+
     /// Messages held for names this node no longer claims (the claim gave way, or the
     /// name moved on) go where the name is now.
     fn release_unclaimed(&mut self, now: Instant, node: &Node) {
+        self.pass_on_early_states(now, node);
         if self.claimed.is_empty() {
             return;
         }
         let gone: Vec<ChildId> = self
             .claimed
             .keys()
-            .filter(|id| !node.is_claiming(id) && !self.local.contains_key(*id))
+            .filter(|id| !self.awaits(node, id) && !self.local.contains_key(*id))
             .cloned()
             .collect();
         for id in gone {
@@ -1278,6 +1461,7 @@ impl Messenger {
     /// waited for room to it goes elsewhere or is reported.
     pub fn peer_gone(&mut self, now: Instant, node: &Node, peer: &NodeId) {
         self.abandon_backlog(now, node, peer);
+        self.moved.retain(|_, moved| moved.to != *peer);
         for (call, pending) in &mut self.calls {
             if pending.sent_to.as_ref() == Some(peer) {
                 pending.sent_to = None;
@@ -1347,20 +1531,28 @@ impl Messenger {
         }
         if self.next_sweep <= now {
             self.next_sweep = now + SWEEP_EVERY;
-            let expired: Vec<ChildId> = self
-                .early_state
-                .iter()
-                .filter(|(_, early)| early.until <= now)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in expired {
-                if let Some(early) = self.early_state.remove(&id) {
-                    self.release(early.bytes());
-                    if early.state.is_some() {
-                        self.dropped(Some(id), Dropped::State, DropReason::Expired);
-                    }
+            let mut expired = Vec::new();
+            for (id, states) in &mut self.early_state {
+                let (gone, kept) = std::mem::take(states)
+                    .into_iter()
+                    .partition(|early| early.until <= now);
+                *states = kept;
+                expired.extend(gone.into_iter().map(|early| (id.clone(), early)));
+            }
+            self.early_state.retain(|_, states| !states.is_empty());
+            for (id, early) in expired {
+                self.release(early.bytes());
+                let Some(state) = early.state else { continue };
+                // No instance here took it in time: the owner gets it (as a conflict if
+                // it runs), or, with none but this node, it is given up.
+                match Self::owner(node, &id).filter(|owner| owner != node.id()) {
+                    Some(owner) => self.pass_on(now, node, &owner, id, state),
+                    None => self.dropped(Some(id), Dropped::State, DropReason::Expired),
                 }
             }
+            // What waited for an instance that did not start goes where the name is now.
+            self.release_unclaimed(now, node);
+            self.moved.retain(|_, moved| moved.until > now);
             self.delivered.expire(now);
         }
     }

@@ -293,40 +293,52 @@ fn a_call_whose_answer_would_go_to_another_node_is_ignored() {
 }
 
 #[test]
-fn a_state_is_taken_only_from_a_member_and_only_by_the_start_that_names_it() {
+fn a_start_begins_only_with_the_state_of_the_node_it_names_and_gets_other_members_as_conflicts() {
     let mut lone = Lone::new(MessagingConfig::default());
-    let not_awaited = MessagingOutput::Dropped {
-        id: Some(child("nowhere")),
-        what: Dropped::State,
-        reason: DropReason::NotAwaited,
-    };
     // A stranger's state is dropped on arrival.
     lone.handoff("mallory", "nowhere", vec![7; 1_000]);
-    assert_eq!(lone.outputs(), vec![not_awaited.clone()]);
+    assert_eq!(
+        lone.outputs(),
+        vec![MessagingOutput::Dropped {
+            id: Some(child("nowhere")),
+            what: Dropped::State,
+            reason: DropReason::NotAwaited,
+        }]
+    );
     assert_eq!(lone.messenger.stats().held_bytes, 0);
+    assert_eq!(lone.messenger.stats().forged, 1);
 
-    // A member's is kept until an instance starts; one whose start names another node as
-    // handing over does not take it.
+    // A member's is kept (counted with its bookkeeping) until an instance starts; one whose start names another node as
+    // handing over does not begin with it, but gets it after its start as a conflict (a
+    // lineage that ran while the views were in flux): nothing is lost.
     lone.meet("b");
     lone.meet("c");
     lone.handoff("b", "nowhere", vec![7; 1_000]);
     assert_eq!(lone.outputs(), vec![]);
-    assert_eq!(lone.messenger.stats().held_bytes, 1_000);
+    assert_eq!(
+        lone.messenger.stats().held_bytes,
+        1_000 + EARLY_STATE_OVERHEAD
+    );
     let (now, node) = (lone.now, &lone.node);
     lone.messenger
         .instance_started(now, node, child("nowhere"), 9, true, Some(&id("c")));
     assert_eq!(
         lone.outputs(),
         vec![
-            not_awaited,
             MessagingOutput::Mail {
                 id: child("nowhere"),
                 instance: 9,
                 mail: Mail::Begin(None),
             },
+            MessagingOutput::Mail {
+                id: child("nowhere"),
+                instance: 9,
+                mail: Mail::Conflict(vec![7; 1_000]),
+            },
         ]
     );
-    assert_eq!(lone.messenger.stats().forged, 2);
+    assert_eq!(lone.messenger.stats().forged, 1);
+    assert_eq!(lone.messenger.stats().held_bytes, 0);
     lone.messenger.instance_ended(&child("nowhere"), 9);
 
     // From the node the start names, it is taken.
@@ -364,7 +376,8 @@ fn mail_for_an_instance_that_just_ended_sends_the_call_back_to_be_routed_again()
         panic!("the call is mailed");
     };
     let (now, node) = (lone.now, &lone.node);
-    lone.messenger.undeliverable(now, node, mail);
+    lone.messenger
+        .undeliverable(now, node, &child("here"), mail);
     lone.messenger.instance_ended(&child("here"), lone.instance);
     // Routed again after a pause: the node still owns `here`, and no instance runs, so it
     // waits for one; at its deadline it times out.
@@ -377,6 +390,48 @@ fn mail_for_an_instance_that_just_ended_sends_the_call_back_to_be_routed_again()
         Some(&done(call, Err(CallFailure::Timeout))),
         "{outputs:?}"
     );
+}
+
+#[test]
+fn a_cast_left_unhandled_when_its_instance_ended_waits_for_the_next_one() {
+    let mut lone = Lone::new(MessagingConfig::default());
+    let (now, node) = (lone.now, &lone.node);
+    lone.messenger
+        .cast(now, node, child("here"), b"tick".to_vec())
+        .expect("accepted");
+    let Some(MessagingOutput::Mail { mail, .. }) = lone.messenger.poll_output() else {
+        panic!("the cast is mailed");
+    };
+    lone.messenger.instance_ended(&child("here"), lone.instance);
+    let (now, node) = (lone.now, &lone.node);
+    lone.messenger
+        .undeliverable(now, node, &child("here"), mail);
+    // Held, not dropped: the node still owns `here` and no instance runs.
+    assert_eq!(lone.outputs(), vec![]);
+    assert_eq!(lone.messenger.stats().held_bytes, 4);
+    lone.advance(Duration::from_millis(5));
+    let (now, node) = (lone.now, &lone.node);
+    lone.messenger
+        .instance_started(now, node, child("here"), lone.instance + 1, true, None);
+    lone.advance(Duration::from_millis(5));
+    let mails: Vec<Mail> = lone
+        .outputs()
+        .into_iter()
+        .filter_map(|output| match output {
+            MessagingOutput::Mail { mail, .. } => Some(mail),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        mails,
+        vec![
+            Mail::Begin(None),
+            Mail::Cast {
+                payload: b"tick".to_vec()
+            }
+        ]
+    );
+    assert_eq!(lone.messenger.stats().held_bytes, 0);
 }
 
 /// Found by `fuzz::messaging_inputs`: a second stop of an instance already handing over

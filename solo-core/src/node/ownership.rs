@@ -250,6 +250,11 @@ impl Node {
         Ok(())
     }
 
+    /// Whether this node drains: it starts nothing more, and moves what runs here away.
+    pub fn is_draining(&self) -> bool {
+        self.meta.draining
+    }
+
     /// Marks this node as draining (it hosts nothing, its children move to others) or not.
     ///
     /// # Errors

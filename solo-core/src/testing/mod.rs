@@ -24,6 +24,7 @@
 //! ```
 
 pub mod fuzz;
+pub mod messaging;
 mod schedule;
 
 use std::cmp::Reverse;
@@ -36,9 +37,10 @@ use crate::id::{Incarnation, NodeId, NodeName};
 use crate::node::{Action, Link, Node, Status};
 use crate::placement::ChildId;
 use crate::rng::Rng;
-use crate::supervisor::{ChildSpec, Exit};
+use crate::supervisor::{ChildSpec, Exit, StopReason};
 use crate::wire::{self, Message};
 
+pub use messaging::{MessageKey, MessagingLog, SimMessaging};
 pub use schedule::{Fault, Schedule};
 
 /// A seed count or seed from the environment variable `var` (for sweeps and replays), or
@@ -100,6 +102,13 @@ pub struct SimConfig {
     /// receive evidence that the processes on the other side are gone, which breaks the
     /// assumption of [`Config::crash_evidence`].
     pub resets_on_partition: bool,
+    /// Frames from one host to another arrive in the order they were sent, as on one TCP
+    /// connection or QUIC stream (delays still differ between pairs, so what travels two
+    /// ways reorders). Off by default: every frame draws its own delay.
+    pub fifo_links: bool,
+    /// Runs a [`Messenger`](crate::messaging::Messenger) beside every node, with simulated
+    /// actors for every instance (see [`messaging`]). Off by default.
+    pub messaging: Option<SimMessaging>,
 }
 
 impl Default for SimConfig {
@@ -120,6 +129,8 @@ impl Default for SimConfig {
             sabotage_count_from_reply: false,
             sabotage_renew_blindly: false,
             resets_on_partition: false,
+            fifo_links: false,
+            messaging: None,
         }
     }
 }
@@ -158,12 +169,17 @@ struct Host {
     /// The process's next deadline in simulated time, as last read after an input (its
     /// entry in `Sim::timeouts`); `None` when it has none or is frozen or stopped.
     timeout: Option<Duration>,
+    /// The process's messaging, with [`SimConfig::messaging`].
+    runtime: Option<messaging::Runtime>,
 }
 
 #[derive(Debug, Clone)]
 enum Payload {
     Frame {
         from: NodeId,
+        /// The sending host, and whether the frame is messaging's (counted in flight).
+        from_host: usize,
+        app: bool,
         /// The process the frame is for when it travels on an existing connection only.
         only_to: Option<NodeId>,
         frame: Vec<u8>,
@@ -180,6 +196,12 @@ enum Payload {
     /// the real one does once every worker task has finished.
     WorkerEnded {
         /// The process that stopped it (a restarted process never ran it).
+        incarnation: u64,
+        id: ChildId,
+        instance: u64,
+    },
+    /// A simulated actor serves the next mail in its mailbox.
+    ActorStep {
         incarnation: u64,
         id: ChildId,
         instance: u64,
@@ -313,6 +335,10 @@ pub struct Sim {
     /// Every running, unfrozen host's next deadline: a node's `poll_timeout` only changes
     /// when it handles an input, so it is read once then, not at every step.
     timeouts: BTreeSet<(Duration, usize)>,
+    /// With [`SimConfig::fifo_links`]: the latest arrival scheduled per directed pair.
+    last_arrival: BTreeMap<(usize, usize), Duration>,
+    /// With [`SimConfig::messaging`]: what messaging did.
+    messaging: messaging::Records,
 }
 
 impl Sim {
@@ -343,6 +369,8 @@ impl Sim {
             history: Vec::new(),
             steps: 0,
             timeouts: BTreeSet::new(),
+            last_arrival: BTreeMap::new(),
+            messaging: messaging::Records::default(),
         }
     }
 
@@ -413,6 +441,7 @@ impl Sim {
             durable_tokens: None,
             roles,
             timeout: None,
+            runtime: None,
         });
         self.by_addr.insert(addr, index);
         self.start_process(index);
@@ -460,6 +489,7 @@ impl Sim {
             return false;
         };
         self.hosts[i].fences.remove(id);
+        self.messaging_ended(i, id, instance);
         self.with_node(i, |node, now| node.worker_exited(now, id, instance, exit))
             .is_some()
     }
@@ -514,6 +544,7 @@ impl Sim {
     pub fn freeze(&mut self, i: usize) {
         self.log(format!("freeze {i}"));
         self.hosts[i].frozen = true;
+        self.messaging_frozen(i);
         self.refresh_timeout(i);
     }
 
@@ -741,10 +772,10 @@ impl Sim {
             Some(seeds) => seeds.iter().map(|&s| self.hosts[s].addr).collect(),
             None => self.by_addr.keys().copied().collect(),
         };
+        self.discard_backlog(i);
         let host = &mut self.hosts[i];
         host.incarnation += 1;
         host.frozen = false;
-        host.backlog.clear();
         let id = NodeId::new(host.name.clone(), Incarnation(host.incarnation));
         let rng_seed = self.rng.next_u64();
         let now = self.local_now(i);
@@ -787,6 +818,10 @@ impl Sim {
         self.hosts[i].workers.clear();
         self.hosts[i].fences.clear();
         self.hosts[i].node = Some(node);
+        if let Some(settings) = &self.config.messaging {
+            let token_key = self.rng.next_u64();
+            self.hosts[i].runtime = Some(messaging::Runtime::new(settings, now, token_key));
+        }
         self.drain(i);
     }
 
@@ -800,9 +835,10 @@ impl Sim {
             if close_connections { "kill" } else { "crash" }
         ));
         self.hosts[i].frozen = false;
-        self.hosts[i].backlog.clear();
+        self.discard_backlog(i);
         self.hosts[i].workers.clear();
         self.hosts[i].fences.clear();
+        self.messaging_stopped(i);
         self.refresh_timeout(i);
         let peers: Vec<usize> = self
             .connections
@@ -874,7 +910,12 @@ impl Sim {
         let deadline = if host.frozen {
             None
         } else {
-            host.node.as_ref().and_then(Node::poll_timeout)
+            let messaging = host
+                .runtime
+                .as_ref()
+                .and_then(messaging::Runtime::poll_timeout);
+            let node = host.node.as_ref().and_then(Node::poll_timeout);
+            node.into_iter().chain(messaging).min()
         };
         let at = deadline.map(|d| self.sim_time_of(i, d));
         let host = &mut self.hosts[i];
@@ -919,11 +960,20 @@ impl Sim {
 
     fn deliver(&mut self, delivery: Delivery) {
         let i = delivery.to;
-        if self.hosts[i].node.is_none() {
+        if self.hosts[i].frozen && self.hosts[i].node.is_some() {
+            self.hosts[i].backlog.push(delivery);
             return;
         }
-        if self.hosts[i].frozen {
-            self.hosts[i].backlog.push(delivery);
+        if let Payload::Frame {
+            from_host,
+            app: true,
+            ..
+        } = &delivery.payload
+            && let Some(count) = self.messaging.in_flight.get_mut(&(*from_host, i))
+        {
+            *count = count.saturating_sub(1);
+        }
+        if self.hosts[i].node.is_none() {
             return;
         }
         let now = self.local_now(i);
@@ -936,19 +986,22 @@ impl Sim {
                 from,
                 only_to,
                 frame,
+                ..
             } => {
                 if only_to.is_some_and(|to| to != *node.id()) {
                     return;
                 }
-                match wire::decode_frame(&frame) {
-                    Ok(message) => {
-                        let line = log.then(|| format!("{from} -> {}: {message:?}", node.id()));
-                        node.handle_message(now, &from, message);
-                        if let Some(line) = line {
-                            self.log(line);
-                        }
-                    }
+                let message = match wire::decode_frame(&frame) {
+                    Ok(message) => message,
                     Err(e) => panic!("simulator produced an undecodable frame: {e}"),
+                };
+                let line = log.then(|| format!("{from} -> {}: {message:?}", node.id()));
+                match message {
+                    Message::App(app) => self.messaging_frame(i, &from, app),
+                    message => node.handle_message(now, &from, message),
+                }
+                if let Some(line) = line {
+                    self.log(line);
                 }
             }
             Payload::LinkDown { peer } => {
@@ -957,6 +1010,11 @@ impl Sim {
             Payload::ProcessGone { peer } => {
                 node.handle_process_gone(now, &peer);
             }
+            Payload::ActorStep {
+                incarnation,
+                id,
+                instance,
+            } => self.actor_step(i, incarnation, id, instance),
             Payload::WorkerEnded {
                 incarnation,
                 id,
@@ -968,12 +1026,12 @@ impl Sim {
                 }
                 host.workers.remove(&id);
                 host.fences.remove(&id);
-                let line = log.then(|| format!("worker ended on {i}: {id} instance {instance}"));
-                if let Some(node) = host.node.as_mut() {
-                    node.worker_exited(now, &id, instance, Exit::Normal);
+                if log {
+                    self.log(format!("worker ended on {i}: {id} instance {instance}"));
                 }
-                if let Some(line) = line {
-                    self.log(line);
+                self.messaging_ended(i, &id, instance);
+                if let Some(node) = self.hosts[i].node.as_mut() {
+                    node.worker_exited(now, &id, instance, Exit::Normal);
                 }
             }
         }
@@ -983,6 +1041,12 @@ impl Sim {
     /// Carries out everything node `i` asked for, then notes its next deadline.
     fn drain(&mut self, i: usize) {
         self.drain_outputs(i);
+        if self.hosts[i].runtime.is_some() {
+            // As the runtime does after every input: what waits is routed again (the
+            // node's view may have changed), then the node's own outputs.
+            self.messaging_tick(i);
+            self.drain_outputs(i);
+        }
         self.refresh_timeout(i);
     }
 
@@ -1008,7 +1072,7 @@ impl Sim {
                             instance,
                             spec,
                             fence,
-                            ..
+                            handoff_from,
                         } => {
                             if let Some(old) = workers.insert(id.clone(), *instance) {
                                 panic!("{from} started {id} as {instance} while {old} still ran");
@@ -1031,6 +1095,7 @@ impl Sim {
                                     running_on,
                                 });
                             }
+                            self.messaging_started(i, id, *instance, handoff_from.as_ref());
                         }
                         Action::Member(crate::membership::MemberEvent::Down(peer)) => {
                             let alive = self.hosts.iter().any(|h| {
@@ -1046,6 +1111,10 @@ impl Sim {
                                     peer: peer.clone(),
                                 });
                             }
+                            self.messaging_peer_gone(i, peer);
+                        }
+                        Action::Member(crate::membership::MemberEvent::Left(peer)) => {
+                            self.messaging_peer_gone(i, peer);
                         }
                         Action::LeaseExtended {
                             id,
@@ -1066,25 +1135,20 @@ impl Sim {
                                 node.tokens_persisted(now, up_to);
                             }
                         }
-                        Action::Stop { id, instance, .. } if workers.get(id) == Some(instance) => {
-                            // It runs on until the runtime has stopped it, a moment later
-                            // (and no later than its lease's end: the runtime aborts it).
-                            let (id, instance) = (id.clone(), *instance);
-                            let incarnation = self.hosts[i].incarnation;
-                            let mut at = self.now + self.delay();
-                            if let Some(until) = self.hosts[i].fences.get(&id) {
-                                at = at.min((*until).max(self.now));
+                        Action::Stop {
+                            id,
+                            instance,
+                            reason,
+                        } if workers.get(id) == Some(instance) => {
+                            // A child moved on purpose hands its state over first, and
+                            // ends once it has left.
+                            let to = match reason {
+                                StopReason::Moved { to } => to.as_ref(),
+                                _ => None,
+                            };
+                            if !self.messaging_stop(i, id, *instance, to) {
+                                self.end_worker_soon(i, id.clone(), *instance);
                             }
-                            self.push(Delivery {
-                                at,
-                                order: 0,
-                                to: i,
-                                payload: Payload::WorkerEnded {
-                                    incarnation,
-                                    id,
-                                    instance,
-                                },
-                            });
                         }
                         _ => {}
                     }
@@ -1100,6 +1164,42 @@ impl Sim {
                 (None, None) => return,
             }
         }
+    }
+
+    /// Forgets what waited for host `i` while it was frozen (its process is gone): those
+    /// frames are no longer in flight.
+    fn discard_backlog(&mut self, i: usize) {
+        for delivery in std::mem::take(&mut self.hosts[i].backlog) {
+            if let Payload::Frame {
+                from_host,
+                app: true,
+                ..
+            } = delivery.payload
+                && let Some(count) = self.messaging.in_flight.get_mut(&(from_host, i))
+            {
+                *count = count.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Instance `instance` of `id` on host `i` ends a moment from now, as the runtime
+    /// stops a worker (and no later than its lease's end: the runtime aborts it).
+    fn end_worker_soon(&mut self, i: usize, id: ChildId, instance: u64) {
+        let incarnation = self.hosts[i].incarnation;
+        let mut at = self.now + self.delay();
+        if let Some(until) = self.hosts[i].fences.get(&id) {
+            at = at.min((*until).max(self.now));
+        }
+        self.push(Delivery {
+            at,
+            order: 0,
+            to: i,
+            payload: Payload::WorkerEnded {
+                incarnation,
+                id,
+                instance,
+            },
+        });
     }
 
     /// Checks an exclusive start on host `i` against every other instance and every
@@ -1147,14 +1247,18 @@ impl Sim {
         }
     }
 
-    fn route(&mut self, i: usize, from: NodeId, transmit: crate::node::Transmit) {
-        self.hosts[i].sent += 1;
-        let target = match (&transmit.addr, &transmit.to) {
+    /// The host a transmit goes to, if any.
+    fn target_of(&self, transmit: &crate::node::Transmit) -> Option<usize> {
+        match (&transmit.addr, &transmit.to) {
             (Some(addr), _) => self.by_addr.get(addr).copied(),
             (None, Some(to)) => self.hosts.iter().position(|h| h.name == to.name),
             (None, None) => None,
-        };
-        let Some(j) = target else {
+        }
+    }
+
+    fn route(&mut self, i: usize, from: NodeId, transmit: crate::node::Transmit) {
+        self.hosts[i].sent += 1;
+        let Some(j) = self.target_of(&transmit) else {
             return;
         };
         let Some(node) = self.hosts[j].node.as_ref() else {
@@ -1197,13 +1301,24 @@ impl Sim {
         } else {
             1
         };
+        let app = matches!(transmit.message, Message::App(_));
         for _ in 0..copies {
-            let at = self.now + self.delay();
+            let mut at = self.now + self.delay();
+            if self.config.fifo_links {
+                let last = self.last_arrival.entry((i, j)).or_default();
+                at = at.max(*last);
+                *last = at;
+            }
+            if app {
+                *self.messaging.in_flight.entry((i, j)).or_default() += 1;
+            }
             self.push(Delivery {
                 at,
                 order: 0,
                 to: j,
                 payload: Payload::Frame {
+                    from_host: i,
+                    app,
                     from: from.clone(),
                     only_to: only_to.clone(),
                     frame: frame.clone(),

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Driver, State, now};
 use crate::Event;
-use crate::actor::{CallError, HandoffDone, Mail, RemoteReply};
+use crate::actor::{CallError, FromActor, HandoffDone, Mail};
 use crate::worker::CONTROL_MAIL_PLACES;
 
 /// A call made on this node, until its outcome.
@@ -112,7 +112,7 @@ impl<N: Network> Driver<N> {
                     let messenger = &mut state.messaging.messenger;
                     let Some(mailbox) = mailbox else {
                         // The instance just ended: its successor may be elsewhere.
-                        messenger.undeliverable(now(), &self.node, mail);
+                        messenger.undeliverable(now(), &self.node, &id, mail);
                         continue;
                     };
                     let message = matches!(mail, Mail::Call { .. } | Mail::Cast { .. });
@@ -126,7 +126,7 @@ impl<N: Network> Driver<N> {
                             messenger.mailbox_full(now(), &self.node, id, mail);
                         }
                         Err(mpsc::error::TrySendError::Closed(mail)) => {
-                            messenger.undeliverable(now(), &self.node, mail);
+                            messenger.undeliverable(now(), &self.node, &id, mail);
                         }
                     }
                 }
@@ -214,12 +214,15 @@ impl<N: Network> Driver<N> {
     }
 
     /// An answer from one of this node's actors, for a caller here or elsewhere.
-    pub(super) fn actor_replied(&mut self, state: &mut State, reply: RemoteReply) {
-        let RemoteReply { to, result } = reply;
-        state
-            .messaging
-            .messenger
-            .replied(now(), &self.node, to, result);
+    /// Or mail it left unhandled when it ended.
+    pub(super) fn actor_replied(&mut self, state: &mut State, reply: FromActor) {
+        let messenger = &mut state.messaging.messenger;
+        match reply {
+            FromActor::Answer { to, result } => messenger.replied(now(), &self.node, to, result),
+            FromActor::Unhandled { id, mail } => {
+                messenger.undeliverable(now(), &self.node, &id, mail);
+            }
+        }
         self.run_messenger(state);
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::Event;
-use crate::actor::{CallError, HandoffDone, RemoteReply};
+use crate::actor::{CallError, FromActor, HandoffDone};
 use crate::worker::{Exited, Instance, Spawner};
 
 mod messaging;
@@ -61,7 +61,7 @@ pub(crate) struct Driver<N: Network> {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) exits: mpsc::UnboundedReceiver<Exited>,
     pub(crate) handoffs: mpsc::UnboundedReceiver<HandoffDone>,
-    pub(crate) replies: mpsc::UnboundedReceiver<RemoteReply>,
+    pub(crate) replies: mpsc::UnboundedReceiver<FromActor>,
     pub(crate) messaging: Option<Messaging>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) spawner: Spawner,
