@@ -1104,10 +1104,21 @@ impl Messenger {
     ) {
         self.local.insert(id.clone(), Local { instance, actor });
         self.moved.remove(&id);
-        let mut early = self.early_state.remove(&id).unwrap_or_default();
+        let early = self.early_state.remove(&id).unwrap_or_default();
         for state in &early {
             self.release(state.bytes());
         }
+        // Only live members' states count (one kept from a node not known then, and still
+        // not known, is not taken).
+        let (members, strangers): (Vec<EarlyState>, Vec<EarlyState>) = early
+            .into_iter()
+            .partition(|e| Self::is_live_member(node, &e.from));
+        for stranger in strangers {
+            if stranger.state.is_some() {
+                self.forged_state(id.clone());
+            }
+        }
+        let mut early = members;
         // The start begins with the (first) state of the node it names as handing over
         // (one that names none, its view not knowing of a move, with the first that came). Any other member's
         // state is not its to begin with, but is not dropped either: it is the state of a
@@ -1178,13 +1189,12 @@ impl Messenger {
         id: ChildId,
         handed: Option<Vec<u8>>,
     ) {
-        let member = node
-            .member(&from.name)
-            .is_some_and(|m| m.id() == from && m.state().is_live());
-        if !member {
+        // A node this one does not hold for a live member yet (it joined a moment ago, and
+        // its view is behind) may still be the one handing over: its state is kept, within
+        // the same bounds, and judged when an instance starts here (or passed on).
+        if !Self::is_live_member(node, from) && (self.local.contains_key(&id) || handed.is_none()) {
             if handed.is_some() {
-                self.stats.forged += 1;
-                self.dropped(Some(id), Dropped::State, DropReason::NotAwaited);
+                self.forged_state(id);
             }
             return;
         }
@@ -1372,6 +1382,17 @@ impl Messenger {
         }
     }
 
+    fn is_live_member(node: &Node, id: &NodeId) -> bool {
+        node.member(&id.name)
+            .is_some_and(|m| m.id() == id && m.state().is_live())
+    }
+
+    /// A state from a node that is not a live member: not taken.
+    fn forged_state(&mut self, id: ChildId) {
+        self.stats.forged += 1;
+        self.dropped(Some(id), Dropped::State, DropReason::NotAwaited);
+    }
+
     /// Whether an instance of `id` is about to start here, so that messages for it wait
     /// here instead of going to the owner this node's view names: it claims the name, or
     /// the node moving it away sent its state ahead and this node's view names no other
@@ -1411,7 +1432,14 @@ impl Messenger {
             let Some(states) = self.early_state.remove(&id) else {
                 continue;
             };
-            for early in states {
+            // A state from a node not known here yet stays until it is, or expires.
+            let (members, strangers): (Vec<EarlyState>, Vec<EarlyState>) = states
+                .into_iter()
+                .partition(|e| Self::is_live_member(node, &e.from));
+            if !strangers.is_empty() {
+                self.early_state.insert(id.clone(), strangers);
+            }
+            for early in members {
                 self.release(early.bytes());
                 if let Some(state) = early.state {
                     tracing::debug!(child = %id, from = %early.from, to = %owner, "state passed on to the owner");
@@ -1542,6 +1570,12 @@ impl Messenger {
             self.early_state.retain(|_, states| !states.is_empty());
             for (id, early) in expired {
                 self.release(early.bytes());
+                if !Self::is_live_member(node, &early.from) {
+                    if early.state.is_some() {
+                        self.forged_state(id);
+                    }
+                    continue;
+                }
                 let Some(state) = early.state else { continue };
                 // No instance here took it in time: the owner gets it (as a conflict if
                 // it runs), or, with none but this node, it is given up.

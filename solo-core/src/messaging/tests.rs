@@ -295,18 +295,48 @@ fn a_call_whose_answer_would_go_to_another_node_is_ignored() {
 #[test]
 fn a_start_begins_only_with_the_state_of_the_node_it_names_and_gets_other_members_as_conflicts() {
     let mut lone = Lone::new(MessagingConfig::default());
-    // A stranger's state is dropped on arrival.
-    lone.handoff("mallory", "nowhere", vec![7; 1_000]);
+    let not_awaited = MessagingOutput::Dropped {
+        id: Some(child("nowhere")),
+        what: Dropped::State,
+        reason: DropReason::NotAwaited,
+    };
+    // A stranger's state for the name running here is dropped on arrival.
+    lone.handoff("mallory", "here", vec![7; 10]);
     assert_eq!(
         lone.outputs(),
         vec![MessagingOutput::Dropped {
-            id: Some(child("nowhere")),
+            id: Some(child("here")),
             what: Dropped::State,
             reason: DropReason::NotAwaited,
         }]
     );
-    assert_eq!(lone.messenger.stats().held_bytes, 0);
     assert_eq!(lone.messenger.stats().forged, 1);
+    // One for a name not running here is kept, counted (its sender may be a member this
+    // node has not heard of yet), and judged when an instance starts: still a stranger
+    // then, it is not taken.
+    lone.handoff("mallory", "nowhere", vec![7; 1_000]);
+    assert_eq!(lone.outputs(), vec![]);
+    assert_eq!(
+        lone.messenger.stats().held_bytes,
+        1_000 + EARLY_STATE_OVERHEAD
+    );
+    let (now, node) = (lone.now, &lone.node);
+    lone.messenger
+        .instance_started(now, node, child("nowhere"), 8, true, None);
+    assert_eq!(
+        lone.outputs(),
+        vec![
+            not_awaited,
+            MessagingOutput::Mail {
+                id: child("nowhere"),
+                instance: 8,
+                mail: Mail::Begin(None),
+            },
+        ]
+    );
+    assert_eq!(lone.messenger.stats().held_bytes, 0);
+    assert_eq!(lone.messenger.stats().forged, 2);
+    lone.messenger.instance_ended(&child("nowhere"), 8);
 
     // A member's is kept (counted with its bookkeeping) until an instance starts; one whose start names another node as
     // handing over does not begin with it, but gets it after its start as a conflict (a
@@ -337,7 +367,7 @@ fn a_start_begins_only_with_the_state_of_the_node_it_names_and_gets_other_member
             },
         ]
     );
-    assert_eq!(lone.messenger.stats().forged, 1);
+    assert_eq!(lone.messenger.stats().forged, 2);
     assert_eq!(lone.messenger.stats().held_bytes, 0);
     lone.messenger.instance_ended(&child("nowhere"), 9);
 
