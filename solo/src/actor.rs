@@ -268,6 +268,11 @@ impl<A: Actor> ActorRef<A> {
     /// # Errors
     ///
     /// [`CallError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves may leave the call delivered: the actor may
+    /// still handle it, and its answer is discarded.
     pub async fn call(&self, call: &A::Call, timeout: Duration) -> Result<A::Reply, CallError> {
         self.cluster.call(&self.name, call, timeout).await
     }
@@ -290,6 +295,11 @@ impl<A: Actor> ActorRef<A> {
     /// # Errors
     ///
     /// [`CallError::Full`] when the way to the actor is full, or another [`CallError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves may or may not have sent the message; once
+    /// taken, it goes.
     pub async fn try_send(&self, cast: &A::Cast) -> Result<(), CallError> {
         self.cluster.try_send(&self.name, cast).await
     }
@@ -299,6 +309,10 @@ impl<A: Actor> ActorRef<A> {
     /// # Errors
     ///
     /// [`Error::Closed`] if this node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query; dropping the future only forgoes the answer.
     pub async fn whereis(&self) -> Result<Option<NodeName>, Error> {
         self.cluster.whereis(&self.name).await
     }

@@ -370,6 +370,10 @@ impl ClusterBuilder {
     /// # Errors
     ///
     /// As [`start`](ClusterBuilder::start).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`start`](ClusterBuilder::start)'s.
     pub async fn start_on<N: solo_transport_tcp::Network>(
         self,
         network: N,
@@ -600,6 +604,11 @@ impl Cluster {
     ///
     /// [`Error::ChildId`] for a bad name, [`Error::Declare`] if the name is taken or the
     /// spec breaks a limit, [`Error::Closed`] if the node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves may or may not have handed the command to
+    /// the node; once handed over it is carried out, not undone.
     pub async fn singleton<S: Into<String>>(
         &self,
         name: &str,
@@ -618,6 +627,11 @@ impl Cluster {
     /// # Errors
     ///
     /// As [`Cluster::singleton`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves may or may not have handed the command to
+    /// the node; once handed over it is carried out, not undone.
     pub async fn declare_singleton(&self, spec: ChildSpec) -> Result<(), Error> {
         Ok(self
             .request(|reply| Command::DeclareSingleton(spec, reply))
@@ -634,6 +648,10 @@ impl Cluster {
     /// # Errors
     ///
     /// [`Error::Closed`] if the node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query; dropping the future only forgoes the answer.
     pub async fn members(&self) -> Result<Vec<NodeId>, Error> {
         self.request(Command::Members).await
     }
@@ -645,6 +663,10 @@ impl Cluster {
     /// # Errors
     ///
     /// [`Error::Closed`] if the node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query; dropping the future only forgoes the answer.
     pub async fn messaging_stats(&self) -> Result<solo_core::messaging::MessagingStats, Error> {
         self.request(Command::MessagingStats).await
     }
@@ -654,6 +676,10 @@ impl Cluster {
     /// # Errors
     ///
     /// [`Error::Closed`] if the node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query; dropping the future only forgoes the answer.
     pub async fn owner_of(&self, id: &ChildId) -> Result<Option<NodeName>, Error> {
         let id = id.clone();
         self.request(|reply| Command::OwnerOf(id, reply)).await
@@ -674,6 +700,11 @@ impl Cluster {
     /// # Errors
     ///
     /// [`Error::Closed`] if the node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves may or may not have handed the command to
+    /// the node; once handed over it is carried out, not undone.
     pub async fn set_draining(&self, draining: bool) -> Result<(), Error> {
         if self
             .request(|reply| Command::SetDraining(draining, reply))
@@ -702,6 +733,10 @@ impl Cluster {
     /// # Errors
     ///
     /// [`Error::Closed`] if the node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query; dropping the future only forgoes the answer.
     pub async fn whereis(&self, name: &ChildId) -> Result<Option<NodeName>, Error> {
         self.owner_of(name).await
     }
@@ -718,6 +753,11 @@ impl Cluster {
     ///
     /// [`CallError`]: no such name, timeout, not an actor, a message or reply the two ends
     /// disagree on, a failed handler, or this node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves may leave the call delivered: the actor may
+    /// still handle it, and its answer is discarded.
     pub async fn call<M, R>(
         &self,
         name: &ChildId,
@@ -741,6 +781,11 @@ impl Cluster {
     /// # Errors
     ///
     /// As [`call`](Cluster::call), but for decoding the reply.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves may leave the call delivered: the actor may
+    /// still handle it, and its answer is discarded.
     pub async fn call_encoded(
         &self,
         name: &ChildId,
@@ -804,6 +849,11 @@ impl Cluster {
     /// # Errors
     ///
     /// As [`send`](Cluster::send), and [`CallError::Full`] when the way to the actor is full.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves may or may not have sent the message; once
+    /// taken, it goes.
     pub async fn try_send<M>(&self, name: &ChildId, message: &M) -> Result<(), CallError>
     where
         M: serde::Serialize + ?Sized,
@@ -867,6 +917,11 @@ impl Supervisor<'_> {
     ///
     /// [`Error::Terminate`] if no live child has this id (nothing changed), [`Error::Closed`]
     /// if the node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves may or may not have handed the command to
+    /// the node; once handed over it is carried out, not undone.
     pub async fn terminate_child(&self, id: &ChildId) -> Result<(), Error> {
         let id = id.clone();
         Ok(self
@@ -881,6 +936,10 @@ impl Supervisor<'_> {
     /// # Errors
     ///
     /// [`Error::Closed`] if the node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query; dropping the future only forgoes the answer.
     pub async fn which_children(&self, scope: Scope) -> Result<Vec<ChildInfo>, Error> {
         self.cluster
             .request(|reply| Command::WhichChildren(scope, reply))

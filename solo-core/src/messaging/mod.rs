@@ -354,9 +354,18 @@ struct EarlyState {
     state: Option<Vec<u8>>,
     /// Dropped after this.
     until: Instant,
+    /// Whether `from` was a live member when it came (a node that leaves right after
+    /// handing over is no longer one when the instance starts here).
+    from_member: bool,
 }
 
 impl EarlyState {
+    /// Whether it comes from a member: it did when it came, or this node has heard of the
+    /// sender since.
+    fn sent_by_member(&self, node: &Node) -> bool {
+        self.from_member || Messenger::is_live_member(node, &self.from)
+    }
+
     /// What it holds, counted against `max_held_bytes`; an empty one counts too, so that
     /// their number is bounded.
     fn bytes(&self) -> usize {
@@ -1110,9 +1119,8 @@ impl Messenger {
         }
         // Only live members' states count (one kept from a node not known then, and still
         // not known, is not taken).
-        let (members, strangers): (Vec<EarlyState>, Vec<EarlyState>) = early
-            .into_iter()
-            .partition(|e| Self::is_live_member(node, &e.from));
+        let (members, strangers): (Vec<EarlyState>, Vec<EarlyState>) =
+            early.into_iter().partition(|e| e.sent_by_member(node));
         for stranger in strangers {
             if stranger.state.is_some() {
                 self.forged_state(id.clone());
@@ -1215,6 +1223,7 @@ impl Messenger {
                     from: from.clone(),
                     state,
                     until: now + self.config.handoff_timeout,
+                    from_member: Self::is_live_member(node, from),
                 };
                 if !self.reserve(early.bytes()) {
                     self.stats.refused += 1;
@@ -1433,9 +1442,8 @@ impl Messenger {
                 continue;
             };
             // A state from a node not known here yet stays until it is, or expires.
-            let (members, strangers): (Vec<EarlyState>, Vec<EarlyState>) = states
-                .into_iter()
-                .partition(|e| Self::is_live_member(node, &e.from));
+            let (members, strangers): (Vec<EarlyState>, Vec<EarlyState>) =
+                states.into_iter().partition(|e| e.sent_by_member(node));
             if !strangers.is_empty() {
                 self.early_state.insert(id.clone(), strangers);
             }
@@ -1570,7 +1578,7 @@ impl Messenger {
             self.early_state.retain(|_, states| !states.is_empty());
             for (id, early) in expired {
                 self.release(early.bytes());
-                if !Self::is_live_member(node, &early.from) {
+                if !early.sent_by_member(node) {
                     if early.state.is_some() {
                         self.forged_state(id);
                     }
