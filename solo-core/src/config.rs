@@ -72,7 +72,7 @@ pub struct Config {
     pub join_timeout: Duration,
     /// How long `start_child` waits for a second member to confirm it holds the new child's
     /// spec (the replication is sent again every `probe_interval` meanwhile) before it
-    /// answers [`StartError::Unconfirmed`](crate::StartError::Unconfirmed). Default 5 s.
+    /// answers [`StartChildError::Unconfirmed`](crate::StartChildError::Unconfirmed). Default 5 s.
     pub start_ack_timeout: Duration,
     /// How long an ended child (terminated, completed, given up) is remembered, so that a
     /// stale start from across a healed partition cannot resurrect it. Default 10 min.

@@ -1,4 +1,5 @@
-//! Typed identifiers: a node's name, and the incarnation that tells one process from the next.
+//! Typed identifiers: a node's name, the incarnation that tells one process from the next,
+//! and the instance that tells one run of a child on a node from the next.
 
 use std::fmt;
 
@@ -132,6 +133,39 @@ impl fmt::Display for NodeId {
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
+    }
+}
+
+/// One run of a child's workers on a node: each start there (the first, a restart, a move
+/// back) gets a new one, so events and exits of an old run are never taken for the new one's.
+///
+/// Instances are numbered by the node that starts them, from one counter for all its
+/// children: they grow with each start on that node, and say nothing about how often a given
+/// child ran, or about runs on other nodes. Displays as its number.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct InstanceId(u64);
+
+impl InstanceId {
+    /// The instance numbered `n`. Nodes number their own; this is for tests and tools that
+    /// replay a node's records.
+    pub const fn new(n: u64) -> Self {
+        Self(n)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The next instance after this one.
+    pub(crate) const fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
     }
 }
 

@@ -66,7 +66,7 @@ pub(crate) fn test_epoch() -> std::time::Instant {
 }
 
 pub use config::{Config, ConfigBuilder, ConfigError};
-pub use id::{Incarnation, MAX_NODE_NAME_LEN, NodeId, NodeName, NodeNameError};
+pub use id::{Incarnation, InstanceId, MAX_NODE_NAME_LEN, NodeId, NodeName, NodeNameError};
 pub use membership::{
     MAX_ROLE_LEN, MAX_ROLES, MAX_SINGLETONS, MAX_VERSION, MAX_VERSION_JUMP, Member, MemberEvent,
     MemberState, NodeMeta,
@@ -77,6 +77,6 @@ pub use node::{
 pub use placement::{ChildId, ChildIdError, MAX_CHILD_ID_LEN, owner, weight};
 pub use rng::Rng;
 pub use supervisor::{
-    ChildInfo, ChildSpec, DeclareError, Exit, LeaseLoss, Mode, RestartPolicy, Scope, StartError,
-    StopReason, SupervisorEvent, TerminateError, WorkerSpec,
+    ChildInfo, ChildSpec, DeclareError, Exit, LeaseLoss, Mode, RestartPolicy, Scope,
+    StartChildError, StopReason, SupervisorEvent, TerminateError, WorkerSpec,
 };

@@ -362,7 +362,8 @@ fn judge(tier: Tier, log: &MessagingLog, sim: &Sim, figures: &mut Figures) -> Ve
             problems.push(format!("{key:?} was handled {times} times"));
         }
     }
-    let mut last_seq: BTreeMap<(usize, u64, &ChildId), (u64, u64)> = BTreeMap::new();
+    let mut last_seq: BTreeMap<(usize, u64, &ChildId), (u64, solo_core::InstanceId)> =
+        BTreeMap::new();
     for handled in &log.handled {
         let key = &handled.key;
         let last = last_seq

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use solo_core::testing::{Sim, SimConfig};
 use solo_core::{
-    Action, ChildId, ChildSpec, Exit, RestartPolicy, Scope, StartError, StopReason,
+    Action, ChildId, ChildSpec, Exit, RestartPolicy, Scope, StartChildError, StopReason,
     SupervisorEvent, TerminateError, WorkerSpec, owner,
 };
 
@@ -204,7 +204,7 @@ fn bad_commands_get_typed_errors_and_change_nothing() {
     let err = sim
         .with_node(1, |n, now| n.start_child(now, dup))
         .expect("up");
-    assert_eq!(err, Err(StartError::Duplicate(id("job-1"))));
+    assert_eq!(err, Err(StartChildError::Duplicate(id("job-1"))));
     let err = sim
         .with_node(2, |n, now| n.terminate_child(now, &id("nope")))
         .expect("up");
@@ -213,7 +213,7 @@ fn bad_commands_get_typed_errors_and_change_nothing() {
     let err = sim
         .with_node(0, |n, now| n.start_child(now, huge))
         .expect("up");
-    assert!(matches!(err, Err(StartError::Spec(_))), "{err:?}");
+    assert!(matches!(err, Err(StartChildError::Spec(_))), "{err:?}");
     let err = sim
         .with_node(0, |n, now| n.terminate_child(now, &id("roar")))
         .expect("up");
@@ -487,7 +487,7 @@ fn horde_200_start_and_terminate_churn_does_not_grow_memory() {
         let dup = ChildSpec::new(id(&child), "w", vec![]);
         sim.run_for(Duration::from_millis(5));
         let refused = sim.with_node((round + 1) % 3, |n, now| n.start_child(now, dup));
-        assert_eq!(refused, Some(Err(StartError::Duplicate(id(&child)))));
+        assert_eq!(refused, Some(Err(StartChildError::Duplicate(id(&child)))));
         sim.with_node((round + 2) % 3, |n, now| {
             n.terminate_child(now, &id(&child))
         })

@@ -373,7 +373,7 @@ impl Carriers {
         &self,
         host: usize,
         builder: solo::ClusterBuilder,
-    ) -> Result<Cluster, solo::StartError> {
+    ) -> Result<Cluster, solo::ClusterStartError> {
         #[cfg(feature = "tls")]
         if let Some(configs) = &self.tls {
             let network = solo_transport_tcp::tls::TlsNetwork::new(TurmoilNetwork, &configs[host]);
@@ -469,7 +469,7 @@ impl NodeSetup {
                                     ChildSpec::new(child, "wait", Vec::new())
                                 };
                                 if let Ok(replicated) = cluster.supervisor().start_child(spec).await {
-                                    record(What::ChildAcked { id, replicated });
+                                    record(What::ChildAcked { id, replicated: replicated == solo::ChildStart::Replicated });
                                 }
                             }
                             SimCommand::TerminateChild(id) => {
@@ -506,7 +506,7 @@ impl NodeSetup {
                 }),
                 Ok(Event::WorkerStopped { id, reason, .. }) => record(What::Stopped {
                     id: id.to_string(),
-                    reason,
+                    reason: reason.to_string(),
                 }),
                 Ok(Event::Member(event)) => record(What::Member(format!("{event:?}"))),
                 Ok(_) => {}

@@ -158,6 +158,6 @@ pub use random::{RandomError, Randomness};
 pub use solo_core::wire::{MAX_FRAME_LEN, PROTOCOL_VERSION};
 pub use tiebreak::Direction;
 pub use transport::{
-    ConnectionInfo, EventReceiver, StartError, Transport, TransportBuilder, TransportEvent,
-    TransportStats,
+    ConnectionInfo, EventReceiver, Transport, TransportBuilder, TransportEvent,
+    TransportStartError, TransportStats,
 };

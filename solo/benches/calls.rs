@@ -450,7 +450,7 @@ async fn settled_owner(
             (shared.node.clone(), shared.replies)
         };
         match agreed {
-            Some(owner) if owner.as_str() == node => match &agreed_since {
+            Some(owner) if owner.name.as_str() == node => match &agreed_since {
                 Some((same, since)) if *same == node => {
                     if replies >= since + SETTLE_REPLIES {
                         return Ok(node);
@@ -475,7 +475,7 @@ async fn candidate(
         .start()
         .await
         .map_err(|e| format!("{name} did not start: {e}"))?;
-    node.singleton(id.as_str(), ["counter"])
+    node.singleton(id, ["counter"])
         .await
         .map_err(|e| format!("{name} could not declare the singleton: {e}"))?;
     Ok(node)
@@ -606,7 +606,7 @@ async fn run(settings: Settings) {
     wait_mesh(&[&a, &b], 2)
         .await
         .expect("a and b form a cluster");
-    b.singleton(id.as_str(), ["counter"])
+    b.singleton(&id, ["counter"])
         .await
         .expect("b declares the counter");
     let first = tokio::time::timeout(BOUND, async {

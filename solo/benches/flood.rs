@@ -87,7 +87,9 @@ async fn flood() {
         .start()
         .await
         .expect("flooder starts");
-    sink.singleton("slow", ["slow"]).await.expect("declared");
+    sink.singleton(&"slow".parse().expect("id"), ["slow"])
+        .await
+        .expect("declared");
     let slow: ChildId = "slow".parse().expect("a name");
     let started = Instant::now();
     while flooder

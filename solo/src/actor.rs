@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use solo_core::messaging::MAX_STATE_LEN;
 use solo_core::wire::{CallRef, RemoteError};
-use solo_core::{ChildId, NodeName};
+use solo_core::{ChildId, InstanceId, NodeId};
 use tokio::sync::mpsc;
 
 use crate::worker::{WorkerContext, WorkerError};
@@ -184,9 +184,12 @@ pub enum CallError {
     /// The child's worker is not an [`Actor`]: it takes no messages.
     #[error("the worker does not take messages")]
     NotAnActor,
-    /// The message could not be encoded, or the worker could not decode it (the two ends
-    /// disagree on the message type).
-    #[error("bad message: {0}")]
+    /// The message does not encode (postcard's error, here, before anything was sent).
+    #[error("the message does not encode: {0}")]
+    Encode(String),
+    /// The actor could not decode the message as its `Call` or `Cast` type: the two ends
+    /// disagree on the message type (a rolling deploy that changed it, or the wrong actor).
+    #[error("the actor could not decode the message: {0}")]
     BadMessage(String),
     /// The reply could not be decoded as the expected type.
     #[error("bad reply: {0}")]
@@ -218,30 +221,17 @@ pub enum CallError {
     ReplyTooLarge,
 }
 
-impl From<RemoteError> for CallError {
-    fn from(error: RemoteError) -> Self {
+impl From<Error> for CallError {
+    fn from(error: Error) -> Self {
+        // A call's requests to the driver fail only when the node has left.
         match error {
-            RemoteError::NotAnActor => CallError::NotAnActor,
-            RemoteError::BadMessage(why) => CallError::BadMessage(why),
-            RemoteError::Failed(why) => CallError::Failed(why),
-            RemoteError::NoSuchName => CallError::BadMessage("the name vanished".into()),
-            RemoteError::Overloaded => CallError::Overloaded,
-            RemoteError::ReplyTooLarge => CallError::ReplyTooLarge,
+            Error::Closed => CallError::Closed,
             other => CallError::Failed(other.to_string()),
         }
     }
 }
 
-impl From<Error> for CallError {
-    fn from(error: Error) -> Self {
-        match error {
-            Error::ChildId(e) => CallError::BadMessage(e.to_string()),
-            _ => CallError::Closed,
-        }
-    }
-}
-
-/// A typed handle on a named actor anywhere in the cluster: [`Cluster::actor`].
+/// A typed handle on a named actor anywhere in the cluster, from [`Cluster::actor_ref`].
 #[derive(Debug, Clone)]
 pub struct ActorRef<A> {
     cluster: Cluster,
@@ -313,7 +303,7 @@ impl<A: Actor> ActorRef<A> {
     /// # Cancel safety
     ///
     /// Cancel safe: a query; dropping the future only forgoes the answer.
-    pub async fn whereis(&self) -> Result<Option<NodeName>, Error> {
+    pub async fn whereis(&self) -> Result<Option<NodeId>, Error> {
         self.cluster.whereis(&self.name).await
     }
 }
@@ -327,7 +317,7 @@ pub(crate) use solo_core::messaging::Mail;
 #[derive(Debug)]
 pub(crate) struct HandoffDone {
     pub(crate) id: ChildId,
-    pub(crate) instance: u64,
+    pub(crate) instance: InstanceId,
     pub(crate) state: Option<Vec<u8>>,
     /// Why the state it meant to hand over stays behind.
     pub(crate) failed: Option<HandoffError>,

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use solo_core::{
-    ChildId, ChildIdError, ChildInfo, ChildSpec, Config, ConfigError, DeclareError, Incarnation,
-    Node, NodeId, NodeName, NodeNameError, Scope, StartError as StartChildError, TerminateError,
-    WorkerSpec,
+    ChildId, ChildInfo, ChildSpec, Config, ConfigError, DeclareError, Incarnation, Node, NodeId,
+    NodeName, NodeNameError, Scope, StartChildError, TerminateError, WorkerSpec,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -26,7 +25,7 @@ pub const MIN_COOKIE_LEN: usize = 16;
 /// Why a cluster node could not start. Nothing is left running.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StartError {
+pub enum ClusterStartError {
     /// No node name was given, or it is invalid.
     #[error("invalid node name: {0}")]
     NodeName(#[from] NodeNameError),
@@ -44,7 +43,7 @@ pub enum StartError {
     Config(#[from] ConfigError),
     /// The transport could not start (for example, the port is in use).
     #[error(transparent)]
-    Transport(#[from] solo_transport_tcp::StartError),
+    Transport(#[from] solo_transport_tcp::TransportStartError),
     /// A voter name ([`ClusterBuilder::voters`]) is not a valid node name.
     #[error("invalid voter name {name:?}: {source}")]
     Voter {
@@ -81,9 +80,6 @@ pub enum Error {
     /// The node has left the cluster (or its driver stopped); nothing was done.
     #[error("this node has left the cluster")]
     Closed,
-    /// The id is invalid.
-    #[error(transparent)]
-    ChildId(#[from] ChildIdError),
     /// The singleton was refused; nothing changed.
     #[error(transparent)]
     Declare(#[from] DeclareError),
@@ -337,13 +333,13 @@ impl ClusterBuilder {
     ///
     /// # Errors
     ///
-    /// [`StartError`] when a required setting is missing or invalid, or the transport cannot
+    /// [`ClusterStartError`] when a required setting is missing or invalid, or the transport cannot
     /// bind. Nothing is left running.
     ///
     /// # Cancel safety
     ///
     /// Cancelling it before it returns leaves nothing running.
-    pub async fn start(mut self) -> Result<Cluster, StartError> {
+    pub async fn start(mut self) -> Result<Cluster, ClusterStartError> {
         use solo_transport_tcp::TokioNetwork;
         match std::mem::take(&mut self.carrier) {
             Carrier::Tcp => self.start_on(TokioNetwork).await,
@@ -377,11 +373,11 @@ impl ClusterBuilder {
     pub async fn start_on<N: solo_transport_tcp::Network>(
         self,
         network: N,
-    ) -> Result<Cluster, StartError> {
-        let name = NodeName::new(self.name.ok_or(StartError::MissingName)?)?;
-        let listen = self.listen.ok_or(StartError::MissingListen)?;
+    ) -> Result<Cluster, ClusterStartError> {
+        let name = NodeName::new(self.name.ok_or(ClusterStartError::MissingName)?)?;
+        let listen = self.listen.ok_or(ClusterStartError::MissingListen)?;
         if self.cookie.is_empty() {
-            return Err(StartError::MissingCookie);
+            return Err(ClusterStartError::MissingCookie);
         }
         if self.cookie.len() < MIN_COOKIE_LEN {
             tracing::warn!(
@@ -396,12 +392,12 @@ impl ClusterBuilder {
             .voters
             .iter()
             .map(|name| {
-                NodeName::new(name.clone()).map_err(|source| StartError::Voter {
+                NodeName::new(name.clone()).map_err(|source| ClusterStartError::Voter {
                     name: name.clone(),
                     source,
                 })
             })
-            .collect::<Result<Vec<NodeName>, StartError>>()?;
+            .collect::<Result<Vec<NodeName>, ClusterStartError>>()?;
         let persisted = match &self.data_dir {
             Some(dir) => Some(crate::data_dir::read_tokens(dir)?),
             None => None,
@@ -487,7 +483,7 @@ impl ClusterBuilder {
         // Every event the node logs names it: several nodes may share a process (tests, the
         // simulator, an embedded observer).
         let span = tracing::info_span!("solo", node = %id.name);
-        crate::worker::spawn_task(
+        let _driver = crate::worker::spawn_task(
             self.simulation_seed.is_some(),
             tracing::Instrument::instrument(driver.run(), span),
         );
@@ -532,7 +528,7 @@ struct Inner {
 ///     .worker("lion", roar)
 ///     .start()
 ///     .await?;
-/// cluster.singleton("roar", ["lion"]).await?;
+/// cluster.singleton(&"roar".parse()?, ["lion"]).await?;
 /// cluster.leave().await;
 /// # Ok(())
 /// # }
@@ -602,8 +598,8 @@ impl Cluster {
     ///
     /// # Errors
     ///
-    /// [`Error::ChildId`] for a bad name, [`Error::Declare`] if the name is taken or the
-    /// spec breaks a limit, [`Error::Closed`] if the node left.
+    /// [`Error::Declare`] if the name is taken or the spec breaks a limit, [`Error::Closed`]
+    /// if the node left.
     ///
     /// # Cancel safety
     ///
@@ -611,14 +607,14 @@ impl Cluster {
     /// the node; once handed over it is carried out, not undone.
     pub async fn singleton<S: Into<String>>(
         &self,
-        name: &str,
+        name: &ChildId,
         kinds: impl IntoIterator<Item = S>,
     ) -> Result<(), Error> {
         let workers = kinds
             .into_iter()
             .map(|kind| WorkerSpec::new(kind, Vec::new()))
             .collect();
-        self.declare_singleton(ChildSpec::group(ChildId::new(name)?, workers))
+        self.declare_singleton(ChildSpec::group(name.clone(), workers))
             .await
     }
 
@@ -671,20 +667,6 @@ impl Cluster {
         self.request(Command::MessagingStats).await
     }
 
-    /// The node that runs `id` now, by this node's view.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Closed`] if the node left.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: a query; dropping the future only forgoes the answer.
-    pub async fn owner_of(&self, id: &ChildId) -> Result<Option<NodeName>, Error> {
-        let id = id.clone();
-        self.request(|reply| Command::OwnerOf(id, reply)).await
-    }
-
     /// Drains this node (`true`) or ends a drain (`false`).
     ///
     /// A draining node stays a member (it routes calls and watches its peers) but runs no
@@ -727,8 +709,42 @@ impl Cluster {
         let _ = self.request(Command::Leave).await;
     }
 
-    /// Where `name` (a child or singleton) runs now, as this node sees it: the node that
-    /// owns it, or `None` while it has no owner (during a failover) or does not exist.
+    /// Ends this node at once, as `SIGKILL` of its process would: no handoff, no leave
+    /// announcement; its workers are aborted (no shutdown signal, no `WorkerStopped`), its
+    /// connections close, and calls waiting here fail with [`CallError::Closed`]. The peers
+    /// see the closed connections and take over its children, as after a real crash.
+    ///
+    /// Meant for tests of failover in one process; a process that really stops should
+    /// [`leave`](Self::leave). Several nodes of one process each crash alone. To crash
+    /// nodes under a simulated network, with partitions and clock control, use the
+    /// `solo-sim` crate instead. Every request after it fails with [`Error::Closed`].
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use solo::{Cluster, Error};
+    ///
+    /// let node = Cluster::builder()
+    ///     .node_name("a")
+    ///     .listen("127.0.0.1:0".parse()?)
+    ///     .cookie("a cookie of sixteen bytes or more")
+    ///     .start()
+    ///     .await?;
+    /// node.crash().await;
+    /// assert!(matches!(node.members().await, Err(Error::Closed)));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Once called, the crash proceeds even if this future is dropped.
+    pub async fn crash(&self) {
+        let _ = self.request(Command::Crash).await;
+    }
+
+    /// Where `name` (a child or singleton) runs now, as this node sees it: the member that
+    /// owns it (the same [`NodeId`] as [`members`](Cluster::members) and
+    /// [`WorkerContext::node`](crate::WorkerContext::node) give), or `None` while no node may
+    /// run it (no member has its role, or all are draining) or no node knows it.
     ///
     /// # Errors
     ///
@@ -737,8 +753,9 @@ impl Cluster {
     /// # Cancel safety
     ///
     /// Cancel safe: a query; dropping the future only forgoes the answer.
-    pub async fn whereis(&self, name: &ChildId) -> Result<Option<NodeName>, Error> {
-        self.owner_of(name).await
+    pub async fn whereis(&self, name: &ChildId) -> Result<Option<NodeId>, Error> {
+        let name = name.clone();
+        self.request(|reply| Command::Whereis(name, reply)).await
     }
 
     /// Calls the actor that runs `name`, wherever it runs, and waits for its reply for at
@@ -769,7 +786,7 @@ impl Cluster {
         R: serde::de::DeserializeOwned,
     {
         let payload =
-            postcard::to_allocvec(message).map_err(|e| CallError::BadMessage(e.to_string()))?;
+            postcard::to_allocvec(message).map_err(|e| CallError::Encode(e.to_string()))?;
         let answer = self.call_encoded(name, payload, timeout).await?;
         postcard::from_bytes(&answer).map_err(|e| CallError::BadReply(e.to_string()))
     }
@@ -820,14 +837,14 @@ impl Cluster {
     /// # Errors
     ///
     /// [`CallError::NoSuchName`] at once if no node knows `name`; a message that does not
-    /// encode ([`CallError::BadMessage`]) or is too large ([`CallError::TooLarge`]); this
+    /// encode ([`CallError::Encode`]) or is too large ([`CallError::TooLarge`]); this
     /// node left.
     pub async fn send<M>(&self, name: &ChildId, message: &M) -> Result<(), CallError>
     where
         M: serde::Serialize + ?Sized,
     {
         let payload =
-            postcard::to_allocvec(message).map_err(|e| CallError::BadMessage(e.to_string()))?;
+            postcard::to_allocvec(message).map_err(|e| CallError::Encode(e.to_string()))?;
         let mut pause = Duration::from_millis(1);
         loop {
             let (name, payload) = (name.clone(), payload.clone());
@@ -859,15 +876,17 @@ impl Cluster {
         M: serde::Serialize + ?Sized,
     {
         let payload =
-            postcard::to_allocvec(message).map_err(|e| CallError::BadMessage(e.to_string()))?;
+            postcard::to_allocvec(message).map_err(|e| CallError::Encode(e.to_string()))?;
         let name = name.clone();
         self.request(|reply| Command::Cast(name, payload, reply))
             .await?
     }
 
-    /// A typed handle on the actor `A` that runs `name`.
-    pub fn actor<A: Actor>(&self, name: ChildId) -> ActorRef<A> {
-        ActorRef::new(self.clone(), name)
+    /// A typed handle on the actor `A` that runs `name`: calls and casts of `A`'s own types,
+    /// replies decoded as `A::Reply`. The handle is cheap and stays valid across failovers
+    /// (it names the actor, not a node). Nothing is checked until a message is sent.
+    pub fn actor_ref<A: Actor>(&self, name: &ChildId) -> ActorRef<A> {
+        ActorRef::new(self.clone(), name.clone())
     }
 
     async fn request<T>(
@@ -884,6 +903,17 @@ impl Cluster {
     }
 }
 
+/// How far a new child's spec had spread when [`Supervisor::start_child`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChildStart {
+    /// Another member holds its spec too: a crash of this node no longer loses the child.
+    Replicated,
+    /// This node is alone in its view, so the spec is held here only: a crash of this node
+    /// before another member joins loses the child. It spreads to the first that joins.
+    Alone,
+}
+
 /// The distributed supervisor of a [`Cluster`]: children that run once in the cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct Supervisor<'a> {
@@ -892,21 +922,54 @@ pub struct Supervisor<'a> {
 
 impl Supervisor<'_> {
     /// Starts a child wherever placement puts it. Returns once a second member holds its
-    /// spec (`true`), or at once with `false` when this node is alone.
+    /// spec ([`ChildStart::Replicated`]), or at once with [`ChildStart::Alone`] when this
+    /// node is alone.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use solo::{ChildSpec, ChildStart, Cluster, WorkerContext, WorkerError};
+    ///
+    /// async fn job(ctx: WorkerContext) -> Result<(), WorkerError> {
+    ///     ctx.shutdown().await;
+    ///     Ok(())
+    /// }
+    /// let node = Cluster::builder()
+    ///     .node_name("a")
+    ///     .listen("127.0.0.1:0".parse()?)
+    ///     .cookie("a cookie of sixteen bytes or more")
+    ///     .worker("job", job)
+    ///     .start()
+    ///     .await?;
+    /// let id = "customer-42".parse()?;
+    /// let start = node.supervisor().start_child(ChildSpec::new(id, "job", vec![])).await?;
+    /// // No other member holds the spec yet: a crash of this node now would lose the child.
+    /// assert_eq!(start, ChildStart::Alone);
+    /// // Where it runs, as this node sees it: the same `NodeId` as `members()` gives.
+    /// assert_eq!(node.whereis(&"customer-42".parse()?).await?, Some(node.id().clone()));
+    /// node.leave().await;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`Error::Start`] if the id is taken or the spec breaks a limit (nothing changed),
+    /// [`Error::Start`] if the id is taken or the spec breaks a limit (nothing changed), or
+    /// no member confirmed holding the spec in time
+    /// ([`StartChildError::Unconfirmed`]: the child is started here all the same);
     /// [`Error::Closed`] if the node left.
     ///
     /// # Cancel safety
     ///
     /// Dropping the future does not cancel the start.
-    pub async fn start_child(&self, spec: ChildSpec) -> Result<bool, Error> {
-        Ok(self
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<ChildStart, Error> {
+        let replicated = self
             .cluster
             .request(|reply| Command::StartChild(spec, reply))
-            .await??)
+            .await??;
+        Ok(if replicated {
+            ChildStart::Replicated
+        } else {
+            ChildStart::Alone
+        })
     }
 
     /// Terminates a child wherever it runs. Returns once the termination is recorded here;

@@ -35,7 +35,7 @@
 //!     .await?;
 //!
 //! // A singleton: one instance in the whole cluster.
-//! cluster.singleton("invoice-sync", ["invoice-sync"]).await?;
+//! cluster.singleton(&"invoice-sync".parse()?, ["invoice-sync"]).await?;
 //!
 //! // A distributed child: started from any node, run once, restarted elsewhere if its
 //! // node dies.
@@ -85,9 +85,11 @@ mod driver;
 mod worker;
 
 pub use actor::{Actor, ActorRef, CallError, Handoff, HandoffError};
-pub use cluster::{Cluster, ClusterBuilder, Error, MIN_COOKIE_LEN, StartError, Supervisor};
+pub use cluster::{
+    ChildStart, Cluster, ClusterBuilder, ClusterStartError, Error, MIN_COOKIE_LEN, Supervisor,
+};
 pub use data_dir::DataDirError;
-pub use worker::{Worker, WorkerContext, WorkerError};
+pub use worker::{Worker, WorkerContext, WorkerError, WorkerStopReason};
 
 pub use solo_core as core;
 
@@ -102,8 +104,8 @@ pub mod tls {
     pub use solo_transport_tcp::tls::{TlsConfig, TlsError};
 }
 pub use solo_core::{
-    ChildId, ChildInfo, ChildSpec, Config, LeaseLoss, MemberEvent, Mode, NodeId, NodeName,
-    RestartPolicy, Scope, SupervisorEvent, WorkerSpec,
+    ChildId, ChildInfo, ChildSpec, Config, InstanceId, LeaseLoss, MemberEvent, Mode, NodeId,
+    NodeName, RestartPolicy, Scope, SupervisorEvent, WorkerSpec,
 };
 
 /// Something that happened on this node, from [`Cluster::events`].
@@ -117,7 +119,7 @@ pub enum Event {
         /// The child.
         id: ChildId,
         /// Which run.
-        instance: u64,
+        instance: InstanceId,
         /// The fencing token of its lease, for an
         /// [`Exclusive`](solo_core::Mode::Exclusive) child.
         token: Option<u64>,
@@ -127,9 +129,9 @@ pub enum Event {
         /// The child.
         id: ChildId,
         /// Which run.
-        instance: u64,
-        /// Why: `moved to …`, `terminated`, `leaving`, `exited`, `failed: …`.
-        reason: String,
+        instance: InstanceId,
+        /// Why.
+        reason: WorkerStopReason,
     },
     /// A supervisor event: a start acknowledged, a child given up, a conflict.
     Supervisor(SupervisorEvent),
@@ -153,7 +155,7 @@ pub enum Event {
         /// The child.
         id: ChildId,
         /// The instance that moved.
-        instance: u64,
+        instance: InstanceId,
         /// Why.
         error: HandoffError,
     },

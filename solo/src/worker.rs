@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use solo_core::{ChildId, ChildSpec, Exit, Fence, NodeId};
+use solo_core::{ChildId, ChildSpec, Exit, Fence, InstanceId, NodeId, StopReason};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -15,6 +15,72 @@ use crate::actor::{Actor, FromActor, HandoffDone, Mail, Mailbox, run_actor};
 
 /// What a worker returns when it fails: any error.
 pub type WorkerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an instance of a child ended on this node, in [`Event::WorkerStopped`].
+///
+/// Its [`Display`](std::fmt::Display) text is what `solo-node --json` prints as the
+/// `reason` of a `worker_stopped` event: `moved to NODE`, `moved`, `no eligible node`,
+/// `terminated`, `leaving`, `superseded`, `lease lost`, `replaced`, `exited`, `failed: WHY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerStopReason {
+    /// Another node owns the child now (a join, a healed partition, a draining node); an
+    /// actor's state went to it, if it was known.
+    Moved {
+        /// The new owner, if one was known.
+        to: Option<NodeId>,
+    },
+    /// No node may run the child at the moment: none has its role, or all are draining.
+    NoEligibleNode,
+    /// [`Supervisor::terminate_child`](crate::Supervisor::terminate_child) ended it.
+    Terminated,
+    /// This node left the cluster ([`Cluster::leave`](crate::Cluster::leave)).
+    Leaving,
+    /// A newer process took this node's name, so this one stopped everything at once.
+    Superseded,
+    /// An [`Exclusive`](solo_core::Mode::Exclusive) child's lease was lost.
+    LeaseLost,
+    /// A newer instance of the same child started here and replaced it.
+    Replaced,
+    /// Its worker returned `Ok(())` without being asked to stop.
+    Exited,
+    /// Its worker returned an error or panicked; the text says which.
+    Failed(String),
+    /// A reason this version of the facade has no name for (the core's list grew).
+    Other(String),
+}
+
+impl From<&StopReason> for WorkerStopReason {
+    fn from(reason: &StopReason) -> Self {
+        match reason {
+            StopReason::Moved { to } => Self::Moved { to: to.clone() },
+            StopReason::NoEligibleNode => Self::NoEligibleNode,
+            StopReason::Terminated => Self::Terminated,
+            StopReason::Leaving => Self::Leaving,
+            StopReason::Superseded => Self::Superseded,
+            StopReason::LeaseLost { .. } => Self::LeaseLost,
+            other => Self::Other(format!("{other:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerStopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Moved { to: Some(to) } => write!(f, "moved to {to}"),
+            Self::Moved { to: None } => f.write_str("moved"),
+            Self::NoEligibleNode => f.write_str("no eligible node"),
+            Self::Terminated => f.write_str("terminated"),
+            Self::Leaving => f.write_str("leaving"),
+            Self::Superseded => f.write_str("superseded"),
+            Self::LeaseLost => f.write_str("lease lost"),
+            Self::Replaced => f.write_str("replaced"),
+            Self::Exited => f.write_str("exited"),
+            Self::Failed(why) => write!(f, "failed: {why}"),
+            Self::Other(what) => f.write_str(what),
+        }
+    }
+}
 
 /// A unit of work solo keeps running somewhere in the cluster.
 ///
@@ -130,7 +196,7 @@ pub(crate) struct LeaseView {
 #[derive(Debug, Clone)]
 pub struct WorkerContext {
     id: ChildId,
-    instance: u64,
+    instance: InstanceId,
     kind: String,
     args: Arc<[u8]>,
     node: NodeId,
@@ -144,8 +210,11 @@ impl WorkerContext {
         &self.id
     }
 
-    /// Which run of the child this is; a restart or a move gives a new instance.
-    pub fn instance(&self) -> u64 {
+    /// Which run of the child this is: a restart or a move gives a new instance.
+    ///
+    /// Instance ids are unique among the instances this node process started (of every
+    /// child), not a count of one child's runs: compare them for equality, don't read gaps.
+    pub fn instance(&self) -> InstanceId {
         self.instance
     }
 
@@ -260,17 +329,19 @@ async fn lease_end(mut lease: watch::Receiver<LeaseView>, or_lost: bool) {
 #[derive(Debug)]
 pub(crate) struct Exited {
     pub(crate) id: ChildId,
-    pub(crate) instance: u64,
+    pub(crate) instance: InstanceId,
     pub(crate) exit: Exit,
 }
 
 /// A running instance: how to stop it, and its mailbox if its first worker is an actor.
 #[derive(Debug)]
 pub(crate) struct Instance {
-    pub(crate) instance: u64,
+    pub(crate) instance: InstanceId,
+    /// The task that owns the group's worker tasks: aborting it aborts them all.
+    group: tokio::task::AbortHandle,
     stop: watch::Sender<bool>,
     /// Why the driver stopped it, for the `WorkerStopped` event.
-    pub(crate) stop_reason: Option<String>,
+    pub(crate) stop_reason: Option<WorkerStopReason>,
     /// Where its messages go; `None` if it takes none.
     pub(crate) mailbox: Option<mpsc::Sender<Mail>>,
     /// The lease it runs under, for an exclusive child.
@@ -293,13 +364,19 @@ impl Instance {
         }
     }
 
-    pub(crate) fn stop(&mut self, reason: String) {
+    /// Ends it at once, as a crash of the process would: no shutdown signal, no grace, no
+    /// `WorkerStopped` event.
+    pub(crate) fn kill(&self) {
+        self.group.abort();
+    }
+
+    pub(crate) fn stop(&mut self, reason: WorkerStopReason) {
         self.stop_reason.get_or_insert(reason);
         let _ = self.stop.send(true);
     }
 
     /// Records why it is ending without stopping it yet (it is handing over first).
-    pub(crate) fn ending(&mut self, reason: String) {
+    pub(crate) fn ending(&mut self, reason: WorkerStopReason) {
         self.stop_reason.get_or_insert(reason);
     }
 }
@@ -326,14 +403,14 @@ pub(crate) struct Spawner {
 /// Spawns `task` on the runtime, or on the current `LocalSet` when `local`: a simulated host
 /// (turmoil) runs in a `LocalSet`, which drops its tasks in spawn order when the host
 /// crashes, so that a seed replays exactly.
-pub(crate) fn spawn_task<F>(local: bool, task: F)
+pub(crate) fn spawn_task<F>(local: bool, task: F) -> tokio::task::AbortHandle
 where
     F: Future<Output = ()> + Send + 'static,
 {
     if local {
-        tokio::task::spawn_local(task);
+        tokio::task::spawn_local(task).abort_handle()
     } else {
-        tokio::spawn(task);
+        tokio::spawn(task).abort_handle()
     }
 }
 
@@ -343,7 +420,12 @@ impl Spawner {
     ///
     /// An exclusive instance runs under `fence`: it is aborted at the lease's end (moved by
     /// [`Instance::extend_lease`]) unless it stopped first.
-    pub(crate) fn spawn(&self, spec: ChildSpec, instance: u64, fence: Option<Fence>) -> Instance {
+    pub(crate) fn spawn(
+        &self,
+        spec: ChildSpec,
+        instance: InstanceId,
+        fence: Option<Fence>,
+    ) -> Instance {
         let (stop, shutdown) = watch::channel(false);
         let lease = fence.map(|fence| {
             watch::channel(LeaseView {
@@ -383,7 +465,7 @@ impl Spawner {
         let grace = self.grace;
         let stopper = stop.clone();
         let local = self.local_tasks;
-        spawn_task(local, async move {
+        let group = spawn_task(local, async move {
             let id = spec.id.clone();
             let mut tasks = JoinSet::new();
             let mut unknown = None;
@@ -458,7 +540,7 @@ impl Spawner {
                     },
                     () = lease_over => {
                         // Not one more poll past the lease: another node may own it now.
-                        tracing::warn!(child = %id, instance, "lease ran out; aborting the instance");
+                        tracing::warn!(child = %id, %instance, "lease ran out; aborting the instance");
                         tasks.abort_all();
                         Exit::Failed("the lease ran out".into())
                     }
@@ -469,13 +551,14 @@ impl Spawner {
                 tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
                     .await;
             if drained.is_err() {
-                tracing::warn!(child = %id, instance, "workers ignored shutdown; aborting");
+                tracing::warn!(child = %id, %instance, "workers ignored shutdown; aborting");
                 tasks.shutdown().await;
             }
             let _ = exits.send(Exited { id, instance, exit });
         });
         Instance {
             instance,
+            group,
             stop,
             stop_reason: None,
             mailbox: mail_tx,

@@ -102,7 +102,7 @@ async fn three_nodes() -> Vec<Cluster> {
 async fn counter_on_three_nodes() -> (Vec<Cluster>, ChildId) {
     let nodes = three_nodes().await;
     for node in &nodes {
-        node.singleton("count", ["counter"])
+        node.singleton(&id("count"), ["counter"])
             .await
             .expect("declared");
     }
@@ -161,9 +161,9 @@ async fn calls_and_casts_reach_the_one_instance_from_every_node() {
         .await
         .expect("up")
         .expect("an owner");
-    assert_eq!(owner.as_str(), reading.node);
+    assert_eq!(owner.name.as_str(), reading.node);
     // The typed handle says the same.
-    let counter = nodes[2].actor::<Counter>(count.clone());
+    let counter = nodes[2].actor_ref::<Counter>(&count);
     assert_eq!(
         counter.call(&Op::Get, BOUND).await.expect("answered").count,
         total + 10
@@ -188,7 +188,7 @@ async fn unknown_names_and_plain_workers_fail_with_typed_errors() {
         Err(CallError::NoSuchName(id("nobody")))
     );
 
-    a.singleton("plain", ["idle"]).await.expect("declared");
+    a.singleton(&id("plain"), ["idle"]).await.expect("declared");
     let mut events = a.events();
     tokio::time::timeout(BOUND, async {
         while !matches!(events.recv().await, Ok(Event::WorkerStarted { .. })) {}
@@ -199,11 +199,27 @@ async fn unknown_names_and_plain_workers_fail_with_typed_errors() {
     assert_eq!(plain, Err(CallError::NotAnActor));
 
     // The two ends disagree on the message type: a typed error, and the actor lives on.
-    a.singleton("count", ["counter"]).await.expect("declared");
+    a.singleton(&id("count"), ["counter"])
+        .await
+        .expect("declared");
     let wrong = a
         .call::<_, Reading>(&id("count"), &"not an Op", BOUND)
         .await;
     assert!(matches!(wrong, Err(CallError::BadMessage(_))), "{wrong:?}");
+    // A message that does not encode fails here, before anything is sent: `Encode`, not
+    // the peer's `BadMessage`.
+    struct Unencodable;
+    impl Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("refuses to encode"))
+        }
+    }
+    let local = a
+        .call::<_, Reading>(&id("count"), &Unencodable, BOUND)
+        .await;
+    assert!(matches!(local, Err(CallError::Encode(_))), "{local:?}");
+    let cast = a.send(&id("count"), &Unencodable).await;
+    assert!(matches!(cast, Err(CallError::Encode(_))), "{cast:?}");
     let right: Reading = a
         .call(&id("count"), &Op::Add(2), BOUND)
         .await
@@ -320,12 +336,18 @@ async fn the_first_call_in_the_readmes_order_is_answered_at_once_fifty_times() {
     let mut latencies = Vec::new();
     for run in 0..50 {
         let a = builder("a").start().await.expect("a starts");
-        a.singleton("count", ["counter"]).await.expect("declared");
+        a.singleton(&id("count"), ["counter"])
+            .await
+            .expect("declared");
         let seed = a.local_addr();
         let b = builder("b").seeds([seed]).start().await.expect("b starts");
-        b.singleton("count", ["counter"]).await.expect("declared");
+        b.singleton(&id("count"), ["counter"])
+            .await
+            .expect("declared");
         let c = builder("c").seeds([seed]).start().await.expect("c starts");
-        c.singleton("count", ["counter"]).await.expect("declared");
+        c.singleton(&id("count"), ["counter"])
+            .await
+            .expect("declared");
         let asked = std::time::Instant::now();
         let first: Result<Reading, CallError> = c
             .call(&id("count"), &Op::Add(1), Duration::from_secs(2))
@@ -394,7 +416,7 @@ async fn what_is_too_large_to_travel_fails_with_typed_errors() {
         .expect("b starts");
     let nodes = [a, b];
     for node in &nodes {
-        node.singleton("big", ["big"]).await.expect("declared");
+        node.singleton(&id("big"), ["big"]).await.expect("declared");
     }
     let big = id("big");
     let small: (String, Vec<u8>) = nodes[0]
@@ -484,8 +506,10 @@ async fn a_full_mailbox_refuses_try_send_and_send_waits_for_room() {
         .start()
         .await
         .expect("starts");
-    node.singleton("slow", ["slow"]).await.expect("declared");
-    let slow = node.actor::<Slow>(id("slow"));
+    node.singleton(&id("slow"), ["slow"])
+        .await
+        .expect("declared");
+    let slow = node.actor_ref::<Slow>(&id("slow"));
     assert_eq!(slow.call(&(), BOUND).await, Ok(0), "running");
     let mut taken = 0_u64;
     let mut refused = 0;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::next_matching;
 use solo::{
-    ChildSpec, Cluster, Error, Event, RestartPolicy, Scope, SupervisorEvent, WorkerContext,
-    WorkerError,
+    ChildSpec, ChildStart, Cluster, Error, Event, RestartPolicy, Scope, SupervisorEvent,
+    WorkerContext, WorkerError, WorkerStopReason,
 };
 
 const BOUND: Duration = Duration::from_secs(10);
@@ -36,11 +36,17 @@ fn started(id: &str) -> impl FnMut(&Event) -> bool + '_ {
 async fn a_lone_node_runs_its_singleton_and_children() {
     let a = builder("a").start().await.expect("starts");
     let mut events = a.events();
-    a.singleton("roar", ["idle"]).await.expect("declared");
+    a.singleton(&"roar".parse().expect("id"), ["idle"])
+        .await
+        .expect("declared");
     next_matching(&mut events, BOUND, started("roar")).await;
     let spec = ChildSpec::new("job".parse().expect("id"), "idle", vec![]);
-    let replicated = a.supervisor().start_child(spec).await.expect("started");
-    assert!(!replicated, "alone: held here only, and the answer says so");
+    let start = a.supervisor().start_child(spec).await.expect("started");
+    assert_eq!(
+        start,
+        ChildStart::Alone,
+        "held here only, and the answer says so"
+    );
     next_matching(&mut events, BOUND, started("job")).await;
     let local = a
         .supervisor()
@@ -55,7 +61,7 @@ async fn a_lone_node_runs_its_singleton_and_children() {
     next_matching(
         &mut events,
         BOUND,
-        |e| matches!(e, Event::WorkerStopped { reason, .. } if reason == "terminated"),
+        |e| matches!(e, Event::WorkerStopped { reason, .. } if *reason == WorkerStopReason::Terminated),
     )
     .await;
     a.leave().await;
@@ -146,18 +152,18 @@ async fn bad_requests_get_typed_errors() {
             .await,
         Err(Error::Terminate(_))
     ));
-    assert!(matches!(
-        a.singleton("", ["idle"]).await,
-        Err(Error::ChildId(_))
-    ));
+    assert!(
+        "".parse::<solo::ChildId>().is_err(),
+        "an id is checked where it is made"
+    );
     let missing = Cluster::builder()
         .listen("127.0.0.1:0".parse().expect("addr"))
         .cookie("c.Tq7vX2pL9sK4mR8w")
         .start()
         .await;
-    assert!(matches!(missing, Err(solo::StartError::MissingName)));
+    assert!(matches!(missing, Err(solo::ClusterStartError::MissingName)));
     let taken = builder("b").listen(a.local_addr()).start().await;
-    assert!(matches!(taken, Err(solo::StartError::Transport(_))));
+    assert!(matches!(taken, Err(solo::ClusterStartError::Transport(_))));
     a.leave().await;
 }
 
@@ -171,8 +177,12 @@ async fn two_nodes_run_the_singleton_once_and_a_leave_hands_it_over() {
         .expect("starts");
     let (mut a_events, mut b_events) = (a.events(), b.events());
     // (Both streams start at the nodes' start: nothing is missed.)
-    a.singleton("roar", ["idle"]).await.expect("declared");
-    b.singleton("roar", ["idle"]).await.expect("declared");
+    a.singleton(&"roar".parse().expect("id"), ["idle"])
+        .await
+        .expect("declared");
+    b.singleton(&"roar".parse().expect("id"), ["idle"])
+        .await
+        .expect("declared");
     tokio::time::timeout(BOUND, async {
         while a.members().await.expect("up").len() < 2 || b.members().await.expect("up").len() < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -184,8 +194,8 @@ async fn two_nodes_run_the_singleton_once_and_a_leave_hands_it_over() {
     let owner = tokio::time::timeout(BOUND, async {
         loop {
             let (oa, ob) = (
-                a.owner_of(&id).await.expect("up"),
-                b.owner_of(&id).await.expect("up"),
+                a.whereis(&id).await.expect("up"),
+                b.whereis(&id).await.expect("up"),
             );
             if let Some(owner) = oa
                 && Some(&owner) == ob.as_ref()
@@ -197,7 +207,7 @@ async fn two_nodes_run_the_singleton_once_and_a_leave_hands_it_over() {
     })
     .await
     .expect("agreed on an owner");
-    let (leaver, stayer, stayer_events) = if owner.as_str() == "a" {
+    let (leaver, stayer, stayer_events) = if owner.name.as_str() == "a" {
         (&a, &b, &mut b_events)
     } else {
         (&b, &a, &mut a_events)
@@ -220,4 +230,86 @@ async fn two_nodes_run_the_singleton_once_and_a_leave_hands_it_over() {
     .await
     .expect("the stayer runs the singleton after the leave");
     stayer.leave().await;
+}
+
+#[tokio::test]
+async fn a_crashed_node_hands_nothing_over_and_the_other_takes_over() {
+    // Set by a worker that heard its shutdown signal: a crash gives it none.
+    static SHUT_DOWN_GRACEFULLY: AtomicUsize = AtomicUsize::new(0);
+    // Workers alive in this process: an aborted one is dropped, so it counts no more.
+    static ALIVE: AtomicUsize = AtomicUsize::new(0);
+    struct Alive;
+    impl Drop for Alive {
+        fn drop(&mut self) {
+            ALIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    async fn marked(ctx: WorkerContext) -> Result<(), WorkerError> {
+        ALIVE.fetch_add(1, Ordering::SeqCst);
+        let _alive = Alive;
+        ctx.shutdown().await;
+        SHUT_DOWN_GRACEFULLY.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    let start = |name: &str, seeds: Vec<std::net::SocketAddr>| {
+        builder(name).worker("marked", marked).seeds(seeds).start()
+    };
+    let a = start("a", vec![]).await.expect("starts");
+    let b = start("b", vec![a.local_addr()]).await.expect("starts");
+    let id: solo::ChildId = "roar".parse().expect("id");
+    for node in [&a, &b] {
+        node.singleton(&id, ["marked"]).await.expect("declared");
+    }
+    let owner = tokio::time::timeout(BOUND, async {
+        loop {
+            let (oa, ob) = (
+                a.whereis(&id).await.expect("up"),
+                b.whereis(&id).await.expect("up"),
+            );
+            let running = a
+                .supervisor()
+                .which_children(Scope::Global)
+                .await
+                .expect("up");
+            if let Some(owner) = oa
+                && Some(&owner) == ob.as_ref()
+                && a.members().await.expect("up").len() == 2
+                && running.iter().any(|c| c.id == id)
+            {
+                return owner;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("agreed on an owner");
+    let (crashed, survivor) = if owner == *a.id() { (&a, &b) } else { (&b, &a) };
+    let mut crashed_events = crashed.events();
+    let mut survivor_events = survivor.events();
+    // (It may have moved once, gracefully, when the second node joined.)
+    let graceful_before = SHUT_DOWN_GRACEFULLY.load(Ordering::SeqCst);
+    crashed.crash().await;
+    assert!(matches!(crashed.members().await, Err(Error::Closed)));
+    next_matching(&mut survivor_events, BOUND, started("roar")).await;
+    assert_eq!(
+        survivor.whereis(&id).await.expect("up"),
+        Some(survivor.id().clone())
+    );
+    assert_eq!(
+        SHUT_DOWN_GRACEFULLY.load(Ordering::SeqCst),
+        graceful_before,
+        "a crash gives its workers no shutdown signal"
+    );
+    assert_eq!(
+        ALIVE.load(Ordering::SeqCst),
+        1,
+        "the crashed node's worker is gone"
+    );
+    while let Ok(event) = crashed_events.try_recv() {
+        assert!(
+            !matches!(event, Event::WorkerStopped { .. }),
+            "a crash reports no stop: {event:?}"
+        );
+    }
+    survivor.leave().await;
 }

@@ -71,14 +71,16 @@ async fn a_cluster_forms_and_strangers_stay_out(carrier: Carrier) {
         .expect("c starts");
     until_members(&mut a_events, &a, 3).await;
     for node in [&a, &b, &c] {
-        node.singleton("roar", ["idle"]).await.expect("declared");
+        node.singleton(&"roar".parse().expect("id"), ["idle"])
+            .await
+            .expect("declared");
     }
     let roar: solo::ChildId = "roar".parse().expect("id");
     let owners = tokio::time::timeout(BOUND, async {
         loop {
             let mut owners = Vec::new();
             for node in [&a, &b, &c] {
-                owners.push(node.owner_of(&roar).await.expect("up"));
+                owners.push(node.whereis(&roar).await.expect("up"));
             }
             if owners[0].is_some() && owners.iter().all(|o| *o == owners[0]) {
                 return owners;

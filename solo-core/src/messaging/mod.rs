@@ -63,7 +63,7 @@ use journal::Delivered;
 
 use crate::node::{Node, Status};
 use crate::wire::{AppMessage, CallRef, Delivery, MAX_FRAME_LEN, Message, RemoteError};
-use crate::{ChildId, NodeId, NodeName, Transmit};
+use crate::{ChildId, InstanceId, NodeId, NodeName, Transmit};
 
 /// How many nodes may pass one message on before it is bounced.
 pub const MAX_HOPS: u8 = 4;
@@ -238,7 +238,7 @@ pub enum MessagingOutput {
         /// The child.
         id: ChildId,
         /// Its instance here.
-        instance: u64,
+        instance: InstanceId,
         /// What to put in.
         mail: Mail,
     },
@@ -255,7 +255,7 @@ pub enum MessagingOutput {
         /// The child.
         id: ChildId,
         /// The instance.
-        instance: u64,
+        instance: InstanceId,
     },
     /// A message or state could not be kept; for logs and counters.
     Dropped {
@@ -330,7 +330,7 @@ impl Held {
 /// An instance here that is handing over to `to`.
 #[derive(Debug)]
 struct HandingOff {
-    instance: u64,
+    instance: InstanceId,
     to: NodeId,
     deadline: Instant,
     /// Messages that arrived since: passed on after the state.
@@ -379,7 +379,7 @@ const EARLY_STATE_OVERHEAD: usize = 64;
 /// An instance running here, as far as messaging cares.
 #[derive(Debug, Clone, Copy)]
 struct Local {
-    instance: u64,
+    instance: InstanceId,
     /// Whether it takes mail (its worker is an actor).
     actor: bool,
 }
@@ -1107,7 +1107,7 @@ impl Messenger {
         now: Instant,
         node: &Node,
         id: ChildId,
-        instance: u64,
+        instance: InstanceId,
         actor: bool,
         handoff_from: Option<&NodeId>,
     ) {
@@ -1180,7 +1180,7 @@ impl Messenger {
     }
 
     /// Instance `instance` of `id` has ended here.
-    pub fn instance_ended(&mut self, id: &ChildId, instance: u64) {
+    pub fn instance_ended(&mut self, id: &ChildId, instance: InstanceId) {
         if self.local.get(id).is_some_and(|l| l.instance == instance) {
             self.local.remove(id);
         }
@@ -1244,7 +1244,7 @@ impl Messenger {
         now: Instant,
         node: &Node,
         id: &ChildId,
-        instance: u64,
+        instance: InstanceId,
         to: NodeId,
     ) -> bool {
         let Some(local) = self.local.get(id).filter(|l| l.instance == instance) else {
@@ -1299,7 +1299,7 @@ impl Messenger {
         now: Instant,
         node: &Node,
         id: &ChildId,
-        instance: u64,
+        instance: InstanceId,
         state: Option<Vec<u8>>,
     ) {
         if self

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::supervisor::ChildSpec;
-use crate::{Action, Incarnation, SendFailure};
+use crate::{Action, Incarnation, InstanceId, SendFailure};
 
 fn id(name: &str) -> NodeId {
     NodeId::new(NodeName::new(name).expect("a valid name"), Incarnation(1))
@@ -25,7 +25,7 @@ struct Lone {
     now: Instant,
     node: Node,
     messenger: Messenger,
-    instance: u64,
+    instance: InstanceId,
 }
 
 impl Lone {
@@ -322,21 +322,22 @@ fn a_start_begins_only_with_the_state_of_the_node_it_names_and_gets_other_member
     );
     let (now, node) = (lone.now, &lone.node);
     lone.messenger
-        .instance_started(now, node, child("nowhere"), 8, true, None);
+        .instance_started(now, node, child("nowhere"), InstanceId::new(8), true, None);
     assert_eq!(
         lone.outputs(),
         vec![
             not_awaited,
             MessagingOutput::Mail {
                 id: child("nowhere"),
-                instance: 8,
+                instance: InstanceId::new(8),
                 mail: Mail::Begin(None),
             },
         ]
     );
     assert_eq!(lone.messenger.stats().held_bytes, 0);
     assert_eq!(lone.messenger.stats().forged, 2);
-    lone.messenger.instance_ended(&child("nowhere"), 8);
+    lone.messenger
+        .instance_ended(&child("nowhere"), InstanceId::new(8));
 
     // A member's is kept (counted with its bookkeeping) until an instance starts; one whose start names another node as
     // handing over does not begin with it, but gets it after its start as a conflict (a
@@ -350,37 +351,50 @@ fn a_start_begins_only_with_the_state_of_the_node_it_names_and_gets_other_member
         1_000 + EARLY_STATE_OVERHEAD
     );
     let (now, node) = (lone.now, &lone.node);
-    lone.messenger
-        .instance_started(now, node, child("nowhere"), 9, true, Some(&id("c")));
+    lone.messenger.instance_started(
+        now,
+        node,
+        child("nowhere"),
+        InstanceId::new(9),
+        true,
+        Some(&id("c")),
+    );
     assert_eq!(
         lone.outputs(),
         vec![
             MessagingOutput::Mail {
                 id: child("nowhere"),
-                instance: 9,
+                instance: InstanceId::new(9),
                 mail: Mail::Begin(None),
             },
             MessagingOutput::Mail {
                 id: child("nowhere"),
-                instance: 9,
+                instance: InstanceId::new(9),
                 mail: Mail::Conflict(vec![7; 1_000]),
             },
         ]
     );
     assert_eq!(lone.messenger.stats().forged, 2);
     assert_eq!(lone.messenger.stats().held_bytes, 0);
-    lone.messenger.instance_ended(&child("nowhere"), 9);
+    lone.messenger
+        .instance_ended(&child("nowhere"), InstanceId::new(9));
 
     // From the node the start names, it is taken.
     lone.handoff("c", "nowhere", vec![8; 10]);
     let (now, node) = (lone.now, &lone.node);
-    lone.messenger
-        .instance_started(now, node, child("nowhere"), 10, true, Some(&id("c")));
+    lone.messenger.instance_started(
+        now,
+        node,
+        child("nowhere"),
+        InstanceId::new(10),
+        true,
+        Some(&id("c")),
+    );
     assert_eq!(
         lone.outputs(),
         vec![MessagingOutput::Mail {
             id: child("nowhere"),
-            instance: 10,
+            instance: InstanceId::new(10),
             mail: Mail::Begin(Some(vec![8; 10])),
         }]
     );
@@ -442,7 +456,7 @@ fn a_cast_left_unhandled_when_its_instance_ended_waits_for_the_next_one() {
     lone.advance(Duration::from_millis(5));
     let (now, node) = (lone.now, &lone.node);
     lone.messenger
-        .instance_started(now, node, child("here"), lone.instance + 1, true, None);
+        .instance_started(now, node, child("here"), lone.instance.next(), true, None);
     lone.advance(Duration::from_millis(5));
     let mails: Vec<Mail> = lone
         .outputs()

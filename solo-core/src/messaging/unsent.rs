@@ -25,7 +25,7 @@ use super::{
 };
 use crate::node::Node;
 use crate::wire::{AppMessage, Message};
-use crate::{ChildId, NodeId, SendFailure, Transmit};
+use crate::{ChildId, InstanceId, NodeId, SendFailure, Transmit};
 
 /// The first pause before a backlog is offered again.
 pub(super) const RESEND_PAUSE: Duration = Duration::from_millis(1);
@@ -54,7 +54,7 @@ pub(super) enum Parked {
     Message { transmit: Transmit, until: Instant },
     /// The [`MessagingOutput::HandoffFinished`] of a handoff whose state waits in this
     /// backlog: the instance stops only once its state has left.
-    Finished { id: ChildId, instance: u64 },
+    Finished { id: ChildId, instance: InstanceId },
 }
 
 impl Parked {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::config::{Config, ConfigError};
-use crate::id::{NodeId, NodeName};
+use crate::id::{InstanceId, NodeId, NodeName};
 use crate::membership::{
     self, MAX_ROLES, Member, MemberEvent, MemberState, MemberTable, NodeMeta, Suspicion,
 };
@@ -79,7 +79,7 @@ pub enum Action {
         /// The child (or singleton).
         id: ChildId,
         /// Tells this run apart from earlier and later ones, in `worker_exited`.
-        instance: u64,
+        instance: InstanceId,
         /// What to run.
         spec: ChildSpec,
         /// The node whose instance of `id` ended so that this one could start (a rebalance,
@@ -98,7 +98,7 @@ pub enum Action {
         /// The child.
         id: ChildId,
         /// The instance.
-        instance: u64,
+        instance: InstanceId,
         /// The new end of its lease.
         valid_until: Instant,
     },
@@ -116,7 +116,7 @@ pub enum Action {
         /// The child (or singleton).
         id: ChildId,
         /// The instance to stop.
-        instance: u64,
+        instance: InstanceId,
         /// Why, and where it goes.
         reason: StopReason,
     },
@@ -350,7 +350,7 @@ impl NodeBuilder {
             sabotage_skip_claims: self.sabotage_skip_claims,
             pending_acks: BTreeMap::new(),
             start_tick_at: None,
-            next_instance: 0,
+            next_instance: InstanceId::default(),
             view: BTreeMap::new(),
             reported_conflicts: BTreeSet::new(),
             next_child_repair_at: now,
@@ -489,7 +489,7 @@ pub struct Node {
     pending_acks: BTreeMap<ChildId, ownership::PendingStart>,
     /// When pending starts are next looked at (sent again, or given up).
     start_tick_at: Option<Instant>,
-    next_instance: u64,
+    next_instance: InstanceId,
     /// The nodes that may own children, as of the last placement.
     view: ownership::View,
     reported_conflicts: BTreeSet<(ChildId, NodeId, u64)>,

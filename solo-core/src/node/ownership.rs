@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use super::{Action, CommandError, Fence, Node, Status};
-use crate::id::{NodeId, NodeName};
+use crate::id::{InstanceId, NodeId, NodeName};
 use crate::membership::{MAX_SINGLETONS, NodeMeta};
 use crate::placement::{ChildId, weight};
 use crate::supervisor::{
     ChildInfo, ChildRecord, ChildSpec, ChildState, DIGEST_BUCKETS, DeclareError, Exit,
-    RestartPolicy, Scope, StartError, StopReason, SupervisorEvent, TerminateError,
+    RestartPolicy, Scope, StartChildError, StopReason, SupervisorEvent, TerminateError,
 };
 use crate::wire::{ClaimAnswer, ClaimVerdict, Message};
 
@@ -38,7 +38,7 @@ pub(super) struct Singleton {
 /// A child this node runs (asked the runtime to run), or claims in order to run.
 #[derive(Debug)]
 pub(super) struct Running {
-    instance: u64,
+    instance: InstanceId,
     singleton: bool,
     restarts: VecDeque<Instant>,
     /// `Some` while the claim is open: nothing runs yet.
@@ -85,7 +85,7 @@ pub(super) struct PendingStart {
 /// An instance asked to stop whose end the runtime has not reported yet.
 #[derive(Debug)]
 pub(super) struct Stopping {
-    instance: u64,
+    instance: InstanceId,
     /// Claims on the child that wait for this instance to end, by peer and round.
     claims: Vec<(NodeId, u64)>,
 }
@@ -171,16 +171,16 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// [`StartError`] if the spec breaks a limit, the id is taken, or the node is no longer
+    /// [`StartChildError`] if the spec breaks a limit, the id is taken, or the node is no longer
     /// active. Nothing changes.
-    pub fn start_child(&mut self, now: Instant, spec: ChildSpec) -> Result<(), StartError> {
+    pub fn start_child(&mut self, now: Instant, spec: ChildSpec) -> Result<(), StartChildError> {
         self.latest_now = self.latest_now.max(now);
         if self.status != Status::Active {
-            return Err(StartError::NotActive);
+            return Err(StartChildError::NotActive);
         }
         spec.validate()?;
         if spec.is_exclusive() && !self.leases.has_voters() {
-            return Err(StartError::NoVoters);
+            return Err(StartChildError::NoVoters);
         }
         let taken = self.singletons.contains_key(&spec.id)
             || self
@@ -188,10 +188,10 @@ impl Node {
                 .get(&spec.id)
                 .is_some_and(|s| s.record.state == ChildState::Live);
         if taken {
-            return Err(StartError::Duplicate(spec.id));
+            return Err(StartChildError::Duplicate(spec.id));
         }
         if self.children.live_len() >= self.config.max_children {
-            return Err(StartError::TooMany(self.config.max_children));
+            return Err(StartChildError::TooMany(self.config.max_children));
         }
         let stamp = self.children.next_stamp(&self.id.name);
         let record = ChildRecord {
@@ -280,7 +280,7 @@ impl Node {
     /// ([`SupervisorEvent::Completed`] or [`SupervisorEvent::GaveUp`]), or, for an
     /// instance it asked to stop, confirm its end to the peers whose claims wait for it.
     /// Report every end, asked for or not.
-    pub fn worker_exited(&mut self, now: Instant, id: &ChildId, instance: u64, exit: Exit) {
+    pub fn worker_exited(&mut self, now: Instant, id: &ChildId, instance: InstanceId, exit: Exit) {
         self.latest_now = self.latest_now.max(now);
         if self.status != Status::Active {
             return;
@@ -318,7 +318,7 @@ impl Node {
         if !restart {
             self.end_here(now, spec, singleton, ChildState::Completed);
         } else if self.within_intensity(now, id, &spec) {
-            self.next_instance += 1;
+            self.next_instance = self.next_instance.next();
             let instance = self.next_instance;
             let exclusive = spec.is_exclusive();
             if let Some(running) = self.running.get_mut(id) {
@@ -374,6 +374,13 @@ impl Node {
         }
     }
 
+    /// The process that should run `id` by this node's view, if any is eligible: the member
+    /// [`owner_of`](Self::owner_of) names, with its incarnation.
+    pub fn owner_id(&self, id: &ChildId) -> Option<&NodeId> {
+        let name = self.owner_of(id)?;
+        self.view.get(name).map(|(id, _)| id)
+    }
+
     /// Whether `id` names a live child or a singleton some member (or this node) declared:
     /// a message to any other name can never be delivered.
     pub fn knows(&self, id: &ChildId) -> bool {
@@ -420,7 +427,7 @@ impl Node {
 
     /// The ids this node runs, with the instance numbers it gave them (not those it only
     /// claims yet, nor those it asked to stop).
-    pub fn running(&self) -> impl Iterator<Item = (&ChildId, u64)> {
+    pub fn running(&self) -> impl Iterator<Item = (&ChildId, InstanceId)> {
         self.running
             .iter()
             .filter(|(_, r)| r.started())
@@ -762,7 +769,7 @@ impl Node {
     /// Starts claiming `id`: asks every live peer whether an instance runs there. With no
     /// peer to ask (and nothing of it still stopping here), it starts at once.
     fn open_claim(&mut self, id: &ChildId, singleton: bool) {
-        self.next_instance += 1;
+        self.next_instance = self.next_instance.next();
         let instance = self.next_instance;
         let waiting: Vec<NodeId> = if self.sabotage_skip_claims {
             Vec::new()
@@ -773,7 +780,7 @@ impl Node {
             self.unsent_claims
                 .entry(peer.clone())
                 .or_default()
-                .push((id.clone(), instance));
+                .push((id.clone(), instance.get()));
         }
         let resend_at = self.claim_resend_at();
         // While a heal merges views, the claim waits and is then made afresh, to the
@@ -891,7 +898,7 @@ impl Node {
     }
 
     /// The instance this node runs (or starts) for `id`.
-    pub(super) fn instance_of(&self, id: &ChildId) -> Option<u64> {
+    pub(super) fn instance_of(&self, id: &ChildId) -> Option<InstanceId> {
         self.running.get(id).map(|r| r.instance)
     }
 
@@ -1033,7 +1040,7 @@ impl Node {
             let Some(claim) = self
                 .running
                 .get_mut(&answer.id)
-                .filter(|r| r.instance == answer.round)
+                .filter(|r| r.instance.get() == answer.round)
                 .and_then(|r| r.claim.as_mut())
             else {
                 continue;
@@ -1159,7 +1166,7 @@ impl Node {
                     self.unsent_claims
                         .entry(peer)
                         .or_default()
-                        .push((id.clone(), instance));
+                        .push((id.clone(), instance.get()));
                 }
             }
             let at = self

@@ -116,7 +116,7 @@ pub enum SupervisorEvent {
     /// A `start_child` made on this node got no confirmation from another member within
     /// [`Config::start_ack_timeout`](crate::Config::start_ack_timeout), although its
     /// replication was sent again meanwhile. The child is held here (see
-    /// [`StartError::Unconfirmed`]).
+    /// [`StartChildError::Unconfirmed`]).
     ChildUnconfirmed {
         /// The child.
         id: ChildId,
@@ -164,7 +164,7 @@ pub enum SupervisorEvent {
 /// Why `start_child` refused a child. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum StartError {
+pub enum StartChildError {
     /// A live child or a singleton already has this id.
     #[error("a child or singleton with id {0:?} already exists")]
     Duplicate(ChildId),

@@ -245,7 +245,7 @@ pub fn messaging_inputs(data: &[u8]) {
                 1 => messenger.handoff_done(now, &node, &names[0], instance, Some(vec![2; 16])),
                 2 => {
                     messenger.instance_ended(&names[0], instance);
-                    instance += 1;
+                    instance = instance.next();
                     messenger.instance_started(now, &node, names[0].clone(), instance, true, None);
                 }
                 _ => messenger.peer_gone(now, &node, &peer(head >> 5)),

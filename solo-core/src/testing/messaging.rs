@@ -23,7 +23,7 @@ use crate::messaging::{
 };
 use crate::node::{Node, Transmit};
 use crate::wire::AppMessage;
-use crate::{ChildId, NodeId, Rng, SendFailure};
+use crate::{ChildId, InstanceId, NodeId, Rng, SendFailure};
 
 /// How the simulated runtime runs messaging.
 #[derive(Debug, Clone)]
@@ -143,7 +143,7 @@ pub struct Handled {
     /// The child.
     pub id: ChildId,
     /// Its instance.
-    pub instance: u64,
+    pub instance: InstanceId,
     /// The message.
     pub key: MessageKey,
     /// Whether it was a call (else a cast).
@@ -160,7 +160,7 @@ pub struct Began {
     /// The child.
     pub id: ChildId,
     /// The instance.
-    pub instance: u64,
+    pub instance: InstanceId,
     /// The node its start named as handing over.
     pub handoff_from: Option<NodeId>,
     /// The count handed over to it.
@@ -177,7 +177,7 @@ pub struct HandedOver {
     /// The child.
     pub id: ChildId,
     /// The instance.
-    pub instance: u64,
+    pub instance: InstanceId,
     /// The count it handed over.
     pub count: u64,
 }
@@ -236,7 +236,7 @@ pub(super) struct Records {
 /// One simulated actor instance.
 #[derive(Debug)]
 struct SimActor {
-    instance: u64,
+    instance: InstanceId,
     mailbox: VecDeque<Mail>,
     /// Messages its lineage handled: its state.
     count: u64,
@@ -520,7 +520,7 @@ impl Sim {
         Duration::from_nanos(min + self.rng.below(max - min + 1))
     }
 
-    fn schedule_step(&mut self, i: usize, id: ChildId, instance: u64) {
+    fn schedule_step(&mut self, i: usize, id: ChildId, instance: InstanceId) {
         let at = self.now + self.service_time();
         let incarnation = self.hosts[i].incarnation;
         self.push(Delivery {
@@ -537,7 +537,7 @@ impl Sim {
 
     /// Puts `mail` into the mailbox of instance `instance` of `id` on host `i`, as the
     /// runtime does: an ended instance's mail goes back, a full mailbox refuses messages.
-    fn put_mail(&mut self, i: usize, id: ChildId, instance: u64, mail: Mail) {
+    fn put_mail(&mut self, i: usize, id: ChildId, instance: InstanceId, mail: Mail) {
         let capacity = self.settings().map_or(usize::MAX, |s| s.mailbox_capacity);
         let now = self.local_now(i);
         let Some((node, runtime)) = self.parts(i) else {
@@ -564,7 +564,13 @@ impl Sim {
     }
 
     /// Instance `instance` of `id` on host `i` serves the first mail in its mailbox.
-    pub(super) fn actor_step(&mut self, i: usize, incarnation: u64, id: ChildId, instance: u64) {
+    pub(super) fn actor_step(
+        &mut self,
+        i: usize,
+        incarnation: u64,
+        id: ChildId,
+        instance: InstanceId,
+    ) {
         if self.hosts[i].incarnation != incarnation {
             return;
         }
@@ -687,7 +693,7 @@ impl Sim {
         &mut self,
         i: usize,
         id: &ChildId,
-        instance: u64,
+        instance: InstanceId,
         handoff_from: Option<&NodeId>,
     ) {
         let now = self.local_now(i);
@@ -717,7 +723,7 @@ impl Sim {
         &mut self,
         i: usize,
         id: &ChildId,
-        instance: u64,
+        instance: InstanceId,
         to: Option<&NodeId>,
     ) -> bool {
         let now = self.local_now(i);
@@ -743,7 +749,7 @@ impl Sim {
 
     /// Instance `instance` of `id` ended on host `i`: the calls and casts left in its
     /// mailbox go back to be routed again, as the runtime returns them.
-    pub(super) fn messaging_ended(&mut self, i: usize, id: &ChildId, instance: u64) {
+    pub(super) fn messaging_ended(&mut self, i: usize, id: &ChildId, instance: InstanceId) {
         let now = self.local_now(i);
         let Some((node, runtime)) = self.parts(i) else {
             return;

@@ -33,7 +33,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::id::{Incarnation, NodeId, NodeName};
+use crate::id::{Incarnation, InstanceId, NodeId, NodeName};
 use crate::node::{Action, Link, Node, Status};
 use crate::placement::ChildId;
 use crate::rng::Rng;
@@ -156,7 +156,7 @@ struct Host {
     /// The hosts it joins through; `None` for all of them.
     seeds: Option<Vec<usize>>,
     /// The workers the simulated runtime runs for this process: child id to instance.
-    workers: BTreeMap<ChildId, u64>,
+    workers: BTreeMap<ChildId, InstanceId>,
     /// The lease ends (simulated time) of the exclusive workers among them: the runtime
     /// aborts a worker there, and a frozen one cannot act, so it counts as running only
     /// until then.
@@ -198,13 +198,13 @@ enum Payload {
         /// The process that stopped it (a restarted process never ran it).
         incarnation: u64,
         id: ChildId,
-        instance: u64,
+        instance: InstanceId,
     },
     /// A simulated actor serves the next mail in its mailbox.
     ActorStep {
         incarnation: u64,
         id: ChildId,
-        instance: u64,
+        instance: InstanceId,
     },
 }
 
@@ -454,7 +454,7 @@ impl Sim {
     }
 
     /// The workers host `i` runs: child id to instance.
-    pub fn workers(&self, i: usize) -> &BTreeMap<ChildId, u64> {
+    pub fn workers(&self, i: usize) -> &BTreeMap<ChildId, InstanceId> {
         &self.hosts[i].workers
     }
 
@@ -1184,7 +1184,7 @@ impl Sim {
 
     /// Instance `instance` of `id` on host `i` ends a moment from now, as the runtime
     /// stops a worker (and no later than its lease's end: the runtime aborts it).
-    fn end_worker_soon(&mut self, i: usize, id: ChildId, instance: u64) {
+    fn end_worker_soon(&mut self, i: usize, id: ChildId, instance: InstanceId) {
         let incarnation = self.hosts[i].incarnation;
         let mut at = self.now + self.delay();
         if let Some(until) = self.hosts[i].fences.get(&id) {

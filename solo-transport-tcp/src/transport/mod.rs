@@ -174,7 +174,7 @@ pub struct TransportStats {
 /// Why the transport could not start. Nothing is left running.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StartError {
+pub enum TransportStartError {
     /// The [`Config`] is invalid.
     #[error("invalid config: {0}")]
     Config(#[from] ConfigError),
@@ -248,7 +248,7 @@ impl TransportBuilder {
     ///
     /// # Errors
     ///
-    /// [`StartError`] when the config is invalid, the address cannot be bound or advertised,
+    /// [`TransportStartError`] when the config is invalid, the address cannot be bound or advertised,
     /// or no tokio runtime is running.
     ///
     /// # Cancel safety
@@ -258,7 +258,7 @@ impl TransportBuilder {
         self,
         network: N,
         listen_addr: SocketAddr,
-    ) -> Result<(Transport<N>, EventReceiver), StartError> {
+    ) -> Result<(Transport<N>, EventReceiver), TransportStartError> {
         let Self {
             node,
             config,
@@ -266,20 +266,22 @@ impl TransportBuilder {
             local_tasks,
         } = self;
         config.validate()?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
-        let listener = network
-            .bind(listen_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: listen_addr,
-                source,
-            })?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| TransportStartError::NoRuntime)?;
+        let listener =
+            network
+                .bind(listen_addr)
+                .await
+                .map_err(|source| TransportStartError::Bind {
+                    addr: listen_addr,
+                    source,
+                })?;
         let local_addr = network
             .local_addr(&listener)
-            .map_err(StartError::LocalAddr)?;
+            .map_err(TransportStartError::LocalAddr)?;
         let advertised = config.advertised_addr.unwrap_or(local_addr);
         if advertised.ip().is_unspecified() {
-            return Err(StartError::UnspecifiedAddr(advertised));
+            return Err(TransportStartError::UnspecifiedAddr(advertised));
         }
         let mut voters = config.voters.clone();
         voters.sort();

@@ -761,12 +761,15 @@ async fn binding_checks_the_config_and_the_advertised_address() {
         .await;
     assert!(matches!(
         result,
-        Err(StartError::Config(ConfigError::EmptyCookie))
+        Err(TransportStartError::Config(ConfigError::EmptyCookie))
     ));
     let result = Transport::builder(id("a", 1), config())
         .bind(TokioNetwork, SocketAddr::from(([0, 0, 0, 0], 0)))
         .await;
-    assert!(matches!(result, Err(StartError::UnspecifiedAddr(_))));
+    assert!(matches!(
+        result,
+        Err(TransportStartError::UnspecifiedAddr(_))
+    ));
     let mut advertised = config();
     advertised.advertised_addr = Some("127.0.0.1:4000".parse().expect("addr"));
     let (a, _events) = Transport::builder(id("a", 1), advertised)

@@ -486,8 +486,10 @@ async fn run(args: Args) -> Result<(), String> {
     let cluster = builder.start().await.map_err(|e| e.to_string())?;
     let mut events = cluster.events();
     for name in &args.singletons {
+        let id =
+            solo::ChildId::new(name.clone()).map_err(|e| format!("--singleton {name:?}: {e}"))?;
         cluster
-            .singleton(name, ["roar"])
+            .singleton(&id, ["roar"])
             .await
             .map_err(|e| format!("cannot declare singleton {name:?}: {e}"))?;
     }
@@ -831,9 +833,10 @@ fn print_event(printer: &Printer, event: &Event) {
             );
         }
         Event::WorkerStopped { id, reason, .. } => {
+            let reason = reason.to_string();
             printer.print(
                 "worker_stopped",
-                &[("name", id.as_str()), ("reason", reason)],
+                &[("name", id.as_str()), ("reason", &reason)],
                 &format!("worker stopped: {id} ({reason})"),
             );
         }

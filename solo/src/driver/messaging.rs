@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use solo_core::messaging::{CallFailure, CallId, MessagingConfig, MessagingOutput, Messenger};
 use solo_core::wire::{AppMessage, RemoteError};
-use solo_core::{ChildId, NodeId};
+use solo_core::{ChildId, InstanceId, NodeId};
 use solo_transport_tcp::Network;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Driver, State, now};
 use crate::Event;
 use crate::actor::{CallError, FromActor, HandoffDone, Mail};
-use crate::worker::CONTROL_MAIL_PLACES;
+use crate::worker::{CONTROL_MAIL_PLACES, WorkerStopReason};
 
 /// A call made on this node, until its outcome.
 struct Caller {
@@ -83,7 +83,12 @@ fn call_error(target: ChildId, timeout: Duration, failure: CallFailure) -> CallE
         }
         CallFailure::TooLarge => CallError::TooLarge,
         CallFailure::Full => CallError::Full,
-        CallFailure::Remote(error) => error.into(),
+        CallFailure::Remote(RemoteError::NotAnActor) => CallError::NotAnActor,
+        CallFailure::Remote(RemoteError::BadMessage(why)) => CallError::BadMessage(why),
+        CallFailure::Remote(RemoteError::Failed(why)) => CallError::Failed(why),
+        CallFailure::Remote(RemoteError::ReplyTooLarge) => CallError::ReplyTooLarge,
+        // `NotHere` is routed again by the messenger and never ends a call; a failure this
+        // version does not name is still a failure, with its text.
         other => CallError::Failed(other.to_string()),
     }
 }
@@ -146,7 +151,7 @@ impl<N: Network> Driver<N> {
                         let reason = running
                             .stop_reason
                             .clone()
-                            .unwrap_or_else(|| "moved".into());
+                            .unwrap_or(WorkerStopReason::Moved { to: None });
                         running.stop(reason);
                     }
                 }
@@ -244,7 +249,7 @@ impl<N: Network> Driver<N> {
         &mut self,
         state: &mut State,
         id: ChildId,
-        instance: u64,
+        instance: InstanceId,
         handoff_from: Option<NodeId>,
     ) {
         let actor = state
@@ -263,7 +268,7 @@ impl<N: Network> Driver<N> {
     }
 
     /// Instance `instance` of `id` has ended here.
-    pub(super) fn instance_ended(&mut self, state: &mut State, id: &ChildId, instance: u64) {
+    pub(super) fn instance_ended(&mut self, state: &mut State, id: &ChildId, instance: InstanceId) {
         state.messaging.messenger.instance_ended(id, instance);
     }
 
@@ -273,9 +278,9 @@ impl<N: Network> Driver<N> {
         &mut self,
         state: &mut State,
         id: &ChildId,
-        instance: u64,
+        instance: InstanceId,
         to: NodeId,
-        reason: String,
+        reason: WorkerStopReason,
     ) -> bool {
         let started = state
             .messaging
@@ -333,5 +338,46 @@ impl<N: Network> Driver<N> {
     pub(super) fn messaging_tick(&mut self, state: &mut State) {
         state.messaging.messenger.handle_timeout(now(), &self.node);
         self.run_messenger(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_failures_map_to_the_errors_they_name() {
+        let target: ChildId = "count".parse().expect("id");
+        let timeout = Duration::from_secs(1);
+        let map = |failure| call_error(target.clone(), timeout, failure);
+        // The owner answering "no such name" (it was terminated as the call travelled) is
+        // the same error as no node knowing the name, not a generic failure.
+        assert_eq!(
+            map(CallFailure::Remote(RemoteError::NoSuchName)),
+            CallError::NoSuchName(target.clone())
+        );
+        assert_eq!(
+            map(CallFailure::NoSuchName),
+            CallError::NoSuchName(target.clone())
+        );
+        // A message the actor could not decode is the peer's `BadMessage`, never the
+        // caller's own encoding failure (`CallError::Encode`, made before anything is sent).
+        assert_eq!(
+            map(CallFailure::Remote(RemoteError::BadMessage("eof".into()))),
+            CallError::BadMessage("eof".into())
+        );
+        assert_eq!(
+            map(CallFailure::Remote(RemoteError::NotAnActor)),
+            CallError::NotAnActor
+        );
+        assert_eq!(
+            map(CallFailure::Remote(RemoteError::ReplyTooLarge)),
+            CallError::ReplyTooLarge
+        );
+        assert_eq!(map(CallFailure::Timeout), CallError::Timeout(timeout));
+        assert_eq!(
+            map(CallFailure::Remote(RemoteError::Overloaded)),
+            CallError::Overloaded
+        );
     }
 }

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use solo_core::{
-    Action, ChildId, ChildInfo, ChildSpec, DeclareError, Exit, MemberEvent, Node, NodeId, NodeName,
-    Scope, StartError, StopReason, SupervisorEvent, TerminateError,
+    Action, ChildId, ChildInfo, ChildSpec, DeclareError, Exit, MemberEvent, Node, NodeId, Scope,
+    StartChildError, StopReason, SupervisorEvent, TerminateError,
 };
 use solo_transport_tcp::{EventReceiver, Network, Transport, TransportEvent};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::Event;
 use crate::actor::{CallError, FromActor, HandoffDone};
-use crate::worker::{Exited, Instance, Spawner};
+use crate::worker::{Exited, Instance, Spawner, WorkerStopReason};
 
 mod messaging;
 
@@ -36,10 +36,10 @@ pub(crate) use messaging::Messaging;
 /// What the public API asks of the driver.
 pub(crate) enum Command {
     DeclareSingleton(ChildSpec, oneshot::Sender<Result<(), DeclareError>>),
-    StartChild(ChildSpec, oneshot::Sender<Result<bool, StartError>>),
+    StartChild(ChildSpec, oneshot::Sender<Result<bool, StartChildError>>),
     TerminateChild(ChildId, oneshot::Sender<Result<(), TerminateError>>),
     WhichChildren(Scope, oneshot::Sender<Vec<ChildInfo>>),
-    OwnerOf(ChildId, oneshot::Sender<Option<NodeName>>),
+    Whereis(ChildId, oneshot::Sender<Option<NodeId>>),
     Members(oneshot::Sender<Vec<NodeId>>),
     MessagingStats(oneshot::Sender<solo_core::messaging::MessagingStats>),
     Call(
@@ -52,6 +52,16 @@ pub(crate) enum Command {
     /// Drain (`true`) or not: answers whether the node still took it (it had not left).
     SetDraining(bool, oneshot::Sender<bool>),
     Leave(oneshot::Sender<()>),
+    /// End at once, as a crash would ([`Cluster::crash`](crate::Cluster::crash)).
+    Crash(oneshot::Sender<()>),
+}
+
+/// How the driver's loop ended.
+enum Ending {
+    /// Asked to leave (or every handle dropped: `None`).
+    Leave(Option<oneshot::Sender<()>>),
+    /// Asked to crash.
+    Crash(oneshot::Sender<()>),
 }
 
 pub(crate) struct Driver<N: Network> {
@@ -82,7 +92,7 @@ pub(crate) struct Driver<N: Network> {
 /// The driver's bookkeeping beside the node.
 struct State {
     instances: HashMap<ChildId, Instance>,
-    pending_starts: HashMap<ChildId, oneshot::Sender<Result<bool, StartError>>>,
+    pending_starts: HashMap<ChildId, oneshot::Sender<Result<bool, StartChildError>>>,
     messaging: Messaging,
 }
 
@@ -101,7 +111,7 @@ impl<N: Network> Driver<N> {
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
-        let leave_reply = loop {
+        let ending = loop {
             self.drain(&mut state);
             self.messaging_tick(&mut state);
             self.drain(&mut state);
@@ -130,7 +140,7 @@ impl<N: Network> Driver<N> {
                     }
                 }
                 event = self.frames.recv() => {
-                    let Some(event) = event else { break None };
+                    let Some(event) = event else { break Ending::Leave(None) };
                     self.transport_event(&mut state, event);
                     for _ in 1..BATCH {
                         let Ok(event) = self.frames.try_recv() else { break };
@@ -142,10 +152,11 @@ impl<N: Network> Driver<N> {
                     let mut next = command;
                     let mut taken = 0;
                     // Every `Cluster` handle dropped (`None`) leaves as if asked.
-                    let leave = loop {
+                    let ending = loop {
                         match next {
-                            None => break Some(None),
-                            Some(Command::Leave(reply)) => break Some(Some(reply)),
+                            None => break Some(Ending::Leave(None)),
+                            Some(Command::Leave(reply)) => break Some(Ending::Leave(Some(reply))),
+                            Some(Command::Crash(reply)) => break Some(Ending::Crash(reply)),
                             Some(command) => self.command(&mut state, command),
                         }
                         taken += 1;
@@ -158,8 +169,8 @@ impl<N: Network> Driver<N> {
                         }
                         self.drain(&mut state);
                     };
-                    if let Some(reply) = leave {
-                        break reply;
+                    if let Some(ending) = ending {
+                        break ending;
                     }
                 }
                 () = &mut timer, if armed.is_some() => {
@@ -168,9 +179,21 @@ impl<N: Network> Driver<N> {
                 }
             }
         };
-        self.leave(&mut state).await;
-        if let Some(reply) = leave_reply {
-            let _ = reply.send(());
+        match ending {
+            Ending::Leave(reply) => {
+                self.leave(&mut state).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            Ending::Crash(reply) => {
+                tracing::info!("crashing on request: no handoff, no leave");
+                for instance in state.instances.values() {
+                    instance.kill();
+                }
+                self.transport.shutdown();
+                let _ = reply.send(());
+            }
         }
     }
 
@@ -230,10 +253,10 @@ impl<N: Network> Driver<N> {
                     handoff_from,
                     fence,
                 } => {
-                    tracing::debug!(child = %id, instance, from = ?handoff_from, token = ?fence.map(|f| f.token), "starting an instance");
+                    tracing::debug!(child = %id, %instance, from = ?handoff_from, token = ?fence.map(|f| f.token), "starting an instance");
                     let running = self.spawner.spawn(spec, instance, fence);
                     if let Some(mut old) = state.instances.insert(id.clone(), running) {
-                        old.stop("replaced".into());
+                        old.stop(WorkerStopReason::Replaced);
                     }
                     self.instance_started(state, id, instance, handoff_from);
                 }
@@ -265,16 +288,20 @@ impl<N: Network> Driver<N> {
                         running.lose_lease();
                     }
                     let handing_over = match &reason {
-                        StopReason::Moved { to: Some(to) } => {
-                            self.start_handoff(state, &id, instance, to.clone(), describe(&reason))
-                        }
+                        StopReason::Moved { to: Some(to) } => self.start_handoff(
+                            state,
+                            &id,
+                            instance,
+                            to.clone(),
+                            WorkerStopReason::from(&reason),
+                        ),
                         _ => false,
                     };
                     if !handing_over
                         && let Some(running) = state.instances.get_mut(&id)
                         && running.instance == instance
                     {
-                        running.stop(describe(&reason));
+                        running.stop(WorkerStopReason::from(&reason));
                     }
                 }
                 Action::Member(event) => {
@@ -308,7 +335,7 @@ impl<N: Network> Driver<N> {
                         }
                         SupervisorEvent::ChildUnconfirmed { id } => {
                             if let Some(reply) = state.pending_starts.remove(id) {
-                                let _ = reply.send(Err(StartError::Unconfirmed(id.clone())));
+                                let _ = reply.send(Err(StartChildError::Unconfirmed(id.clone())));
                             }
                         }
                         _ => {}
@@ -362,12 +389,12 @@ impl<N: Network> Driver<N> {
             self.instance_ended(state, &id, instance);
             state.instances.remove(&id).and_then(|i| i.stop_reason)
         } else {
-            Some("replaced".into())
+            Some(WorkerStopReason::Replaced)
         };
         let reason = match (&stopped_on_purpose, &exit) {
             (Some(reason), _) => reason.clone(),
-            (None, Exit::Normal) => "exited".into(),
-            (None, Exit::Failed(why)) => format!("failed: {why}"),
+            (None, Exit::Normal) => WorkerStopReason::Exited,
+            (None, Exit::Failed(why)) => WorkerStopReason::Failed(why.clone()),
         };
         let _ = self.events.send(Event::WorkerStopped {
             id: id.clone(),
@@ -402,8 +429,8 @@ impl<N: Network> Driver<N> {
             Command::WhichChildren(scope, reply) => {
                 let _ = reply.send(self.node.which_children(scope));
             }
-            Command::OwnerOf(id, reply) => {
-                let _ = reply.send(self.node.owner_of(&id).cloned());
+            Command::Whereis(id, reply) => {
+                let _ = reply.send(self.node.owner_id(&id).cloned());
             }
             Command::Members(reply) => {
                 let _ = reply.send(self.node.live_view().into_iter().collect());
@@ -420,7 +447,7 @@ impl<N: Network> Driver<N> {
             Command::SetDraining(draining, reply) => {
                 let _ = reply.send(self.node.set_draining(now, draining).is_ok());
             }
-            Command::Leave(_) => {}
+            Command::Leave(_) | Command::Crash(_) => {}
         }
     }
 
@@ -458,7 +485,7 @@ impl<N: Network> Driver<N> {
         let _ = self.node.leave(now());
         self.drain(state);
         for instance in state.instances.values_mut() {
-            instance.stop("leaving".into());
+            instance.stop(WorkerStopReason::Leaving);
         }
         // Let the leave announcement and the last stops go out before the sockets close.
         // Messages still arriving (from a node whose view is a moment behind) are passed on
@@ -482,19 +509,6 @@ impl<N: Network> Driver<N> {
         }
         self.drain_replies(state);
         self.transport.shutdown();
-    }
-}
-
-fn describe(reason: &StopReason) -> String {
-    match reason {
-        StopReason::Moved { to: Some(to) } => format!("moved to {to}"),
-        StopReason::Moved { to: None } => "moved".into(),
-        StopReason::NoEligibleNode => "no eligible node".into(),
-        StopReason::Terminated => "terminated".into(),
-        StopReason::Leaving => "leaving".into(),
-        StopReason::Superseded => "superseded".into(),
-        StopReason::LeaseLost { .. } => "lease lost".into(),
-        other => format!("{other:?}"),
     }
 }
 
