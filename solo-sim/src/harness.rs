@@ -65,14 +65,14 @@ pub enum What {
     Left,
     /// [`Sim::call`] was issued on this node.
     Called {
-        /// The number [`Sim::call`] returned.
+        /// The call's number: [`SimCall::number`].
         call: u64,
         /// The actor called.
         name: String,
     },
     /// A call issued on this node ended: the encoded reply, or the error's text.
     Answered {
-        /// The number [`Sim::call`] returned.
+        /// The call's number: [`SimCall::number`].
         call: u64,
         /// The actor called.
         name: String,
@@ -532,6 +532,28 @@ async fn wait_for_shutdown_or_lease_lost(ctx: WorkerContext) -> Result<(), Worke
     Ok(())
 }
 
+/// A call made with [`Sim::call`], whose reply decodes as `R`: give it to [`Sim::reply`].
+#[derive(Debug)]
+pub struct SimCall<R> {
+    number: u64,
+    reply: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R> SimCall<R> {
+    /// Its number in the history ([`What::Called`], [`What::Answered`]).
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+}
+
+impl<R> Clone for SimCall<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for SimCall<R> {}
+
 /// A simulated cluster of real `solo` nodes, each a turmoil host running the `solo` driver
 /// and the TCP transport over turmoil's network, with a fixed seed and epoch.
 pub struct Sim {
@@ -709,19 +731,46 @@ impl Sim {
         self.command(i, SimCommand::TerminateChild(id.into()));
     }
 
-    /// Asks host `i` to call the actor `name` with `message` (recorded as [`What::Called`],
-    /// then [`What::Answered`]); returns the call's number. Ignored if the host is down.
+    /// Asks host `i` to call the actor `name`, of type `A`, with `message` (recorded as
+    /// [`What::Called`], then [`What::Answered`]). Ignored if the host is down. The
+    /// returned handle finds the typed reply in the history: [`Sim::reply`].
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use solo::{Actor, WorkerContext, WorkerError};
+    /// # struct Counter(u64);
+    /// # impl Actor for Counter {
+    /// #     type Call = u64; type Reply = u64; type Cast = (); type State = ();
+    /// #     async fn start(_: &WorkerContext, _: Option<()>) -> Result<Self, WorkerError> { Ok(Counter(0)) }
+    /// #     async fn handle_call(&mut self, n: u64, _: &WorkerContext) -> Result<u64, WorkerError> {
+    /// #         self.0 += n; Ok(self.0)
+    /// #     }
+    /// # }
+    /// use std::time::Duration;
+    /// use solo_sim::Sim;
+    ///
+    /// let mut sim = Sim::builder()
+    ///     .nodes(3)
+    ///     .seed(1)
+    ///     .actor::<Counter>("counter")
+    ///     .singleton_of("count", ["counter"])
+    ///     .build();
+    /// sim.run_for(Duration::from_secs(3)).expect("runs");
+    /// let call = sim.call::<Counter>(0, "count", &5, Duration::from_secs(1));
+    /// sim.run_for(Duration::from_secs(1)).expect("runs");
+    /// assert_eq!(sim.reply(&call), Some(Ok(5)));
+    /// ```
     ///
     /// # Panics
     ///
     /// If `message` cannot be encoded.
-    pub fn call<M: serde::Serialize>(
+    pub fn call<A: solo::Actor>(
         &mut self,
         i: usize,
         name: impl Into<String>,
-        message: &M,
+        message: &A::Call,
         timeout: Duration,
-    ) -> u64 {
+    ) -> SimCall<A::Reply> {
         self.next_call += 1;
         let call = self.next_call;
         let payload = postcard::to_allocvec(message).expect("the message encodes");
@@ -734,7 +783,32 @@ impl Sim {
                 timeout,
             },
         );
-        call
+        SimCall {
+            number: call,
+            reply: std::marker::PhantomData,
+        }
+    }
+
+    /// How `call` ended, once it has: the decoded reply, or the error's text (a
+    /// [`CallError`](solo::CallError)'s, or why the reply did not decode). `None` while it
+    /// is in flight, or if its host crashed before it ended.
+    pub fn reply<R: serde::de::DeserializeOwned>(
+        &self,
+        call: &SimCall<R>,
+    ) -> Option<Result<R, String>> {
+        let history = self.history.lock().ok()?;
+        history.iter().find_map(|record| match &record.what {
+            What::Answered {
+                call: number,
+                reply,
+                ..
+            } if *number == call.number => {
+                Some(reply.as_ref().map_err(Clone::clone).and_then(|bytes| {
+                    postcard::from_bytes(bytes).map_err(|e| format!("bad reply: {e}"))
+                }))
+            }
+            _ => None,
+        })
     }
 
     /// Asks host `i` to leave the cluster gracefully (recorded as [`What::Left`]).

@@ -33,7 +33,7 @@ mod harness;
 pub mod nemesis;
 mod network;
 
-pub use harness::{Record, Sim, SimBuilder, SimError, What};
+pub use harness::{Record, Sim, SimBuilder, SimCall, SimError, What};
 pub use nemesis::{Fault, Schedule, Violation, check_healed};
 pub use network::TurmoilNetwork;
 /// The core-level simulator: `solo_core::testing`.

@@ -1,12 +1,11 @@
 //! Actors under turmoil: the real driver's messaging and handoff, with crashes, leaves and
 //! a healed partition, on fixed seeds.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use solo::{Actor, Handoff, WorkerContext, WorkerError};
-use solo_sim::{Record, Sim, What, check};
+use solo_sim::{Sim, SimCall, check};
 
 const CALL: Duration = Duration::from_secs(5);
 
@@ -61,22 +60,6 @@ fn counters(nodes: usize, seed: u64, names: &[&str]) -> Sim {
     builder.build()
 }
 
-/// Every call's answer, by call number: the count, or the error.
-fn answers(history: &[Record]) -> BTreeMap<u64, Result<u64, String>> {
-    history
-        .iter()
-        .filter_map(|r| match &r.what {
-            What::Answered { call, reply, .. } => Some((
-                *call,
-                reply
-                    .clone()
-                    .map(|bytes| postcard::from_bytes::<u64>(&bytes).expect("a count")),
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
 fn owner(sim: &Sim, id: &str) -> usize {
     let running = check::running_at_end(&sim.history());
     match running.get(id).map(Vec::as_slice) {
@@ -88,11 +71,11 @@ fn owner(sim: &Sim, id: &str) -> usize {
     }
 }
 
-/// Calls `Add(1)` from `caller` every 10 ms for `calls` calls; returns their numbers.
-fn add_ones(sim: &mut Sim, caller: usize, calls: usize) -> Vec<u64> {
+/// Calls `Add(1)` from `caller` every 10 ms for `calls` calls; returns the calls.
+fn add_ones(sim: &mut Sim, caller: usize, calls: usize) -> Vec<SimCall<u64>> {
     (0..calls)
         .map(|_| {
-            let call = sim.call(caller, "count", &Op::Add(1), CALL);
+            let call = sim.call::<Counter>(caller, "count", &Op::Add(1), CALL);
             sim.run_for(Duration::from_millis(10)).expect("runs");
             call
         })
@@ -110,12 +93,11 @@ fn a_graceful_leave_hands_the_count_over_and_no_call_is_lost_or_counted_twice() 
         sim.leave(first);
         calls.extend(add_ones(&mut sim, caller, 70));
         sim.run_for(Duration::from_secs(2)).expect("runs");
-        let answers = answers(&sim.history());
         let counts: Vec<u64> = calls
             .iter()
-            .map(|call| match answers.get(call) {
-                Some(Ok(count)) => *count,
-                other => panic!("seed {seed}: call {call} ended {other:?}"),
+            .map(|call| match sim.reply(call) {
+                Some(Ok(count)) => count,
+                other => panic!("seed {seed}: call {} ended {other:?}", call.number()),
             })
             .collect();
         // Each call counted exactly once, in the order made, across the move: the state
@@ -144,16 +126,16 @@ fn calls_made_during_a_failover_complete_on_the_new_instance() {
         // fast, but calls race it).
         let during = add_ones(&mut sim, caller, 20);
         sim.run_for(Duration::from_secs(3)).expect("runs");
-        let answers = answers(&sim.history());
         for call in &during {
             assert!(
-                matches!(answers.get(call), Some(Ok(_))),
-                "seed {seed}: call {call} ended {:?}",
-                answers.get(call)
+                matches!(sim.reply(call), Some(Ok(_))),
+                "seed {seed}: call {} ended {:?}",
+                call.number(),
+                sim.reply(call)
             );
         }
         // The new instance started afresh (a crash hands nothing over).
-        let last = answers.get(during.last().expect("calls")).cloned();
+        let last = sim.reply(during.last().expect("calls"));
         assert!(
             matches!(last, Some(Ok(n)) if n <= 20),
             "seed {seed}: {last:?}"
@@ -167,24 +149,23 @@ fn leaving_one_by_one_brings_every_singleton_with_its_count_to_the_last_node() {
     let mut sim = counters(3, 7, &names);
     sim.run_for(Duration::from_secs(3)).expect("runs");
     for (i, name) in names.iter().enumerate() {
-        sim.call(2, *name, &Op::Add(100 * (i as u64 + 1)), CALL);
+        sim.call::<Counter>(2, *name, &Op::Add(100 * (i as u64 + 1)), CALL);
     }
     sim.run_for(Duration::from_secs(1)).expect("runs");
     sim.leave(0);
     sim.run_for(Duration::from_secs(3)).expect("runs");
     sim.leave(1);
     sim.run_for(Duration::from_secs(3)).expect("runs");
-    let gets: Vec<u64> = names
+    let gets: Vec<SimCall<u64>> = names
         .iter()
-        .map(|name| sim.call(2, *name, &Op::Get, CALL))
+        .map(|name| sim.call::<Counter>(2, *name, &Op::Get, CALL))
         .collect();
     sim.run_for(Duration::from_secs(1)).expect("runs");
-    let answers = answers(&sim.history());
     for (i, (name, call)) in names.iter().zip(&gets).enumerate() {
         assert_eq!(owner(&sim, name), 2, "{name} runs on the last node");
         assert_eq!(
-            answers.get(call),
-            Some(&Ok(100 * (i as u64 + 1))),
+            sim.reply(call),
+            Some(Ok(100 * (i as u64 + 1))),
             "{name} kept its count"
         );
     }
@@ -199,12 +180,12 @@ fn after_a_healed_partition_the_winner_gets_the_losers_state() {
     sim.partition(&[first], &others);
     sim.run_for(Duration::from_secs(4)).expect("runs");
     // Each side runs its own instance and counts on it.
-    sim.call(first, "count", &Op::Add(5), CALL);
-    sim.call(others[0], "count", &Op::Add(7), CALL);
+    sim.call::<Counter>(first, "count", &Op::Add(5), CALL);
+    sim.call::<Counter>(others[0], "count", &Op::Add(7), CALL);
     sim.run_for(Duration::from_secs(1)).expect("runs");
     sim.repair_all();
     sim.run_for(Duration::from_secs(6)).expect("runs");
-    let get = sim.call(others[1], "count", &Op::Get, CALL);
+    let get = sim.call::<Counter>(others[1], "count", &Op::Get, CALL);
     sim.run_for(Duration::from_secs(1)).expect("runs");
     let history = sim.history();
     assert_eq!(
@@ -214,7 +195,7 @@ fn after_a_healed_partition_the_winner_gets_the_losers_state() {
         check::excerpt(&history, "count")
     );
     // The loser handed its count to the winner's resolve_conflict: both sides' counts.
-    assert_eq!(answers(&history).get(&get), Some(&Ok(12)));
+    assert_eq!(sim.reply(&get), Some(Ok(12)));
 }
 
 #[test]
@@ -240,14 +221,13 @@ fn a_rejoining_node_that_wins_the_singleton_back_gets_the_state_handed_over() {
             first,
             "seed {seed}: the rejoined node wins it back"
         );
-        let after = sim.call(caller, "count", &Op::Get, CALL);
+        let after = sim.call::<Counter>(caller, "count", &Op::Get, CALL);
         sim.run_for(Duration::from_secs(1)).expect("runs");
-        let answers = answers(&sim.history());
-        let counted = answers.get(before.last().expect("calls")).cloned();
+        let counted = sim.reply(before.last().expect("calls"));
         assert_eq!(counted, Some(Ok(50)), "seed {seed}");
         assert_eq!(
-            answers.get(&after),
-            Some(&Ok(50)),
+            sim.reply(&after),
+            Some(Ok(50)),
             "seed {seed}: the state moved with it"
         );
     }

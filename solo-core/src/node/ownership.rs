@@ -381,6 +381,11 @@ impl Node {
         self.view.get(name).map(|(id, _)| id)
     }
 
+    /// The process of the member a slot's owner names.
+    fn member_id<W>(&self, owner: Option<&(NodeName, W)>) -> Option<NodeId> {
+        owner.and_then(|(name, _)| self.view.get(name).map(|(id, _)| id.clone()))
+    }
+
     /// Whether `id` names a live child or a singleton some member (or this node) declared:
     /// a message to any other name can never be delivered.
     pub fn knows(&self, id: &ChildId) -> bool {
@@ -401,7 +406,7 @@ impl Node {
         let singletons = self.singletons.iter().map(|(id, s)| ChildInfo {
             id: id.clone(),
             singleton: true,
-            owner: s.owner.as_ref().map(|(n, _)| n.clone()),
+            assigned_to: self.member_id(s.owner.as_ref()),
             running_here: self.runs(id),
         });
         let children = self
@@ -411,7 +416,7 @@ impl Node {
             .map(|(id, s)| ChildInfo {
                 id: id.clone(),
                 singleton: false,
-                owner: s.owner.as_ref().map(|(n, _)| n.clone()),
+                assigned_to: self.member_id(s.owner.as_ref()),
                 running_here: self.runs(id),
             });
         singletons

@@ -35,7 +35,7 @@ pub use table::{
     ChildRecord, ChildState, DIGEST_BUCKETS, MAX_STAMP_COUNTER, MAX_STAMP_JUMP, Stamp,
 };
 
-use crate::id::{NodeId, NodeName};
+use crate::id::NodeId;
 use crate::placement::ChildId;
 
 /// Why the runtime is asked to stop a child here.
@@ -78,7 +78,8 @@ pub enum LeaseLoss {
     Taken,
 }
 
-/// Which children [`Node::which_children`](crate::Node::which_children) lists.
+/// Which children `which_children` lists: `Supervisor::which_children` in the `solo` facade,
+/// [`Node::which_children`](crate::Node::which_children) here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Those running on this node.
@@ -87,16 +88,20 @@ pub enum Scope {
     Global,
 }
 
-/// One child as [`Node::which_children`](crate::Node::which_children) reports it.
+/// One child or singleton, as `which_children` reports it (`Supervisor::which_children` in
+/// the `solo` facade, [`Node::which_children`](crate::Node::which_children) here).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildInfo {
     /// The child's id.
     pub id: ChildId,
     /// Whether it is a singleton (declared) rather than a started child.
     pub singleton: bool,
-    /// The node that should run it, by this node's view; `None` if no node is eligible.
-    pub owner: Option<NodeName>,
-    /// Whether it runs on this node.
+    /// The member placement assigns it to, by this node's view: it runs there, or starts
+    /// there as soon as that member hears of it (`whereis` gives the same). `None` while no
+    /// member may run it (none has its role, or all are draining). Where it *runs* here is
+    /// [`running_here`](Self::running_here); during a move the two may briefly differ.
+    pub assigned_to: Option<NodeId>,
+    /// Whether an instance of it runs on this node now.
     pub running_here: bool,
 }
 
