@@ -117,6 +117,10 @@ pub fn weight(child: &ChildId, node: &NodeName) -> u64 {
 }
 
 /// The owner of `child` among `candidates`, with its weight; `None` if there is none.
+///
+/// Every placement decision of the core is this function over some set of candidates: the
+/// eligible members (a child's owner), a child's owner and the members that just joined (a
+/// rebalance), two claimers (a claim race).
 pub fn owner<'a>(
     child: &ChildId,
     candidates: impl IntoIterator<Item = &'a NodeName>,

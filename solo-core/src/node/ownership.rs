@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{Action, CommandError, Fence, Node, Status};
 use crate::id::{InstanceId, NodeId, NodeName};
 use crate::membership::{MAX_SINGLETONS, NodeMeta};
-use crate::placement::{ChildId, weight};
+use crate::placement::{self, ChildId};
 use crate::supervisor::{
     ChildInfo, ChildRecord, ChildSpec, ChildState, DIGEST_BUCKETS, DeclareError, Exit,
     RestartPolicy, Scope, StartChildError, StopReason, SupervisorEvent, TerminateError,
@@ -102,13 +102,13 @@ fn eligible(meta: &NodeMeta, spec: &ChildSpec, singleton: bool) -> bool {
         && (!singleton || meta.singleton(&spec.id).is_some())
 }
 
-/// The owner of `spec` in `view`: the eligible node with the highest rendezvous weight.
+/// The owner of `spec` in `view`: [`placement::owner`] among the eligible members.
 fn owner_in(view: &View, spec: &ChildSpec, singleton: bool) -> Option<(NodeName, u64)> {
-    view.iter()
+    let eligible = view
+        .iter()
         .filter(|(_, (_, meta))| eligible(meta, spec, singleton))
-        .map(|(name, _)| (weight(&spec.id, name), name))
-        .max()
-        .map(|(w, name)| (name.clone(), w))
+        .map(|(name, _)| name);
+    placement::owner(&spec.id, eligible).map(|(name, w)| (name.clone(), w))
 }
 
 impl Node {
@@ -364,12 +364,12 @@ impl Node {
                 .filter(|s| s.record.state == ChildState::Live)
                 .and_then(|s| s.owner.as_ref().map(|(n, _)| n))
                 .or_else(|| {
-                    self.view
+                    let declarers = self
+                        .view
                         .iter()
                         .filter(|(_, (_, meta))| !meta.draining && meta.singleton(id).is_some())
-                        .map(|(name, _)| (weight(id, name), name))
-                        .max()
-                        .map(|(_, name)| name)
+                        .map(|(name, _)| name);
+                    placement::owner(id, declarers).map(|(name, _)| name)
                 }),
         }
     }
@@ -627,22 +627,15 @@ impl Node {
             if lost_owner {
                 slot.owner = owner_in(&self.view, spec, false);
             } else {
-                for name in &added {
-                    let Some((_, meta)) = self.view.get(name) else {
-                        continue;
-                    };
-                    if !eligible(meta, spec, false) {
-                        continue;
-                    }
-                    let w = weight(id, name);
-                    if slot
-                        .owner
-                        .as_ref()
-                        .is_none_or(|(owner, ow)| (w, name) > (*ow, owner))
-                    {
-                        slot.owner = Some((name.clone(), w));
-                    }
-                }
+                // A join moves a child only to a newcomer that outranks its owner.
+                let newcomers = added.iter().filter(|name| {
+                    self.view
+                        .get(*name)
+                        .is_some_and(|(_, meta)| eligible(meta, spec, false))
+                });
+                let current = slot.owner.as_ref().map(|(name, _)| name);
+                slot.owner = placement::owner(id, current.into_iter().chain(newcomers))
+                    .map(|(name, w)| (name.clone(), w));
             }
             if slot.owner != before {
                 moved.push(id.clone());
@@ -952,9 +945,9 @@ impl Node {
                 Some(running) => match running.claim.as_mut() {
                     None => ClaimVerdict::Refused,
                     Some(claim) => {
-                        let theirs = (weight(&id, &from.name), &from.name);
-                        let ours = (weight(&id, &self.id.name), &self.id.name);
-                        if theirs > ours {
+                        let theirs = placement::owner(&id, [&from.name, &self.id.name])
+                            .is_some_and(|(winner, _)| *winner == from.name);
+                        if theirs {
                             let retry_at = now + self.config.probe_timeout;
                             claim.retry_at = Some(retry_at);
                             self.arm_claim_tick(retry_at);
