@@ -1,9 +1,10 @@
 //! QUIC transport for [solo](https://docs.rs/solo): quinn with rustls and mutual TLS against a
 //! cluster CA, behind the `quic` feature of the `solo` facade.
 //!
-//! This crate is a thin adapter. [`QuicNetwork`] implements
-//! [`solo_transport_tcp::Network`], and the whole connection manager of
-//! [`solo_transport_tcp::Transport`] runs over it unchanged: the cookie handshake, one
+//! This crate is a thin adapter: it holds no connection manager of its own. The one every
+//! solo transport shares lives in `solo-transport-tcp` ([`solo_transport_tcp::Transport`]);
+//! [`QuicNetwork`] implements [`solo_transport_tcp::Network`], and that manager runs over it
+//! unchanged: the cookie handshake, one
 //! connection per pair of nodes with its tie-break, dialing with backoff, framing,
 //! keep-alives and the idle timeout, and the `Link::Up`/`Link::Down` events. Only the byte
 //! streams differ: each is a QUIC connection carrying one bidirectional stream

@@ -1,9 +1,17 @@
-//! TCP transport for [solo](https://docs.rs/solo): a thin async adapter between TCP streams
-//! and the sans-IO [`solo_core::Node`].
+//! The connection manager every solo transport runs, and its TCP carrier.
 //!
-//! It owns sockets and nothing else: length-prefixed frames, an authenticated handshake, one
-//! connection per pair of nodes, dialing on demand with jittered backoff, and link events.
-//! Every protocol decision stays in `solo-core`; the transport never decodes a frame.
+//! Despite the crate's name, most of it is not about TCP: [`Transport`] is the connection
+//! manager that the plain TCP, the TLS ([`tls`]) and the QUIC (`solo-transport-quic`)
+//! transports all share. It holds one connection per pair of nodes (with a deterministic
+//! tie-break when both dial at once), runs the cookie handshake that authenticates a peer
+//! before one byte of its frames is believed, dials on demand with jittered backoff, frames
+//! messages, sends keep-alives, enforces the idle timeout and every queue's byte limit, and
+//! reports `Link::Up`/`Link::Down` to the core. What carries the bytes is a [`Network`]:
+//! [`TokioNetwork`] (TCP) here, `TlsNetwork` behind the `tls` feature, `QuicNetwork` in
+//! `solo-transport-quic`, turmoil's network in `solo-sim`.
+//!
+//! It owns sockets and nothing else: every protocol decision stays in the sans-IO
+//! [`solo_core::Node`]; the transport never decodes a frame after the handshake.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

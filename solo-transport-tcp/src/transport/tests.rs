@@ -5,13 +5,15 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll, ready};
 
-use solo_core::wire::{HelloError, Message, decode_frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use solo_core::wire::{HelloError, MAX_FRAME_LEN, Message, decode_frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 use super::*;
+use crate::frame::FrameError;
 use crate::handshake::tests::{HELLO_WITHIN, id, identity};
+use crate::handshake::{self, Verdict};
 
 /// Long enough never to be hit on a loaded machine; the tests pass in milliseconds.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);

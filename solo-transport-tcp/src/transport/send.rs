@@ -1,0 +1,140 @@
+//! Sending: a frame goes to its peer's connection queue, or waits for a dial, within the
+//! queue's byte limit.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use solo_core::{NodeId, SendFailure};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::network::Network;
+
+use super::Shared;
+use super::table::{Conn, Dial, Queued, State};
+
+impl<N: Network> Shared<N> {
+    pub(super) fn enqueue(&self, conn: &Conn, frame: Vec<u8>) -> Result<(), SendFailure> {
+        self.try_queue(conn, frame)?;
+        self.counters.frames_queued.inc();
+        Ok(())
+    }
+
+    /// Puts `frame` on `conn`'s write queue unless the queue holds
+    /// [`Config::max_queued_frames`] frames or [`Config::max_queued_bytes`] bytes already
+    /// (a frame larger than the whole budget still goes on an empty queue).
+    pub(super) fn try_queue(&self, conn: &Conn, frame: Vec<u8>) -> Result<(), SendFailure> {
+        let len = frame.len();
+        let queued = conn.queued_bytes.load(Ordering::Acquire);
+        if queued > 0 && queued + len > self.config.max_queued_bytes {
+            return Err(SendFailure::QueueFull);
+        }
+        conn.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        conn.tx.try_send(frame).map_err(|error| {
+            conn.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            match error {
+                mpsc::error::TrySendError::Full(_) => SendFailure::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => SendFailure::NoRoute,
+            }
+        })
+    }
+
+    pub(super) fn route(
+        self: &Arc<Self>,
+        to: Option<NodeId>,
+        addr: Option<SocketAddr>,
+        frame: Vec<u8>,
+    ) -> Result<(), SendFailure> {
+        let mut st = self.state();
+        if st.closed || to.as_ref() == Some(self.me.node()) {
+            return Err(SendFailure::NoRoute);
+        }
+        match &to {
+            Some(id) => {
+                if let Some(conn) = st.conns.get(&id.name) {
+                    if conn.peer == *id {
+                        return self.enqueue(conn, frame);
+                    }
+                    if conn.peer.incarnation > id.incarnation {
+                        // A stale incarnation: its successor holds the name (and the address).
+                        return Err(SendFailure::NoRoute);
+                    }
+                }
+            }
+            None => {
+                let conn = addr
+                    .and_then(|addr| st.addrs.get(&addr))
+                    .and_then(|name| st.conns.get(name));
+                if let Some(conn) = conn {
+                    return self.enqueue(conn, frame);
+                }
+            }
+        }
+        let Some(addr) = addr else {
+            return Err(SendFailure::NoRoute);
+        };
+        if addr == self.me.hello().addr || addr == self.local_addr {
+            return Err(SendFailure::NoRoute);
+        }
+        if let Some(dial) = st.dials.get_mut(&addr) {
+            let bytes: usize = dial.queue.iter().map(|q| q.frame.len()).sum();
+            if dial.queue.len() >= self.config.max_queued_frames_dialing
+                || bytes + frame.len() > self.config.max_queued_bytes
+            {
+                return Err(SendFailure::QueueFull);
+            }
+            dial.queue.push_back(Queued { to, frame });
+            self.counters.frames_queued.inc();
+            return Ok(());
+        }
+        let Some(events) = st.events.clone() else {
+            return Err(SendFailure::NoRoute);
+        };
+        if st.dials.len() >= self.config.max_dials {
+            return Err(SendFailure::NoRoute);
+        }
+        st.dials.insert(
+            addr,
+            Dial {
+                queue: VecDeque::from([Queued { to, frame }]),
+            },
+        );
+        self.counters.frames_queued.inc();
+        let task = st.next_id();
+        let span = tracing::info_span!(
+            "conn",
+            node = %self.me.node(),
+            remote = %addr,
+            dir = "out",
+            peer = tracing::field::Empty,
+        );
+        let dialing = Arc::clone(self)
+            .run_outbound(addr, task, events)
+            .instrument(span);
+        self.spawn(&mut st, task, dialing);
+        Ok(())
+    }
+
+    /// Hands the frames that waited for a dial to the connection now serving `peer`.
+    pub(super) fn flush_queue(&self, st: &State, peer: &NodeId, queue: VecDeque<Queued>) {
+        match st.conns.get(&peer.name).filter(|c| c.peer == *peer) {
+            Some(conn) => {
+                for queued in queue {
+                    if queued.to.as_ref().is_none_or(|to| to == peer) {
+                        // Counted as queued already, when they joined the dial's queue.
+                        match self.try_queue(conn, queued.frame) {
+                            Ok(()) => {}
+                            Err(SendFailure::QueueFull) => self.counters.dropped_queue_full.inc(),
+                            Err(_no_route) => self.counters.dropped_no_route.inc(),
+                        }
+                    } else {
+                        self.counters.dropped_no_route.inc();
+                    }
+                }
+            }
+            None => self.counters.dropped_no_route.add(queue.len() as u64),
+        }
+    }
+}
