@@ -14,6 +14,9 @@
 //!   each call as a tokio task into a `JoinSet`, and spawns the next one as soon as any
 //!   finishes. Calls per second over a fixed count.
 //! * Throughput, 64 tasks: 64 tasks on `a`, each calling in a loop with one call in flight.
+//! * The bare-tokio baseline: the same two throughput runs over one loopback connection
+//!   with solo's frame sizes and no solo (see `bare_tokio`), in the same process and run, and
+//!   solo's ratio to it (target: 0.8).
 //! * Handoff gap: a caller task on `a` calls the counter in a tight loop (one call in flight)
 //!   while the counter moves gracefully: it is declared by two nodes other than `a`; the one
 //!   that runs it leaves (`Cluster::leave`, which hands the state over to the other), then a
@@ -324,6 +327,174 @@ async fn concurrent(a: &Cluster, id: &ChildId, calls: usize) -> Throughput {
     }
 }
 
+// ----- the bare-tokio baseline ----------------------------------------------------------------
+
+/// What the machine can do without solo, measured in the same process and run: a request and
+/// response over one loopback TCP connection with solo's frame sizes (a 26-byte call, a
+/// 13-byte reply, each with a 4-byte length prefix counted in), callers multiplexed through
+/// one writer task, replies matched to callers by id in a reader task, and a server that
+/// answers each call. No routing, no timers, no actor: the floor solo's hops stand on.
+mod bare_tokio {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::{mpsc, oneshot};
+
+    const CALL_FRAME: usize = 26;
+    const REPLY_FRAME: usize = 13;
+
+    type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<u64>>>>;
+
+    /// A handle callers clone; each call is one request through the writer task.
+    #[derive(Clone)]
+    pub(super) struct Client {
+        requests: mpsc::Sender<oneshot::Sender<u64>>,
+    }
+
+    impl Client {
+        /// One round trip: the id the server echoed, or `None` if the connection ended.
+        pub(super) async fn call(&self) -> Option<u64> {
+            let (reply, answer) = oneshot::channel();
+            self.requests.send(reply).await.ok()?;
+            answer.await.ok()
+        }
+    }
+
+    /// Starts a server and a client connected to it over 127.0.0.1.
+    pub(super) async fn start() -> std::io::Result<Client> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(serve(listener));
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (read, write) = stream.into_split();
+        let pending: Pending = Arc::default();
+        let (requests, mut queued) = mpsc::channel::<oneshot::Sender<u64>>(1024);
+        let writer_pending = Arc::clone(&pending);
+        tokio::spawn(async move {
+            let mut write = BufWriter::with_capacity(64 * 1024, write);
+            let mut frame = [0u8; CALL_FRAME];
+            frame[..4].copy_from_slice(&((CALL_FRAME - 4) as u32).to_be_bytes());
+            let mut next = 0u64;
+            while let Some(first) = queued.recv().await {
+                // Everything already queued goes out in one write.
+                let mut reply = Some(first);
+                while let Some(caller) = reply.take() {
+                    next += 1;
+                    writer_pending
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(next, caller);
+                    frame[4..12].copy_from_slice(&next.to_le_bytes());
+                    if write.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                    reply = queued.try_recv().ok();
+                }
+                if write.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut read = BufReader::with_capacity(64 * 1024, read);
+            let mut frame = [0u8; REPLY_FRAME];
+            while read.read_exact(&mut frame).await.is_ok() {
+                let mut id = [0u8; 8];
+                id.copy_from_slice(&frame[4..12]);
+                let id = u64::from_le_bytes(id);
+                let caller = pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+                if let Some(caller) = caller {
+                    let _ = caller.send(id);
+                }
+            }
+        });
+        Ok(Client { requests })
+    }
+
+    async fn serve(listener: TcpListener) {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let mut read = BufReader::with_capacity(64 * 1024, read);
+        let mut write = BufWriter::with_capacity(64 * 1024, write);
+        let mut call = [0u8; CALL_FRAME];
+        let mut reply = [0u8; REPLY_FRAME];
+        reply[..4].copy_from_slice(&((REPLY_FRAME - 4) as u32).to_be_bytes());
+        while read.read_exact(&mut call).await.is_ok() {
+            reply[4..12].copy_from_slice(&call[4..12]);
+            if write.write_all(&reply).await.is_err() {
+                return;
+            }
+            // Flush once nothing more is waiting to be read: replies go out in batches.
+            if read.buffer().is_empty() && write.flush().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// As [`pipelined`], over the bare-tokio baseline.
+async fn pipelined_bare(client: &bare_tokio::Client, calls: usize) -> Throughput {
+    let mut in_flight = JoinSet::new();
+    let (mut issued, mut errors) = (0, 0);
+    let started = Instant::now();
+    while issued < calls || !in_flight.is_empty() {
+        while issued < calls && in_flight.len() < WINDOW {
+            let client = client.clone();
+            in_flight.spawn(async move { client.call().await });
+            issued += 1;
+        }
+        match in_flight.join_next().await {
+            Some(Ok(Some(_))) => {}
+            Some(_) => errors += 1,
+            None => break,
+        }
+    }
+    Throughput {
+        calls,
+        elapsed: started.elapsed(),
+        errors,
+        counted_once: errors == 0,
+    }
+}
+
+/// As [`concurrent`], over the bare-tokio baseline.
+async fn concurrent_bare(client: &bare_tokio::Client, calls: usize) -> Throughput {
+    let mut tasks = JoinSet::new();
+    let started = Instant::now();
+    for task in 0..TASKS {
+        let share = calls / TASKS + usize::from(task < calls % TASKS);
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut errors = 0;
+            for _ in 0..share {
+                if client.call().await.is_none() {
+                    errors += 1;
+                }
+            }
+            errors
+        });
+    }
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        errors += done.unwrap_or(1);
+    }
+    Throughput {
+        calls,
+        elapsed: started.elapsed(),
+        errors,
+        counted_once: errors == 0,
+    }
+}
+
 // ----- 4: handoff gaps ------------------------------------------------------------------------
 
 /// One handoff as the caller saw it.
@@ -627,6 +798,11 @@ async fn run(settings: Settings) {
     let pipelined = pipelined(&a, &id, settings.throughput_calls).await;
     eprintln!("throughput from {TASKS} tasks…");
     let concurrent = concurrent(&a, &id, settings.throughput_calls).await;
+    eprintln!("the bare-tokio baseline…");
+    let client = bare_tokio::start().await.expect("the baseline connects");
+    let bare_pipelined = pipelined_bare(&client, settings.throughput_calls).await;
+    let bare_concurrent = concurrent_bare(&client, settings.throughput_calls).await;
+    drop(client);
     let last: Reading = a
         .call(&id, &Op::Get, CALL)
         .await
@@ -696,6 +872,24 @@ async fn run(settings: Settings) {
             String::new(),
             "",
             None,
+        );
+    }
+    for (what, bare, ours) in [
+        ("pipelined", &bare_pipelined, &pipelined),
+        ("64 tasks", &bare_concurrent, &concurrent),
+    ] {
+        let ratio = ours.per_second() / bare.per_second();
+        row(
+            &format!("bare tokio, {what}, calls/s ({} errors)", bare.errors),
+            format!("{:.0}", bare.per_second()),
+            "",
+            None,
+        );
+        row(
+            &format!("  solo / bare tokio, {what}"),
+            format!("{ratio:.2}"),
+            ">= 0.80",
+            Some(ratio >= 0.8),
         );
     }
     let gap_count = gaps.len();
