@@ -377,13 +377,17 @@ impl Node {
     /// The process that should run `id` by this node's view, if any is eligible: the member
     /// [`owner_of`](Self::owner_of) names, with its incarnation.
     pub fn owner_id(&self, id: &ChildId) -> Option<&NodeId> {
-        let name = self.owner_of(id)?;
-        self.view.get(name).map(|(id, _)| id)
+        self.owner_of(id).and_then(|name| self.view_member(name))
     }
 
     /// The process of the member a slot's owner names.
     fn member_id<W>(&self, owner: Option<&(NodeName, W)>) -> Option<NodeId> {
-        owner.and_then(|(name, _)| self.view.get(name).map(|(id, _)| id.clone()))
+        owner.and_then(|(name, _)| self.view_member(name)).cloned()
+    }
+
+    /// The process of the member `name` in this node's view.
+    fn view_member(&self, name: &NodeName) -> Option<&NodeId> {
+        self.view.get(name).map(|(id, _)| id)
     }
 
     /// Whether `id` names a live child or a singleton some member (or this node) declared:
