@@ -33,6 +33,7 @@
 //! asserts that every call was answered and counted exactly once (so it fails, after printing
 //! everything, when one was not).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -258,9 +259,52 @@ async fn unloaded_latency(a: &Cluster, id: &ChildId, settings: &Settings) -> Lat
     }
 }
 
+/// Calls made by `call` (`Some(count)` for an answer, `None` for an error), as they came in.
+struct Run {
+    elapsed: Duration,
+    counts: Vec<u64>,
+    errors: usize,
+}
+
+impl Run {
+    /// As a [`Throughput`] row; `base`: the count before the run, to check each call was
+    /// counted once (`None` where answers carry no count).
+    fn throughput(mut self, calls: usize, base: Option<u64>) -> Throughput {
+        let once = self.errors == 0 && base.is_none_or(|base| counted_once(base, &mut self.counts));
+        Throughput {
+            calls,
+            elapsed: self.elapsed,
+            errors: self.errors,
+            counted_once: once,
+        }
+    }
+}
+
+/// What the throughput runs call: solo's counter, or the bare-tokio baseline.
+trait Caller: Clone + Send + Sync + 'static {
+    /// One call: `Some(count)` for an answer, `None` for an error.
+    fn call(&self) -> impl Future<Output = Option<u64>> + Send;
+}
+
+/// `Add(1)` calls from a node to the counter, answered with the count.
+#[derive(Clone)]
+struct AddOne {
+    from: Cluster,
+    id: ChildId,
+}
+
+impl Caller for AddOne {
+    async fn call(&self) -> Option<u64> {
+        self.from
+            .call::<_, Reading>(&self.id, &Op::Add(1), CALL)
+            .await
+            .ok()
+            .map(|reading| reading.count)
+    }
+}
+
 /// One client task keeps up to [`WINDOW`] calls in flight, each a spawned tokio task.
-async fn pipelined(a: &Cluster, id: &ChildId, calls: usize) -> Throughput {
-    let base = current_count(a, id).await;
+async fn pipelined_with(caller: &impl Caller, calls: usize) -> Run {
     let mut in_flight = JoinSet::new();
     let mut counts = Vec::with_capacity(calls);
     let mut issued = 0;
@@ -268,40 +312,37 @@ async fn pipelined(a: &Cluster, id: &ChildId, calls: usize) -> Throughput {
     let started = Instant::now();
     while issued < calls || !in_flight.is_empty() {
         while issued < calls && in_flight.len() < WINDOW {
-            let (a, id) = (a.clone(), id.clone());
-            in_flight.spawn(async move { a.call::<_, Reading>(&id, &Op::Add(1), CALL).await });
+            let caller = caller.clone();
+            in_flight.spawn(async move { caller.call().await });
             issued += 1;
         }
         match in_flight.join_next().await {
-            Some(Ok(Ok(reading))) => counts.push(reading.count),
+            Some(Ok(Some(count))) => counts.push(count),
             Some(_) => errors += 1,
             None => break,
         }
     }
-    let elapsed = started.elapsed();
-    Throughput {
-        calls,
-        elapsed,
+    Run {
+        elapsed: started.elapsed(),
+        counts,
         errors,
-        counted_once: errors == 0 && counted_once(base, &mut counts),
     }
 }
 
 /// [`TASKS`] tasks, each calling in a loop with one call in flight.
-async fn concurrent(a: &Cluster, id: &ChildId, calls: usize) -> Throughput {
-    let base = current_count(a, id).await;
+async fn concurrent_with(caller: &impl Caller, calls: usize) -> Run {
     let mut tasks = JoinSet::new();
     let started = Instant::now();
     for task in 0..TASKS {
         let share = calls / TASKS + usize::from(task < calls % TASKS);
-        let (a, id) = (a.clone(), id.clone());
+        let caller = caller.clone();
         tasks.spawn(async move {
             let mut counts = Vec::with_capacity(share);
             let mut errors = 0;
             for _ in 0..share {
-                match a.call::<_, Reading>(&id, &Op::Add(1), CALL).await {
-                    Ok(reading) => counts.push(reading.count),
-                    Err(_) => errors += 1,
+                match caller.call().await {
+                    Some(count) => counts.push(count),
+                    None => errors += 1,
                 }
             }
             (counts, errors)
@@ -318,13 +359,32 @@ async fn concurrent(a: &Cluster, id: &ChildId, calls: usize) -> Throughput {
             Err(_) => errors += 1,
         }
     }
-    let elapsed = started.elapsed();
-    Throughput {
-        calls,
-        elapsed,
+    Run {
+        elapsed: started.elapsed(),
+        counts,
         errors,
-        counted_once: errors == 0 && counted_once(base, &mut counts),
     }
+}
+
+fn add_one(a: &Cluster, id: &ChildId) -> AddOne {
+    AddOne {
+        from: a.clone(),
+        id: id.clone(),
+    }
+}
+
+async fn pipelined(a: &Cluster, id: &ChildId, calls: usize) -> Throughput {
+    let base = current_count(a, id).await;
+    pipelined_with(&add_one(a, id), calls)
+        .await
+        .throughput(calls, Some(base))
+}
+
+async fn concurrent(a: &Cluster, id: &ChildId, calls: usize) -> Throughput {
+    let base = current_count(a, id).await;
+    concurrent_with(&add_one(a, id), calls)
+        .await
+        .throughput(calls, Some(base))
 }
 
 // ----- the bare-tokio baseline ----------------------------------------------------------------
@@ -353,9 +413,9 @@ mod bare_tokio {
         requests: mpsc::Sender<oneshot::Sender<u64>>,
     }
 
-    impl Client {
+    impl super::Caller for Client {
         /// One round trip: the id the server echoed, or `None` if the connection ended.
-        pub(super) async fn call(&self) -> Option<u64> {
+        async fn call(&self) -> Option<u64> {
             let (reply, answer) = oneshot::channel();
             self.requests.send(reply).await.ok()?;
             answer.await.ok()
@@ -443,56 +503,12 @@ mod bare_tokio {
 
 /// As [`pipelined`], over the bare-tokio baseline.
 async fn pipelined_bare(client: &bare_tokio::Client, calls: usize) -> Throughput {
-    let mut in_flight = JoinSet::new();
-    let (mut issued, mut errors) = (0, 0);
-    let started = Instant::now();
-    while issued < calls || !in_flight.is_empty() {
-        while issued < calls && in_flight.len() < WINDOW {
-            let client = client.clone();
-            in_flight.spawn(async move { client.call().await });
-            issued += 1;
-        }
-        match in_flight.join_next().await {
-            Some(Ok(Some(_))) => {}
-            Some(_) => errors += 1,
-            None => break,
-        }
-    }
-    Throughput {
-        calls,
-        elapsed: started.elapsed(),
-        errors,
-        counted_once: errors == 0,
-    }
+    pipelined_with(client, calls).await.throughput(calls, None)
 }
 
 /// As [`concurrent`], over the bare-tokio baseline.
 async fn concurrent_bare(client: &bare_tokio::Client, calls: usize) -> Throughput {
-    let mut tasks = JoinSet::new();
-    let started = Instant::now();
-    for task in 0..TASKS {
-        let share = calls / TASKS + usize::from(task < calls % TASKS);
-        let client = client.clone();
-        tasks.spawn(async move {
-            let mut errors = 0;
-            for _ in 0..share {
-                if client.call().await.is_none() {
-                    errors += 1;
-                }
-            }
-            errors
-        });
-    }
-    let mut errors = 0;
-    while let Some(done) = tasks.join_next().await {
-        errors += done.unwrap_or(1);
-    }
-    Throughput {
-        calls,
-        elapsed: started.elapsed(),
-        errors,
-        counted_once: errors == 0,
-    }
+    concurrent_with(client, calls).await.throughput(calls, None)
 }
 
 // ----- 4: handoff gaps ------------------------------------------------------------------------
