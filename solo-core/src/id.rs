@@ -2,6 +2,7 @@
 //! and the instance that tells one run of a child on a node from the next.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +15,10 @@ pub const MAX_NODE_NAME_LEN: usize = 64;
 /// Names are 1 to [`MAX_NODE_NAME_LEN`] bytes of ASCII letters, digits, `-`, `_` and `.`, so
 /// they print safely in logs and JSON. The name is what placement hashes on: a node that
 /// restarts under the same name gets the same children back.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct NodeName(String);
+///
+/// Shared, not copied: a clone (every message names its nodes) is a reference count.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(Arc<str>);
 
 /// Why a string is not a valid [`NodeName`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +44,11 @@ impl NodeName {
     /// `[A-Za-z0-9._-]`.
     pub fn new(name: impl Into<String>) -> Result<Self, NodeNameError> {
         let name = name.into();
+        Self::check(&name)?;
+        Ok(Self(Arc::from(name)))
+    }
+
+    fn check(name: &str) -> Result<(), NodeNameError> {
         if name.is_empty() {
             return Err(NodeNameError::Empty);
         }
@@ -53,7 +61,7 @@ impl NodeName {
         {
             return Err(NodeNameError::BadChar(bad));
         }
-        Ok(Self(name))
+        Ok(())
     }
 
     /// The name as a string slice.
@@ -81,12 +89,35 @@ impl fmt::Debug for NodeName {
     }
 }
 
+impl Serialize for NodeName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 // Names arrive from peers: deserialisation validates them, so a bad name is a decode error
 // and never reaches the state machine.
 impl<'de> Deserialize<'de> for NodeName {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(deserializer)?;
-        NodeName::new(raw).map_err(serde::de::Error::custom)
+        let raw = deserializer.deserialize_str(SharedStr)?;
+        NodeName::check(&raw).map_err(serde::de::Error::custom)?;
+        Ok(NodeName(raw))
+    }
+}
+
+/// Deserialises a string into one allocation of the size of its bytes (not a `String`
+/// grown, then copied into an `Arc<str>`), borrowing from the input where it allows.
+pub(crate) struct SharedStr;
+
+impl serde::de::Visitor<'_> for SharedStr {
+    type Value = Arc<str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Arc<str>, E> {
+        Ok(Arc::from(value))
     }
 }
 

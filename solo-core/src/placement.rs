@@ -13,17 +13,20 @@
 //! the bottom of this file pins it.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::NodeName;
+use crate::id::{NodeName, SharedStr};
 
 /// The longest child id accepted, in bytes.
 pub const MAX_CHILD_ID_LEN: usize = 256;
 
 /// The name of a distributed child or of a singleton, unique in the cluster.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct ChildId(String);
+///
+/// Shared, not copied: a clone (every call names its target) is a reference count.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChildId(Arc<str>);
 
 /// Why a string is not a valid [`ChildId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,13 +48,18 @@ impl ChildId {
     /// [`ChildIdError`] when the id is empty or too long.
     pub fn new(id: impl Into<String>) -> Result<Self, ChildIdError> {
         let id = id.into();
+        Self::check(&id)?;
+        Ok(Self(Arc::from(id)))
+    }
+
+    fn check(id: &str) -> Result<(), ChildIdError> {
         if id.is_empty() {
             return Err(ChildIdError::Empty);
         }
         if id.len() > MAX_CHILD_ID_LEN {
             return Err(ChildIdError::TooLong(id.len()));
         }
-        Ok(Self(id))
+        Ok(())
     }
 
     /// The id as a string slice.
@@ -79,10 +87,17 @@ impl fmt::Debug for ChildId {
     }
 }
 
+impl Serialize for ChildId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for ChildId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(deserializer)?;
-        ChildId::new(raw).map_err(serde::de::Error::custom)
+        let raw = deserializer.deserialize_str(SharedStr)?;
+        ChildId::check(&raw).map_err(serde::de::Error::custom)?;
+        Ok(ChildId(raw))
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::io;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes in the length prefix.
 pub(crate) const LEN_PREFIX: usize = 4;
@@ -64,22 +64,7 @@ where
     Ok(frame)
 }
 
-/// Writes one frame (prefix and bytes) without flushing.
-pub(crate) async fn write_frame<W>(
-    writer: &mut W,
-    frame: &[u8],
-    max: usize,
-) -> Result<(), FrameError>
-where
-    W: AsyncWrite + Unpin + ?Sized,
-{
-    let len = prefix_for(frame, max)?;
-    writer.write_all(&len).await?;
-    writer.write_all(frame).await?;
-    Ok(())
-}
-
-/// One frame as a single buffer, for the small handshake messages (one write, one segment).
+/// One frame as a single buffer: the length prefix, then the bytes.
 pub(crate) fn framed(frame: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
     let len = prefix_for(frame, max)?;
     let mut out = Vec::with_capacity(LEN_PREFIX + frame.len());
@@ -88,7 +73,7 @@ pub(crate) fn framed(frame: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
     Ok(out)
 }
 
-fn prefix_for(frame: &[u8], max: usize) -> Result<[u8; LEN_PREFIX], FrameError> {
+pub(crate) fn prefix_for(frame: &[u8], max: usize) -> Result<[u8; LEN_PREFIX], FrameError> {
     if frame.is_empty() {
         return Err(FrameError::Empty);
     }
@@ -109,13 +94,8 @@ mod tests {
 
     #[tokio::test]
     async fn frames_round_trip_in_order() {
-        let mut bytes = Vec::new();
-        write_frame(&mut bytes, b"one", MAX_FRAME_LEN)
-            .await
-            .expect("write");
-        write_frame(&mut bytes, b"two!", MAX_FRAME_LEN)
-            .await
-            .expect("write");
+        let mut bytes = framed(b"one", MAX_FRAME_LEN).expect("framed");
+        bytes.extend(framed(b"two!", MAX_FRAME_LEN).expect("framed"));
         assert_eq!(&bytes[..4], &[0, 0, 0, 3]);
         let mut reader = &bytes[..];
         assert_eq!(
@@ -172,18 +152,13 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn writers_refuse_what_readers_would() {
-        let mut sink = Vec::new();
+    #[test]
+    fn writers_refuse_what_readers_would() {
+        assert!(matches!(framed(&[], 10), Err(FrameError::Empty)));
         assert!(matches!(
-            write_frame(&mut sink, &[], 10).await,
-            Err(FrameError::Empty)
-        ));
-        assert!(matches!(
-            write_frame(&mut sink, &[0; 11], 10).await,
+            framed(&[0; 11], 10),
             Err(FrameError::Oversized { len: 11, max: 10 })
         ));
-        assert!(sink.is_empty());
         assert_eq!(framed(b"ab", 10).expect("framed"), [0, 0, 0, 2, b'a', b'b']);
     }
 }

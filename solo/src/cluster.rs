@@ -809,13 +809,31 @@ impl Cluster {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
-        let name = name.clone();
-        tokio::time::timeout(timeout, async {
-            self.request(|reply| Command::Call(name, payload, timeout, reply))
-                .await?
-        })
-        .await
-        .map_err(|_| CallError::Timeout(timeout))?
+        // No timer per call: the driver's messenger answers `Timeout` at `deadline` (one
+        // timer for all its calls). Only a full command queue is waited out here, until the
+        // deadline.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        let call = Command::Call {
+            target: name.clone(),
+            payload,
+            deadline,
+            timeout,
+            reply,
+        };
+        match self.inner.commands.try_send(call) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(CallError::from(Error::Closed));
+            }
+            Err(mpsc::error::TrySendError::Full(call)) => {
+                tokio::time::timeout_at(deadline, self.inner.commands.send(call))
+                    .await
+                    .map_err(|_| CallError::Timeout(timeout))?
+                    .map_err(|_| CallError::from(Error::Closed))?;
+            }
+        }
+        answer.await.map_err(|_| CallError::from(Error::Closed))?
     }
 
     /// Sends `message` to the actor that runs `name`, one way. It waits for an owner as a

@@ -4,11 +4,10 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use solo_core::wire::Hello;
 use solo_core::{Incarnation, Link, NodeId};
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
@@ -18,6 +17,7 @@ use crate::handshake::{HandshakeError, Verdict};
 use crate::network::Network;
 use crate::tiebreak::{Direction, Keep, resolve};
 
+use super::outbox::{Outbox, OutboxSender};
 use super::table::{Backoff, Conn, Handover, Heard, State};
 use super::{
     Events, KEEPALIVE, MAX_BACKOFF_ENTRIES, PROBE_DIALS, PROBE_SPACING, Shared, TransportEvent,
@@ -26,8 +26,7 @@ use super::{
 /// What the tasks of an installed connection need.
 pub(super) struct NewConn {
     pub(super) id: u64,
-    pub(super) rx: mpsc::Receiver<Vec<u8>>,
-    pub(super) queued_bytes: Arc<AtomicUsize>,
+    pub(super) outbox: Arc<Outbox>,
     pub(super) retired: Arc<AtomicBool>,
     pub(super) heard: Heard,
     /// The dialer's side: its first frame confirms the handshake to the acceptor.
@@ -175,8 +174,10 @@ impl<N: Network> Shared<N> {
                 });
             }
         }
-        let (tx, rx) = mpsc::channel(self.config.max_queued_frames);
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let outbox = Arc::new(Outbox::new(
+            self.config.max_queued_frames,
+            self.config.max_queued_bytes,
+        ));
         let retired = Arc::new(AtomicBool::new(false));
         let heard = Heard::default();
         if direction == Direction::Outbound {
@@ -195,8 +196,7 @@ impl<N: Network> Shared<N> {
                 peer: peer.clone(),
                 direction,
                 addr: hello.addr,
-                tx,
-                queued_bytes: Arc::clone(&queued_bytes),
+                outbox: OutboxSender(Arc::clone(&outbox)),
                 retired: Arc::clone(&retired),
                 heard: heard.clone(),
                 installed_at: now,
@@ -214,8 +214,7 @@ impl<N: Network> Shared<N> {
         }
         installed.conn = Some(NewConn {
             id,
-            rx,
-            queued_bytes,
+            outbox,
             retired,
             heard,
             confirm: direction == Direction::Outbound,

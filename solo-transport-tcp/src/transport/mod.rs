@@ -12,7 +12,8 @@
 //! This file holds the public handle and what every task shares; the rest, by seam:
 //!
 //! * `table.rs`: the connection table ([`State`]) and its rows.
-//! * `send.rs`: a frame's way to a connection's queue, or to a dial's.
+//! * `send.rs`: a frame's way to a connection's outbox, or to a dial's queue.
+//! * `outbox.rs`: a connection's frames waiting for its writer, as one buffer of bytes.
 //! * `lifecycle.rs`: install after a handshake (with the tiebreak between two connections
 //!   to one peer), retirement and handover, loss, idleness, dial failures and backoff.
 //! * `tasks.rs`: the accept loop, the handshakes, the readers and the writers.
@@ -42,6 +43,7 @@ use crate::tiebreak::Direction;
 
 mod events;
 mod lifecycle;
+mod outbox;
 mod send;
 mod stats;
 mod table;
@@ -57,10 +59,9 @@ use events::EventSender;
 
 /// Read buffer per connection: many small frames cost one system call.
 const READ_BUFFER: usize = 64 * 1024;
-/// Write buffer per connection: queued frames are written together, then flushed once.
+/// The write buffer a connection's writer keeps between batches (it grows for a larger
+/// batch, and gives the extra back after it).
 const WRITE_BUFFER: usize = 64 * 1024;
-/// The most frames written between two flushes.
-const MAX_BATCH: usize = 256;
 /// The pause after a failed `accept` (out of file descriptors, say) before the next one.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// The most addresses whose backoff is remembered.

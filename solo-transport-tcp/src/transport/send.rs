@@ -4,10 +4,8 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use solo_core::{NodeId, SendFailure};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::network::Network;
@@ -17,28 +15,9 @@ use super::table::{Conn, Dial, Queued, State};
 
 impl<N: Network> Shared<N> {
     pub(super) fn enqueue(&self, conn: &Conn, frame: Vec<u8>) -> Result<(), SendFailure> {
-        self.try_queue(conn, frame)?;
+        conn.outbox.0.push(&frame)?;
         self.counters.frames_queued.inc();
         Ok(())
-    }
-
-    /// Puts `frame` on `conn`'s write queue unless the queue holds
-    /// [`Config::max_queued_frames`] frames or [`Config::max_queued_bytes`] bytes already
-    /// (a frame larger than the whole budget still goes on an empty queue).
-    pub(super) fn try_queue(&self, conn: &Conn, frame: Vec<u8>) -> Result<(), SendFailure> {
-        let len = frame.len();
-        let queued = conn.queued_bytes.load(Ordering::Acquire);
-        if queued > 0 && queued + len > self.config.max_queued_bytes {
-            return Err(SendFailure::QueueFull);
-        }
-        conn.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        conn.tx.try_send(frame).map_err(|error| {
-            conn.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            match error {
-                mpsc::error::TrySendError::Full(_) => SendFailure::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => SendFailure::NoRoute,
-            }
-        })
     }
 
     pub(super) fn route(
@@ -124,7 +103,7 @@ impl<N: Network> Shared<N> {
                 for queued in queue {
                     if queued.to.as_ref().is_none_or(|to| to == peer) {
                         // Counted as queued already, when they joined the dial's queue.
-                        match self.try_queue(conn, queued.frame) {
+                        match conn.outbox.0.push(&queued.frame) {
                             Ok(()) => {}
                             Err(SendFailure::QueueFull) => self.counters.dropped_queue_full.inc(),
                             Err(_no_route) => self.counters.dropped_no_route.inc(),

@@ -4,11 +4,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use solo_core::{Incarnation, NodeId, NodeName};
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -16,6 +15,7 @@ use crate::random::Randomness;
 use crate::tiebreak::Direction;
 
 use super::Events;
+use super::outbox::OutboxSender;
 
 pub(super) struct State {
     pub(super) closed: bool,
@@ -125,10 +125,8 @@ pub(super) struct Conn {
     pub(super) peer: NodeId,
     pub(super) direction: Direction,
     pub(super) addr: SocketAddr,
-    pub(super) tx: mpsc::Sender<Vec<u8>>,
-    /// Bytes in `tx`'s queue, for [`Config::max_queued_bytes`]; the writer takes off what
-    /// it dequeues.
-    pub(super) queued_bytes: Arc<AtomicUsize>,
+    /// Where frames for the writer wait; dropped with the row, which closes it.
+    pub(super) outbox: OutboxSender,
     /// Set when the connection is retired in favour of another to the same peer: its writer
     /// then ends with the handover marker.
     pub(super) retired: Arc<AtomicBool>,

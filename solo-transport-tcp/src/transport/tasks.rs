@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use solo_core::NodeId;
 use solo_core::wire::MAX_FRAME_LEN;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter, WriteHalf};
+use tokio::io::{AsyncWriteExt, BufReader, WriteHalf};
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
@@ -17,9 +17,10 @@ use crate::tiebreak::Direction;
 use crate::{frame, handshake};
 
 use super::lifecycle::{Installed, NewConn, emit};
+use super::outbox::Taken;
 use super::{
-    ACCEPT_ERROR_PAUSE, Events, HANDOVER_MARKER, KEEPALIVE, MAX_BATCH, READ_BUFFER, Shared,
-    TransportEvent, WRITE_BUFFER,
+    ACCEPT_ERROR_PAUSE, Events, HANDOVER_MARKER, KEEPALIVE, READ_BUFFER, Shared, TransportEvent,
+    WRITE_BUFFER,
 };
 
 impl<N: Network> Shared<N> {
@@ -316,8 +317,8 @@ impl<N: Network> Shared<N> {
         }
     }
 
-    /// Writes queued frames, as many as are ready, then flushes; ends when the connection is
-    /// removed (its queue's sender dropped) or the socket fails.
+    /// Writes what waits in the outbox, all of it in one write, then flushes; ends when the
+    /// connection is removed (its outbox closed) or the socket fails.
     pub(super) async fn run_writer(
         self: Arc<Self>,
         half: WriteHalf<N::Stream>,
@@ -328,42 +329,39 @@ impl<N: Network> Shared<N> {
     ) {
         let NewConn {
             id: conn,
-            mut rx,
-            queued_bytes,
+            outbox,
             retired,
             confirm,
             ..
         } = conn;
-        let dequeued = |frame: Vec<u8>| {
-            queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
-            frame
-        };
-        let mut writer = BufWriter::with_capacity(WRITE_BUFFER, half);
+        let mut writer = half;
         let keepalive_interval = self.config.keepalive_interval;
-        let mut confirmation = confirm.then(|| KEEPALIVE.to_vec());
+        // Kept from one batch to the next: swapped with the outbox's, so that neither side
+        // allocates once both have grown to the usual batch.
+        let mut batch = Vec::with_capacity(WRITE_BUFFER);
         let result: Result<(), FrameError> = async {
+            let keepalive = frame::framed(&KEEPALIVE, MAX_FRAME_LEN)?;
+            if confirm {
+                writer.write_all(&keepalive).await?;
+                writer.flush().await?;
+            }
             loop {
-                let next = match confirmation.take() {
-                    Some(keepalive) => Ok(Some(keepalive)),
-                    None => tokio::time::timeout(keepalive_interval, rx.recv())
-                        .await
-                        .map(|frame| frame.map(dequeued)),
-                };
-                let frame = match next {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(_quiet) => KEEPALIVE.to_vec(),
-                };
-                frame::write_frame(&mut writer, &frame, MAX_FRAME_LEN).await?;
-                for _ in 1..MAX_BATCH {
-                    match rx.try_recv().map(dequeued) {
-                        Ok(frame) => frame::write_frame(&mut writer, &frame, MAX_FRAME_LEN).await?,
-                        Err(_) => break,
+                match outbox.take(&mut batch, keepalive_interval).await {
+                    Taken::Frames(_) => {
+                        writer.write_all(&batch).await?;
+                        if batch.capacity() > WRITE_BUFFER {
+                            // A large state went out: its room is not kept for the life of
+                            // the connection.
+                            batch = Vec::with_capacity(WRITE_BUFFER);
+                        }
+                        batch.clear();
                     }
+                    Taken::Quiet => writer.write_all(&keepalive).await?,
+                    Taken::Closed => break,
                 }
                 writer.flush().await?;
             }
-            // The queue's sender is gone and the task was not aborted. If the connection was
+            // The outbox is closed and the task was not aborted. If the connection was
             // retired in favour of another to the same peer, say so before closing.
             if retired.load(Ordering::Acquire) {
                 writer.write_all(&HANDOVER_MARKER).await?;

@@ -172,11 +172,12 @@ impl<N: Network> Driver<N> {
         state: &mut State,
         target: ChildId,
         payload: Vec<u8>,
+        deadline: tokio::time::Instant,
         timeout: Duration,
         reply: oneshot::Sender<Result<Vec<u8>, CallError>>,
     ) {
         let now = now();
-        let deadline = now + timeout;
+        let deadline = deadline.into_std();
         let call =
             state
                 .messaging

@@ -42,12 +42,15 @@ pub(crate) enum Command {
     Whereis(ChildId, oneshot::Sender<Option<NodeId>>),
     Members(oneshot::Sender<Vec<NodeId>>),
     MessagingStats(oneshot::Sender<solo_core::messaging::MessagingStats>),
-    Call(
-        ChildId,
-        Vec<u8>,
-        Duration,
-        oneshot::Sender<Result<Vec<u8>, CallError>>,
-    ),
+    /// A call, answered by `deadline` (the messenger's timer, not one per call).
+    Call {
+        target: ChildId,
+        payload: Vec<u8>,
+        deadline: Instant,
+        /// As the caller asked, for its `Timeout` error.
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Vec<u8>, CallError>>,
+    },
     Cast(ChildId, Vec<u8>, oneshot::Sender<Result<(), CallError>>),
     /// Drain (`true`) or not: answers whether the node still took it (it had not left).
     SetDraining(bool, oneshot::Sender<bool>),
@@ -438,8 +441,14 @@ impl<N: Network> Driver<N> {
             Command::MessagingStats(reply) => {
                 let _ = reply.send(state.messaging.stats());
             }
-            Command::Call(target, payload, timeout, reply) => {
-                self.start_call(state, target, payload, timeout, reply);
+            Command::Call {
+                target,
+                payload,
+                deadline,
+                timeout,
+                reply,
+            } => {
+                self.start_call(state, target, payload, deadline, timeout, reply);
             }
             Command::Cast(target, payload, reply) => {
                 let _ = reply.send(self.start_cast(state, target, payload));
@@ -492,6 +501,10 @@ impl<N: Network> Driver<N> {
         // or sent back to their callers meanwhile, never silently dropped.
         let flush = Instant::now() + Duration::from_millis(100);
         while Instant::now() < flush {
+            let wake = state
+                .messaging
+                .next_deadline()
+                .map_or(flush, |at| at.min(flush));
             tokio::select! {
                 biased;
                 Some(exited) = self.exits.recv() => self.worker_exited(state, exited),
@@ -503,8 +516,11 @@ impl<N: Network> Driver<N> {
                         self.app_message(state, &from, message);
                     }
                 }
-                () = tokio::time::sleep_until(flush) => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
+            self.drain(state);
+            // Calls made here end by their deadline even now: the messenger is their timer.
+            self.messaging_tick(state);
             self.drain(state);
         }
         self.drain_replies(state);
