@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use solo_core::messaging::{CallFailure, Dropped};
+use solo_core::messaging::{CallFailure, Dropped, MessagingConfig};
 use solo_core::testing::{
     Fault, MessageKey, MessagingLog, Schedule, Sim, SimConfig, SimMessaging, env_u64, fail_seed,
 };
@@ -120,7 +120,13 @@ fn config(tier: Tier, sabotage: bool, log_history: bool) -> SimConfig {
         fifo_links: tier != Tier::Faults,
         duplicate: if tier == Tier::Faults { 0.02 } else { 0.0 },
         messaging: Some(SimMessaging {
-            // A small mailbox and links that fill, so that refusals and resends happen.
+            // A small mailbox, little room to wait beyond it, and links that fill, so that
+            // refusals and resends happen.
+            config: {
+                let mut config = MessagingConfig::default();
+                config.max_waiting_for_room_bytes = 8 << 10;
+                config
+            },
             mailbox_capacity: 16,
             link_capacity: Some(64),
             sabotage_forget_held: sabotage,

@@ -251,11 +251,14 @@ impl ClusterBuilder {
         self
     }
 
-    /// How many calls and casts an actor's mailbox holds (at least 1). A call that finds it
-    /// full fails with [`CallError::Overloaded`]; a cast from this node waits for room
-    /// ([`Cluster::send`]) or is refused ([`Cluster::try_send`]); one from another node is
-    /// refused and reported as [`Event::MessageDropped`](crate::Event::MessageDropped).
-    /// Default 1 024.
+    /// How many calls and casts an actor's mailbox holds (at least 1). What finds it full
+    /// waits for room beside it, in order, up to 1 MiB
+    /// ([`MessagingConfig::max_waiting_for_room_bytes`](solo_core::messaging::MessagingConfig::max_waiting_for_room_bytes));
+    /// past that a call fails with [`CallError::Overloaded`], and a cast from another node
+    /// is refused and reported as [`Event::MessageDropped`](crate::Event::MessageDropped).
+    /// A cast from this node waits for room ([`Cluster::send`]) or is refused
+    /// ([`Cluster::try_send`]). The messages held for a child during its handoff go into the
+    /// new instance as room frees, however many. Default 1 024.
     pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
         self.mailbox_capacity = capacity.max(1);
         self

@@ -54,12 +54,14 @@
 //!   starts afresh).
 
 mod journal;
+mod room;
 mod unsent;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use journal::Delivered;
+use room::BackedUp;
 
 use crate::node::{Node, Status};
 use crate::wire::{AppMessage, CallRef, Delivery, MAX_FRAME_LEN, Message, RemoteError};
@@ -114,6 +116,13 @@ pub struct MessagingConfig {
     /// and handoffs still wait, within [`max_held_bytes`](Self::max_held_bytes).
     /// Default 8 MiB.
     pub max_backlog_bytes: usize,
+    /// The most bytes of messages (each with its envelope) that may wait for room beyond
+    /// one full mailbox here; a message beyond is refused (a call answered
+    /// [`RemoteError::Overloaded`], a cast reported), which tells senders the actor is
+    /// slower than they are. The messages held for a name during its handoff, released
+    /// into its new instance all at once, wait regardless (within
+    /// [`max_held_bytes`](Self::max_held_bytes)). Default 1 MiB.
+    pub max_waiting_for_room_bytes: usize,
 }
 
 impl Default for MessagingConfig {
@@ -126,6 +135,7 @@ impl Default for MessagingConfig {
             max_held_bytes: 64 << 20,
             resend_wait: Duration::from_secs(5),
             max_backlog_bytes: 8 << 20,
+            max_waiting_for_room_bytes: 1 << 20,
         }
     }
 }
@@ -410,6 +420,15 @@ pub struct Messenger {
     /// Calls delivered into a mailbox here, or by a previous owner (per its handoff): a
     /// second copy is dropped.
     delivered: Delivered,
+    /// Mail a full mailbox here could not take yet, per name (see `room.rs`).
+    backed_up: BTreeMap<ChildId, BackedUp>,
+    /// Mail that waited for room in an instance that ended: routed again.
+    orphans: VecDeque<Delivery>,
+    /// When the runtime is next asked to look for room, while mail waits for it.
+    room_check_at: Instant,
+    /// Set while what was held for a starting instance is released: it waits for room,
+    /// all of it, rather than meet a mailbox too small for it.
+    releasing_held: bool,
     /// Bytes of payloads and states held, against `config.max_held_bytes`.
     held_bytes: usize,
     stats: MessagingStats,
@@ -435,8 +454,17 @@ impl std::fmt::Debug for CallTokens {
     }
 }
 
+/// What holding a message costs against `max_held_bytes` beyond its payload: its envelope
+/// and its place in a queue, so that a flood of tiny messages is bounded in number too.
+const HELD_MESSAGE_OVERHEAD: usize = 128;
+
 fn delivery_bytes(delivery: &Delivery) -> usize {
-    delivery.payload.len()
+    held_message_bytes(&delivery.payload)
+}
+
+/// What a held message of `payload` counts against `max_held_bytes`.
+fn held_message_bytes(payload: &[u8]) -> usize {
+    payload.len() + HELD_MESSAGE_OVERHEAD
 }
 
 /// `why`, cut to [`MAX_ERROR_LEN`] bytes at a character boundary.
@@ -477,6 +505,10 @@ impl Messenger {
             moved: BTreeMap::new(),
             next_sweep: now + SWEEP_EVERY,
             cast_retry_at: now,
+            backed_up: BTreeMap::new(),
+            orphans: VecDeque::new(),
+            room_check_at: now,
+            releasing_held: false,
             held_bytes: 0,
             stats: MessagingStats::default(),
             outputs: VecDeque::new(),
@@ -504,10 +536,13 @@ impl Messenger {
         let handing = self.handing_off.values().map(|h| h.deadline);
         let calls = self.deadlines.first().map(|(at, _)| *at);
         let backlogs = self.backlogs.values().map(|backlog| backlog.retry_at);
+        let room =
+            (!self.backed_up.is_empty() || !self.orphans.is_empty()).then_some(self.room_check_at);
         waiting
             .chain(handing)
             .chain(calls)
             .chain(backlogs)
+            .chain(room)
             .chain(std::iter::once(self.next_sweep))
             .min()
     }
@@ -536,7 +571,7 @@ impl Messenger {
             .waiting
             .iter()
             .map(|w| match w {
-                Waiting::Cast { payload, .. } => payload.len(),
+                Waiting::Cast { payload, .. } => held_message_bytes(payload),
                 Waiting::Call { .. } => 0,
             })
             .sum();
@@ -558,13 +593,20 @@ impl Messenger {
             .flatten()
             .map(EarlyState::bytes)
             .sum();
+        let room: usize = self
+            .backed_up
+            .values()
+            .flat_map(|b| &b.mail)
+            .chain(&self.orphans)
+            .map(delivery_bytes)
+            .sum();
         let parked: usize = self
             .backlogs
             .values()
             .flat_map(|backlog| &backlog.entries)
             .map(unsent::Parked::bytes)
             .sum();
-        calls + waiting + claimed + handing + early + parked
+        calls + waiting + claimed + handing + early + parked + room
     }
 
     /// Sabotage for testing the checkers: an instance handing over passes on its state but
@@ -775,7 +817,7 @@ impl Messenger {
             return Err(CallFailure::Full);
         }
         let waits = owner.is_none();
-        if waits && !self.reserve(payload.len()) {
+        if waits && !self.reserve(held_message_bytes(&payload)) {
             self.stats.refused += 1;
             return Err(CallFailure::Overloaded);
         }
@@ -804,7 +846,7 @@ impl Messenger {
                 || self.moved.contains_key(&target)
         });
         let Some(owner) = owner else {
-            if reserved || self.reserve(payload.len()) {
+            if reserved || self.reserve(held_message_bytes(&payload)) {
                 self.waiting.push_back(Waiting::Cast {
                     target,
                     payload,
@@ -818,7 +860,7 @@ impl Messenger {
             return;
         };
         if reserved {
-            self.release(payload.len());
+            self.release(held_message_bytes(&payload));
         }
         let delivery = Delivery {
             to: target,
@@ -979,6 +1021,12 @@ impl Messenger {
                 }
                 self.delivered.insert(id, call, now);
             }
+            if self.releasing_held || self.is_backed_up(id, local.instance) {
+                let id = id.clone();
+                let limited = !self.releasing_held;
+                self.wait_for_room(now, node, &id, local.instance, delivery, limited);
+                return;
+            }
             let mail = match delivery.reply_to {
                 Some(reply) => Mail::Call {
                     payload: delivery.payload,
@@ -1060,26 +1108,6 @@ impl Messenger {
 
     fn bounce(&mut self, now: Instant, node: &Node, reply: CallRef, error: RemoteError) {
         self.replied(now, node, reply, Err(error));
-    }
-
-    /// A call or cast the runtime could not put into its instance's mailbox because the
-    /// mailbox is full: a call is answered [`RemoteError::Overloaded`], a cast is refused
-    /// and reported ([`DropReason::Full`]). (Other mail must always find room: the runtime
-    /// keeps a few places for it.)
-    pub fn mailbox_full(&mut self, now: Instant, node: &Node, id: ChildId, mail: Mail) {
-        match mail {
-            Mail::Call { reply, .. } => {
-                self.stats.refused += 1;
-                // Not handled: a copy routed again is not a second one.
-                self.delivered.remove(&reply);
-                self.bounce(now, node, reply, RemoteError::Overloaded);
-            }
-            Mail::Cast { .. } => {
-                self.stats.refused += 1;
-                self.dropped(Some(id), Dropped::Cast, DropReason::Full);
-            }
-            other => self.undeliverable(now, node, &id, other),
-        }
     }
 
     /// Mail for `id` the runtime could not put into its instance's mailbox (the instance
@@ -1179,10 +1207,16 @@ impl Messenger {
         self.deliver_held(now, node, &id);
     }
 
-    /// Instance `instance` of `id` has ended here.
+    /// Instance `instance` of `id` has ended here. Mail that waited for room in its mailbox
+    /// ([`mailbox_full`](Self::mailbox_full)) is routed again at the next
+    /// [`handle_timeout`](Self::handle_timeout), after the mail its mailbox held (which the
+    /// runtime gives back to [`undeliverable`](Self::undeliverable)).
     pub fn instance_ended(&mut self, id: &ChildId, instance: InstanceId) {
         if self.local.get(id).is_some_and(|l| l.instance == instance) {
             self.local.remove(id);
+        }
+        if self.is_backed_up(id, instance) {
+            self.orphan_backed_up(id);
         }
     }
 
@@ -1276,13 +1310,16 @@ impl Messenger {
             mail: Mail::BeginHandoff,
         });
         let deadline = now + self.config.handoff_timeout;
+        // Mail that waited for room was not handled here: it goes on first, ahead of what
+        // arrives from now on.
+        let held = self.take_backed_up(id, instance);
         self.handing_off.insert(
             id.clone(),
             HandingOff {
                 instance,
                 to,
                 deadline,
-                held: Vec::new(),
+                held,
             },
         );
         true
@@ -1384,10 +1421,14 @@ impl Messenger {
     /// wherever the name runs now.
     fn deliver_held(&mut self, now: Instant, node: &Node, id: &ChildId) {
         if let Some(held) = self.claimed.remove(id) {
+            // Into the instance as its mailbox has room (see `room.rs`), however many.
+            self.releasing_held = true;
             for delivery in held.into_deliveries() {
                 self.release(delivery_bytes(&delivery));
                 self.deliver(now, node, delivery);
             }
+            self.releasing_held = false;
+            self.room_check_at = now;
         }
     }
 
@@ -1513,6 +1554,10 @@ impl Messenger {
     /// or to this messenger (the node's view may have changed), and at
     /// [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant, node: &Node) {
+        self.route_orphans(now, node);
+        if !self.backed_up.is_empty() && self.room_check_at <= now {
+            self.room_check_at = now + room::ROOM_RECHECK;
+        }
         self.resend_due(now, node);
         while let Some(&(deadline, call)) = self.deadlines.first() {
             if deadline > now {
@@ -1533,7 +1578,7 @@ impl Messenger {
                         until,
                         payload,
                     } if until <= now => {
-                        self.release(payload.len());
+                        self.release(held_message_bytes(&payload));
                         self.dropped(Some(target), Dropped::Cast, DropReason::NoOwner);
                     }
                     Waiting::Cast {

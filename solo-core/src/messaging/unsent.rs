@@ -20,9 +20,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::{
-    CallFailure, DropReason, Dropped, MessagingOutput, Messenger, RemoteError, delivery_bytes,
-};
+use super::{CallFailure, DropReason, Dropped, MessagingOutput, Messenger, RemoteError};
 use crate::node::Node;
 use crate::wire::{AppMessage, Message};
 use crate::{ChildId, InstanceId, NodeId, SendFailure, Transmit};
@@ -70,7 +68,7 @@ impl Parked {
 /// The bytes of a message that vary with what its sender put in.
 fn message_bytes(message: &Message) -> usize {
     match message {
-        Message::App(AppMessage::Deliver(delivery)) => delivery_bytes(delivery),
+        Message::App(AppMessage::Deliver(delivery)) => delivery.payload.len(),
         Message::App(AppMessage::Reply { result, .. }) => match result {
             Ok(payload) => payload.len(),
             Err(RemoteError::BadMessage(why) | RemoteError::Failed(why)) => why.len(),

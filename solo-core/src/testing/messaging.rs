@@ -553,7 +553,9 @@ impl Sim {
         };
         let message = matches!(mail, Mail::Call { .. } | Mail::Cast { .. });
         if message && actor.mailbox.len() >= capacity {
-            runtime.messenger.mailbox_full(now, node, id, mail);
+            runtime
+                .messenger
+                .mailbox_full(now, node, id, instance, mail);
             return;
         }
         actor.mailbox.push_back(mail);
@@ -788,13 +790,30 @@ impl Sim {
         self.run_messenger(i);
     }
 
-    /// Routes what waits on host `i`, as the runtime does after every input.
+    /// Routes what waits on host `i`, and offers the room its mailboxes have to the mail
+    /// waiting for it, as the runtime does after every input.
     pub(super) fn messaging_tick(&mut self, i: usize) {
+        let capacity = self.settings().map_or(usize::MAX, |s| s.mailbox_capacity);
         let now = self.local_now(i);
         let Some((node, runtime)) = self.parts(i) else {
             return;
         };
         runtime.messenger.handle_timeout(now, node);
+        let waiting: Vec<(ChildId, InstanceId)> = runtime
+            .messenger
+            .waiting_for_room()
+            .map(|(id, instance)| (id.clone(), instance))
+            .collect();
+        for (id, instance) in waiting {
+            let room = runtime
+                .actors
+                .get(&id)
+                .filter(|a| a.instance == instance)
+                .map_or(0, |a| capacity.saturating_sub(a.mailbox.len()));
+            if room > 0 {
+                runtime.messenger.mailbox_room(now, &id, instance, room);
+            }
+        }
         self.run_messenger(i);
     }
 }

@@ -122,13 +122,14 @@ impl<N: Network> Driver<N> {
                     };
                     let message = matches!(mail, Mail::Call { .. } | Mail::Cast { .. });
                     if message && mailbox.capacity() <= CONTROL_MAIL_PLACES {
-                        messenger.mailbox_full(now(), &self.node, id, mail);
+                        // It waits for room (see `offer_room`), and what follows behind it.
+                        messenger.mailbox_full(now(), &self.node, id, instance, mail);
                         continue;
                     }
                     match mailbox.try_send(mail) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(mail)) => {
-                            messenger.mailbox_full(now(), &self.node, id, mail);
+                            messenger.mailbox_full(now(), &self.node, id, instance, mail);
                         }
                         Err(mpsc::error::TrySendError::Closed(mail)) => {
                             messenger.undeliverable(now(), &self.node, &id, mail);
@@ -335,9 +336,29 @@ impl<N: Network> Driver<N> {
         state.messaging.messenger.peer_gone(now(), &self.node, peer);
     }
 
-    /// Routes what waits, and acts on expired waits. Called after every input.
+    /// Routes what waits, acts on expired waits, and offers the room mailboxes have to the
+    /// mail waiting for it. Called after every input.
     pub(super) fn messaging_tick(&mut self, state: &mut State) {
-        state.messaging.messenger.handle_timeout(now(), &self.node);
+        let now = now();
+        let messenger = &mut state.messaging.messenger;
+        messenger.handle_timeout(now, &self.node);
+        let waiting: Vec<(ChildId, InstanceId)> = messenger
+            .waiting_for_room()
+            .map(|(id, instance)| (id.clone(), instance))
+            .collect();
+        for (id, instance) in waiting {
+            let room = state
+                .instances
+                .get(&id)
+                .filter(|i| i.instance == instance)
+                .and_then(|i| i.mailbox.as_ref())
+                .map_or(0, |mailbox| {
+                    mailbox.capacity().saturating_sub(CONTROL_MAIL_PLACES)
+                });
+            if room > 0 {
+                messenger.mailbox_room(now, &id, instance, room);
+            }
+        }
         self.run_messenger(state);
     }
 }
