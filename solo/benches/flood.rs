@@ -19,7 +19,8 @@
 //! mailbox, dropped at the sender; the most bytes either node held for others
 //! (sampled every 100 ms); the process's peak RSS (`VmHWM`: both nodes and the bench itself).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use solo::{Actor, CallError, ChildId, Cluster, WorkerContext, WorkerError};
@@ -105,11 +106,14 @@ async fn flood() {
     }
     eprintln!("flooding for {secs} s");
 
+    // Stopped by the flag, not aborted: an aborted task's answer is lost.
+    let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampling = {
         let (sink, flooder) = (sink.clone(), flooder.clone());
+        let stop = Arc::clone(&stop_sampling);
         tokio::spawn(async move {
             let mut most = (0, 0);
-            loop {
+            while !stop.load(Ordering::Relaxed) {
                 let (Ok(s), Ok(f)) = (
                     sink.messaging_stats().await,
                     flooder.messaging_stats().await,
@@ -119,6 +123,7 @@ async fn flood() {
                 most = (most.0.max(s.held_bytes), most.1.max(f.held_bytes));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            most
         })
     };
 
@@ -154,8 +159,8 @@ async fn flood() {
     }
     let (s, f) = settled.expect("the counts settle within 120 s");
     let handled = HANDLED.load(Ordering::Relaxed);
-    sampling.abort();
-    let peak_held = sampling.await.unwrap_or((0, 0));
+    stop_sampling.store(true, Ordering::Relaxed);
+    let peak_held = sampling.await.expect("the sampler ends");
     let rss = peak_rss_kib().map_or("unknown".into(), |k| {
         format!("{:.1} MiB", k as f64 / 1024.0)
     });
