@@ -20,6 +20,10 @@ use tokio::sync::mpsc;
 use crate::worker::{WorkerContext, WorkerError};
 use crate::{Cluster, Error};
 
+mod answers;
+
+pub(crate) use answers::{AnswerReceiver, AnswerSender, channel as answer_channel};
+
 /// A worker with a mailbox: solo routes [`Cluster::call`] and [`Cluster::send`] to the one
 /// node that runs it, and hands its state over when it moves on purpose.
 ///
@@ -340,15 +344,11 @@ pub(crate) enum FromActor {
 pub(crate) struct Mailbox {
     pub(crate) mail: mpsc::Receiver<Mail>,
     pub(crate) handoffs: mpsc::UnboundedSender<HandoffDone>,
-    pub(crate) replies: mpsc::UnboundedSender<FromActor>,
+    pub(crate) replies: AnswerSender,
 }
 
-fn answer(
-    to: CallRef,
-    result: Result<Vec<u8>, RemoteError>,
-    replies: &mpsc::UnboundedSender<FromActor>,
-) {
-    let _ = replies.send(FromActor::Answer { to, result });
+async fn answer(to: CallRef, result: Result<Vec<u8>, RemoteError>, replies: &AnswerSender) {
+    replies.send(FromActor::Answer { to, result }).await;
 }
 
 /// Runs one instance of actor `A` on its mailbox until it ends. Calls and casts still
@@ -368,10 +368,12 @@ pub(crate) async fn run_actor<A: Actor>(
     mail.close();
     while let Ok(left) = mail.try_recv() {
         if matches!(left, Mail::Call { .. } | Mail::Cast { .. }) {
-            let _ = replies.send(FromActor::Unhandled {
-                id: ctx.id().clone(),
-                mail: left,
-            });
+            replies
+                .send(FromActor::Unhandled {
+                    id: ctx.id().clone(),
+                    mail: left,
+                })
+                .await;
         }
     }
     result
@@ -381,7 +383,7 @@ async fn serve<A: Actor>(
     ctx: &WorkerContext,
     mail: &mut mpsc::Receiver<Mail>,
     handoffs: &mpsc::UnboundedSender<HandoffDone>,
-    replies: &mpsc::UnboundedSender<FromActor>,
+    replies: &AnswerSender,
 ) -> Result<(), WorkerError> {
     let shutdown = ctx.shutdown();
     tokio::pin!(shutdown);
@@ -394,7 +396,7 @@ async fn serve<A: Actor>(
                 None => return Ok(()),
                 // The driver sends `Begin` first; anything else is a bug, answered politely.
                 Some(Mail::Call { reply, .. }) => {
-                    answer(reply, Err(RemoteError::Failed("not started".into())), replies);
+                    answer(reply, Err(RemoteError::Failed("not started".into())), replies).await;
                 }
                 Some(_) => {}
             },
@@ -444,7 +446,7 @@ async fn serve<A: Actor>(
         // not even what it already took: another node may own the child now.
         if !ctx.lease_valid() {
             if let Some(Mail::Call { reply, .. }) = next {
-                answer(reply, Err(RemoteError::NotHere), replies);
+                answer(reply, Err(RemoteError::NotHere), replies).await;
             }
             return Ok(());
         }
@@ -458,7 +460,8 @@ async fn serve<A: Actor>(
                             reply,
                             Err(RemoteError::BadMessage(error.to_string())),
                             replies,
-                        );
+                        )
+                        .await;
                         continue;
                     }
                 };
@@ -467,10 +470,10 @@ async fn serve<A: Actor>(
                         let encoded = postcard::to_allocvec(&value).map_err(|e| {
                             RemoteError::Failed(format!("reply does not encode: {e}"))
                         });
-                        answer(reply, encoded, replies);
+                        answer(reply, encoded, replies).await;
                     }
                     Err(error) => {
-                        answer(reply, Err(RemoteError::Failed(error.to_string())), replies);
+                        answer(reply, Err(RemoteError::Failed(error.to_string())), replies).await;
                         return Err(error);
                     }
                 }

@@ -442,9 +442,12 @@ impl ClusterBuilder {
             )
             .build(tokio::time::Instant::now().into_std())?;
         let (commands_tx, commands) = mpsc::channel(4096);
+        // An instance sends one exit and at most one handoff, the last things it does: these
+        // hold at most one entry per instance running here. Answers come one per mail taken
+        // and are up to a megabyte each, so their channel is bounded in bytes.
         let (exits_tx, exits) = mpsc::unbounded_channel();
         let (handoffs_tx, handoffs) = mpsc::unbounded_channel();
-        let (replies_tx, replies) = mpsc::unbounded_channel();
+        let (replies_tx, replies) = crate::actor::answer_channel();
         // Subscribed before the driver runs, so that the first `events()` call sees what
         // happened while the node joined.
         let (events, first_events) = broadcast::channel(4096);

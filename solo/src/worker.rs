@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::Event;
-use crate::actor::{Actor, FromActor, HandoffDone, Mail, Mailbox, run_actor};
+use crate::actor::{Actor, AnswerSender, HandoffDone, Mail, Mailbox, run_actor};
 
 /// What a worker returns when it fails: any error.
 pub type WorkerError = Box<dyn std::error::Error + Send + Sync>;
@@ -393,7 +393,7 @@ pub(crate) struct Spawner {
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) grace: Duration,
     pub(crate) handoffs: mpsc::UnboundedSender<HandoffDone>,
-    pub(crate) replies: mpsc::UnboundedSender<FromActor>,
+    pub(crate) replies: AnswerSender,
     /// How many calls and casts an actor's mailbox holds.
     pub(crate) mailbox_capacity: usize,
     /// Spawn on the current `LocalSet` (simulation; see [`spawn_task`]).

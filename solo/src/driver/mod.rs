@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::Event;
-use crate::actor::{CallError, FromActor, HandoffDone};
+use crate::actor::{AnswerReceiver, CallError, HandoffDone};
 use crate::worker::{Exited, Instance, Spawner, WorkerStopReason};
 
 mod messaging;
@@ -74,7 +74,7 @@ pub(crate) struct Driver<N: Network> {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) exits: mpsc::UnboundedReceiver<Exited>,
     pub(crate) handoffs: mpsc::UnboundedReceiver<HandoffDone>,
-    pub(crate) replies: mpsc::UnboundedReceiver<FromActor>,
+    pub(crate) replies: AnswerReceiver,
     pub(crate) messaging: Option<Messaging>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) spawner: Spawner,

@@ -1,0 +1,165 @@
+//! The way from a node's actors back to its driver: answers to calls, and the mail an
+//! instance left unhandled when it ended.
+//!
+//! Bounded in bytes, as everything a peer can make grow: an answer is up to a megabyte, and
+//! a thousand calls in a mailbox answered while the driver is busy would otherwise wait in
+//! memory all at once. An actor takes its answer's size from a budget shared by the node's
+//! actors before it sends it, and waits for room when the budget is spent (its next mail
+//! waits with it); the driver gives the bytes back as it takes each answer. One answer
+//! larger than the whole budget still passes, alone. The driver takes answers before any
+//! other input but an instance's end, so the wait is short.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{FromActor, Mail};
+use solo_core::wire::RemoteError;
+
+/// The bytes of answers the node's actors may have waiting for the driver.
+pub(crate) const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// What an answer costs beyond its bytes (its envelope), so that their number is bounded too.
+const ANSWER_OVERHEAD: usize = 128;
+
+/// A channel of [`FromActor`]s bounded by [`MAX_ANSWER_BYTES`].
+pub(crate) fn channel() -> (AnswerSender, AnswerReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let budget = Arc::new(Semaphore::new(MAX_ANSWER_BYTES));
+    (
+        AnswerSender {
+            tx,
+            budget: Arc::clone(&budget),
+        },
+        AnswerReceiver { rx, budget },
+    )
+}
+
+/// The part of the budget `reply` takes.
+fn cost(reply: &FromActor) -> u32 {
+    let bytes = match reply {
+        FromActor::Answer { result, .. } => match result {
+            Ok(answer) => answer.len(),
+            Err(RemoteError::BadMessage(why) | RemoteError::Failed(why)) => why.len(),
+            Err(_) => 0,
+        },
+        FromActor::Unhandled { mail, .. } => match mail {
+            Mail::Call { payload, .. } | Mail::Cast { payload } => payload.len(),
+            _ => 0,
+        },
+    };
+    let cost = (bytes + ANSWER_OVERHEAD).min(MAX_ANSWER_BYTES);
+    u32::try_from(cost).unwrap_or(u32::MAX)
+}
+
+/// The actors' end, one clone per instance.
+#[derive(Debug, Clone)]
+pub(crate) struct AnswerSender {
+    tx: mpsc::UnboundedSender<FromActor>,
+    budget: Arc<Semaphore>,
+}
+
+impl AnswerSender {
+    /// Sends `reply`, waiting for room in the budget first. Once the driver is gone there is
+    /// nobody to answer: the reply is dropped with it.
+    pub(crate) async fn send(&self, reply: FromActor) {
+        let Ok(permit) = self.budget.acquire_many(cost(&reply)).await else {
+            return;
+        };
+        // The driver gives these back as it takes the reply out.
+        permit.forget();
+        let _ = self.tx.send(reply);
+    }
+}
+
+/// The driver's end.
+#[derive(Debug)]
+pub(crate) struct AnswerReceiver {
+    rx: mpsc::UnboundedReceiver<FromActor>,
+    budget: Arc<Semaphore>,
+}
+
+impl AnswerReceiver {
+    /// The next reply. Cancel safe, as `mpsc::UnboundedReceiver::recv`.
+    pub(crate) async fn recv(&mut self) -> Option<FromActor> {
+        let reply = self.rx.recv().await?;
+        Some(self.taken(reply))
+    }
+
+    /// The next reply if one is waiting.
+    pub(crate) fn try_recv(&mut self) -> Result<FromActor, TryRecvError> {
+        let reply = self.rx.try_recv()?;
+        Ok(self.taken(reply))
+    }
+
+    fn taken(&self, reply: FromActor) -> FromActor {
+        self.budget.add_permits(cost(&reply) as usize);
+        reply
+    }
+}
+
+impl Drop for AnswerReceiver {
+    fn drop(&mut self) {
+        // Actors waiting for room would otherwise wait for ever.
+        self.budget.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use solo_core::wire::CallRef;
+    use solo_core::{Incarnation, NodeId, NodeName};
+
+    use super::*;
+
+    fn answer(len: usize) -> FromActor {
+        FromActor::Answer {
+            to: CallRef {
+                caller: NodeId::new(NodeName::new("a").expect("name"), Incarnation(1)),
+                call: 1,
+                token: 1,
+            },
+            result: Ok(vec![0; len]),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_actor_waits_for_room_while_the_budget_is_spent_and_goes_on_once_taken() {
+        let (tx, mut rx) = channel();
+        // Most of the budget in one answer, then one that does not fit beside it.
+        tx.send(answer(MAX_ANSWER_BYTES - 1_000)).await;
+        let second = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(answer(10_000)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!second.is_finished(), "waits for room");
+        assert!(matches!(rx.try_recv(), Ok(FromActor::Answer { .. })));
+        tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("room came")
+            .expect("sent");
+        assert!(matches!(rx.try_recv(), Ok(FromActor::Answer { .. })));
+        // One larger than the whole budget passes alone.
+        tx.send(answer(MAX_ANSWER_BYTES * 2)).await;
+        assert!(matches!(rx.try_recv(), Ok(FromActor::Answer { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_actor_is_let_go_when_the_driver_is_gone() {
+        let (tx, rx) = channel();
+        tx.send(answer(MAX_ANSWER_BYTES)).await;
+        let waiting = {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(answer(1)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("let go")
+            .expect("ends");
+    }
+}
