@@ -78,6 +78,28 @@ pub enum HandshakeError {
     Random(#[from] RandomError),
 }
 
+impl HandshakeError {
+    /// A short fixed name for the kind of failure: the `reason` label of the
+    /// `solo_handshakes_rejected_total` metric (a bounded set, never the peer's words).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Timeout => "timeout",
+            Self::Frame(_) => "framing",
+            Self::BadLength(_) => "bad_length",
+            Self::Hello(_) => "malformed_hello",
+            Self::Refused(_) => "misconfigured",
+            Self::SelfConnection => "self_connection",
+            Self::BadProof => "bad_proof",
+            Self::UnknownVerdict(_) => "unknown_verdict",
+            Self::Superseded => "superseded",
+            Self::PeerFull => "peer_full",
+            Self::WrongCertificate { .. } => "wrong_certificate",
+            Self::Random(_) => "randomness",
+        }
+    }
+}
+
 /// What the acceptor decided, once both sides were authenticated: the last byte of the
 /// handshake, covered by the acceptor's tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

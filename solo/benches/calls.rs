@@ -6,6 +6,7 @@
 //!                                                # 100 000 calls per throughput run,
 //!                                                # 100 handoffs
 //! cargo bench -p solo --bench calls -- --quick   # smoke run: 2 000, 5 rounds of 20 000, 10
+//! cargo bench -p solo --bench calls --features prometheus   # the same, recording metrics
 //! ```
 //!
 //! * Unloaded latency: node `a` calls the counter that runs on node `b` (only `b` declares
@@ -1062,6 +1063,15 @@ async fn run(settings: Settings) {
 fn main() {
     // `cargo bench` passes `--bench`; other arguments are ignored.
     let quick = std::env::args().any(|arg| arg == "--quick");
+    // Built with the `prometheus` feature, the bench records every metric into the
+    // Prometheus recorder, as `solo-node --metrics` does: the cost of instrumentation is the
+    // difference between a run with the feature and one without.
+    #[cfg(feature = "prometheus")]
+    let _metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the Prometheus recorder installs");
+    #[cfg(feature = "prometheus")]
+    eprintln!("recording metrics into the Prometheus recorder");
     let settings = if quick {
         Settings::QUICK
     } else {

@@ -491,7 +491,13 @@ async fn serve<A: Actor>(
                 }
             },
             Some(Mail::BeginHandoff) => {
-                let encoded = match actor.begin_handoff(ctx).await {
+                let answer = actor.begin_handoff(ctx).await;
+                let outcome = match &answer {
+                    Handoff::Resume(_) => "resume",
+                    Handoff::Restart => "restart",
+                    Handoff::Ignore => "ignore",
+                };
+                let encoded = match answer {
                     Handoff::Resume(state) => match postcard::to_allocvec(&state) {
                         Ok(bytes) if bytes.len() > MAX_STATE_LEN => {
                             Err(HandoffError::StateTooLarge {
@@ -505,8 +511,12 @@ async fn serve<A: Actor>(
                     Handoff::Restart | Handoff::Ignore => Ok(None),
                 };
                 let (state, failed) = match encoded {
-                    Ok(state) => (state, None),
+                    Ok(state) => {
+                        crate::telemetry::handoff(outcome);
+                        (state, None)
+                    }
                     Err(error) => {
+                        crate::telemetry::handoff("failed");
                         tracing::warn!(child = %ctx.id(), %error, "the handoff failed; the new instance starts without a state");
                         (None, Some(error))
                     }

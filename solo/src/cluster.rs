@@ -500,6 +500,7 @@ impl ClusterBuilder {
                 commands: commands_tx,
                 events,
                 first_events: std::sync::Mutex::new(Some(first_events)),
+                calls: crate::telemetry::CallMetrics::new(),
             }),
         })
     }
@@ -513,6 +514,8 @@ struct Inner {
     events: broadcast::Sender<Event>,
     /// The receiver made before the driver started, for the first `events()` call.
     first_events: std::sync::Mutex<Option<broadcast::Receiver<Event>>>,
+    /// The metrics of calls and casts made through this node.
+    calls: crate::telemetry::CallMetrics,
 }
 
 /// A running cluster node: a cheap, cloneable handle to its driver task.
@@ -656,6 +659,22 @@ impl Cluster {
     /// Cancel safe: a query; dropping the future only forgoes the answer.
     pub async fn members(&self) -> Result<Vec<NodeId>, Error> {
         self.request(Command::Members).await
+    }
+
+    /// This node's view of the cluster now: every member it knows of with its state,
+    /// address, roles and whether it drains, and every singleton and child with its mode,
+    /// the member it is assigned to and, if it runs here, its instance, since when and its
+    /// fencing token. What `solo-node --metrics ADDR` serves at `/status`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the node left.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a query; dropping the future only forgoes the answer.
+    pub async fn status(&self) -> Result<crate::ClusterStatus, Error> {
+        self.request(Command::Status).await
     }
 
     /// This node's messaging counters: calls pending, bytes held for others, and the
@@ -815,6 +834,18 @@ impl Cluster {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
+        let started = std::time::Instant::now();
+        let result = self.call_unmeasured(name, payload, timeout).await;
+        self.inner.calls.call(&result, started.elapsed());
+        result
+    }
+
+    async fn call_unmeasured(
+        &self,
+        name: &ChildId,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
         // No timer per call: the driver's messenger answers `Timeout` at `deadline` (one
         // timer for all its calls). Only a full command queue is waited out here, until the
         // deadline.
@@ -867,6 +898,15 @@ impl Cluster {
     where
         M: serde::Serialize + ?Sized,
     {
+        let result = self.send_unmeasured(name, message).await;
+        self.inner.calls.cast(&result);
+        result
+    }
+
+    async fn send_unmeasured<M>(&self, name: &ChildId, message: &M) -> Result<(), CallError>
+    where
+        M: serde::Serialize + ?Sized,
+    {
         let payload =
             postcard::to_allocvec(message).map_err(|e| CallError::Encode(e.to_string()))?;
         let mut pause = Duration::from_millis(1);
@@ -896,6 +936,15 @@ impl Cluster {
     /// Dropping the future before it resolves may or may not have sent the message; once
     /// taken, it goes.
     pub async fn try_send<M>(&self, name: &ChildId, message: &M) -> Result<(), CallError>
+    where
+        M: serde::Serialize + ?Sized,
+    {
+        let result = self.try_send_unmeasured(name, message).await;
+        self.inner.calls.cast(&result);
+        result
+    }
+
+    async fn try_send_unmeasured<M>(&self, name: &ChildId, message: &M) -> Result<(), CallError>
     where
         M: serde::Serialize + ?Sized,
     {

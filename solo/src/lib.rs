@@ -77,11 +77,47 @@
 //!   `solo-node certs`), so that trying TLS needs no openssl.
 //!
 //! All of it runs on one crypto provider, `ring`.
+//!
+//! ## Metrics
+//!
+//! solo records through the [`metrics`](https://docs.rs/metrics) facade, into whatever
+//! recorder the application installed (a Prometheus exporter, an OpenTelemetry bridge);
+//! without one, each record is a call that does nothing.
+//! Install the recorder before [`ClusterBuilder::start`]: the hot paths keep handles made
+//! at start. The `prometheus` feature builds `solo-node --metrics ADDR`, which serves them
+//! at `/metrics` (and [`Cluster::status`] as JSON at `/status`).
+//!
+//! Names follow Prometheus habits: a `solo_` prefix, the unit in the name, `_total` on
+//! counters; every label takes a fixed, small set of values (an outcome, a state, a reason),
+//! or a node name (one per member): never a child id.
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `solo_members` | gauge | `state` (`alive`, `suspect`, `down`, `left`) | members in this node's view, itself included |
+//! | `solo_membership_events_total` | counter | `event` (`up`, `suspect`, `refuted`, `down`, `left`) | membership changes this node saw |
+//! | `solo_suspicion_to_down_seconds` | histogram | | from a member's suspicion to its `down` here |
+//! | `solo_failover_seconds` | histogram | | from the `down` of a child's owner to its new instance running here |
+//! | `solo_handoffs_total` | counter | `outcome` (`resume`, `restart`, `ignore`, `failed`) | actors moving away from here, by their `begin_handoff` |
+//! | `solo_handoff_seconds` | histogram | | from asking a moving instance for its state to the state leaving |
+//! | `solo_worker_stops_total` | counter | `reason` (as `WorkerStopped`'s, snake case) | instances that ended here |
+//! | `solo_worker_restarts_total` | counter | | instances started again here after a failure |
+//! | `solo_child_give_ups_total` | counter | | children given up past their restart intensity |
+//! | `solo_conflicts_total` | counter | | duplicates found after a partition healed |
+//! | `solo_calls_total` | counter | `outcome` | calls made from this node, by outcome |
+//! | `solo_call_duration_seconds` | histogram | `outcome` | their round trip, as the caller saw it |
+//! | `solo_casts_total` | counter | `outcome` | casts sent from this node, by outcome |
+//! | `solo_messages_dropped_total` | counter | `what`, `reason` | what this node could not keep (as `MessageDropped`) |
+//! | `solo_lease_events_total` | counter | `event` (`acquired`, `renewed`, `lost`) | the leases of exclusive children here |
+//! | `solo_transport_frames_total` | counter | `peer`, `direction` (`in`, `out`) | frames to and from each peer |
+//! | `solo_transport_bytes_total` | counter | `peer`, `direction` | their bytes, length prefixes included |
+//! | `solo_handshakes_rejected_total` | counter | `reason` | handshakes that failed, by why |
 
 mod actor;
 mod cluster;
 mod data_dir;
 mod driver;
+mod status;
+mod telemetry;
 mod worker;
 
 pub use actor::{Actor, ActorRef, CallError, Handoff, HandoffError};
@@ -89,6 +125,7 @@ pub use cluster::{
     ChildStart, Cluster, ClusterBuilder, ClusterStartError, Error, MIN_COOKIE_LEN, Supervisor,
 };
 pub use data_dir::DataDirError;
+pub use status::{ChildStatus, ClusterStatus, MemberStatus, RunningHere};
 pub use worker::{Worker, WorkerContext, WorkerError, WorkerStopReason};
 
 pub use solo_core as core;
@@ -104,8 +141,8 @@ pub mod tls {
     pub use solo_transport_tcp::tls::{TlsConfig, TlsError};
 }
 pub use solo_core::{
-    ChildId, ChildInfo, ChildSpec, Config, InstanceId, LeaseLoss, MemberEvent, Mode, NodeId,
-    NodeName, RestartPolicy, Scope, SupervisorEvent, WorkerSpec,
+    ChildId, ChildInfo, ChildSpec, Config, InstanceId, LeaseLoss, MemberEvent, MemberState, Mode,
+    NodeId, NodeName, RestartPolicy, Scope, SupervisorEvent, WorkerSpec,
 };
 
 /// Something that happened on this node, from [`Cluster::events`].

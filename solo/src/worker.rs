@@ -346,6 +346,8 @@ pub(crate) struct Instance {
     pub(crate) mailbox: Option<mpsc::Sender<Mail>>,
     /// The lease it runs under, for an exclusive child.
     lease: Option<watch::Sender<LeaseView>>,
+    /// When the driver started it, by the wall clock (for [`Cluster::status`](crate::Cluster::status)).
+    pub(crate) started_at: std::time::SystemTime,
 }
 
 impl Instance {
@@ -563,6 +565,7 @@ impl Spawner {
             stop_reason: None,
             mailbox: mail_tx,
             lease: lease_tx,
+            started_at: std::time::SystemTime::now(),
         }
     }
 }

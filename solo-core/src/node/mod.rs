@@ -533,6 +533,12 @@ impl Node {
         self.status
     }
 
+    /// What this node tells its peers about itself: its roles, whether it drains, the
+    /// singletons it declared.
+    pub fn meta(&self) -> &NodeMeta {
+        &self.meta
+    }
+
     /// Every other member this node knows, live or remembered (`Down`, `Left`), by name.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.iter()

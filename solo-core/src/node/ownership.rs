@@ -821,6 +821,14 @@ impl Node {
         sooner(&mut self.claim_tick_at, at);
     }
 
+    /// The mode of singleton or child `id`, if this node knows it.
+    pub fn mode_of(&self, id: &ChildId) -> Option<crate::supervisor::Mode> {
+        self.singletons
+            .get(id)
+            .map(|s| s.spec.mode)
+            .or_else(|| self.children.get(id).map(|s| s.record.spec.mode))
+    }
+
     /// The spec of singleton or child `id`, if this node still holds it.
     fn spec_of(&self, id: &ChildId, singleton: bool) -> Option<ChildSpec> {
         if singleton {

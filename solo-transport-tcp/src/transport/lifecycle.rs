@@ -391,6 +391,8 @@ impl<N: Network> Shared<N> {
 
     pub(super) fn handshake_failed(&self, error: &HandshakeError) {
         self.counters.handshakes_failed.inc();
+        metrics::counter!("solo_handshakes_rejected_total", "reason" => error.reason())
+            .increment(1);
         match error {
             HandshakeError::BadProof
             | HandshakeError::Refused(_)

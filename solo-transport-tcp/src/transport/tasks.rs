@@ -279,6 +279,7 @@ impl<N: Network> Shared<N> {
         }
         let mut reader = BufReader::with_capacity(READ_BUFFER, read_half);
         let idle_timeout = self.config.idle_timeout;
+        let (frames_in, bytes_in) = traffic_counters(&peer, "in");
         loop {
             // Dropping a half-read frame is fine: the connection is closed right after.
             let Ok(read) =
@@ -299,6 +300,8 @@ impl<N: Network> Shared<N> {
                 Ok(frame) if frame == KEEPALIVE => {}
                 Ok(frame) => {
                     self.counters.frames_received.inc();
+                    frames_in.increment(1);
+                    bytes_in.increment((frame.len() + frame::LEN_PREFIX) as u64);
                     let event = TransportEvent::Frame {
                         from: peer.clone(),
                         frame,
@@ -336,6 +339,7 @@ impl<N: Network> Shared<N> {
         } = conn;
         let mut writer = half;
         let keepalive_interval = self.config.keepalive_interval;
+        let (frames_out, bytes_out) = traffic_counters(&peer, "out");
         // Kept from one batch to the next: swapped with the outbox's, so that neither side
         // allocates once both have grown to the usual batch.
         let mut batch = Vec::with_capacity(WRITE_BUFFER);
@@ -347,8 +351,10 @@ impl<N: Network> Shared<N> {
             }
             loop {
                 match outbox.take(&mut batch, keepalive_interval).await {
-                    Taken::Frames(_) => {
+                    Taken::Frames(frames) => {
                         writer.write_all(&batch).await?;
+                        frames_out.increment(frames as u64);
+                        bytes_out.increment(batch.len() as u64);
                         if batch.capacity() > WRITE_BUFFER {
                             // A large state went out: its room is not kept for the life of
                             // the connection.
@@ -375,4 +381,18 @@ impl<N: Network> Shared<N> {
             self.connection_lost(conn, &peer, task, &events).await;
         }
     }
+}
+
+/// The `solo_transport_frames_total` and `solo_transport_bytes_total` counters of one peer
+/// and direction (`in`, `out`), made once per connection task. Keep-alives are not counted;
+/// bytes include the length prefixes. The `peer` label is a node name: one per member.
+fn traffic_counters(
+    peer: &NodeId,
+    direction: &'static str,
+) -> (metrics::Counter, metrics::Counter) {
+    let name = peer.name.to_string();
+    (
+        metrics::counter!("solo_transport_frames_total", "peer" => name.clone(), "direction" => direction),
+        metrics::counter!("solo_transport_bytes_total", "peer" => name, "direction" => direction),
+    )
 }

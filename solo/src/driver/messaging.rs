@@ -144,6 +144,7 @@ impl<N: Network> Driver<N> {
                     }
                 }
                 MessagingOutput::HandoffFinished { id, instance } => {
+                    state.metrics.handoff_finished(&id, now());
                     if let Some(running) = state
                         .instances
                         .get_mut(&id)
@@ -159,7 +160,7 @@ impl<N: Network> Driver<N> {
                 MessagingOutput::Dropped { id, what, reason } => {
                     let child = id.as_ref().map(tracing::field::display);
                     tracing::warn!(child, ?what, ?reason, "a message could not be kept");
-                    let _ = self.events.send(Event::MessageDropped { id, what, reason });
+                    self.emit(Event::MessageDropped { id, what, reason });
                 }
                 other => tracing::debug!(?other, "unhandled messaging output"),
             }
@@ -288,6 +289,9 @@ impl<N: Network> Driver<N> {
             .messaging
             .messenger
             .start_handoff(now(), &self.node, id, instance, to);
+        if started {
+            state.metrics.handoff_started(id, now());
+        }
         if started
             && let Some(running) = state
                 .instances
@@ -313,7 +317,7 @@ impl<N: Network> Driver<N> {
     pub(super) fn handoff_done(&mut self, state: &mut State, done: HandoffDone) {
         self.drain_replies(state);
         if let Some(error) = done.failed {
-            let _ = self.events.send(Event::HandoffFailed {
+            self.emit(Event::HandoffFailed {
                 id: done.id.clone(),
                 instance: done.instance,
                 error,

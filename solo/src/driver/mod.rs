@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::Event;
 use crate::actor::{AnswerReceiver, CallError, HandoffDone};
+use crate::telemetry::DriverMetrics;
 use crate::worker::{Exited, Instance, Spawner, WorkerStopReason};
 
 mod messaging;
@@ -41,6 +42,7 @@ pub(crate) enum Command {
     WhichChildren(Scope, oneshot::Sender<Vec<ChildInfo>>),
     Whereis(ChildId, oneshot::Sender<Option<NodeId>>),
     Members(oneshot::Sender<Vec<NodeId>>),
+    Status(oneshot::Sender<crate::ClusterStatus>),
     MessagingStats(oneshot::Sender<solo_core::messaging::MessagingStats>),
     /// A call, answered by `deadline` (the messenger's timer, not one per call).
     Call {
@@ -97,6 +99,7 @@ struct State {
     instances: HashMap<ChildId, Instance>,
     pending_starts: HashMap<ChildId, oneshot::Sender<Result<bool, StartChildError>>>,
     messaging: Messaging,
+    metrics: DriverMetrics,
 }
 
 impl<N: Network> Driver<N> {
@@ -108,6 +111,7 @@ impl<N: Network> Driver<N> {
             instances: HashMap::new(),
             pending_starts: HashMap::new(),
             messaging,
+            metrics: DriverMetrics::default(),
         };
         // One timer for the life of the loop, moved only when the deadline moves: a timer
         // made and dropped per input costs as much as the input under load.
@@ -118,6 +122,7 @@ impl<N: Network> Driver<N> {
             self.drain(&mut state);
             self.messaging_tick(&mut state);
             self.drain(&mut state);
+            state.metrics.tick(&self.node, now());
             let deadline = [
                 self.node.poll_timeout().map(Instant::from_std),
                 state.messaging.next_deadline(),
@@ -214,7 +219,7 @@ impl<N: Network> Driver<N> {
                         self.misconfigured.clear();
                     }
                     self.misconfigured.insert(addr, error.clone());
-                    let _ = self.events.send(Event::PeerMisconfigured {
+                    self.emit(Event::PeerMisconfigured {
                         addr,
                         reason: error.to_string(),
                     });
@@ -257,6 +262,7 @@ impl<N: Network> Driver<N> {
                     fence,
                 } => {
                     tracing::debug!(child = %id, %instance, from = ?handoff_from, token = ?fence.map(|f| f.token), "starting an instance");
+                    state.metrics.started(&id, handoff_from.is_some(), now());
                     let running = self.spawner.spawn(spec, instance, fence);
                     if let Some(mut old) = state.instances.insert(id.clone(), running) {
                         old.stop(WorkerStopReason::Replaced);
@@ -276,6 +282,7 @@ impl<N: Network> Driver<N> {
                         && running.instance == instance
                     {
                         running.extend_lease(valid_until);
+                        crate::telemetry::lease("renewed");
                     }
                 }
                 Action::PersistTokens { up_to } => self.persist_tokens(up_to),
@@ -327,7 +334,8 @@ impl<N: Network> Driver<N> {
                     if let MemberEvent::Down(peer) | MemberEvent::Left(peer) = &event {
                         self.peer_gone(state, peer);
                     }
-                    let _ = self.events.send(Event::Member(event));
+                    state.metrics.member(&self.node, &event, now());
+                    self.emit(Event::Member(event));
                 }
                 Action::Supervisor(event) => {
                     match &event {
@@ -343,11 +351,11 @@ impl<N: Network> Driver<N> {
                         }
                         _ => {}
                     }
-                    let _ = self.events.send(Event::Supervisor(event));
+                    self.emit(Event::Supervisor(event));
                 }
                 Action::Superseded { by } => {
                     tracing::warn!(%by, "a newer process took this node's name");
-                    let _ = self.events.send(Event::Superseded { by });
+                    self.emit(Event::Superseded { by });
                 }
                 other => tracing::debug!(?other, "unhandled action"),
             }
@@ -399,7 +407,10 @@ impl<N: Network> Driver<N> {
             (None, Exit::Normal) => WorkerStopReason::Exited,
             (None, Exit::Failed(why)) => WorkerStopReason::Failed(why.clone()),
         };
-        let _ = self.events.send(Event::WorkerStopped {
+        if matches!(reason, WorkerStopReason::Failed(_)) {
+            state.metrics.failed(&id, now());
+        }
+        self.emit(Event::WorkerStopped {
             id: id.clone(),
             instance,
             reason,
@@ -437,6 +448,9 @@ impl<N: Network> Driver<N> {
             }
             Command::Members(reply) => {
                 let _ = reply.send(self.node.live_view().into_iter().collect());
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.status(state));
             }
             Command::MessagingStats(reply) => {
                 let _ = reply.send(state.messaging.stats());
@@ -525,6 +539,63 @@ impl<N: Network> Driver<N> {
         }
         self.drain_replies(state);
         self.transport.shutdown();
+    }
+}
+
+impl<N: Network> Driver<N> {
+    /// This node's view of the cluster now.
+    fn status(&self, state: &State) -> crate::ClusterStatus {
+        use crate::{ChildStatus, MemberStatus, RunningHere};
+        let me = self.node.meta();
+        let myself = MemberStatus {
+            id: self.node.id().clone(),
+            addr: self.node.addr(),
+            state: solo_core::MemberState::Alive,
+            roles: me.roles.clone(),
+            draining: self.node.is_draining(),
+        };
+        let others = self.node.members().map(|m| MemberStatus {
+            id: m.id().clone(),
+            addr: m.addr(),
+            state: m.state(),
+            roles: m.meta().roles.clone(),
+            draining: m.meta().draining,
+        });
+        let mut children: Vec<ChildStatus> = self
+            .node
+            .which_children(Scope::Global)
+            .into_iter()
+            .map(|info| {
+                let running_here = state
+                    .instances
+                    .get(&info.id)
+                    .filter(|_| info.running_here)
+                    .map(|running| RunningHere {
+                        instance: running.instance,
+                        since: running.started_at,
+                        token: self.node.fencing_token(&info.id),
+                    });
+                ChildStatus {
+                    mode: self.node.mode_of(&info.id),
+                    id: info.id,
+                    singleton: info.singleton,
+                    assigned_to: info.assigned_to,
+                    running_here,
+                }
+            })
+            .collect();
+        children.sort_by(|a, b| a.id.cmp(&b.id));
+        crate::ClusterStatus {
+            node: self.node.id().clone(),
+            members: std::iter::once(myself).chain(others).collect(),
+            children,
+        }
+    }
+
+    /// Records `event` in the metrics, then tells the subscribers.
+    fn emit(&self, event: Event) {
+        crate::telemetry::event(&event);
+        let _ = self.events.send(event);
     }
 }
 

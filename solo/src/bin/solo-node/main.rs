@@ -31,9 +31,15 @@
 //!   token, as the line `NAME TOKEN COUNT` to a TCP store at ADDR, and prints its one-line
 //!   answer as `store_reply` with `name`, `token`, `count` and `reply`);
 //!   `--store-delay-ms N` (each such write travels N ms first, as over a slow network;
-//!   default 0); `--cluster NAME` (default `solo`); `--json`.
+//!   default 0); `--cluster NAME` (default `solo`); `--json`; `--metrics ADDR:PORT` (built
+//!   with the `prometheus` feature: an HTTP endpoint with the node's metrics in the
+//!   Prometheus text format at `/metrics`, as listed in the `solo` crate's docs, and its
+//!   view of the cluster as JSON at `/status`: `node`, `members` (each with `name`,
+//!   `incarnation`, `addr`, `state`, `roles`, `draining`) and `children` (each with `id`,
+//!   `singleton`, `mode`, `owner`, and `running_here`: `null`, or `instance`, `since_ms`
+//!   and `token` on the node that runs it); port 0 picks one, which `ready` names).
 //! * `--json` prints one JSON object per line, each with `ts_us` (microseconds since the Unix
-//!   epoch), `node` and `event`: `ready` (with `listen`), `member_up` / `member_down` /
+//!   epoch), `node` and `event`: `ready` (with `listen`, and `metrics` with `--metrics`), `member_up` / `member_down` /
 //!   `member_left` (with `member`), `worker_started` (with `name`, and `token` for an
 //!   exclusive singleton, once the worker task runs), `worker_stopped` (with `name` and
 //!   `reason`, once the task has ended), `roar` (with `name`, `count`, and `token` when
@@ -74,11 +80,14 @@ use solo::{
     WorkerError,
 };
 
+#[cfg(feature = "prometheus")]
+mod endpoint;
+
 const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOST:PORT]... \
                      [--seed-timeout SECS] [--cookie-file PATH | SOLO_COOKIE=... | --cookie SECRET] [--singleton NAME]... \
                      [--exclusive-singleton NAME]... [--voter NAME]... [--data-dir PATH] [--crash-evidence] \
                      [--fenced-store ADDR [--store-delay-ms N]] \
-                     [--cluster NAME] [--json] [--transport tcp|quic] \
+                     [--cluster NAME] [--json] [--metrics ADDR:PORT] [--transport tcp|quic] \
                      [--certs DIR | --ca FILE --cert FILE --key FILE]\n       \
                      solo-node call NAME MESSAGE... --seed HOST:PORT [--timeout SECS] [same flags]\n       \
                      solo-node certs --out DIR [--cluster NAME] NODE...";
@@ -140,6 +149,10 @@ struct Args {
     certs: CertFiles,
     /// `solo-node call`: the name, the message and the timeout.
     call: Option<(String, String, Duration)>,
+    /// `--metrics ADDR`: where `/metrics` and `/status` are served (refused at parsing
+    /// without the `prometheus` feature).
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+    metrics: Option<SocketAddr>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<Args, String> {
@@ -162,6 +175,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
     let mut seed_timeout = Duration::from_secs(30);
     let mut transport = TransportKind::Tcp;
     let mut certs = CertFiles::default();
+    let mut metrics = None;
     while let Some(flag) = argv.next() {
         let mut value = |flag: &str| argv.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -204,6 +218,20 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
             }
             "--cluster" => cluster = value("--cluster")?,
             "--json" => json = true,
+            "--metrics" => {
+                let raw = value("--metrics")?;
+                let addr = raw
+                    .parse::<SocketAddr>()
+                    .map_err(|_| format!("--metrics {raw:?} is not an ADDR:PORT"))?;
+                if cfg!(not(feature = "prometheus")) {
+                    return Err(
+                        "--metrics needs solo-node built with the `prometheus` feature \
+                                (cargo build -p solo --features prometheus)"
+                            .to_owned(),
+                    );
+                }
+                metrics = Some(addr);
+            }
             "--crash-evidence" => crash_evidence = true,
             "--seed-timeout" => {
                 let raw = value("--seed-timeout")?;
@@ -285,6 +313,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
         transport,
         certs,
         call,
+        metrics,
     })
 }
 
@@ -483,7 +512,24 @@ async fn run(args: Args) -> Result<(), String> {
         None => builder,
     };
     let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
+    // The recorder goes in before the node starts: the node keeps handles made at start.
+    #[cfg(feature = "prometheus")]
+    let endpoint = match args.metrics {
+        Some(addr) => Some(endpoint::Endpoint::bind(addr).await?),
+        None => None,
+    };
+    #[cfg(feature = "prometheus")]
+    let metrics_addr = match &endpoint {
+        Some(endpoint) => Some(endpoint.local_addr()?.to_string()),
+        None => None,
+    };
+    #[cfg(not(feature = "prometheus"))]
+    let metrics_addr: Option<String> = None;
     let cluster = builder.start().await.map_err(|e| e.to_string())?;
+    #[cfg(feature = "prometheus")]
+    if let Some(endpoint) = endpoint {
+        endpoint.serve(cluster.clone());
+    }
     let mut events = cluster.events();
     for name in &args.singletons {
         let id =
@@ -503,11 +549,18 @@ async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("cannot declare exclusive singleton {name:?}: {e}"))?;
     }
     let listen = cluster.local_addr().to_string();
-    printer.print(
-        "ready",
-        &[("listen", &listen)],
-        &format!("ready on {listen}"),
-    );
+    match &metrics_addr {
+        Some(metrics) => printer.print(
+            "ready",
+            &[("listen", &listen), ("metrics", metrics)],
+            &format!("ready on {listen}, metrics on http://{metrics}/metrics"),
+        ),
+        None => printer.print(
+            "ready",
+            &[("listen", &listen)],
+            &format!("ready on {listen}"),
+        ),
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     let seeds = args.seeds.clone();

@@ -1,0 +1,181 @@
+//! `solo-node --metrics`: three real processes on 127.0.0.1 serve `/metrics` and `/status`;
+//! a SIGKILL of the singleton's owner moves the member gauges, the membership counters and
+//! the failover histogram as it should, and every survivor's `/status` names the new owner.
+//! `/metrics` is read with a Prometheus text parser, as a Prometheus server would.
+//!
+//! Every wait is bounded; no timing is asserted beyond "it happened".
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use prometheus_parse::{Scrape, Value};
+use tests::{
+    Node, cluster_specs, dump_all, now_us, settled_owner, solo_node_binary, wait_any,
+    wait_full_mesh,
+};
+
+const SINGLETON: &str = "s";
+const FORM: Duration = Duration::from_secs(20);
+
+/// `GET path` over HTTP/1.1: the status code and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, body.to_owned())
+}
+
+fn scrape(addr: SocketAddr) -> Scrape {
+    let (code, body) = get(addr, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
+}
+
+/// The value of `name` with `label` = `value` (or the unlabelled one), 0 if absent.
+fn value(scrape: &Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+/// The owner every child of `/status` names, by child id.
+fn owners(addr: SocketAddr) -> serde_json::Value {
+    let (code, body) = get(addr, "/status");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+fn owner_of(status: &serde_json::Value, child: &str) -> Option<String> {
+    status["children"]
+        .as_array()?
+        .iter()
+        .find(|c| c["id"] == child)?["owner"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Polls until `check` holds, for up to `within`.
+fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+#[test]
+fn metrics_and_status_follow_a_sigkill_failover() {
+    let binary = solo_node_binary(false);
+    let mut specs = cluster_specs(3, "metrics", &[SINGLETON]);
+    for spec in &mut specs {
+        spec.extra = vec!["--metrics".into(), "127.0.0.1:0".into()];
+    }
+    let mut nodes: Vec<Node> = specs
+        .into_iter()
+        .map(|spec| Node::start(&binary, spec))
+        .collect();
+    let endpoints: Vec<SocketAddr> = nodes
+        .iter()
+        .map(|node| {
+            let ready = node.wait_seen(FORM, |e| e.event == "ready").expect("ready");
+            ready
+                .field("metrics")
+                .and_then(|a| a.parse().ok())
+                .expect("`ready` names the metrics address")
+        })
+        .collect();
+    assert!(wait_full_mesh(&nodes, FORM), "{}", dump_all(&nodes));
+    let owner = settled_owner(&nodes, SINGLETON, FORM).expect("an owner");
+    let owner_name = nodes[owner].spec.name.clone();
+
+    // Before: three alive everywhere, every `/status` names the owner, and only the owner's
+    // says an instance runs there.
+    for (i, &endpoint) in endpoints.iter().enumerate() {
+        assert!(
+            eventually(FORM, || value(
+                &scrape(endpoint),
+                "solo_members",
+                Some(("state", "alive"))
+            ) == 3.0),
+            "n{} sees three alive members",
+            i + 1
+        );
+        let status = owners(endpoint);
+        assert_eq!(
+            owner_of(&status, SINGLETON).as_deref(),
+            Some(owner_name.as_str())
+        );
+        assert_eq!(status["members"].as_array().map(Vec::len), Some(3));
+        let running_here = &status["children"][0]["running_here"];
+        assert_eq!(!running_here.is_null(), i == owner, "{status}");
+        assert!(value(&scrape(endpoint), "solo_transport_frames_total", None) > 0.0);
+    }
+
+    let killed = nodes.remove(owner);
+    let survivors: Vec<SocketAddr> = (0..3)
+        .filter(|&i| i != owner)
+        .map(|i| endpoints[i])
+        .collect();
+    let killed_at = now_us();
+    killed.signal("KILL");
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let (new_owner, _) = wait_any(&refs, FORM, |e| {
+        e.event == "worker_started" && e.field("name") == Some(SINGLETON) && e.ts_us > killed_at
+    })
+    .unwrap_or_else(|| panic!("no takeover:\n{}", dump_all(&nodes)));
+    let new_owner_name = nodes[new_owner].spec.name.clone();
+
+    // After: two alive and one down on each survivor, one `down` counted, the failover
+    // observed once by the node that took over (and by no other), and `/status` agreeing.
+    for (j, &endpoint) in survivors.iter().enumerate() {
+        assert!(
+            eventually(FORM, || {
+                let s = scrape(endpoint);
+                value(&s, "solo_members", Some(("state", "alive"))) == 2.0
+                    && value(&s, "solo_members", Some(("state", "down"))) == 1.0
+                    && value(&s, "solo_membership_events_total", Some(("event", "down"))) == 1.0
+            }),
+            "survivor {j}: {}",
+            get(endpoint, "/metrics").1
+        );
+        let failovers = value(&scrape(endpoint), "solo_failover_seconds_count", None);
+        let took_over = j == new_owner;
+        assert_eq!(failovers, if took_over { 1.0 } else { 0.0 }, "survivor {j}");
+        if took_over {
+            let seconds = value(&scrape(endpoint), "solo_failover_seconds_sum", None);
+            assert!(seconds > 0.0 && seconds < 10.0, "{seconds}");
+        }
+        assert!(
+            eventually(FORM, || owner_of(&owners(endpoint), SINGLETON).as_deref()
+                == Some(new_owner_name.as_str())),
+            "survivor {j}: {}",
+            owners(endpoint)
+        );
+    }
+
+    // Anything but a GET of the two paths is refused, politely.
+    assert_eq!(get(survivors[0], "/nothing").0, 404);
+    drop(killed);
+}
