@@ -57,6 +57,60 @@ pub(crate) fn event(event: &Event) {
     }
 }
 
+/// Tells `tracing` subscribers of `event`: target `solo::event`, the field `event` named as
+/// `solo-node --json` names it, and the other fields as that line has them (`member`,
+/// `name`, `token`, `reason`, `addr`, `by`, `what`), so that a user's subscriber sees what
+/// `solo-node` prints. Problems (a misconfigured peer, a superseded process, a failed
+/// handoff, a dropped message, a lost lease) at `WARN`, the rest at `INFO`.
+pub(crate) fn trace(event: &Event) {
+    const T: &str = "solo::event";
+    match event {
+        Event::Member(member) => {
+            let (kind, id) = match member {
+                MemberEvent::Up(id) => ("member_up", id),
+                MemberEvent::Down(id) => ("member_down", id),
+                MemberEvent::Left(id) => ("member_left", id),
+                MemberEvent::Suspect(id) => ("member_suspect", id),
+                MemberEvent::Refuted(id) => ("member_refuted", id),
+                _ => return,
+            };
+            tracing::info!(target: T, event = kind, member = %id, "{kind} {id}");
+        }
+        Event::WorkerStarted { id, token, .. } => {
+            tracing::info!(target: T, event = "worker_started", name = %id, token, "worker started: {id}");
+        }
+        Event::WorkerStopped { id, reason, .. } => {
+            tracing::info!(target: T, event = "worker_stopped", name = %id, reason = %reason, "worker stopped: {id} ({reason})");
+        }
+        Event::Supervisor(SupervisorEvent::LeaseAcquired { id, token }) => {
+            tracing::info!(target: T, event = "lease_acquired", name = %id, token, "lease acquired: {id} (token {token})");
+        }
+        Event::Supervisor(SupervisorEvent::LeaseLost { id, reason, .. }) => {
+            let reason = match reason {
+                solo_core::LeaseLoss::NotRenewed => "not renewed",
+                solo_core::LeaseLoss::Taken => "taken",
+                _ => "lost",
+            };
+            tracing::warn!(target: T, event = "lease_lost", name = %id, reason, "lease lost: {id} ({reason})");
+        }
+        Event::PeerMisconfigured { addr, reason } => {
+            tracing::warn!(target: T, event = "peer_misconfigured", addr = %addr, reason = %reason, "peer {addr} is configured for another cluster: {reason}");
+        }
+        Event::Superseded { by } => {
+            tracing::warn!(target: T, event = "superseded", by = %by, "superseded by {by}");
+        }
+        Event::HandoffFailed { id, error, .. } => {
+            tracing::warn!(target: T, event = "handoff_failed", name = %id, reason = %error, "handoff failed: {id} ({error})");
+        }
+        Event::MessageDropped { id, what, reason } => {
+            let name = id.as_ref().map_or("", ChildId::as_str);
+            let what = format!("{what:?}").to_lowercase();
+            tracing::warn!(target: T, event = "message_dropped", name, what = %what, reason = ?reason, "{what} dropped: {name} ({reason:?})");
+        }
+        _ => {}
+    }
+}
+
 /// A lease event of an exclusive child here.
 pub(crate) fn lease(event: &'static str) {
     counter!("solo_lease_events_total", "event" => event).increment(1);

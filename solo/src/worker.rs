@@ -510,11 +510,13 @@ impl Spawner {
                     (Arc::clone(&announced), events.clone(), id.clone());
                 let task = async move {
                     announced.call_once(|| {
-                        let _ = events.send(Event::WorkerStarted {
+                        let started = Event::WorkerStarted {
                             id: started_id,
                             instance,
                             token,
-                        });
+                        };
+                        crate::telemetry::trace(&started);
+                        let _ = events.send(started);
                     });
                     run.await
                 };

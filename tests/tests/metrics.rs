@@ -1,7 +1,8 @@
-//! `solo-node --metrics`: three real processes on 127.0.0.1 serve `/metrics` and `/status`;
-//! a SIGKILL of the singleton's owner moves the member gauges, the membership counters and
-//! the failover histogram as it should, and every survivor's `/status` names the new owner.
-//! `/metrics` is read with a Prometheus text parser, as a Prometheus server would.
+//! The operator's view of real processes on 127.0.0.1: `solo-node --metrics` serves
+//! `/metrics` and `/status` (a SIGKILL of the singleton's owner moves the member gauges, the
+//! membership counters and the failover histogram as it should, and every survivor's
+//! `/status` names the new owner; `/metrics` is read with a Prometheus text parser, as a
+//! Prometheus server would), and `solo-node status` prints from a shell what the nodes see.
 //!
 //! Every wait is bounded; no timing is asserted beyond "it happened".
 
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use prometheus_parse::{Scrape, Value};
 use tests::{
-    Node, cluster_specs, dump_all, now_us, settled_owner, solo_node_binary, wait_any,
-    wait_full_mesh,
+    Node, cluster, cluster_specs, dump_all, now_us, run_to_exit, settled_owner, solo_node_binary,
+    wait_any, wait_full_mesh,
 };
 
 const SINGLETON: &str = "s";
@@ -178,4 +179,43 @@ fn metrics_and_status_follow_a_sigkill_failover() {
     // Anything but a GET of the two paths is refused, politely.
     assert_eq!(get(survivors[0], "/nothing").0, 404);
     drop(killed);
+}
+
+#[test]
+fn solo_node_status_prints_the_members_and_who_runs_each_singleton() {
+    let binary = solo_node_binary(false);
+    let nodes = cluster(&binary, 3, "status", &[SINGLETON]);
+    assert!(wait_full_mesh(&nodes, FORM), "{}", dump_all(&nodes));
+    let owner = settled_owner(&nodes, SINGLETON, FORM).expect("an owner");
+    let seed = nodes[0].spec.addr.to_string();
+    let cookie = nodes[0].spec.cookie.clone();
+    let ask = |json: bool| {
+        let mut args = vec!["status", "--seed", &seed, "--cookie", &cookie];
+        if json {
+            args.push("--json");
+        }
+        let done = run_to_exit(&binary, &args, FORM).expect("status exits");
+        assert!(done.status.success(), "{}", done.stderr);
+        done.stdout
+    };
+    let view: serde_json::Value = serde_json::from_str(&ask(true)).expect("JSON");
+    assert_eq!(
+        owner_of(&view, SINGLETON).as_deref(),
+        Some(nodes[owner].spec.name.as_str()),
+        "{view}"
+    );
+    let table = ask(false);
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(&format!("{SINGLETON} ")))
+        .unwrap_or_else(|| panic!("a row for the singleton:\n{table}"));
+    assert!(row.ends_with(&nodes[owner].spec.name), "{table}");
+    for node in &nodes {
+        assert!(
+            table
+                .lines()
+                .any(|line| line.starts_with(&format!("{} ", node.spec.name))),
+            "{table}"
+        );
+    }
 }

@@ -405,7 +405,8 @@ impl Node {
     }
 
     /// The children and singletons running here ([`Scope::Local`]) or known cluster-wide
-    /// ([`Scope::Global`]).
+    /// ([`Scope::Global`]: also the singletons that only other members declared, with the
+    /// member placement gives them to).
     pub fn which_children(&self, scope: Scope) -> Vec<ChildInfo> {
         let singletons = self.singletons.iter().map(|(id, s)| ChildInfo {
             id: id.clone(),
@@ -423,7 +424,22 @@ impl Node {
                 assigned_to: self.member_id(s.owner.as_ref()),
                 running_here: self.runs(id),
             });
+        // Singletons only others declared: this node (an observer, say) knows them from the
+        // members' metadata, and where they run by the same placement.
+        let declared_elsewhere: BTreeSet<&ChildId> = self
+            .view
+            .values()
+            .flat_map(|(_, meta)| meta.singletons.iter().map(|(id, _)| id))
+            .filter(|id| !self.singletons.contains_key(*id))
+            .collect();
+        let elsewhere = declared_elsewhere.into_iter().map(|id| ChildInfo {
+            id: id.clone(),
+            singleton: true,
+            assigned_to: self.owner_id(id).cloned(),
+            running_here: false,
+        });
         singletons
+            .chain(elsewhere)
             .chain(children)
             .filter(|info| scope == Scope::Global || info.running_here)
             .collect()

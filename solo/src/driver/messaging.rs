@@ -158,8 +158,6 @@ impl<N: Network> Driver<N> {
                     }
                 }
                 MessagingOutput::Dropped { id, what, reason } => {
-                    let child = id.as_ref().map(tracing::field::display);
-                    tracing::warn!(child, ?what, ?reason, "a message could not be kept");
                     self.emit(Event::MessageDropped { id, what, reason });
                 }
                 other => tracing::debug!(?other, "unhandled messaging output"),

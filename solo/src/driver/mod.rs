@@ -214,7 +214,6 @@ impl<N: Network> Driver<N> {
                 // Reported again on every retry: said once per address and reason.
                 let said = self.misconfigured.get(&addr) == Some(&error);
                 if !said {
-                    tracing::warn!(%addr, %error, "a peer is configured for another cluster");
                     if self.misconfigured.len() >= MAX_MISCONFIGURED {
                         self.misconfigured.clear();
                     }
@@ -354,7 +353,6 @@ impl<N: Network> Driver<N> {
                     self.emit(Event::Supervisor(event));
                 }
                 Action::Superseded { by } => {
-                    tracing::warn!(%by, "a newer process took this node's name");
                     self.emit(Event::Superseded { by });
                 }
                 other => tracing::debug!(?other, "unhandled action"),
@@ -592,9 +590,10 @@ impl<N: Network> Driver<N> {
         }
     }
 
-    /// Records `event` in the metrics, then tells the subscribers.
+    /// Records `event` in the metrics and as a `tracing` event, then tells the subscribers.
     fn emit(&self, event: Event) {
         crate::telemetry::event(&event);
+        crate::telemetry::trace(&event);
         let _ = self.events.send(event);
     }
 }

@@ -8,15 +8,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use solo::{Cluster, ClusterStatus, MemberState};
+use solo::Cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::quote;
+use crate::view::status_json;
 
 /// The longest request head read.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -165,69 +165,4 @@ async fn respond(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
-}
-
-/// `/status`: `{"node", "members": [...], "children": [...]}`, every field named in the
-/// README's contract.
-pub(crate) fn status_json(status: &ClusterStatus) -> String {
-    let members: Vec<String> = status
-        .members
-        .iter()
-        .map(|m| {
-            let roles: Vec<String> = m.roles.iter().map(|r| quote(r)).collect();
-            format!(
-                "{{\"name\":{},\"incarnation\":{},\"addr\":{},\"state\":{},\"roles\":[{}],\"draining\":{}}}",
-                quote(m.id.name.as_str()),
-                m.id.incarnation,
-                quote(&m.addr.to_string()),
-                quote(state_name(m.state)),
-                roles.join(","),
-                m.draining
-            )
-        })
-        .collect();
-    let children: Vec<String> = status
-        .children
-        .iter()
-        .map(|c| {
-            let owner = c
-                .assigned_to
-                .as_ref()
-                .map_or("null".to_owned(), |owner| quote(owner.name.as_str()));
-            let mode = c.mode.map_or("null".to_owned(), |mode| {
-                quote(&format!("{mode:?}").to_lowercase())
-            });
-            let here = c.running_here.as_ref().map_or("null".to_owned(), |r| {
-                let since_ms = r
-                    .since
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis());
-                let token = r.token.map_or("null".to_owned(), |t| t.to_string());
-                format!(
-                    "{{\"instance\":{},\"since_ms\":{since_ms},\"token\":{token}}}",
-                    r.instance
-                )
-            });
-            format!(
-                "{{\"id\":{},\"singleton\":{},\"mode\":{mode},\"owner\":{owner},\"running_here\":{here}}}",
-                quote(c.id.as_str()),
-                c.singleton
-            )
-        })
-        .collect();
-    format!(
-        "{{\"node\":{},\"members\":[{}],\"children\":[{}]}}\n",
-        quote(&status.node.to_string()),
-        members.join(","),
-        children.join(",")
-    )
-}
-
-fn state_name(state: MemberState) -> &'static str {
-    match state {
-        MemberState::Alive => "alive",
-        MemberState::Suspect => "suspect",
-        MemberState::Down => "down",
-        MemberState::Left => "left",
-    }
 }

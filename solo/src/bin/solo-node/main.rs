@@ -63,6 +63,11 @@
 //!   and `add N` with its count. Takes `--cluster`, `--transport`, `--certs`/`--ca`/
 //!   `--cert`/`--key`, `--name` and `--listen` (default `127.0.0.1:0`) as a node does;
 //!   over TLS or QUIC its `--name` must be one its certificate names (peers check).
+//! * `solo-node status --seed HOST:PORT [--json] [--timeout SECS]` joins as an observer,
+//!   waits until its view of the children has settled (or `--timeout`, default 5 s), prints
+//!   the members (without itself) and every singleton and child with its kind, mode and
+//!   owner as a table, or with `--json` the same object as `--metrics`'s `/status`, and
+//!   leaves. Takes the flags `call` takes.
 //! * `solo-node certs --out DIR [--cluster NAME] NODE...` (built with the `certgen` feature)
 //!   writes a new cluster CA (`ca.pem`, `ca.key`) and a certificate and key per node, and
 //!   refuses to overwrite any file.
@@ -82,6 +87,7 @@ use solo::{
 
 #[cfg(feature = "prometheus")]
 mod endpoint;
+mod view;
 
 const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOST:PORT]... \
                      [--seed-timeout SECS] [--cookie-file PATH | SOLO_COOKIE=... | --cookie SECRET] [--singleton NAME]... \
@@ -90,6 +96,7 @@ const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOS
                      [--cluster NAME] [--json] [--metrics ADDR:PORT] [--transport tcp|quic] \
                      [--certs DIR | --ca FILE --cert FILE --key FILE]\n       \
                      solo-node call NAME MESSAGE... --seed HOST:PORT [--timeout SECS] [same flags]\n       \
+                     solo-node status --seed HOST:PORT [--json] [--timeout SECS] [same flags]\n       \
                      solo-node certs --out DIR [--cluster NAME] NODE...";
 
 /// Which transport carries the node's traffic.
@@ -149,13 +156,29 @@ struct Args {
     certs: CertFiles,
     /// `solo-node call`: the name, the message and the timeout.
     call: Option<(String, String, Duration)>,
+    /// `solo-node status`: how long to wait for the view to settle.
+    status: Option<Duration>,
     /// `--metrics ADDR`: where `/metrics` and `/status` are served (refused at parsing
     /// without the `prometheus` feature).
     #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     metrics: Option<SocketAddr>,
 }
 
-fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<Args, String> {
+/// What the command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subcommand {
+    /// Run a node (no subcommand).
+    Run,
+    /// `solo-node call`.
+    Call,
+    /// `solo-node status`.
+    Status,
+}
+
+fn parse_args(mut argv: impl Iterator<Item = String>, sub: Subcommand) -> Result<Args, String> {
+    let calling = sub == Subcommand::Call;
+    // `call` and `status` join for a moment, as an observer.
+    let visiting = sub != Subcommand::Run;
     let mut name = None;
     let mut listen = None;
     let mut positional = Vec::new();
@@ -251,7 +274,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
             "--ca" => certs.ca = Some(value("--ca")?.into()),
             "--cert" => certs.cert = Some(value("--cert")?.into()),
             "--key" => certs.key = Some(value("--key")?.into()),
-            "--timeout" if calling => {
+            "--timeout" if visiting => {
                 let raw = value("--timeout")?;
                 let secs: f64 = raw
                     .parse()
@@ -284,6 +307,13 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
     } else {
         None
     };
+    if sub == Subcommand::Status {
+        if seeds.is_empty() {
+            return Err("status: --seed is required".to_owned());
+        }
+        name = name.or_else(|| Some(format!("status-{}", std::process::id())));
+        listen = listen.or_else(|| "127.0.0.1:0".parse().ok());
+    }
     if !exclusive_singletons.is_empty() && voters.is_empty() {
         return Err(
             "--exclusive-singleton needs the cluster's voters (--voter NAME, repeated)".to_owned(),
@@ -313,6 +343,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, calling: bool) -> Result<A
         transport,
         certs,
         call,
+        status: (sub == Subcommand::Status).then_some(timeout),
         metrics,
     })
 }
@@ -449,11 +480,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    let calling = argv.peek().map(String::as_str) == Some("call");
-    if calling {
+    let sub = match argv.peek().map(String::as_str) {
+        Some("call") => Subcommand::Call,
+        Some("status") => Subcommand::Status,
+        _ => Subcommand::Run,
+    };
+    if sub != Subcommand::Run {
         argv.next();
     }
-    let args = match parse_args(argv, calling) {
+    let args = match parse_args(argv, sub) {
         Ok(args) => args,
         Err(message) => {
             eprintln!("solo-node: {message}");
@@ -473,6 +508,8 @@ fn main() -> ExitCode {
     };
     let result = if args.call.is_some() {
         runtime.block_on(call(args))
+    } else if args.status.is_some() {
+        runtime.block_on(status(args))
     } else {
         runtime.block_on(run(args))
     };
@@ -805,6 +842,56 @@ async fn call(args: Args) -> Result<(), String> {
 }
 
 /// Applies `--transport` and the certificate flags, or says which feature is missing.
+/// `solo-node status`: joins as an observer, waits until its view of the children has not
+/// changed for a moment (or the timeout), prints it, and leaves.
+async fn status(args: Args) -> Result<(), String> {
+    let timeout = args.status.unwrap_or(Duration::from_secs(5));
+    let builder = Cluster::builder()
+        .node_name(args.name.clone())
+        .listen(args.listen)
+        .seeds(args.seeds.clone())
+        .cookie(args.cookie.clone())
+        .cluster_name(args.cluster.clone())
+        .observer();
+    let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
+    let cluster = builder.start().await.map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Joined, and what gossip brings (the singletons' specs and owners) has stopped moving.
+    const SETTLED: Duration = Duration::from_millis(300);
+    let mut last: Option<(solo::ClusterStatus, tokio::time::Instant)> = None;
+    let view = loop {
+        let now = tokio::time::Instant::now();
+        let view = cluster.status().await.map_err(|e| e.to_string())?;
+        let joined = view.members.len() > 1;
+        match &last {
+            Some((previous, since)) if joined && *previous == view => {
+                if now - *since >= SETTLED || now >= deadline {
+                    break view;
+                }
+            }
+            _ => last = Some((view.clone(), now)),
+        }
+        if now >= deadline {
+            if !joined {
+                cluster.leave().await;
+                return Err(format!(
+                    "status: met no member through {:?} within {timeout:?}",
+                    args.seeds
+                ));
+            }
+            break view;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    cluster.leave().await;
+    if args.json {
+        print!("{}", view::status_json(&view));
+    } else {
+        print!("{}", view::status_table(&view, &args.name));
+    }
+    Ok(())
+}
+
 fn with_transport(
     builder: ClusterBuilder,
     transport: TransportKind,
@@ -928,7 +1015,7 @@ fn print_event(printer: &Printer, event: &Event) {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_args, pick_cookie};
+    use super::{Subcommand, parse_args, pick_cookie};
 
     const GOOD: &str = "Zr8Lq2Vx7KmT4pW9";
 
@@ -958,11 +1045,35 @@ mod tests {
             "--cookie",
             GOOD,
         ];
-        let args = parse_args(argv.into_iter().map(String::from), true).expect("parses");
+        let args =
+            parse_args(argv.into_iter().map(String::from), Subcommand::Call).expect("parses");
         let (target, message, _) = args.call.expect("a call");
         assert_eq!((target.as_str(), message.as_str()), ("roar", "add 5"));
         let argv = ["roar", "--seed", "127.0.0.1:7001", "--cookie", GOOD];
-        let error = parse_args(argv.into_iter().map(String::from), true).err();
+        let error = parse_args(argv.into_iter().map(String::from), Subcommand::Call).err();
         assert_eq!(error.as_deref(), Some("call: expected NAME MESSAGE"));
+    }
+
+    #[test]
+    fn status_needs_a_seed_and_takes_a_timeout() {
+        let parse =
+            |argv: &[&str]| parse_args(argv.iter().map(|a| (*a).to_owned()), Subcommand::Status);
+        let args = parse(&[
+            "--seed",
+            "127.0.0.1:7001",
+            "--cookie",
+            GOOD,
+            "--timeout",
+            "2",
+        ])
+        .expect("parses");
+        assert_eq!(args.status, Some(std::time::Duration::from_secs(2)));
+        assert!(args.name.starts_with("status-"), "{}", args.name);
+        assert!(args.call.is_none());
+        assert_eq!(
+            parse(&["--cookie", GOOD]).err().as_deref(),
+            Some("status: --seed is required")
+        );
+        assert!(parse(&["--seed", "127.0.0.1:7001", "--cookie", GOOD, "roar"]).is_err());
     }
 }
