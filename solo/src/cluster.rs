@@ -60,6 +60,9 @@ pub enum ClusterStartError {
     #[cfg(feature = "quic")]
     #[error(transparent)]
     Quic(#[from] solo_transport_quic::QuicError),
+    /// A seed name ([`ClusterBuilder::seed_names`]) is not `HOST:PORT`.
+    #[error(transparent)]
+    SeedName(#[from] crate::SeedNameError),
 }
 
 /// What carries the transport's streams.
@@ -99,6 +102,7 @@ pub struct ClusterBuilder {
     listen: Option<SocketAddr>,
     advertise: Option<SocketAddr>,
     seeds: Vec<SocketAddr>,
+    seed_names: Vec<String>,
     cookie: Vec<u8>,
     cluster_name: String,
     config: Config,
@@ -192,6 +196,17 @@ impl ClusterBuilder {
     /// retried in the background.
     pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.seeds = seeds.into_iter().collect();
+        self
+    }
+
+    /// Seeds by DNS name, as `HOST:PORT` (`solo.default.svc.cluster.local:7001`, the
+    /// headless service of a StatefulSet): resolved at start and again every 5 s (every
+    /// 0.5 s while none resolves), every address each name gives is a seed, beside those of
+    /// [`seeds`](Self::seeds). So a pod that comes back with a new address is found again,
+    /// and a node whose names do not resolve yet waits to join rather than start a cluster
+    /// of its own (until [`Config::join_timeout`](solo_core::Config::join_timeout)).
+    pub fn seed_names(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.seed_names = names.into_iter().map(Into::into).collect();
         self
     }
 
@@ -344,6 +359,7 @@ impl ClusterBuilder {
     /// Cancelling it before it returns leaves nothing running.
     pub async fn start(mut self) -> Result<Cluster, ClusterStartError> {
         use solo_transport_tcp::TokioNetwork;
+        crate::seeds::check(&self.seed_names)?;
         match std::mem::take(&mut self.carrier) {
             Carrier::Tcp => self.start_on(TokioNetwork).await,
             #[cfg(feature = "tls")]
@@ -427,7 +443,8 @@ impl ClusterBuilder {
         let addr = transport.advertised_addr();
         let node = Node::builder(id.clone(), addr)
             .config(self.config)
-            .seeds(self.seeds)
+            .seeds(self.seeds.clone())
+            .seeds_by_name(!self.seed_names.is_empty())
             .roles(self.roles)
             .observer(self.observer)
             .sabotage_skip_claims(self.sabotage_skip_claims)
@@ -491,8 +508,16 @@ impl ClusterBuilder {
         let span = tracing::info_span!("solo", node = %id.name);
         let _driver = crate::worker::spawn_task(
             self.simulation_seed.is_some(),
-            tracing::Instrument::instrument(driver.run(), span),
+            tracing::Instrument::instrument(driver.run(), span.clone()),
         );
+        if !self.seed_names.is_empty() {
+            let resolving =
+                crate::seeds::resolve_forever(self.seed_names, self.seeds, commands_tx.downgrade());
+            crate::worker::spawn_task(
+                self.simulation_seed.is_some(),
+                tracing::Instrument::instrument(resolving, span),
+            );
+        }
         Ok(Cluster {
             inner: Arc::new(Inner {
                 id,
@@ -558,6 +583,7 @@ impl Cluster {
             listen: None,
             advertise: None,
             seeds: Vec::new(),
+            seed_names: Vec::new(),
             cookie: Vec::new(),
             cluster_name: "solo".into(),
             config: Config::default(),

@@ -116,6 +116,7 @@ mod actor;
 mod cluster;
 mod data_dir;
 mod driver;
+mod seeds;
 mod status;
 mod telemetry;
 mod worker;
@@ -125,6 +126,7 @@ pub use cluster::{
     ChildStart, Cluster, ClusterBuilder, ClusterStartError, Error, MIN_COOKIE_LEN, Supervisor,
 };
 pub use data_dir::DataDirError;
+pub use seeds::{SeedNameError, validate_seed_name};
 pub use status::{ChildStatus, ClusterStatus, MemberStatus, RunningHere};
 pub use worker::{Worker, WorkerContext, WorkerError, WorkerStopReason};
 

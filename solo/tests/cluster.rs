@@ -313,3 +313,36 @@ async fn a_crashed_node_hands_nothing_over_and_the_other_takes_over() {
     }
     survivor.leave().await;
 }
+
+/// Seeds by DNS name: `localhost:PORT` resolves (to 127.0.0.1, perhaps ::1 too, which
+/// nobody answers) and the node joins through it; a name without a port is refused at start
+/// with a typed error naming it.
+#[tokio::test]
+async fn a_node_joins_through_a_seed_given_by_name() {
+    let a = builder("a").start().await.expect("a starts");
+    let name = format!("localhost:{}", a.local_addr().port());
+    let b = builder("b")
+        .seed_names([name])
+        .start()
+        .await
+        .expect("b starts");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if b.members().await.expect("b runs").len() == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("b joins a through its name");
+    assert_eq!(a.members().await.expect("a runs").len(), 2);
+    let refused = builder("c").seed_names(["localhost"]).start().await;
+    assert!(
+        matches!(&refused, Err(solo::ClusterStartError::SeedName(e)) if e.name == "localhost"),
+        "{:?}",
+        refused.err()
+    );
+    b.leave().await;
+    a.leave().await;
+}

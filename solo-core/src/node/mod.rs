@@ -168,6 +168,7 @@ pub struct NodeBuilder {
     addr: SocketAddr,
     config: Config,
     seeds: Vec<SocketAddr>,
+    seeds_by_name: bool,
     rng_seed: u64,
     roles: Vec<String>,
     observer: bool,
@@ -274,6 +275,14 @@ impl NodeBuilder {
         self
     }
 
+    /// The node has seeds by name that the runtime resolves and gives it later
+    /// ([`Node::set_seeds`]): even with no address yet, it joins rather than start a cluster
+    /// of its own (until [`Config::join_timeout`] passes with nobody answering).
+    pub fn seeds_by_name(mut self, by_name: bool) -> Self {
+        self.seeds_by_name = by_name;
+        self
+    }
+
     /// Seeds the node's random choices (indirect-probe helpers, sync partners). Give each
     /// node its own: in production any varying number will do, in a simulation a number
     /// derived from the run's seed makes the run replay.
@@ -297,7 +306,7 @@ impl NodeBuilder {
         // Others wait to hear from every seed (or, once one answered, for `probe_timeout`
         // more: a seed that is down never answers), or for `join_timeout` if none answers,
         // so that they know who runs what before they claim anything.
-        let joined = seeds.is_empty();
+        let joined = seeds.is_empty() && !self.seeds_by_name;
         let mut leases = lease::Leases::new(
             &self.id.name,
             self.voters,
@@ -499,6 +508,7 @@ impl Node {
             addr,
             config: Config::default(),
             seeds: Vec::new(),
+            seeds_by_name: false,
             rng_seed: 0,
             roles: Vec::new(),
             observer: false,
@@ -867,6 +877,31 @@ impl Node {
             self.next_join_at = now + self.config.join_retry_interval;
         }
         self.after_input_at(now);
+    }
+
+    /// The seeds are now `seeds` (the runtime resolved the names it was given again: a pod
+    /// that came back has a new address). Its own address is skipped. While joining, the
+    /// new ones are asked at once; once joined, seeds are only how separate clusters find
+    /// each other.
+    pub fn set_seeds(&mut self, seeds: impl IntoIterator<Item = SocketAddr>) {
+        let mut seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != self.addr).collect();
+        seeds.sort();
+        seeds.dedup();
+        if seeds == self.seeds {
+            return;
+        }
+        let new: Vec<SocketAddr> = seeds
+            .iter()
+            .filter(|s| !self.seeds.contains(s))
+            .copied()
+            .collect();
+        self.seeds = seeds;
+        self.seeds_heard.retain(|s| self.seeds.contains(s));
+        if !self.joined && self.status == Status::Active {
+            for seed in new {
+                self.send_sync(None, Some(seed), true);
+            }
+        }
     }
 
     /// Handles the runtime's evidence that the process `peer` is gone (its host refused a

@@ -43,6 +43,8 @@ pub(crate) enum Command {
     Whereis(ChildId, oneshot::Sender<Option<NodeId>>),
     Members(oneshot::Sender<Vec<NodeId>>),
     Status(oneshot::Sender<crate::ClusterStatus>),
+    /// The seeds, as the names resolve now (and those given by address).
+    SetSeeds(Vec<std::net::SocketAddr>),
     MessagingStats(oneshot::Sender<solo_core::messaging::MessagingStats>),
     /// A call, answered by `deadline` (the messenger's timer, not one per call).
     Call {
@@ -450,6 +452,7 @@ impl<N: Network> Driver<N> {
             Command::Status(reply) => {
                 let _ = reply.send(self.status(state));
             }
+            Command::SetSeeds(seeds) => self.node.set_seeds(seeds),
             Command::MessagingStats(reply) => {
                 let _ = reply.send(state.messaging.stats());
             }

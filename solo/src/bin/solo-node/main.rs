@@ -8,9 +8,10 @@
 //!
 //! The flags and the output are a contract that tests and operators script against:
 //!
-//! * `--name NAME`, `--listen ADDR:PORT` (required); `--seed HOST:PORT` (repeatable; a seed
-//!   that does not answer yet is retried in the background, which is how a cluster cold
-//!   starts, for up to `--seed-timeout SECS`, default 30, after which a node that has met no
+//! * `--name NAME`, `--listen ADDR:PORT` (required); `--seed HOST:PORT` (repeatable; an
+//!   address, or a DNS name resolved again every 5 s, so that a headless service's pods are
+//!   found again with new addresses; a seed that does not answer, or a name that does not
+//!   resolve, yet is retried in the background, which is how a cluster cold starts, for up to `--seed-timeout SECS`, default 30, after which a node that has met no
 //!   one exits with an error naming its seeds); the cluster's secret (required, at least
 //!   16 bytes: a shorter one is refused with one line): `--cookie-file PATH` (the file's
 //!   contents, without a trailing newline), the `SOLO_COOKIE` environment variable, or
@@ -75,7 +76,7 @@
 //! * A bad or missing flag, an unresolvable seed, a port in use: one line on stderr naming the
 //!   problem, and exit status 2 (usage) or 1 (runtime). Never a panic or a backtrace.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -140,6 +141,8 @@ struct Args {
     name: String,
     listen: SocketAddr,
     seeds: Vec<SocketAddr>,
+    /// `--seed`s given by name, resolved by the node again and again.
+    seed_names: Vec<String>,
     cookie: String,
     singletons: Vec<String>,
     exclusive_singletons: Vec<String>,
@@ -184,6 +187,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, sub: Subcommand) -> Result
     let mut positional = Vec::new();
     let mut timeout = Duration::from_secs(5);
     let mut seeds = Vec::new();
+    let mut seed_names = Vec::new();
     let mut cookie = None;
     let mut cookie_file = None;
     let mut crash_evidence = false;
@@ -211,13 +215,16 @@ fn parse_args(mut argv: impl Iterator<Item = String>, sub: Subcommand) -> Result
                 listen = Some(addr);
             }
             "--seed" => {
+                // An address is a seed as it is; a name is resolved in the background, again
+                // and again (a pod that comes back has a new address).
                 let raw = value("--seed")?;
-                let addr = raw
-                    .to_socket_addrs()
-                    .map_err(|e| format!("cannot resolve seed {raw:?}: {e}"))?
-                    .next()
-                    .ok_or(format!("seed {raw:?} resolves to no address"))?;
-                seeds.push(addr);
+                match raw.parse::<SocketAddr>() {
+                    Ok(addr) => seeds.push(addr),
+                    Err(_) => {
+                        solo::validate_seed_name(&raw).map_err(|e| e.to_string())?;
+                        seed_names.push(raw);
+                    }
+                }
             }
             "--cookie" => cookie = Some(value("--cookie")?),
             "--cookie-file" => cookie_file = Some(PathBuf::from(value("--cookie-file")?)),
@@ -298,7 +305,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, sub: Subcommand) -> Result
             return Err("call: expected NAME MESSAGE".to_owned());
         };
         let message = words.fold(first, |message, word| message + " " + &word);
-        if seeds.is_empty() {
+        if seeds.is_empty() && seed_names.is_empty() {
             return Err("call: --seed is required".to_owned());
         }
         name = name.or_else(|| Some(format!("call-{}", std::process::id())));
@@ -308,7 +315,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, sub: Subcommand) -> Result
         None
     };
     if sub == Subcommand::Status {
-        if seeds.is_empty() {
+        if seeds.is_empty() && seed_names.is_empty() {
             return Err("status: --seed is required".to_owned());
         }
         name = name.or_else(|| Some(format!("status-{}", std::process::id())));
@@ -326,6 +333,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>, sub: Subcommand) -> Result
         name: name.ok_or("--name is required")?,
         listen: listen.ok_or("--listen is required")?,
         seeds,
+        seed_names,
         cookie: pick_cookie(
             cookie,
             cookie_file.as_deref(),
@@ -535,6 +543,7 @@ async fn run(args: Args) -> Result<(), String> {
         .node_name(args.name.clone())
         .listen(args.listen)
         .seeds(args.seeds.clone())
+        .seed_names(args.seed_names.clone())
         .cookie(args.cookie)
         .cluster_name(args.cluster)
         .voters(args.voters.clone())
@@ -600,7 +609,12 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-    let seeds = args.seeds.clone();
+    let seeds: Vec<String> = args
+        .seeds
+        .iter()
+        .map(ToString::to_string)
+        .chain(args.seed_names.iter().cloned())
+        .collect();
     let mut met_someone = seeds.is_empty();
     // Workers running here, as the events tell: a superseded node waits for their ends.
     let mut running = 0usize;
@@ -610,11 +624,10 @@ async fn run(args: Args) -> Result<(), String> {
         tokio::select! {
             () = &mut seed_deadline, if !met_someone => {
                 cluster.leave().await;
-                let list: Vec<String> = seeds.iter().map(ToString::to_string).collect();
                 return Err(format!(
                     "no seed answered within {}s: {}",
                     args.seed_timeout.as_secs(),
-                    list.join(", ")
+                    seeds.join(", ")
                 ));
             }
             _ = term.recv() => break,
@@ -818,6 +831,7 @@ async fn call(args: Args) -> Result<(), String> {
         .node_name(args.name.clone())
         .listen(args.listen)
         .seeds(args.seeds.clone())
+        .seed_names(args.seed_names.clone())
         .cookie(args.cookie.clone())
         .cluster_name(args.cluster.clone())
         .observer();
@@ -850,6 +864,7 @@ async fn status(args: Args) -> Result<(), String> {
         .node_name(args.name.clone())
         .listen(args.listen)
         .seeds(args.seeds.clone())
+        .seed_names(args.seed_names.clone())
         .cookie(args.cookie.clone())
         .cluster_name(args.cluster.clone())
         .observer();
@@ -875,8 +890,8 @@ async fn status(args: Args) -> Result<(), String> {
             if !joined {
                 cluster.leave().await;
                 return Err(format!(
-                    "status: met no member through {:?} within {timeout:?}",
-                    args.seeds
+                    "status: met no member through {:?} {:?} within {timeout:?}",
+                    args.seeds, args.seed_names
                 ));
             }
             break view;
