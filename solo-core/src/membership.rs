@@ -113,6 +113,19 @@ pub enum MemberEvent {
     Left(NodeId),
 }
 
+impl MemberEvent {
+    /// The member it is about.
+    pub fn member(&self) -> &NodeId {
+        match self {
+            MemberEvent::Up(id)
+            | MemberEvent::Suspect(id)
+            | MemberEvent::Refuted(id)
+            | MemberEvent::Down(id)
+            | MemberEvent::Left(id) => id,
+        }
+    }
+}
+
 /// One member as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {

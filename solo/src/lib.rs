@@ -210,3 +210,27 @@ pub enum Event {
         reason: solo_core::messaging::DropReason,
     },
 }
+
+impl Event {
+    /// The name `solo-node --json` prints for this event (`member_up`, `worker_started`,
+    /// `lease_lost`…), which is also the `event` field of its `tracing` event (target
+    /// `solo::event`); `None` for an event neither reports.
+    pub fn name(&self) -> Option<&'static str> {
+        Some(match self {
+            Event::Member(MemberEvent::Up(_)) => "member_up",
+            Event::Member(MemberEvent::Down(_)) => "member_down",
+            Event::Member(MemberEvent::Left(_)) => "member_left",
+            Event::Member(MemberEvent::Suspect(_)) => "member_suspect",
+            Event::Member(MemberEvent::Refuted(_)) => "member_refuted",
+            Event::WorkerStarted { .. } => "worker_started",
+            Event::WorkerStopped { .. } => "worker_stopped",
+            Event::Supervisor(SupervisorEvent::LeaseAcquired { .. }) => "lease_acquired",
+            Event::Supervisor(SupervisorEvent::LeaseLost { .. }) => "lease_lost",
+            Event::PeerMisconfigured { .. } => "peer_misconfigured",
+            Event::Superseded { .. } => "superseded",
+            Event::HandoffFailed { .. } => "handoff_failed",
+            Event::MessageDropped { .. } => "message_dropped",
+            _ => return None,
+        })
+    }
+}

@@ -22,15 +22,12 @@ const MAX_REMEMBERED: usize = 65_536;
 /// a slow subscriber must not make the counts lag or miss.
 pub(crate) fn event(event: &Event) {
     match event {
-        Event::Member(member) => {
-            let name = match member {
-                MemberEvent::Up(_) => "up",
-                MemberEvent::Suspect(_) => "suspect",
-                MemberEvent::Refuted(_) => "refuted",
-                MemberEvent::Down(_) => "down",
-                MemberEvent::Left(_) => "left",
-                _ => "other",
-            };
+        Event::Member(_) => {
+            // `member_down` in the JSON contract is `event="down"` here.
+            let name = event
+                .name()
+                .and_then(|name| name.strip_prefix("member_"))
+                .unwrap_or("other");
             counter!("solo_membership_events_total", "event" => name).increment(1);
         }
         Event::WorkerStopped { reason, .. } => {
@@ -66,14 +63,7 @@ pub(crate) fn trace(event: &Event) {
     const T: &str = "solo::event";
     match event {
         Event::Member(member) => {
-            let (kind, id) = match member {
-                MemberEvent::Up(id) => ("member_up", id),
-                MemberEvent::Down(id) => ("member_down", id),
-                MemberEvent::Left(id) => ("member_left", id),
-                MemberEvent::Suspect(id) => ("member_suspect", id),
-                MemberEvent::Refuted(id) => ("member_refuted", id),
-                _ => return,
-            };
+            let (kind, id) = (event.name().unwrap_or("member"), member.member());
             tracing::info!(target: T, event = kind, member = %id, "{kind} {id}");
         }
         Event::WorkerStarted { id, token, .. } => {

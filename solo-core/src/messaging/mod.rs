@@ -376,6 +376,12 @@ impl EarlyState {
         self.from_member || Messenger::is_live_member(node, &self.from)
     }
 
+    /// `states` split into those from members (as [`sent_by_member`](Self::sent_by_member)
+    /// says) and those from nodes this node does not know.
+    fn split_by_sender(states: Vec<EarlyState>, node: &Node) -> (Vec<EarlyState>, Vec<EarlyState>) {
+        states.into_iter().partition(|e| e.sent_by_member(node))
+    }
+
     /// What it holds, counted against `max_held_bytes`; an empty one counts too, so that
     /// their number is bounded.
     fn bytes(&self) -> usize {
@@ -1147,8 +1153,7 @@ impl Messenger {
         }
         // Only live members' states count (one kept from a node not known then, and still
         // not known, is not taken).
-        let (members, strangers): (Vec<EarlyState>, Vec<EarlyState>) =
-            early.into_iter().partition(|e| e.sent_by_member(node));
+        let (members, strangers) = EarlyState::split_by_sender(early, node);
         for stranger in strangers {
             if stranger.state.is_some() {
                 self.forged_state(id.clone());
@@ -1483,8 +1488,7 @@ impl Messenger {
                 continue;
             };
             // A state from a node not known here yet stays until it is, or expires.
-            let (members, strangers): (Vec<EarlyState>, Vec<EarlyState>) =
-                states.into_iter().partition(|e| e.sent_by_member(node));
+            let (members, strangers) = EarlyState::split_by_sender(states, node);
             if !strangers.is_empty() {
                 self.early_state.insert(id.clone(), strangers);
             }

@@ -124,6 +124,27 @@ impl Lone {
         std::iter::from_fn(|| self.messenger.poll_output()).collect()
     }
 
+    /// The runtime takes the first output, mail for `here`, and finds its mailbox full.
+    fn first_mail_finds_the_mailbox_full(&mut self) {
+        let Some(MessagingOutput::Mail { mail, .. }) = self.messenger.poll_output() else {
+            panic!("the first output is mail");
+        };
+        let (now, node) = (self.now, &self.node);
+        self.messenger
+            .mailbox_full(now, node, child("here"), self.instance, mail);
+    }
+
+    /// The mail among the outputs, in order (the rest is dropped).
+    fn mails(&mut self) -> Vec<Mail> {
+        self.outputs()
+            .into_iter()
+            .filter_map(|output| match output {
+                MessagingOutput::Mail { mail, .. } => Some(mail),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn call(&mut self, target: &str, payload: &[u8], timeout: Duration) -> CallId {
         self.messenger.call(
             self.now,
@@ -461,14 +482,7 @@ fn a_cast_left_unhandled_when_its_instance_ended_waits_for_the_next_one() {
     lone.messenger
         .instance_started(now, node, child("here"), lone.instance.next(), true, None);
     lone.advance(Duration::from_millis(5));
-    let mails: Vec<Mail> = lone
-        .outputs()
-        .into_iter()
-        .filter_map(|output| match output {
-            MessagingOutput::Mail { mail, .. } => Some(mail),
-            _ => None,
-        })
-        .collect();
+    let mails = lone.mails();
     assert_eq!(
         mails,
         vec![
@@ -919,15 +933,12 @@ fn deliver_from_b(lone: &mut Lone, call: u64, payload: Vec<u8>) {
         .handle_message(now, node, &id("b"), AppMessage::Deliver(delivery));
 }
 
-/// The calls (by number) of the mail in `outputs`, in order.
-fn mailed_calls(outputs: &[MessagingOutput]) -> Vec<u64> {
-    outputs
+/// The calls (by number) among `mails`, in order.
+fn mailed_calls(mails: &[Mail]) -> Vec<u64> {
+    mails
         .iter()
-        .filter_map(|output| match output {
-            MessagingOutput::Mail {
-                mail: Mail::Call { reply, .. },
-                ..
-            } => Some(reply.call),
+        .filter_map(|mail| match mail {
+            Mail::Call { reply, .. } => Some(reply.call),
             _ => None,
         })
         .collect()
@@ -942,12 +953,7 @@ fn a_full_mailbox_keeps_its_mail_waiting_for_room_in_order() {
     deliver_from_b(&mut lone, 2, vec![2]);
     // The runtime finds the mailbox full at the first: the second, not taken yet, goes
     // behind it, and so does one that arrives later.
-    let Some(MessagingOutput::Mail { mail, .. }) = lone.messenger.poll_output() else {
-        panic!("the first call is mailed");
-    };
-    let (now, node) = (lone.now, &lone.node);
-    lone.messenger
-        .mailbox_full(now, node, here.clone(), instance, mail);
+    lone.first_mail_finds_the_mailbox_full();
     assert_eq!(lone.outputs(), vec![], "nothing refused, nothing overtakes");
     deliver_from_b(&mut lone, 3, vec![3]);
     assert_eq!(lone.outputs(), vec![]);
@@ -968,9 +974,9 @@ fn a_full_mailbox_keeps_its_mail_waiting_for_room_in_order() {
     );
     // Room for two, then for the rest.
     lone.messenger.mailbox_room(lone.now, &here, instance, 2);
-    assert_eq!(mailed_calls(&lone.outputs()), [1, 2]);
+    assert_eq!(mailed_calls(&lone.mails()), [1, 2]);
     lone.messenger.mailbox_room(lone.now, &here, instance, 10);
-    assert_eq!(mailed_calls(&lone.outputs()), [3]);
+    assert_eq!(mailed_calls(&lone.mails()), [3]);
     assert_eq!(lone.messenger.waiting_for_room().count(), 0);
     assert_eq!(lone.messenger.stats().held_bytes, 0);
     assert_eq!(lone.messenger.stats().refused, 0);
@@ -989,12 +995,7 @@ fn mail_waiting_for_room_beyond_the_budget_is_refused_with_a_typed_answer() {
     lone.meet("b");
     let (here, instance) = (child("here"), lone.instance);
     deliver_from_b(&mut lone, 1, vec![0; 8]);
-    let Some(MessagingOutput::Mail { mail, .. }) = lone.messenger.poll_output() else {
-        panic!("mailed");
-    };
-    let (now, node) = (lone.now, &lone.node);
-    lone.messenger
-        .mailbox_full(now, node, here.clone(), instance, mail);
+    lone.first_mail_finds_the_mailbox_full();
     deliver_from_b(&mut lone, 2, vec![0; 8]);
     let outputs = lone.outputs();
     assert!(
@@ -1026,7 +1027,7 @@ fn mail_waiting_for_room_beyond_the_budget_is_refused_with_a_typed_answer() {
     assert_eq!(lone.messenger.stats().refused, 2);
     // The call that fitted still goes in.
     lone.messenger.mailbox_room(lone.now, &here, instance, 1);
-    assert_eq!(mailed_calls(&lone.outputs()), [1]);
+    assert_eq!(mailed_calls(&lone.mails()), [1]);
 }
 
 #[test]
@@ -1040,12 +1041,7 @@ fn a_slow_actor_still_refuses_what_waits_beyond_its_own_bound() {
     lone.meet("b");
     let (here, instance) = (child("here"), lone.instance);
     deliver_from_b(&mut lone, 1, vec![0; 8]);
-    let Some(MessagingOutput::Mail { mail, .. }) = lone.messenger.poll_output() else {
-        panic!("mailed");
-    };
-    let (now, node) = (lone.now, &lone.node);
-    lone.messenger
-        .mailbox_full(now, node, here.clone(), instance, mail);
+    lone.first_mail_finds_the_mailbox_full();
     deliver_from_b(&mut lone, 2, vec![0; 8]);
     assert_eq!(lone.outputs(), vec![], "the second waits too");
     deliver_from_b(&mut lone, 3, vec![0; 8]);
@@ -1067,7 +1063,7 @@ fn a_slow_actor_still_refuses_what_waits_beyond_its_own_bound() {
         .collect();
     assert_eq!(refused, [3]);
     lone.messenger.mailbox_room(lone.now, &here, instance, 8);
-    assert_eq!(mailed_calls(&lone.outputs()), [1, 2]);
+    assert_eq!(mailed_calls(&lone.mails()), [1, 2]);
 }
 
 #[test]
@@ -1076,12 +1072,7 @@ fn mail_waiting_for_room_is_handed_over_ahead_of_what_came_later() {
     lone.meet("b");
     let (here, instance) = (child("here"), lone.instance);
     deliver_from_b(&mut lone, 1, vec![1]);
-    let Some(MessagingOutput::Mail { mail, .. }) = lone.messenger.poll_output() else {
-        panic!("mailed");
-    };
-    let (now, node) = (lone.now, &lone.node);
-    lone.messenger
-        .mailbox_full(now, node, here.clone(), instance, mail);
+    lone.first_mail_finds_the_mailbox_full();
     let (now, node) = (lone.now, &lone.node);
     assert!(
         lone.messenger
@@ -1123,12 +1114,7 @@ fn mail_waiting_for_room_in_an_instance_that_ended_is_routed_again() {
     lone.messenger
         .cast(now, node, here.clone(), b"tick".to_vec())
         .expect("accepted");
-    let Some(MessagingOutput::Mail { mail, .. }) = lone.messenger.poll_output() else {
-        panic!("mailed");
-    };
-    let (now, node) = (lone.now, &lone.node);
-    lone.messenger
-        .mailbox_full(now, node, here.clone(), instance, mail);
+    lone.first_mail_finds_the_mailbox_full();
     lone.messenger.instance_ended(&here, instance);
     assert_eq!(lone.messenger.waiting_for_room().count(), 0);
     lone.advance(Duration::from_millis(5));

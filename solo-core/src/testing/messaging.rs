@@ -256,6 +256,11 @@ pub(super) struct Runtime {
 }
 
 impl Runtime {
+    /// The actor of instance `instance` of `id`, if that instance is the one here.
+    fn actor_mut(&mut self, id: &ChildId, instance: InstanceId) -> Option<&mut SimActor> {
+        self.actors.get_mut(id).filter(|a| a.instance == instance)
+    }
+
     pub(super) fn new(settings: &SimMessaging, now: Instant, token_key: u64) -> Self {
         let mut messenger = Messenger::new(settings.config.clone(), now, move |call| {
             Rng::new(token_key ^ call.rotate_left(32)).next_u64()
@@ -543,11 +548,7 @@ impl Sim {
         let Some((node, runtime)) = self.parts(i) else {
             return;
         };
-        let Some(actor) = runtime
-            .actors
-            .get_mut(&id)
-            .filter(|a| a.instance == instance)
-        else {
+        let Some(actor) = runtime.actor_mut(&id, instance) else {
             runtime.messenger.undeliverable(now, node, &id, mail);
             return;
         };
@@ -584,6 +585,7 @@ impl Sim {
         let Some(actor) = runtime
             .actors
             .get_mut(&id)
+            // Not `actor_mut`: the messenger is borrowed beside the actor below.
             .filter(|a| a.instance == instance)
         else {
             return;
@@ -737,12 +739,7 @@ impl Sim {
                 .messenger
                 .start_handoff(now, node, id, instance, to.clone())
         });
-        if !handing_over
-            && let Some(actor) = runtime
-                .actors
-                .get_mut(id)
-                .filter(|a| a.instance == instance)
-        {
+        if !handing_over && let Some(actor) = runtime.actor_mut(id, instance) {
             actor.stopping = true;
         }
         self.run_messenger(i);

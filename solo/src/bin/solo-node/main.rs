@@ -827,16 +827,7 @@ async fn call(args: Args) -> Result<(), String> {
     let target: solo::ChildId = target
         .parse()
         .map_err(|e| format!("call: {target:?}: {e}"))?;
-    let builder = Cluster::builder()
-        .node_name(args.name.clone())
-        .listen(args.listen)
-        .seeds(args.seeds.clone())
-        .seed_names(args.seed_names.clone())
-        .cookie(args.cookie.clone())
-        .cluster_name(args.cluster.clone())
-        .observer();
-    let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
-    let cluster = builder.start().await.map_err(|e| e.to_string())?;
+    let cluster = join_as_observer(&args).await?;
     let deadline = tokio::time::Instant::now() + timeout;
     // Until it has joined, this node knows no names: a `NoSuchName` then is not final.
     let answer = loop {
@@ -855,11 +846,8 @@ async fn call(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Applies `--transport` and the certificate flags, or says which feature is missing.
-/// `solo-node status`: joins as an observer, waits until its view of the children has not
-/// changed for a moment (or the timeout), prints it, and leaves.
-async fn status(args: Args) -> Result<(), String> {
-    let timeout = args.status.unwrap_or(Duration::from_secs(5));
+/// `call` and `status`: a node that only looks (it runs nothing), joined through the seeds.
+async fn join_as_observer(args: &Args) -> Result<Cluster, String> {
     let builder = Cluster::builder()
         .node_name(args.name.clone())
         .listen(args.listen)
@@ -869,7 +857,14 @@ async fn status(args: Args) -> Result<(), String> {
         .cluster_name(args.cluster.clone())
         .observer();
     let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
-    let cluster = builder.start().await.map_err(|e| e.to_string())?;
+    builder.start().await.map_err(|e| e.to_string())
+}
+
+/// `solo-node status`: joins as an observer, waits until its view of the children has not
+/// changed for a moment (or the timeout), prints it, and leaves.
+async fn status(args: Args) -> Result<(), String> {
+    let timeout = args.status.unwrap_or(Duration::from_secs(5));
+    let cluster = join_as_observer(&args).await?;
     let deadline = tokio::time::Instant::now() + timeout;
     // Joined, and what gossip brings (the singletons' specs and owners) has stopped moving.
     const SETTLED: Duration = Duration::from_millis(300);
@@ -907,6 +902,7 @@ async fn status(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Applies `--transport` and the certificate flags, or says which feature is missing.
 fn with_transport(
     builder: ClusterBuilder,
     transport: TransportKind,
@@ -940,14 +936,7 @@ fn with_transport(
 fn print_event(printer: &Printer, event: &Event) {
     match event {
         Event::Member(member) => {
-            let (kind, id) = match member {
-                MemberEvent::Up(id) => ("member_up", id),
-                MemberEvent::Down(id) => ("member_down", id),
-                MemberEvent::Left(id) => ("member_left", id),
-                MemberEvent::Suspect(id) => ("member_suspect", id),
-                MemberEvent::Refuted(id) => ("member_refuted", id),
-                _ => return,
-            };
+            let (kind, id) = (event.name().unwrap_or("member"), member.member());
             let id = id.to_string();
             let text = format!("{} {id}", kind.replace('_', " "));
             printer.print(kind, &[("member", &id)], &text);
