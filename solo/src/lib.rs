@@ -75,6 +75,8 @@
 //! * `quic`: QUIC, always encrypted, with the same mutual TLS ([`ClusterBuilder::quic`]).
 //! * `certgen`: generates a cluster CA and node certificates ([`tls::write_cluster`],
 //!   `solo-node certs`), so that trying TLS needs no openssl.
+//! * `prometheus`: `solo-node --metrics ADDR` (see "Metrics" below); the library records
+//!   metrics without it.
 //!
 //! All of it runs on one crypto provider, `ring`.
 //!
