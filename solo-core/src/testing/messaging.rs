@@ -233,6 +233,22 @@ pub(super) struct Records {
     pub(super) in_flight: BTreeMap<(usize, usize), usize>,
 }
 
+impl Records {
+    /// `payload` reached host `to`, or was dropped there: a messaging frame no longer takes
+    /// room on its link.
+    pub(super) fn landed(&mut self, payload: &Payload, to: usize) {
+        if let Payload::Frame {
+            from_host,
+            app: true,
+            ..
+        } = payload
+            && let Some(count) = self.in_flight.get_mut(&(*from_host, to))
+        {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
 /// One simulated actor instance.
 #[derive(Debug)]
 struct SimActor {

@@ -964,15 +964,7 @@ impl Sim {
             self.hosts[i].backlog.push(delivery);
             return;
         }
-        if let Payload::Frame {
-            from_host,
-            app: true,
-            ..
-        } = &delivery.payload
-            && let Some(count) = self.messaging.in_flight.get_mut(&(*from_host, i))
-        {
-            *count = count.saturating_sub(1);
-        }
+        self.messaging.landed(&delivery.payload, i);
         if self.hosts[i].node.is_none() {
             return;
         }
@@ -1170,15 +1162,7 @@ impl Sim {
     /// frames are no longer in flight.
     fn discard_backlog(&mut self, i: usize) {
         for delivery in std::mem::take(&mut self.hosts[i].backlog) {
-            if let Payload::Frame {
-                from_host,
-                app: true,
-                ..
-            } = delivery.payload
-                && let Some(count) = self.messaging.in_flight.get_mut(&(from_host, i))
-            {
-                *count = count.saturating_sub(1);
-            }
+            self.messaging.landed(&delivery.payload, i);
         }
     }
 
