@@ -44,9 +44,9 @@ pub fn solo_node_binary(release: bool) -> PathBuf {
     cell.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
-        // Every transport, `solo-node certs` and `--metrics`.
+        // The binary (`cli`), every transport, `solo-node certs` and `--metrics`.
         command.args(["build", "--quiet", "-p", "solo", "--bin", "solo-node"]);
-        command.args(["--features", "quic,certgen,prometheus"]);
+        command.args(["--features", "cli,quic,certgen,prometheus"]);
         if release {
             command.arg("--release");
         }

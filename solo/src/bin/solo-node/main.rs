@@ -72,12 +72,19 @@
 //! * `solo-node certs --out DIR [--cluster NAME] NODE...` (built with the `certgen` feature)
 //!   writes a new cluster CA (`ca.pem`, `ca.key`) and a certificate and key per node, and
 //!   refuses to overwrite any file.
+//! * `solo-node run ...` is the same as `solo-node ...` with no subcommand. `--help` (of
+//!   `solo-node` and of each subcommand) lists every flag with its help; `--version`
+//!   prints the version; both exit 0. Deployment settings may come from the environment
+//!   instead: `SOLO_NAME`, `SOLO_LISTEN`, `SOLO_SEEDS` (a comma-separated list of seeds),
+//!   `SOLO_CLUSTER`, `SOLO_DATA_DIR`, `SOLO_METRICS`, and the secret from `SOLO_COOKIE`; a
+//!   flag beats its variable. `call` and `status` read only `SOLO_SEEDS`, `SOLO_CLUSTER` and
+//!   `SOLO_COOKIE`: in a pod they must not take the pod's own node name.
 //! * SIGTERM and SIGINT leave gracefully: workers move to other nodes before the exit.
 //! * A bad or missing flag, an unresolvable seed, a port in use: one line on stderr naming the
 //!   problem, and exit status 2 (usage) or 1 (runtime). Never a panic or a backtrace.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -86,334 +93,12 @@ use solo::{
     WorkerError,
 };
 
+mod cli;
 #[cfg(feature = "prometheus")]
 mod endpoint;
 mod view;
 
-const USAGE: &str = "usage: solo-node --name NAME --listen ADDR:PORT [--seed HOST:PORT]... \
-                     [--seed-timeout SECS] [--cookie-file PATH | SOLO_COOKIE=... | --cookie SECRET] [--singleton NAME]... \
-                     [--exclusive-singleton NAME]... [--voter NAME]... [--data-dir PATH] [--crash-evidence] \
-                     [--fenced-store ADDR [--store-delay-ms N]] \
-                     [--cluster NAME] [--json] [--metrics ADDR:PORT] [--transport tcp|quic] \
-                     [--certs DIR | --ca FILE --cert FILE --key FILE]\n       \
-                     solo-node call NAME MESSAGE... --seed HOST:PORT [--timeout SECS] [same flags]\n       \
-                     solo-node status --seed HOST:PORT [--json] [--timeout SECS] [same flags]\n       \
-                     solo-node certs --out DIR [--cluster NAME] NODE...";
-
-/// Which transport carries the node's traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TransportKind {
-    Tcp,
-    Quic,
-}
-
-/// Where the node's certificate files are, if TLS is on.
-#[derive(Debug, Default)]
-struct CertFiles {
-    dir: Option<PathBuf>,
-    ca: Option<PathBuf>,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-}
-
-impl CertFiles {
-    fn is_empty(&self) -> bool {
-        self.dir.is_none() && self.ca.is_none() && self.cert.is_none() && self.key.is_none()
-    }
-
-    /// The three files: each named flag, or its default in `--certs DIR`.
-    fn resolve(&self, name: &str) -> Result<[PathBuf; 3], String> {
-        let pick = |explicit: &Option<PathBuf>, flag: &str, file: String| {
-            explicit
-                .clone()
-                .or_else(|| self.dir.as_ref().map(|dir| dir.join(file)))
-                .ok_or(format!("{flag} or --certs is required for TLS"))
-        };
-        Ok([
-            pick(&self.ca, "--ca", "ca.pem".to_owned())?,
-            pick(&self.cert, "--cert", format!("{name}.pem"))?,
-            pick(&self.key, "--key", format!("{name}.key"))?,
-        ])
-    }
-}
-
-struct Args {
-    name: String,
-    listen: SocketAddr,
-    seeds: Vec<SocketAddr>,
-    /// `--seed`s given by name, resolved by the node again and again.
-    seed_names: Vec<String>,
-    cookie: String,
-    singletons: Vec<String>,
-    exclusive_singletons: Vec<String>,
-    voters: Vec<String>,
-    data_dir: Option<PathBuf>,
-    /// `solo::Config::crash_evidence`.
-    crash_evidence: bool,
-    /// Where the exclusive demo singleton writes its roars, and after what delay.
-    fenced_store: Option<(SocketAddr, Duration)>,
-    cluster: String,
-    json: bool,
-    seed_timeout: Duration,
-    transport: TransportKind,
-    certs: CertFiles,
-    /// `solo-node call`: the name, the message and the timeout.
-    call: Option<(String, String, Duration)>,
-    /// `solo-node status`: how long to wait for the view to settle.
-    status: Option<Duration>,
-    /// `--metrics ADDR`: where `/metrics` and `/status` are served (refused at parsing
-    /// without the `prometheus` feature).
-    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
-    metrics: Option<SocketAddr>,
-}
-
-/// What the command line asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Subcommand {
-    /// Run a node (no subcommand).
-    Run,
-    /// `solo-node call`.
-    Call,
-    /// `solo-node status`.
-    Status,
-}
-
-fn parse_args(mut argv: impl Iterator<Item = String>, sub: Subcommand) -> Result<Args, String> {
-    let calling = sub == Subcommand::Call;
-    // `call` and `status` join for a moment, as an observer.
-    let visiting = sub != Subcommand::Run;
-    let mut name = None;
-    let mut listen = None;
-    let mut positional = Vec::new();
-    let mut timeout = Duration::from_secs(5);
-    let mut seeds = Vec::new();
-    let mut seed_names = Vec::new();
-    let mut cookie = None;
-    let mut cookie_file = None;
-    let mut crash_evidence = false;
-    let mut singletons = Vec::new();
-    let mut exclusive_singletons = Vec::new();
-    let mut voters = Vec::new();
-    let mut data_dir = None;
-    let mut fenced_store = None;
-    let mut store_delay = Duration::ZERO;
-    let mut cluster = "solo".to_owned();
-    let mut json = false;
-    let mut seed_timeout = Duration::from_secs(30);
-    let mut transport = TransportKind::Tcp;
-    let mut certs = CertFiles::default();
-    let mut metrics = None;
-    while let Some(flag) = argv.next() {
-        let mut value = |flag: &str| argv.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--name" => name = Some(value("--name")?),
-            "--listen" => {
-                let raw = value("--listen")?;
-                let addr = raw
-                    .parse()
-                    .map_err(|_| format!("--listen {raw:?} is not an ADDR:PORT"))?;
-                listen = Some(addr);
-            }
-            "--seed" => {
-                // An address is a seed as it is; a name is resolved in the background, again
-                // and again (a pod that comes back has a new address).
-                let raw = value("--seed")?;
-                match raw.parse::<SocketAddr>() {
-                    Ok(addr) => seeds.push(addr),
-                    Err(_) => {
-                        solo::validate_seed_name(&raw).map_err(|e| e.to_string())?;
-                        seed_names.push(raw);
-                    }
-                }
-            }
-            "--cookie" => cookie = Some(value("--cookie")?),
-            "--cookie-file" => cookie_file = Some(PathBuf::from(value("--cookie-file")?)),
-            "--singleton" => singletons.push(value("--singleton")?),
-            "--exclusive-singleton" => exclusive_singletons.push(value("--exclusive-singleton")?),
-            "--voter" => voters.push(value("--voter")?),
-            "--data-dir" => data_dir = Some(PathBuf::from(value("--data-dir")?)),
-            "--fenced-store" => {
-                let raw = value("--fenced-store")?;
-                let addr = raw
-                    .parse::<SocketAddr>()
-                    .map_err(|_| format!("--fenced-store {raw:?} is not an ADDR:PORT"))?;
-                fenced_store = Some(addr);
-            }
-            "--store-delay-ms" => {
-                let raw = value("--store-delay-ms")?;
-                let ms = raw.parse::<u64>().map_err(|_| {
-                    format!("--store-delay-ms {raw:?} is not a number of milliseconds")
-                })?;
-                store_delay = Duration::from_millis(ms);
-            }
-            "--cluster" => cluster = value("--cluster")?,
-            "--json" => json = true,
-            "--metrics" => {
-                let raw = value("--metrics")?;
-                let addr = raw
-                    .parse::<SocketAddr>()
-                    .map_err(|_| format!("--metrics {raw:?} is not an ADDR:PORT"))?;
-                if cfg!(not(feature = "prometheus")) {
-                    return Err(
-                        "--metrics needs solo-node built with the `prometheus` feature \
-                                (cargo build -p solo --features prometheus)"
-                            .to_owned(),
-                    );
-                }
-                metrics = Some(addr);
-            }
-            "--crash-evidence" => crash_evidence = true,
-            "--seed-timeout" => {
-                let raw = value("--seed-timeout")?;
-                let secs: u64 = raw
-                    .parse()
-                    .map_err(|_| format!("--seed-timeout {raw:?} is not a number of seconds"))?;
-                seed_timeout = Duration::from_secs(secs);
-            }
-            "--transport" => {
-                transport = match value("--transport")?.as_str() {
-                    "tcp" => TransportKind::Tcp,
-                    "quic" => TransportKind::Quic,
-                    other => return Err(format!("--transport {other:?}: expected tcp or quic")),
-                };
-            }
-            "--certs" => certs.dir = Some(value("--certs")?.into()),
-            "--ca" => certs.ca = Some(value("--ca")?.into()),
-            "--cert" => certs.cert = Some(value("--cert")?.into()),
-            "--key" => certs.key = Some(value("--key")?.into()),
-            "--timeout" if visiting => {
-                let raw = value("--timeout")?;
-                let secs: f64 = raw
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                    .ok_or(format!(
-                        "--timeout {raw:?} is not a positive number of seconds"
-                    ))?;
-                timeout = Duration::from_secs_f64(secs);
-            }
-            "--help" | "-h" => return Err(USAGE.to_owned()),
-            other if calling && !other.starts_with('-') => positional.push(other.to_owned()),
-            other => return Err(format!("unknown flag {other:?}")),
-        }
-    }
-    let call = if calling {
-        // `call roar add 5` as well as `call roar "add 5"`: the words after the name are
-        // the message, joined by single spaces.
-        let mut words = positional.into_iter();
-        let (Some(target), Some(first)) = (words.next(), words.next()) else {
-            return Err("call: expected NAME MESSAGE".to_owned());
-        };
-        let message = words.fold(first, |message, word| message + " " + &word);
-        if seeds.is_empty() && seed_names.is_empty() {
-            return Err("call: --seed is required".to_owned());
-        }
-        name = name.or_else(|| Some(format!("call-{}", std::process::id())));
-        listen = listen.or_else(|| "127.0.0.1:0".parse().ok());
-        Some((target, message, timeout))
-    } else {
-        None
-    };
-    if sub == Subcommand::Status {
-        if seeds.is_empty() && seed_names.is_empty() {
-            return Err("status: --seed is required".to_owned());
-        }
-        name = name.or_else(|| Some(format!("status-{}", std::process::id())));
-        listen = listen.or_else(|| "127.0.0.1:0".parse().ok());
-    }
-    if !exclusive_singletons.is_empty() && voters.is_empty() {
-        return Err(
-            "--exclusive-singleton needs the cluster's voters (--voter NAME, repeated)".to_owned(),
-        );
-    }
-    if transport == TransportKind::Quic && certs.is_empty() {
-        return Err("--transport quic needs certificates (--certs DIR)".to_owned());
-    }
-    Ok(Args {
-        name: name.ok_or("--name is required")?,
-        listen: listen.ok_or("--listen is required")?,
-        seeds,
-        seed_names,
-        cookie: pick_cookie(
-            cookie,
-            cookie_file.as_deref(),
-            std::env::var("SOLO_COOKIE").ok(),
-        )?,
-        singletons,
-        exclusive_singletons,
-        voters,
-        data_dir,
-        crash_evidence,
-        fenced_store: fenced_store.map(|addr| (addr, store_delay)),
-        cluster,
-        json,
-        seed_timeout,
-        transport,
-        certs,
-        call,
-        status: (sub == Subcommand::Status).then_some(timeout),
-        metrics,
-    })
-}
-
-/// The cluster's secret: from `--cookie-file`, or `--cookie`, or else `SOLO_COOKIE`, and
-/// at least [`solo::MIN_COOKIE_LEN`] bytes.
-fn pick_cookie(
-    flag: Option<String>,
-    file: Option<&Path>,
-    env: Option<String>,
-) -> Result<String, String> {
-    let (cookie, from) = match (flag, file) {
-        (Some(_), Some(_)) => return Err("--cookie and --cookie-file: give one".to_owned()),
-        (Some(cookie), None) => (cookie, "--cookie".to_owned()),
-        (None, Some(path)) => {
-            let raw = std::fs::read_to_string(path)
-                .map_err(|e| format!("--cookie-file {}: {e}", path.display()))?;
-            let cookie = raw.trim_end_matches(['\n', '\r']).to_owned();
-            (cookie, format!("--cookie-file {}", path.display()))
-        }
-        (None, None) => match env {
-            Some(cookie) => (cookie, "SOLO_COOKIE".to_owned()),
-            None => {
-                return Err(
-                    "a cookie is required: --cookie-file PATH, SOLO_COOKIE, or --cookie".to_owned(),
-                );
-            }
-        },
-    };
-    if cookie.len() < solo::MIN_COOKIE_LEN {
-        return Err(format!(
-            "{from}: the cookie is {} bytes, at least {} are required (for one: head -c 32 /dev/urandom | base64)",
-            cookie.len(),
-            solo::MIN_COOKIE_LEN
-        ));
-    }
-    Ok(cookie)
-}
-
-/// `solo-node certs --out DIR [--cluster NAME] NODE...`
-fn certs_command(mut argv: impl Iterator<Item = String>) -> Result<String, String> {
-    let mut out = None;
-    let mut cluster = "solo".to_owned();
-    let mut nodes = Vec::new();
-    while let Some(arg) = argv.next() {
-        match arg.as_str() {
-            "--out" => out = Some(PathBuf::from(argv.next().ok_or("--out needs a value")?)),
-            "--cluster" => cluster = argv.next().ok_or("--cluster needs a value")?,
-            "--help" | "-h" => return Err(USAGE.to_owned()),
-            flag if flag.starts_with('-') => return Err(format!("unknown flag {flag:?}")),
-            _ => nodes.push(arg),
-        }
-    }
-    let out = out.ok_or("certs: --out DIR is required")?;
-    if nodes.is_empty() {
-        return Err("certs: name at least one node".to_owned());
-    }
-    for node in &nodes {
-        solo::NodeName::new(node.as_str()).map_err(|e| format!("certs: {node:?}: {e}"))?;
-    }
-    write_certs(&out, &cluster, &nodes)
-}
+use cli::{Args, CertFiles, Invocation, TransportKind};
 
 #[cfg(feature = "certgen")]
 fn write_certs(out: &Path, cluster: &str, nodes: &[String]) -> Result<String, String> {
@@ -474,34 +159,36 @@ fn quote(s: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let mut argv = std::env::args().skip(1).peekable();
-    if argv.peek().map(String::as_str) == Some("certs") {
-        argv.next();
-        return match certs_command(argv) {
-            Ok(done) => {
-                println!("{done}");
-                ExitCode::SUCCESS
-            }
-            Err(message) => {
-                eprintln!("solo-node: {message}");
-                ExitCode::from(2)
-            }
-        };
-    }
-    let sub = match argv.peek().map(String::as_str) {
-        Some("call") => Subcommand::Call,
-        Some("status") => Subcommand::Status,
-        _ => Subcommand::Run,
-    };
-    if sub != Subcommand::Run {
-        argv.next();
-    }
-    let args = match parse_args(argv, sub) {
-        Ok(args) => args,
-        Err(message) => {
+    let invocation = match cli::parse(std::env::args().skip(1), std::env::var("SOLO_COOKIE").ok()) {
+        Ok(invocation) => invocation,
+        Err(cli::Refusal::Display(shown)) => {
+            // --help and --version: to stdout, status 0.
+            let _ = shown.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(cli::Refusal::Usage(message)) => {
             eprintln!("solo-node: {message}");
             return ExitCode::from(2);
         }
+    };
+    let args = match invocation {
+        Invocation::Certs {
+            out,
+            cluster,
+            nodes,
+        } => {
+            return match write_certs(&out, &cluster, &nodes) {
+                Ok(done) => {
+                    println!("{done}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("solo-node: {message}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Invocation::Run(args) | Invocation::Call(args) | Invocation::Status(args) => args,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1014,70 +701,5 @@ fn print_event(printer: &Printer, event: &Event) {
             );
         }
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Subcommand, parse_args, pick_cookie};
-
-    const GOOD: &str = "Zr8Lq2Vx7KmT4pW9";
-
-    #[test]
-    fn the_cookie_comes_from_the_flag_the_file_or_the_environment() {
-        let from_flag = pick_cookie(Some(GOOD.into()), None, Some("other-cookie-env-1".into()));
-        assert_eq!(from_flag.as_deref(), Ok(GOOD), "a flag beats SOLO_COOKIE");
-        let from_env = pick_cookie(None, None, Some(GOOD.into()));
-        assert_eq!(from_env.as_deref(), Ok(GOOD));
-        let missing = pick_cookie(None, None, None).expect_err("no cookie at all");
-        assert!(missing.contains("--cookie-file"), "{missing}");
-        let short = pick_cookie(None, None, Some("short".into())).expect_err("5 bytes");
-        assert!(
-            short.starts_with("SOLO_COOKIE: the cookie is 5 bytes"),
-            "{short}"
-        );
-    }
-
-    #[test]
-    fn a_calls_message_is_every_word_after_the_name() {
-        let argv = [
-            "roar",
-            "add",
-            "5",
-            "--seed",
-            "127.0.0.1:7001",
-            "--cookie",
-            GOOD,
-        ];
-        let args =
-            parse_args(argv.into_iter().map(String::from), Subcommand::Call).expect("parses");
-        let (target, message, _) = args.call.expect("a call");
-        assert_eq!((target.as_str(), message.as_str()), ("roar", "add 5"));
-        let argv = ["roar", "--seed", "127.0.0.1:7001", "--cookie", GOOD];
-        let error = parse_args(argv.into_iter().map(String::from), Subcommand::Call).err();
-        assert_eq!(error.as_deref(), Some("call: expected NAME MESSAGE"));
-    }
-
-    #[test]
-    fn status_needs_a_seed_and_takes_a_timeout() {
-        let parse =
-            |argv: &[&str]| parse_args(argv.iter().map(|a| (*a).to_owned()), Subcommand::Status);
-        let args = parse(&[
-            "--seed",
-            "127.0.0.1:7001",
-            "--cookie",
-            GOOD,
-            "--timeout",
-            "2",
-        ])
-        .expect("parses");
-        assert_eq!(args.status, Some(std::time::Duration::from_secs(2)));
-        assert!(args.name.starts_with("status-"), "{}", args.name);
-        assert!(args.call.is_none());
-        assert_eq!(
-            parse(&["--cookie", GOOD]).err().as_deref(),
-            Some("status: --seed is required")
-        );
-        assert!(parse(&["--seed", "127.0.0.1:7001", "--cookie", GOOD, "roar"]).is_err());
     }
 }
