@@ -63,6 +63,10 @@ pub enum ClusterStartError {
     /// A seed name ([`ClusterBuilder::seed_names`]) is not `HOST:PORT`.
     #[error(transparent)]
     SeedName(#[from] crate::SeedNameError),
+    /// Multicast discovery ([`ClusterBuilder::discover_multicast`]) is misconfigured, or
+    /// its socket cannot join the group.
+    #[error(transparent)]
+    Discovery(#[from] crate::DiscoveryError),
 }
 
 /// What carries the transport's streams.
@@ -103,6 +107,7 @@ pub struct ClusterBuilder {
     advertise: Option<SocketAddr>,
     seeds: Vec<SocketAddr>,
     seed_names: Vec<String>,
+    discovery: Option<crate::MulticastDiscovery>,
     cookie: Vec<u8>,
     cluster_name: String,
     config: Config,
@@ -207,6 +212,19 @@ impl ClusterBuilder {
     /// of its own (until [`Config::join_timeout`](solo_core::Config::join_timeout)).
     pub fn seed_names(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.seed_names = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Finds peers on the local network with no seed list: the node announces itself on a
+    /// UDP multicast group with beacons signed by the cookie, and dials the nodes it hears
+    /// (see [`MulticastDiscovery`](crate::MulticastDiscovery) for what is ignored). Works
+    /// beside [`seeds`](Self::seeds) and [`seed_names`](Self::seed_names). A node that hears
+    /// no one within [`Config::join_timeout`](solo_core::Config::join_timeout) starts a
+    /// cluster of its own, and merges with the others once it hears them.
+    ///
+    /// The socket is the operating system's, also under [`start_on`](Self::start_on).
+    pub fn discover_multicast(mut self, discovery: crate::MulticastDiscovery) -> Self {
+        self.discovery = Some(discovery);
         self
     }
 
@@ -421,6 +439,8 @@ impl ClusterBuilder {
             Some(dir) => Some(crate::data_dir::read_tokens(dir)?),
             None => None,
         };
+        // Discovery beacons name the cluster and are signed with (a key from) the cookie.
+        let (beacon_cluster, beacon_cookie) = (self.cluster_name.clone(), self.cookie.clone());
         let mut transport_config = solo_transport_tcp::Config::new(self.cluster_name, self.cookie);
         transport_config.advertised_addr = self.advertise;
         transport_config.voters = voters.clone();
@@ -441,10 +461,24 @@ impl ClusterBuilder {
         }
         let (transport, frames) = transport.bind(network, listen).await?;
         let addr = transport.advertised_addr();
+        let announcer = match &self.discovery {
+            Some(discovery) => Some(crate::seeds::Announcer::bind(
+                discovery,
+                listen,
+                addr,
+                &beacon_cluster,
+                id.name.as_str(),
+                &beacon_cookie,
+                !self.observer,
+            )?),
+            None => None,
+        };
         let node = Node::builder(id.clone(), addr)
             .config(self.config)
             .seeds(self.seeds.clone())
-            .seeds_by_name(!self.seed_names.is_empty())
+            // Seeds will come (names resolving, beacons heard): join, rather than start a
+            // cluster alone, unless none has come within the join timeout.
+            .seeds_by_name(!self.seed_names.is_empty() || self.discovery.is_some())
             .roles(self.roles)
             .observer(self.observer)
             .sabotage_skip_claims(self.sabotage_skip_claims)
@@ -502,6 +536,7 @@ impl ClusterBuilder {
             sabotage_keep_silent_connections: self.sabotage_keep_silent_connections,
             data_dir: self.data_dir,
             misconfigured: std::collections::HashMap::new(),
+            seeds: crate::seeds::Seeds::new(self.seeds),
         };
         // Every event the node logs names it: several nodes may share a process (tests, the
         // simulator, an embedded observer).
@@ -511,11 +546,16 @@ impl ClusterBuilder {
             tracing::Instrument::instrument(driver.run(), span.clone()),
         );
         if !self.seed_names.is_empty() {
-            let resolving =
-                crate::seeds::resolve_forever(self.seed_names, self.seeds, commands_tx.downgrade());
+            let resolving = crate::seeds::resolve_forever(self.seed_names, commands_tx.downgrade());
             crate::worker::spawn_task(
                 self.simulation_seed.is_some(),
-                tracing::Instrument::instrument(resolving, span),
+                tracing::Instrument::instrument(resolving, span.clone()),
+            );
+        }
+        if let Some(announcer) = announcer {
+            crate::worker::spawn_task(
+                self.simulation_seed.is_some(),
+                tracing::Instrument::instrument(announcer.run(commands_tx.downgrade()), span),
             );
         }
         Ok(Cluster {
@@ -584,6 +624,7 @@ impl Cluster {
             advertise: None,
             seeds: Vec::new(),
             seed_names: Vec::new(),
+            discovery: None,
             cookie: Vec::new(),
             cluster_name: "solo".into(),
             config: Config::default(),

@@ -113,6 +113,7 @@
 //! | `solo_transport_frames_total` | counter | `peer`, `direction` (`in`, `out`) | frames to and from each peer |
 //! | `solo_transport_bytes_total` | counter | `peer`, `direction` | their bytes, length prefixes included |
 //! | `solo_handshakes_rejected_total` | counter | `reason` | handshakes that failed, by why |
+//! | `solo_discovery_beacons_total` | counter | `outcome` (`taken`, `bad_tag`, `replayed`, `stale`, `other_cluster`, `own`, `foreign`, `length`, `bad_name`, `malformed`) | multicast beacons heard, by what was made of them |
 
 mod actor;
 mod cluster;
@@ -128,7 +129,7 @@ pub use cluster::{
     ChildStart, Cluster, ClusterBuilder, ClusterStartError, Error, MIN_COOKIE_LEN, Supervisor,
 };
 pub use data_dir::DataDirError;
-pub use seeds::{SeedNameError, validate_seed_name};
+pub use seeds::{DiscoveryError, MulticastDiscovery, SeedNameError, validate_seed_name};
 pub use status::{ChildStatus, ClusterStatus, MemberStatus, RunningHere};
 pub use worker::{Worker, WorkerContext, WorkerError, WorkerStopReason};
 

@@ -13,6 +13,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod netns;
+pub mod scrape;
+
 /// One `--json` line of `solo-node`.
 #[derive(Debug, Clone)]
 pub struct NodeEvent {

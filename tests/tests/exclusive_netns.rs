@@ -13,9 +13,9 @@
 //! `sx<tag>…`), and deletes them when it ends, pass or fail.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use tests::netns::Net;
 use tests::{
     Node, NodeEvent, NodeSpec, Wire, WireKind, dump_all, exclusive_flags, now_us, settled_owner,
     solo_node_binary, use_wire, wait_any_other,
@@ -56,90 +56,6 @@ fn trials(wire: WireKind, test: u8) {
     );
 }
 
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// The namespaces, veth pairs and bridge of one test, deleted on drop.
-struct Net {
-    tag: String,
-    subnet: u8,
-}
-
-impl Net {
-    /// Makes `NODES` namespaces on one bridge, or `None` if this machine cannot.
-    fn new(test: u8) -> Option<Net> {
-        let tag = format!("{}{test}", std::process::id() % 10_000);
-        let subnet = 100 + test;
-        let net = Net { tag, subnet };
-        let bridge = net.bridge();
-        if !ip(&["link", "add", &bridge, "type", "bridge"]) {
-            return None;
-        }
-        if !ip(&["link", "set", &bridge, "up"]) {
-            return None;
-        }
-        for i in 0..NODES {
-            let (ns, host, peer) = (net.ns(i), net.host_veth(i), net.peer_veth(i));
-            let addr = format!("{}/24", net.addr(i));
-            let ok = ip(&["netns", "add", &ns])
-                && ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer])
-                && ip(&["link", "set", &peer, "netns", &ns])
-                && ip(&["link", "set", &host, "master", &bridge])
-                && ip(&["link", "set", &host, "up"])
-                && ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])
-                && ip(&[
-                    "netns", "exec", &ns, "ip", "addr", "add", &addr, "dev", &peer,
-                ])
-                && ip(&["netns", "exec", &ns, "ip", "link", "set", &peer, "up"]);
-            if !ok {
-                return None;
-            }
-        }
-        Some(net)
-    }
-
-    fn bridge(&self) -> String {
-        format!("sx{}b", self.tag)
-    }
-    fn ns(&self, i: usize) -> String {
-        format!("sx{}n{i}", self.tag)
-    }
-    fn host_veth(&self, i: usize) -> String {
-        format!("sx{}h{i}", self.tag)
-    }
-    fn peer_veth(&self, i: usize) -> String {
-        format!("sx{}p{i}", self.tag)
-    }
-    fn addr(&self, i: usize) -> String {
-        format!("10.213.{}.{}", self.subnet, i + 1)
-    }
-
-    /// Cuts host `i` off: its link to the bridge goes down, silently for both sides.
-    fn cut(&self, i: usize) {
-        assert!(ip(&["link", "set", &self.host_veth(i), "down"]), "cut");
-    }
-
-    fn heal(&self, i: usize) {
-        assert!(ip(&["link", "set", &self.host_veth(i), "up"]), "heal");
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for i in 0..NODES {
-            ip(&["link", "del", &self.host_veth(i)]);
-            ip(&["netns", "del", &self.ns(i)]);
-        }
-        ip(&["link", "del", &self.bridge()]);
-    }
-}
-
 fn token(event: &NodeEvent) -> u64 {
     event
         .field("token")
@@ -149,7 +65,7 @@ fn token(event: &NodeEvent) -> u64 {
 
 /// One cut of the owner; returns the takeover, in µs (`None`: no namespaces here).
 fn a_cut_off_owner_stops_before_the_majority_side_starts(wire: WireKind, test: u8) -> Option<u64> {
-    let Some(net) = Net::new(test) else {
+    let Some(net) = Net::new(test, NODES) else {
         eprintln!("skipped: this machine cannot make network namespaces (needs root and `ip`)");
         return None;
     };

@@ -6,11 +6,10 @@
 //!
 //! Every wait is bounded; no timing is asserted beyond "it happened".
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use prometheus_parse::{Scrape, Value};
+use tests::scrape::{get, scrape, value};
 use tests::{
     Node, cluster, cluster_specs, dump_all, now_us, run_to_exit, settled_owner, solo_node_binary,
     wait_any, wait_full_mesh,
@@ -18,45 +17,6 @@ use tests::{
 
 const SINGLETON: &str = "s";
 const FORM: Duration = Duration::from_secs(20);
-
-/// `GET path` over HTTP/1.1: the status code and the body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connects");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    (code, body.to_owned())
-}
-
-fn scrape(addr: SocketAddr) -> Scrape {
-    let (code, body) = get(addr, "/metrics");
-    assert_eq!(code, 200, "{body}");
-    Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
-}
-
-/// The value of `name` with `label` = `value` (or the unlabelled one), 0 if absent.
-fn value(scrape: &Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-        .map(|s| match &s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
-            Value::Summary(_) => 0.0,
-        })
-        .sum()
-}
 
 /// The owner every child of `/status` names, by child id.
 fn owners(addr: SocketAddr) -> serde_json::Value {

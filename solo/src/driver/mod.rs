@@ -43,8 +43,11 @@ pub(crate) enum Command {
     Whereis(ChildId, oneshot::Sender<Option<NodeId>>),
     Members(oneshot::Sender<Vec<NodeId>>),
     Status(oneshot::Sender<crate::ClusterStatus>),
-    /// The seeds, as the names resolve now (and those given by address).
-    SetSeeds(Vec<std::net::SocketAddr>),
+    /// The seeds one source finds now (names resolved, beacons heard).
+    SetSeeds {
+        source: crate::seeds::SeedSource,
+        seeds: Vec<std::net::SocketAddr>,
+    },
     MessagingStats(oneshot::Sender<solo_core::messaging::MessagingStats>),
     /// A call, answered by `deadline` (the messenger's timer, not one per call).
     Call {
@@ -94,6 +97,8 @@ pub(crate) struct Driver<N: Network> {
     pub(crate) data_dir: Option<std::path::PathBuf>,
     /// The misconfigured peers already reported, with what was reported.
     pub(crate) misconfigured: HashMap<std::net::SocketAddr, solo_core::wire::HelloError>,
+    /// The seeds given and found, by source.
+    pub(crate) seeds: crate::seeds::Seeds,
 }
 
 /// The driver's bookkeeping beside the node.
@@ -452,7 +457,10 @@ impl<N: Network> Driver<N> {
             Command::Status(reply) => {
                 let _ = reply.send(self.status(state));
             }
-            Command::SetSeeds(seeds) => self.node.set_seeds(seeds),
+            Command::SetSeeds { source, seeds } => {
+                let all = self.seeds.found(source, seeds);
+                self.node.set_seeds(all);
+            }
             Command::MessagingStats(reply) => {
                 let _ = reply.send(state.messaging.stats());
             }

@@ -44,6 +44,13 @@ pub(crate) enum TransportKind {
     Quic,
 }
 
+/// How to find peers without a seed list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Discover {
+    /// Beacons signed with the cookie on a UDP multicast group (the local network).
+    Multicast,
+}
+
 /// Where the node's certificate files are, if TLS is on.
 #[derive(Debug, Default, Clone, ClapArgs)]
 pub(crate) struct CertFiles {
@@ -105,6 +112,8 @@ pub(crate) struct Args {
     pub(crate) seed_timeout: Duration,
     pub(crate) transport: TransportKind,
     pub(crate) certs: CertFiles,
+    /// `--discover multicast`, with its group and interface.
+    pub(crate) discovery: Option<solo::MulticastDiscovery>,
     /// `solo-node call`: the name, the message and the timeout.
     pub(crate) call: Option<(String, String, Duration)>,
     /// `solo-node status`: how long to wait for the view to settle.
@@ -169,6 +178,17 @@ struct JoinArgs {
     transport: TransportKind,
     #[command(flatten)]
     certs: CertFiles,
+    /// Find peers with no seed list: announce this node and dial those heard (`call` and
+    /// `status` listen on 127.0.0.1 unless told: give them --listen on the LAN).
+    #[arg(long, value_enum, value_name = "HOW", env = "SOLO_DISCOVER")]
+    discover: Option<Discover>,
+    /// The multicast group and port of --discover multicast (the same on every node).
+    #[arg(long, value_name = "ADDR:PORT", default_value_t = solo::MulticastDiscovery::DEFAULT_GROUP, env = "SOLO_MULTICAST_GROUP")]
+    multicast_group: std::net::SocketAddrV4,
+    /// The interface (by its IPv4 address) of --discover multicast (default: the one
+    /// of --listen).
+    #[arg(long, value_name = "IP", env = "SOLO_MULTICAST_INTERFACE")]
+    multicast_interface: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -381,8 +401,10 @@ fn run_args(run: RunArgs, cookie_env: Option<String>) -> Result<Args, String> {
 }
 
 fn visit_args(visit: VisitArgs, verb: &str, cookie_env: Option<String>) -> Result<Args, String> {
-    if visit.join.seeds.is_empty() {
-        return Err(format!("{verb}: --seed is required"));
+    if visit.join.seeds.is_empty() && visit.join.discover.is_none() {
+        return Err(format!(
+            "{verb}: --seed (or --discover multicast) is required"
+        ));
     }
     let name = visit
         .name
@@ -400,6 +422,13 @@ fn node_args(
     if join.transport == TransportKind::Quic && join.certs.is_empty() {
         return Err("--transport quic needs certificates (--certs DIR)".to_owned());
     }
+    let discovery = join.discover.map(|Discover::Multicast| {
+        let discovery = solo::MulticastDiscovery::new().group(join.multicast_group);
+        match join.multicast_interface {
+            Some(interface) => discovery.interface(interface),
+            None => discovery,
+        }
+    });
     let (mut seeds, mut seed_names) = (Vec::new(), Vec::new());
     for seed in join.seeds {
         match seed {
@@ -424,6 +453,7 @@ fn node_args(
         seed_timeout: Duration::from_secs(30),
         transport: join.transport,
         certs: join.certs,
+        discovery,
         call: None,
         status: None,
         metrics: None,
@@ -548,7 +578,7 @@ mod tests {
         assert!(args.call.is_none());
         assert_eq!(
             parsed(&["status", "--cookie", GOOD]).err().as_deref(),
-            Some("status: --seed is required")
+            Some("status: --seed (or --discover multicast) is required")
         );
         assert!(
             parsed(&[
@@ -615,6 +645,45 @@ mod tests {
         ])
         .expect_err("a name without a port");
         assert!(bad.contains("no-port"), "{bad}");
+    }
+
+    #[test]
+    fn discovery_replaces_the_seeds_of_a_visit_and_takes_its_group() {
+        let argv = ["status", "--discover", "multicast", "--cookie", GOOD];
+        let Ok(Invocation::Status(args)) = parsed(&argv) else {
+            panic!("a status: {:?}", parsed(&argv));
+        };
+        assert_eq!(args.discovery, Some(solo::MulticastDiscovery::new()));
+        let argv = [
+            "--name",
+            "a",
+            "--listen",
+            "127.0.0.1:7001",
+            "--cookie",
+            GOOD,
+            "--discover",
+            "multicast",
+            "--multicast-group",
+            "239.1.2.3:7000",
+        ];
+        let Ok(Invocation::Run(args)) = parsed(&argv) else {
+            panic!("a run: {:?}", parsed(&argv));
+        };
+        let group = "239.1.2.3:7000".parse().expect("a group");
+        assert_eq!(
+            args.discovery,
+            Some(solo::MulticastDiscovery::new().group(group))
+        );
+        let error = parsed(&[
+            "--name",
+            "a",
+            "--listen",
+            "127.0.0.1:7001",
+            "--discover",
+            "dns",
+        ])
+        .expect_err("no such discovery");
+        assert!(error.contains("'dns'"), "{error}");
     }
 
     #[test]

@@ -15,7 +15,10 @@
 //!   one exits with an error naming its seeds); the cluster's secret (required, at least
 //!   16 bytes: a shorter one is refused with one line): `--cookie-file PATH` (the file's
 //!   contents, without a trailing newline), the `SOLO_COOKIE` environment variable, or
-//!   `--cookie SECRET` (visible to every user in `ps`: for tests);
+//!   `--cookie SECRET` (visible to every user in `ps`: for tests); `--discover multicast`
+//!   (find peers with no seed list: beacons signed with the cookie on the UDP multicast
+//!   group `--multicast-group ADDR:PORT`, default 239.255.83.79:7979, through the interface
+//!   of `--listen` or `--multicast-interface IP`; see `solo::MulticastDiscovery`);
 //!   `--singleton NAME` (repeatable: a demo singleton, an actor that prints
 //!   `I am singleton, hear me roar` every second while it runs and counts its roars; it
 //!   hands the count over when it moves on purpose, so the count goes on after a graceful
@@ -64,7 +67,8 @@
 //!   and `add N` with its count. Takes `--cluster`, `--transport`, `--certs`/`--ca`/
 //!   `--cert`/`--key`, `--name` and `--listen` (default `127.0.0.1:0`) as a node does;
 //!   over TLS or QUIC its `--name` must be one its certificate names (peers check).
-//! * `solo-node status --seed HOST:PORT [--json] [--timeout SECS]` joins as an observer,
+//! * `solo-node status --seed HOST:PORT [--json] [--timeout SECS]` (or `--discover
+//!   multicast` instead of `--seed`) joins as an observer,
 //!   waits until its view of the children has settled (or `--timeout`, default 5 s), prints
 //!   the members (without itself) and every singleton and child with its kind, mode and
 //!   owner as a table, or with `--json` the same object as `--metrics`'s `/status`, and
@@ -242,6 +246,10 @@ async fn run(args: Args) -> Result<(), String> {
         .actor::<Roar>("roar");
     let builder = match &args.data_dir {
         Some(dir) => builder.data_dir(dir),
+        None => builder,
+    };
+    let builder = match args.discovery.clone() {
+        Some(discovery) => builder.discover_multicast(discovery),
         None => builder,
     };
     let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
@@ -543,6 +551,10 @@ async fn join_as_observer(args: &Args) -> Result<Cluster, String> {
         .cookie(args.cookie.clone())
         .cluster_name(args.cluster.clone())
         .observer();
+    let builder = match args.discovery.clone() {
+        Some(discovery) => builder.discover_multicast(discovery),
+        None => builder,
+    };
     let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
     builder.start().await.map_err(|e| e.to_string())
 }

@@ -1,8 +1,7 @@
 //! Seeds by name ([`ClusterBuilder::seed_names`](crate::ClusterBuilder::seed_names)):
 //! `HOST:PORT` names resolved in the background, again and again, so that a Kubernetes
 //! headless service or a DNS round-robin keeps working when pods come back with new
-//! addresses. Each change of the resolved set goes to the node
-//! ([`Node::set_seeds`](solo_core::Node::set_seeds)), with the seeds given by address.
+//! addresses. Each change of the resolved set goes to the driver.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -10,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::SeedSource;
 use crate::driver::Command;
 
 /// How often the names are resolved again.
@@ -51,17 +51,13 @@ pub(crate) fn check(names: &[String]) -> Result<(), SeedNameError> {
     names.iter().try_for_each(|name| validate_seed_name(name))
 }
 
-/// Resolves `names` now and every [`RESOLVE_EVERY`], and tells the driver the seeds (these
-/// and `fixed`) whenever they change, until the driver is gone. It holds the command queue
-/// weakly: the node still leaves once every `Cluster` handle is dropped.
-pub(crate) async fn resolve_forever(
-    names: Vec<String>,
-    fixed: Vec<SocketAddr>,
-    commands: mpsc::WeakSender<Command>,
-) {
+/// Resolves `names` now and every [`RESOLVE_EVERY`], and tells the driver the addresses
+/// whenever they change, until the driver is gone. It holds the command queue weakly: the
+/// node still leaves once every `Cluster` handle is dropped.
+pub(crate) async fn resolve_forever(names: Vec<String>, commands: mpsc::WeakSender<Command>) {
     let mut told: Option<BTreeSet<SocketAddr>> = None;
     loop {
-        let mut seeds: BTreeSet<SocketAddr> = fixed.iter().copied().collect();
+        let mut seeds: BTreeSet<SocketAddr> = BTreeSet::new();
         let mut resolved_any = false;
         for name in &names {
             match tokio::net::lookup_host(name.as_str()).await {
@@ -77,7 +73,10 @@ pub(crate) async fn resolve_forever(
         }
         if told.as_ref() != Some(&seeds) {
             tracing::debug!(seeds = ?seeds, "seeds resolved");
-            let command = Command::SetSeeds(seeds.iter().copied().collect());
+            let command = Command::SetSeeds {
+                source: SeedSource::Names,
+                seeds: seeds.iter().copied().collect(),
+            };
             let Some(commands) = commands.upgrade() else {
                 return;
             };
