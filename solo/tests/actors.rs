@@ -1,6 +1,8 @@
 //! Actors in-process: calls and casts routed to the one node that runs a name, typed
 //! errors, and state handed over when the owner leaves. Every wait is bounded.
 
+mod common;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -62,18 +64,8 @@ impl Actor for Counter {
     }
 }
 
-async fn idle(ctx: WorkerContext) -> Result<(), WorkerError> {
-    ctx.shutdown().await;
-    Ok(())
-}
-
 fn builder(name: &str) -> ClusterBuilder {
-    Cluster::builder()
-        .node_name(name)
-        .listen("127.0.0.1:0".parse().expect("addr"))
-        .cookie("test-cookie.Tq7vX2pL9sK")
-        .actor::<Counter>("counter")
-        .worker("idle", idle)
+    common::node(name, "test-cookie.Tq7vX2pL9sK").actor::<Counter>("counter")
 }
 
 fn id(name: &str) -> ChildId {

@@ -3,11 +3,13 @@
 //! here with a real subscriber writing into a buffer, around a worker start and a member
 //! joining and leaving. (Its own test binary: the subscriber is the process's global one.)
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use solo::{ChildId, Cluster, ClusterBuilder, WorkerContext, WorkerError};
+use solo::{ChildId, ClusterBuilder};
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -52,17 +54,8 @@ impl Lines {
     }
 }
 
-async fn idle(ctx: WorkerContext) -> Result<(), WorkerError> {
-    ctx.shutdown().await;
-    Ok(())
-}
-
 fn builder(name: &str) -> ClusterBuilder {
-    Cluster::builder()
-        .node_name(name)
-        .listen("127.0.0.1:0".parse().expect("addr"))
-        .cookie("tracing-cookie.Tq7vX2pL9sK")
-        .worker("idle", idle)
+    common::node(name, "tracing-cookie.Tq7vX2pL9sK")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
