@@ -94,18 +94,38 @@ struct Figures {
 
 impl Figures {
     fn add(&mut self, other: &Figures) {
-        self.schedules += other.schedules;
-        self.calls += other.calls;
-        self.answered += other.answered;
-        self.timeouts += other.timeouts;
-        self.refused += other.refused;
-        self.other_errors += other.other_errors;
-        self.casts += other.casts;
-        self.handled += other.handled;
-        self.duplicates_handled += other.duplicates_handled;
-        self.handoffs += other.handoffs;
-        self.dropped_reported += other.dropped_reported;
-        self.transmits_refused += other.transmits_refused;
+        // Destructured, not field by field: a figure added to the struct and forgotten here
+        // does not compile, rather than summing to 0.
+        let Figures {
+            schedules,
+            calls,
+            answered,
+            timeouts,
+            refused,
+            other_errors,
+            casts,
+            handled,
+            duplicates_handled,
+            handoffs,
+            dropped_reported,
+            transmits_refused,
+        } = *other;
+        for (total, more) in [
+            (&mut self.schedules, schedules),
+            (&mut self.calls, calls),
+            (&mut self.answered, answered),
+            (&mut self.timeouts, timeouts),
+            (&mut self.refused, refused),
+            (&mut self.other_errors, other_errors),
+            (&mut self.casts, casts),
+            (&mut self.handled, handled),
+            (&mut self.duplicates_handled, duplicates_handled),
+            (&mut self.handoffs, handoffs),
+            (&mut self.dropped_reported, dropped_reported),
+            (&mut self.transmits_refused, transmits_refused),
+        ] {
+            *total += more;
+        }
     }
 }
 
@@ -260,8 +280,12 @@ fn apply(sim: &mut Sim, traffic: &mut Traffic, fault: &Fault) {
             if draining != Some(true) {
                 return;
             }
+            // As the runtime does, a leave waits for the instances here to end and for
+            // their handoffs to finish (within its drain timeout).
             traffic.run(sim, DRAIN_WITHIN, |sim| {
-                sim.node(i).is_none_or(|n| n.is_idle()) && sim.workers(i).is_empty()
+                sim.node(i).is_none_or(|n| n.is_idle())
+                    && sim.workers(i).is_empty()
+                    && sim.is_handing_off(i) != Some(true)
             });
             sim.with_node(i, |node, now| node.leave(now).is_ok());
         }

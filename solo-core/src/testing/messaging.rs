@@ -335,6 +335,16 @@ impl Sim {
             .map(|r| r.messenger.stats())
     }
 
+    /// Whether host `i`'s messenger is still handing an instance over (the runtime's
+    /// leave waits for this, up to its drain timeout), if its process runs.
+    pub fn is_handing_off(&self, i: usize) -> Option<bool> {
+        self.hosts
+            .get(i)?
+            .runtime
+            .as_ref()
+            .map(|r| r.messenger.is_handing_off())
+    }
+
     /// Host `i`'s messenger's held bytes counted afresh from its tables (see
     /// [`Messenger::recount_held_bytes`]).
     pub fn recount_held_bytes(&self, i: usize) -> Option<usize> {
