@@ -520,6 +520,24 @@ mod tests {
         })
     }
 
+    /// `solo-node --name a --listen 127.0.0.1:7001 --cookie GOOD` and `extra`, as a run.
+    fn run_with(extra: &[&str]) -> super::Args {
+        let argv = [&RUN[..], extra].concat();
+        match parsed(&argv) {
+            Ok(Invocation::Run(args)) => args,
+            other => panic!("{argv:?}: not a run: {other:?}"),
+        }
+    }
+
+    const RUN: [&str; 6] = [
+        "--name",
+        "a",
+        "--listen",
+        "127.0.0.1:7001",
+        "--cookie",
+        GOOD,
+    ];
+
     #[test]
     fn the_cookie_comes_from_the_flag_the_file_or_the_environment() {
         let from_flag = pick_cookie(Some(GOOD.into()), None, Some("other-cookie-env-1".into()));
@@ -597,15 +615,7 @@ mod tests {
 
     #[test]
     fn run_is_the_default_and_can_be_named() {
-        let flags = [
-            "--name",
-            "a",
-            "--listen",
-            "127.0.0.1:7001",
-            "--cookie",
-            GOOD,
-        ];
-        for argv in [flags.to_vec(), [&["run"][..], &flags].concat()] {
+        for argv in [RUN.to_vec(), [&["run"][..], &RUN].concat()] {
             let Ok(Invocation::Run(args)) = parsed(&argv) else {
                 panic!("a run: {:?}", parsed(&argv));
             };
@@ -617,21 +627,12 @@ mod tests {
 
     #[test]
     fn seeds_are_addresses_or_names_and_one_flag_may_list_several() {
-        let argv = [
-            "--name",
-            "a",
-            "--listen",
-            "127.0.0.1:7001",
-            "--cookie",
-            GOOD,
+        let args = run_with(&[
             "--seed",
             "127.0.0.1:7002,solo-1.solo.default.svc:7000",
             "--seed",
             "[::1]:7003",
-        ];
-        let Ok(Invocation::Run(args)) = parsed(&argv) else {
-            panic!("a run: {:?}", parsed(&argv));
-        };
+        ]);
         let addrs: Vec<String> = args.seeds.iter().map(ToString::to_string).collect();
         assert_eq!(addrs, ["127.0.0.1:7002", "[::1]:7003"]);
         assert_eq!(args.seed_names, ["solo-1.solo.default.svc:7000"]);
@@ -654,21 +655,12 @@ mod tests {
             panic!("a status: {:?}", parsed(&argv));
         };
         assert_eq!(args.discovery, Some(solo::MulticastDiscovery::new()));
-        let argv = [
-            "--name",
-            "a",
-            "--listen",
-            "127.0.0.1:7001",
-            "--cookie",
-            GOOD,
+        let args = run_with(&[
             "--discover",
             "multicast",
             "--multicast-group",
             "239.1.2.3:7000",
-        ];
-        let Ok(Invocation::Run(args)) = parsed(&argv) else {
-            panic!("a run: {:?}", parsed(&argv));
-        };
+        ]);
         let group = "239.1.2.3:7000".parse().expect("a group");
         assert_eq!(
             args.discovery,
@@ -688,16 +680,8 @@ mod tests {
 
     #[test]
     fn every_refusal_is_one_line_that_names_the_flag() {
-        let listen = [
-            "--name",
-            "a",
-            "--listen",
-            "127.0.0.1:7001",
-            "--cookie",
-            GOOD,
-        ];
         let cases: [(Vec<&str>, &str); 6] = [
-            ([&listen[..], &["--bogus"]].concat(), "--bogus"),
+            ([&RUN[..], &["--bogus"]].concat(), "--bogus"),
             (
                 vec!["--listen", "127.0.0.1:7001", "--cookie", GOOD],
                 "--name",
@@ -707,7 +691,7 @@ mod tests {
                 vec!["--name", "a", "--listen", "127.0.0.1:7001", "--cookie"],
                 "--cookie",
             ),
-            ([&listen[..], &["--seed-timeout", "x"]].concat(), "x"),
+            ([&RUN[..], &["--seed-timeout", "x"]].concat(), "x"),
             (vec!["certs", "--out", "dir"], "<NODE>"),
         ];
         for (argv, mentions) in cases {
