@@ -110,22 +110,18 @@ impl Figures {
             dropped_reported,
             transmits_refused,
         } = *other;
-        for (total, more) in [
-            (&mut self.schedules, schedules),
-            (&mut self.calls, calls),
-            (&mut self.answered, answered),
-            (&mut self.timeouts, timeouts),
-            (&mut self.refused, refused),
-            (&mut self.other_errors, other_errors),
-            (&mut self.casts, casts),
-            (&mut self.handled, handled),
-            (&mut self.duplicates_handled, duplicates_handled),
-            (&mut self.handoffs, handoffs),
-            (&mut self.dropped_reported, dropped_reported),
-            (&mut self.transmits_refused, transmits_refused),
-        ] {
-            *total += more;
-        }
+        self.schedules += schedules;
+        self.calls += calls;
+        self.answered += answered;
+        self.timeouts += timeouts;
+        self.refused += refused;
+        self.other_errors += other_errors;
+        self.casts += casts;
+        self.handled += handled;
+        self.duplicates_handled += duplicates_handled;
+        self.handoffs += handoffs;
+        self.dropped_reported += dropped_reported;
+        self.transmits_refused += transmits_refused;
     }
 }
 

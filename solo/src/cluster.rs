@@ -439,8 +439,12 @@ impl ClusterBuilder {
             Some(dir) => Some(crate::data_dir::read_tokens(dir)?),
             None => None,
         };
-        // Discovery beacons name the cluster and are signed with (a key from) the cookie.
-        let (beacon_cluster, beacon_cookie) = (self.cluster_name.clone(), self.cookie.clone());
+        // Discovery beacons name the cluster and are signed with (a key from) the cookie,
+        // which the transport takes below.
+        let beacon_identity = self
+            .discovery
+            .as_ref()
+            .map(|_| (self.cluster_name.clone(), self.cookie.clone()));
         let mut transport_config = solo_transport_tcp::Config::new(self.cluster_name, self.cookie);
         transport_config.advertised_addr = self.advertise;
         transport_config.voters = voters.clone();
@@ -461,17 +465,17 @@ impl ClusterBuilder {
         }
         let (transport, frames) = transport.bind(network, listen).await?;
         let addr = transport.advertised_addr();
-        let announcer = match &self.discovery {
-            Some(discovery) => Some(crate::seeds::Announcer::bind(
+        let announcer = match (&self.discovery, &beacon_identity) {
+            (Some(discovery), Some((cluster, cookie))) => Some(crate::seeds::Announcer::bind(
                 discovery,
                 listen,
                 addr,
-                &beacon_cluster,
+                cluster,
                 id.name.as_str(),
-                &beacon_cookie,
+                cookie,
                 !self.observer,
             )?),
-            None => None,
+            _ => None,
         };
         let node = Node::builder(id.clone(), addr)
             .config(self.config)

@@ -10,7 +10,7 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
-use solo::{Cluster, ClusterStartError, DiscoveryError, MulticastDiscovery};
+use solo::{ChildId, Cluster, ClusterStartError, DiscoveryError, MulticastDiscovery, NodeId};
 
 const COOKIE: &str = "discovery-cookie.Vq3Lz8Kp";
 const BOUND: Duration = Duration::from_secs(10);
@@ -49,6 +49,20 @@ async fn wait_members(nodes: &[&Cluster], count: usize) {
     .expect("the members within the bound");
 }
 
+/// The owner of `job` as `node` sees it, once it is one other than `not`.
+async fn owner_other_than(node: &Cluster, job: &ChildId, not: Option<&NodeId>) -> NodeId {
+    tokio::time::timeout(BOUND, async {
+        loop {
+            match node.whereis(job).await.expect("running") {
+                Some(owner) if Some(&owner) != not => return owner,
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await
+    .expect("an owner within the bound")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_with_no_seeds_find_each_other_and_a_stranger_stays_out() {
     let group = own_group();
@@ -77,16 +91,7 @@ async fn nodes_with_no_seeds_find_each_other_and_a_stranger_stays_out() {
     wait_members(&refs, 3).await;
 
     let job = "job".parse().expect("an id");
-    let owner = tokio::time::timeout(BOUND, async {
-        loop {
-            if let Some(owner) = nodes[0].whereis(&job).await.expect("running") {
-                return owner;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("an owner");
+    let owner = owner_other_than(&nodes[0], &job, None).await;
     let at = nodes
         .iter()
         .position(|n| n.id() == &owner)
@@ -94,16 +99,7 @@ async fn nodes_with_no_seeds_find_each_other_and_a_stranger_stays_out() {
     nodes.remove(at).crash().await;
     let refs: Vec<&Cluster> = nodes.iter().collect();
     wait_members(&refs, 2).await;
-    let next = tokio::time::timeout(BOUND, async {
-        loop {
-            match nodes[0].whereis(&job).await.expect("running") {
-                Some(next) if next != owner => return next,
-                _ => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    })
-    .await
-    .expect("a new owner");
+    let next = owner_other_than(&nodes[0], &job, Some(&owner)).await;
     assert!(nodes.iter().any(|n| n.id() == &next));
     for node in nodes {
         node.leave().await;

@@ -175,25 +175,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let args = match invocation {
+    match invocation {
         Invocation::Certs {
             out,
             cluster,
             nodes,
-        } => {
-            return match write_certs(&out, &cluster, &nodes) {
-                Ok(done) => {
-                    println!("{done}");
-                    ExitCode::SUCCESS
-                }
-                Err(message) => {
-                    eprintln!("solo-node: {message}");
-                    ExitCode::from(2)
-                }
-            };
-        }
-        Invocation::Run(args) | Invocation::Call(args) | Invocation::Status(args) => args,
-    };
+        } => match write_certs(&out, &cluster, &nodes) {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("solo-node: {message}");
+                ExitCode::from(2)
+            }
+        },
+        Invocation::Run(args) => on_a_runtime(run(args)),
+        Invocation::Call(args) => on_a_runtime(call(args)),
+        Invocation::Status(args) => on_a_runtime(status(args)),
+    }
+}
+
+/// Runs `work` (`run`, `call` or `status`) on a runtime of its own; an error is one line
+/// and status 1.
+fn on_a_runtime(work: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -205,14 +210,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = if args.call.is_some() {
-        runtime.block_on(call(args))
-    } else if args.status.is_some() {
-        runtime.block_on(status(args))
-    } else {
-        runtime.block_on(run(args))
-    };
-    match result {
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("solo-node: {message}");
@@ -230,13 +228,7 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(store) = args.fenced_store {
         let _ = STORE.set(store);
     }
-    let builder = Cluster::builder()
-        .node_name(args.name.clone())
-        .listen(args.listen)
-        .seeds(args.seeds.clone())
-        .seed_names(args.seed_names.clone())
-        .cookie(args.cookie)
-        .cluster_name(args.cluster)
+    let builder = joining(&args)?
         .voters(args.voters.clone())
         .config({
             let mut config = solo::Config::default();
@@ -248,11 +240,6 @@ async fn run(args: Args) -> Result<(), String> {
         Some(dir) => builder.data_dir(dir),
         None => builder,
     };
-    let builder = match args.discovery.clone() {
-        Some(discovery) => builder.discover_multicast(discovery),
-        None => builder,
-    };
-    let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
     // The recorder goes in before the node starts: the node keeps handles made at start.
     #[cfg(feature = "prometheus")]
     let endpoint = match args.metrics {
@@ -543,20 +530,25 @@ async fn call(args: Args) -> Result<(), String> {
 
 /// `call` and `status`: a node that only looks (it runs nothing), joined through the seeds.
 async fn join_as_observer(args: &Args) -> Result<Cluster, String> {
+    let builder = joining(args)?.observer();
+    builder.start().await.map_err(|e| e.to_string())
+}
+
+/// What every subcommand that joins builds on: the node's name and address, how it finds
+/// the cluster (seeds, names, discovery), its secret and transport.
+fn joining(args: &Args) -> Result<ClusterBuilder, String> {
     let builder = Cluster::builder()
         .node_name(args.name.clone())
         .listen(args.listen)
         .seeds(args.seeds.clone())
         .seed_names(args.seed_names.clone())
         .cookie(args.cookie.clone())
-        .cluster_name(args.cluster.clone())
-        .observer();
+        .cluster_name(args.cluster.clone());
     let builder = match args.discovery.clone() {
         Some(discovery) => builder.discover_multicast(discovery),
         None => builder,
     };
-    let builder = with_transport(builder, args.transport, &args.certs, &args.name)?;
-    builder.start().await.map_err(|e| e.to_string())
+    with_transport(builder, args.transport, &args.certs, &args.name)
 }
 
 /// `solo-node status`: joins as an observer, waits until its view of the children has not
