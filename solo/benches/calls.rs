@@ -7,6 +7,7 @@
 //!                                                # 100 handoffs
 //! cargo bench -p solo --bench calls -- --quick   # smoke run: 2 000, 5 rounds of 20 000, 10
 //! cargo bench -p solo --bench calls --features prometheus   # the same, recording metrics
+//! cargo bench -p solo --bench calls -- --profile solo-pipelined   # one kind only, for perf
 //! ```
 //!
 //! * Unloaded latency: node `a` calls the counter that runs on node `b` (only `b` declares
@@ -30,6 +31,10 @@
 //!   A handoff is a change of the node that answers; its gap is the time between the last
 //!   reply from the old instance and the first reply from the new one. Every reply must
 //!   count exactly one more than the one before (the state moved, each call counted once).
+//!
+//! `--profile KIND` (`solo-pipelined`, `solo-tasks`, `bare-pipelined`, `bare-tasks`) runs only
+//! that throughput kind, 20 rounds of 100 000 calls, printing each round's rate: a steady
+//! load to record with `perf record`, with nothing else in the profile.
 //!
 //! Every wait is bounded; a handoff round that cannot complete ends that measurement and is
 //! reported. The table goes to stdout, progress to stderr; when the count broke, stderr also
@@ -149,6 +154,17 @@ struct Settings {
     throughput_calls: usize,
     rounds: usize,
     handoffs: usize,
+    /// Only this throughput kind, for a profiler (`--profile`).
+    profile: Option<Profile>,
+}
+
+/// The throughput kind `--profile` runs.
+#[derive(Debug, Clone, Copy)]
+enum Profile {
+    SoloPipelined,
+    SoloTasks,
+    BarePipelined,
+    BareTasks,
 }
 
 impl Settings {
@@ -158,6 +174,7 @@ impl Settings {
         throughput_calls: 100_000,
         rounds: 5,
         handoffs: 100,
+        profile: None,
     };
     const QUICK: Settings = Settings {
         warmup: 200,
@@ -165,6 +182,7 @@ impl Settings {
         throughput_calls: 20_000,
         rounds: 5,
         handoffs: 10,
+        profile: None,
     };
 }
 
@@ -845,6 +863,9 @@ async fn run(settings: Settings) {
     .expect("a reaches the counter");
     assert_eq!(first.node, "b", "the counter runs on b");
 
+    if let Some(kind) = settings.profile {
+        return profile(&a, &id, kind).await;
+    }
     eprintln!("unloaded latency…");
     let latency = unloaded_latency(&a, &id, &settings).await;
     // Solo and the baseline take turns, round after round, so that a noisy moment of the
@@ -1060,9 +1081,42 @@ async fn run(settings: Settings) {
     );
 }
 
+/// Runs one throughput kind again and again (see `--profile` in the module docs).
+async fn profile(a: &Cluster, id: &ChildId, kind: Profile) {
+    const ROUNDS: usize = 20;
+    const CALLS: usize = 100_000;
+    let client = bare_tokio::start().await.expect("the baseline connects");
+    for round in 1..=ROUNDS {
+        let run = match kind {
+            Profile::SoloPipelined => pipelined(a, id, CALLS).await,
+            Profile::SoloTasks => concurrent(a, id, CALLS).await,
+            Profile::BarePipelined => pipelined_bare(&client, CALLS).await,
+            Profile::BareTasks => concurrent_bare(&client, CALLS).await,
+        };
+        println!(
+            "{kind:?} round {round}: {:.0} calls/s, {} errors",
+            run.per_second(),
+            run.errors
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; other arguments are ignored.
-    let quick = std::env::args().any(|arg| arg == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|arg| arg == "--quick");
+    let profile = args.iter().position(|arg| arg == "--profile").map(|at| {
+        match args.get(at + 1).map(String::as_str) {
+            Some("solo-pipelined") => Profile::SoloPipelined,
+            Some("solo-tasks") => Profile::SoloTasks,
+            Some("bare-pipelined") => Profile::BarePipelined,
+            Some("bare-tasks") => Profile::BareTasks,
+            other => panic!(
+                "--profile takes solo-pipelined, solo-tasks, bare-pipelined or bare-tasks, \
+                 not {other:?}"
+            ),
+        }
+    });
     // Built with the `prometheus` feature, the bench records every metric into the
     // Prometheus recorder, as `solo-node --metrics` does: the cost of instrumentation is the
     // difference between a run with the feature and one without.
@@ -1072,10 +1126,13 @@ fn main() {
         .expect("the Prometheus recorder installs");
     #[cfg(feature = "prometheus")]
     eprintln!("recording metrics into the Prometheus recorder");
-    let settings = if quick {
-        Settings::QUICK
-    } else {
-        Settings::FULL
+    let settings = Settings {
+        profile,
+        ..if quick {
+            Settings::QUICK
+        } else {
+            Settings::FULL
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
