@@ -90,6 +90,8 @@ struct Figures {
     handoffs: u64,
     dropped_reported: u64,
     transmits_refused: u64,
+    /// Leaves cut short with a handoff still under way (crash tier).
+    handoffs_abandoned: u64,
 }
 
 impl Figures {
@@ -109,6 +111,7 @@ impl Figures {
             handoffs,
             dropped_reported,
             transmits_refused,
+            handoffs_abandoned,
         } = *other;
         self.schedules += schedules;
         self.calls += calls;
@@ -122,6 +125,7 @@ impl Figures {
         self.handoffs += handoffs;
         self.dropped_reported += dropped_reported;
         self.transmits_refused += transmits_refused;
+        self.handoffs_abandoned += handoffs_abandoned;
     }
 }
 
@@ -157,6 +161,16 @@ fn config(tier: Tier, sabotage: bool, log_history: bool) -> SimConfig {
 struct Traffic {
     rng: Rng,
     problems: Vec<String>,
+    /// The leaves cut short with handoffs still under way.
+    abandoned: Vec<Abandoned>,
+}
+
+/// A leave cut short: host `host` left at `at` while handing `ids` over.
+#[derive(Debug)]
+struct Abandoned {
+    host: usize,
+    at: Duration,
+    ids: Vec<ChildId>,
 }
 
 impl Traffic {
@@ -267,7 +281,7 @@ fn schedule(tier: Tier, seed: u64) -> Vec<Fault> {
 
 /// Applies one fault, with traffic running through it: a leave drains while messages
 /// flow (the handoffs it causes are what the graceful tier is about).
-fn apply(sim: &mut Sim, traffic: &mut Traffic, fault: &Fault) {
+fn apply(tier: Tier, sim: &mut Sim, traffic: &mut Traffic, fault: &Fault) {
     match fault {
         Fault::Wait(d) => traffic.run(sim, *d, |_| false),
         Fault::Leave(i) => {
@@ -277,12 +291,26 @@ fn apply(sim: &mut Sim, traffic: &mut Traffic, fault: &Fault) {
                 return;
             }
             // As the runtime does, a leave waits for the instances here to end and for
-            // their handoffs to finish (within its drain timeout).
+            // their handoffs to finish (within its drain timeout). In the crash tier the
+            // drain timeout runs out as soon as the last instance here is handing over:
+            // the leave goes on without its state.
+            let hasty = tier == Tier::Crashes;
             traffic.run(sim, DRAIN_WITHIN, |sim| {
-                sim.node(i).is_none_or(|n| n.is_idle())
+                let done = sim.node(i).is_none_or(|n| n.is_idle())
                     && sim.workers(i).is_empty()
-                    && sim.is_handing_off(i) != Some(true)
+                    && sim.is_handing_off(i) != Some(true);
+                let cut_short =
+                    hasty && sim.workers(i).len() <= 1 && sim.is_handing_off(i) == Some(true);
+                done || cut_short
             });
+            if sim.is_handing_off(i) == Some(true) {
+                traffic.abandoned.push(Abandoned {
+                    host: i,
+                    at: sim.now(),
+                    ids: sim.workers(i).keys().cloned().collect(),
+                });
+                sim.abandon_handoffs(i);
+            }
             sim.with_node(i, |node, now| node.leave(now).is_ok());
         }
         fault => Schedule {
@@ -303,7 +331,13 @@ fn is_refusal(result: &Result<Vec<u8>, CallFailure>) -> bool {
 }
 
 /// Judges what messaging did against the tier's promises.
-fn judge(tier: Tier, log: &MessagingLog, sim: &Sim, figures: &mut Figures) -> Vec<String> {
+fn judge(
+    tier: Tier,
+    log: &MessagingLog,
+    sim: &Sim,
+    abandoned: &[Abandoned],
+    figures: &mut Figures,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let mut handlings: BTreeMap<&MessageKey, u64> = BTreeMap::new();
     for handled in &log.handled {
@@ -314,6 +348,7 @@ fn judge(tier: Tier, log: &MessagingLog, sim: &Sim, figures: &mut Figures) -> Ve
     figures.handoffs += log.handed_over.len() as u64;
     figures.dropped_reported += log.dropped.len() as u64;
     figures.transmits_refused += log.refused_transmits;
+    figures.handoffs_abandoned += abandoned.len() as u64;
     figures.casts += log.casts.len() as u64;
     if log.stray_outcomes > 0 {
         problems.push(format!(
@@ -376,6 +411,30 @@ fn judge(tier: Tier, log: &MessagingLog, sim: &Sim, figures: &mut Figures) -> Ve
                 }
             }
             more => problems.push(format!("{} got {} outcomes: {more:?}", what(), more.len())),
+        }
+    }
+    // A leave cut short (its drain timeout ran out mid-handoff) loses the state, but never
+    // in silence: the next instance of each child it was handing over starts with a state
+    // (one given in time after all, or a conflict merged), or the loss is reported.
+    for cut in abandoned {
+        for id in &cut.ids {
+            let Some(next) = log.began.iter().find(|b| b.at >= cut.at && b.id == *id) else {
+                continue;
+            };
+            let merged = log
+                .merged
+                .iter()
+                .any(|m| m.host == next.host && m.id == next.id && m.instance == next.instance);
+            let reported = log
+                .dropped
+                .iter()
+                .any(|d| d.at >= cut.at && d.what == Dropped::State && d.id.as_ref() == Some(id));
+            if next.handed.is_none() && !merged && !reported {
+                problems.push(format!(
+                    "{next:?} started fresh after n{} left mid-handoff at {:?}, and no loss was reported",
+                    cut.host, cut.at
+                ));
+            }
         }
     }
     if tier != Tier::Graceful {
@@ -504,11 +563,12 @@ fn check_seed(seed: u64, tier: Tier, sabotage: bool, log: bool) -> Result<Figure
     let mut traffic = Traffic {
         rng: Rng::new(seed ^ 0x7AFF_1C00),
         problems: Vec::new(),
+        abandoned: Vec::new(),
     };
     // The cluster forms and the singletons start before traffic does.
     sim.run_for(Duration::from_millis(500));
     for fault in &faults {
-        apply(&mut sim, &mut traffic, fault);
+        apply(tier, &mut sim, &mut traffic, fault);
         if !traffic.problems.is_empty() {
             break;
         }
@@ -523,12 +583,24 @@ fn check_seed(seed: u64, tier: Tier, sabotage: bool, log: bool) -> Result<Figure
         sim.run_for(CALL_TIMEOUT + Duration::from_secs(1));
         if tier == Tier::Faults {
             // Outcomes so far are judged before recovery takes the log.
-            problems.extend(judge(tier, sim.messaging_log(), &sim, &mut figures));
+            problems.extend(judge(
+                tier,
+                sim.messaging_log(),
+                &sim,
+                &traffic.abandoned,
+                &mut figures,
+            ));
             sim.end_faults();
             check_recovery(&mut sim, &mut traffic, &mut problems);
             problems.append(&mut traffic.problems);
         } else {
-            problems.extend(judge(tier, sim.messaging_log(), &sim, &mut figures));
+            problems.extend(judge(
+                tier,
+                sim.messaging_log(),
+                &sim,
+                &traffic.abandoned,
+                &mut figures,
+            ));
         }
     }
     if problems.is_empty() {

@@ -304,6 +304,12 @@ impl ClusterBuilder {
     }
 
     /// How long [`Cluster::leave`] waits for this node's children to move. Default 5 s.
+    ///
+    /// An actor that has not given its state by then (its `begin_handoff` still runs) loses
+    /// it: the node leaves anyway, its new instance starts without a state, and this node
+    /// reports [`Event::MessageDropped`](crate::Event::MessageDropped) with
+    /// [`DropReason::NotGiven`](solo_core::messaging::DropReason::NotGiven). Give it more
+    /// time than your slowest `begin_handoff` needs.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
@@ -797,6 +803,10 @@ impl Cluster {
     /// Leaves the cluster gracefully: this node stops being eligible, its workers move to
     /// other nodes (waiting up to the drain timeout), the leave is announced, and the node
     /// stops. Returns when it has.
+    ///
+    /// An actor still in `begin_handoff` when the drain timeout runs out loses its state,
+    /// reported as [`Event::MessageDropped`](crate::Event::MessageDropped) (see
+    /// [`ClusterBuilder::drain_timeout`]).
     ///
     /// # Cancel safety
     ///

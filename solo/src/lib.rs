@@ -203,7 +203,7 @@ pub enum Event {
     },
     /// A message or state this node held for others could not be kept: a cast with no
     /// reachable owner, a reply or state the transport did not take in time, a state that
-    /// came unasked. Calls are never reported here: their caller gets a [`CallError`].
+    /// came unasked, a state its actor did not give before the handoff or drain timeout. Calls are never reported here: their caller gets a [`CallError`].
     MessageDropped {
         /// The child it was for (`None` for a reply).
         id: Option<ChildId>,

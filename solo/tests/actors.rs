@@ -537,3 +537,85 @@ async fn a_full_mailbox_refuses_try_send_and_send_waits_for_room() {
     assert_eq!(handled, taken);
     node.leave().await;
 }
+
+/// A counter whose `begin_handoff` takes longer than its node's drain timeout.
+struct SlowToHandOver(Counter);
+
+impl Actor for SlowToHandOver {
+    type Call = Op;
+    type Reply = Reading;
+    type Cast = u64;
+    type State = u64;
+
+    async fn start(ctx: &WorkerContext, handed_over: Option<u64>) -> Result<Self, WorkerError> {
+        Counter::start(ctx, handed_over).await.map(SlowToHandOver)
+    }
+
+    async fn handle_call(&mut self, op: Op, ctx: &WorkerContext) -> Result<Reading, WorkerError> {
+        self.0.handle_call(op, ctx).await
+    }
+
+    async fn handle_cast(&mut self, n: u64, ctx: &WorkerContext) -> Result<(), WorkerError> {
+        self.0.handle_cast(n, ctx).await
+    }
+
+    async fn begin_handoff(&mut self, ctx: &WorkerContext) -> Handoff<u64> {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        self.0.begin_handoff(ctx).await
+    }
+}
+
+#[tokio::test]
+async fn a_leave_whose_drain_timeout_runs_out_mid_handoff_reports_the_state_lost() {
+    let slow = |name: &str| {
+        common::node(name, "test-cookie.Tq7vX2pL9sK")
+            .actor::<SlowToHandOver>("slow")
+            .drain_timeout(Duration::from_millis(300))
+    };
+    let a = slow("a").start().await.expect("a starts");
+    let b = slow("b")
+        .seeds([a.local_addr()])
+        .start()
+        .await
+        .expect("b starts");
+    let count = id("count");
+    for node in [&a, &b] {
+        while node.members().await.expect("up").len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        node.singleton(&count, ["slow"]).await.expect("declared");
+    }
+    let first: Reading = a.call(&count, &Op::Add(5), BOUND).await.expect("answered");
+    let (owner, other) = if first.node == "a" { (a, b) } else { (b, a) };
+    let mut events = owner.events();
+    let leaving = tokio::spawn({
+        let owner = owner.clone();
+        async move { owner.leave().await }
+    });
+    let dropped = common::next_matching(&mut events, BOUND, |event| {
+        matches!(event, Event::MessageDropped { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            &dropped,
+            Event::MessageDropped {
+                id: Some(dropped),
+                what: solo_core::messaging::Dropped::State,
+                reason: solo_core::messaging::DropReason::NotGiven,
+            } if *dropped == count
+        ),
+        "{dropped:?}"
+    );
+    tokio::time::timeout(BOUND, leaving)
+        .await
+        .expect("the leave ends by its drain timeout")
+        .expect("the leave did not panic");
+    // The new instance started fresh at once, not after the slow handoff.
+    let reading: Reading = other.call(&count, &Op::Get, BOUND).await.expect("answered");
+    assert_eq!(
+        (reading.count, reading.node),
+        (0, other.id().name.to_string())
+    );
+    other.leave().await;
+}

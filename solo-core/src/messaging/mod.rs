@@ -222,6 +222,11 @@ pub enum DropReason {
     Unsent,
     /// It is larger than it may be ([`MAX_PAYLOAD_LEN`], [`MAX_STATE_LEN`]).
     TooLarge,
+    /// The instance moving away did not give its state in time: within
+    /// [`MessagingConfig::handoff_timeout`], or before its node left (the runtime's drain
+    /// timeout ran out first, see [`Messenger::abandon_handoffs`]). The new instance starts
+    /// without it.
+    NotGiven,
 }
 
 /// What was dropped.
@@ -1360,6 +1365,22 @@ impl Messenger {
         }
     }
 
+    /// The node leaves now, although instances here are still handing over (the runtime's
+    /// drain timeout ran out before they gave their state): each of those handoffs ends
+    /// without a state, reported as [`Dropped::State`] ([`DropReason::NotGiven`]). Call it
+    /// before [`Node::leave`]: the new node learns that no state comes ahead of the leave,
+    /// and its instance starts fresh at once instead of waiting for the state, or taking a
+    /// state that arrives from a node no longer a member (which it refuses as not awaited).
+    /// A state the instance gives after this is not sent.
+    pub fn abandon_handoffs(&mut self, now: Instant, node: &Node) {
+        let ids: Vec<ChildId> = self.handing_off.keys().cloned().collect();
+        for id in ids {
+            tracing::warn!(child = %id, "leaving before the instance gave its state: it starts fresh on its new node");
+            self.dropped(Some(id.clone()), Dropped::State, DropReason::NotGiven);
+            self.finish_handoff(now, node, &id, None);
+        }
+    }
+
     fn finish_handoff(&mut self, now: Instant, node: &Node, id: &ChildId, handed: Option<Vec<u8>>) {
         let Some(handing) = self.handing_off.remove(id) else {
             return;
@@ -1612,6 +1633,7 @@ impl Messenger {
             .map(|(id, _)| id.clone())
             .collect();
         for id in stuck {
+            self.dropped(Some(id.clone()), Dropped::State, DropReason::NotGiven);
             self.finish_handoff(now, node, &id, None);
         }
         if self.next_sweep <= now {

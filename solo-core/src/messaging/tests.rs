@@ -1133,3 +1133,69 @@ fn mail_waiting_for_room_in_an_instance_that_ended_is_routed_again() {
     assert_eq!(casts, 1, "the cast reaches the next instance");
     assert_eq!(lone.messenger.stats().held_bytes, 0);
 }
+
+/// The transmits and reports a handoff given up on leaves behind: the new node hears that
+/// no state comes, the loss is reported, the instance stops, and a state the instance gives
+/// afterwards is not sent.
+fn assert_given_up_without_state(lone: &mut Lone, outputs: &[MessagingOutput]) {
+    let here = child("here");
+    assert!(
+        matches!(
+            outputs,
+            [
+                MessagingOutput::Dropped {
+                    what: Dropped::State,
+                    reason: DropReason::NotGiven,
+                    id: Some(dropped),
+                },
+                MessagingOutput::Transmit(Transmit {
+                    message: Message::App(AppMessage::Handoff { state: None, .. }),
+                    ..
+                }),
+                MessagingOutput::HandoffFinished { .. },
+            ] if *dropped == here
+        ),
+        "{outputs:?}"
+    );
+    assert!(!lone.messenger.is_handing_off());
+    let (now, instance) = (lone.now, lone.instance);
+    lone.messenger
+        .handoff_done(now, &lone.node, &here, instance, Some(b"late".to_vec()));
+    assert_eq!(lone.outputs(), Vec::new(), "a late state is not sent");
+    assert_eq!(lone.messenger.stats().held_bytes, 0);
+}
+
+#[test]
+fn a_leave_before_the_state_was_given_reports_it_lost_and_tells_the_new_node() {
+    let mut lone = Lone::new(MessagingConfig::default());
+    lone.meet("b");
+    let (now, here, instance) = (lone.now, child("here"), lone.instance);
+    assert!(
+        lone.messenger
+            .start_handoff(now, &lone.node, &here, instance, id("b"))
+    );
+    lone.outputs();
+    // The drain timeout ran out: the runtime gives the handoff up before it leaves.
+    lone.messenger.abandon_handoffs(now, &lone.node);
+    let outputs = lone.outputs();
+    assert_given_up_without_state(&mut lone, &outputs);
+}
+
+#[test]
+fn an_instance_that_never_gives_its_state_is_reported_at_the_handoff_timeout() {
+    let config = MessagingConfig::default();
+    let timeout = config.handoff_timeout;
+    let mut lone = Lone::new(config);
+    lone.meet("b");
+    let (now, here, instance) = (lone.now, child("here"), lone.instance);
+    assert!(
+        lone.messenger
+            .start_handoff(now, &lone.node, &here, instance, id("b"))
+    );
+    lone.outputs();
+    lone.advance(timeout / 2);
+    assert!(lone.messenger.is_handing_off(), "{:?}", lone.outputs());
+    lone.advance(timeout / 2);
+    let outputs = lone.outputs();
+    assert_given_up_without_state(&mut lone, &outputs);
+}

@@ -345,6 +345,17 @@ impl Sim {
             .map(|r| r.messenger.is_handing_off())
     }
 
+    /// Host `i` is about to leave with handoffs still under way (its drain timeout ran
+    /// out): its messenger gives them up, reporting each state as not given, as the
+    /// runtime's leave does ([`Messenger::abandon_handoffs`]).
+    pub fn abandon_handoffs(&mut self, i: usize) {
+        let now = self.local_now(i);
+        if let Some((node, runtime)) = self.parts(i) {
+            runtime.messenger.abandon_handoffs(now, node);
+            self.run_messenger(i);
+        }
+    }
+
     /// Host `i`'s messenger's held bytes counted afresh from its tables (see
     /// [`Messenger::recount_held_bytes`]).
     pub fn recount_held_bytes(&self, i: usize) -> Option<usize> {

@@ -302,6 +302,20 @@ impl<N: Network> Driver<N> {
         started
     }
 
+    /// The node leaves before its handoffs finished (the drain timeout ran out): each
+    /// ends without a state, reported.
+    pub(super) fn abandon_handoffs(&mut self, state: &mut State) {
+        self.drain_replies(state);
+        while let Ok(done) = self.handoffs.try_recv() {
+            self.handoff_done(state, done);
+        }
+        state
+            .messaging
+            .messenger
+            .abandon_handoffs(now(), &self.node);
+        self.run_messenger(state);
+    }
+
     /// Sends the answers actors have given so far. An instance answers its calls before it
     /// reports its handoff or its end, on another channel: those answers go first.
     pub(super) fn drain_replies(&mut self, state: &mut State) {

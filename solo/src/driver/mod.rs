@@ -514,6 +514,9 @@ impl<N: Network> Driver<N> {
                 self.drain(state);
             }
         }
+        // Handoffs still under way lose their state, reported, and their new nodes hear so
+        // ahead of the leave (a state arriving after it would be refused as not awaited).
+        self.abandon_handoffs(state);
         let _ = self.node.leave(now());
         self.drain(state);
         for instance in state.instances.values_mut() {
