@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use solo_core::NodeId;
 use solo_core::wire::MAX_FRAME_LEN;
-use tokio::io::{AsyncWriteExt, BufReader, WriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, WriteHalf};
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
@@ -281,21 +281,33 @@ impl<N: Network> Shared<N> {
         let idle_timeout = self.config.idle_timeout;
         let (frames_in, bytes_in) = traffic_counters(&peer, "in");
         loop {
-            // Dropping a half-read frame is fine: the connection is closed right after.
-            let Ok(read) =
-                tokio::time::timeout(idle_timeout, frame::read_frame(&mut reader, MAX_FRAME_LEN))
-                    .await
-            else {
-                tracing::info!(
-                    ?idle_timeout,
-                    "nothing received, not even a keep-alive; replacing the connection"
-                );
-                return self.connection_idle(conn, &peer).await;
+            // A frame the buffer holds whole is taken at once: the timer and the clock are
+            // for reads that wait, once per fill of the buffer, not once per frame.
+            let read = if let Some(taken) = frame::buffered_frame(reader.buffer(), MAX_FRAME_LEN) {
+                taken.map(|(frame, took)| {
+                    reader.consume(took);
+                    frame
+                })
+            } else {
+                // Dropping a half-read frame is fine: the connection is closed right after.
+                let Ok(read) = tokio::time::timeout(
+                    idle_timeout,
+                    frame::read_frame(&mut reader, MAX_FRAME_LEN),
+                )
+                .await
+                else {
+                    tracing::info!(
+                        ?idle_timeout,
+                        "nothing received, not even a keep-alive; replacing the connection"
+                    );
+                    return self.connection_idle(conn, &peer).await;
+                };
+                if !matches!(read, Err(FrameError::Closed | FrameError::Io(_))) {
+                    // Bytes arrived: a frame, the handover marker, or an over-long prefix.
+                    heard.hear(self.epoch, Instant::now());
+                }
+                read
             };
-            if !matches!(read, Err(FrameError::Closed | FrameError::Io(_))) {
-                // Bytes arrived: a frame, the handover marker, or an over-long prefix.
-                heard.hear(self.epoch, Instant::now());
-            }
             match read {
                 Ok(frame) if frame == KEEPALIVE => {}
                 Ok(frame) => {
