@@ -8,7 +8,6 @@
 //! was busy, they go out in one write and one flush.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use solo_core::SendFailure;
 use solo_core::wire::MAX_FRAME_LEN;
@@ -40,8 +39,6 @@ struct Waiting {
 pub(super) enum Taken {
     /// This many frames, now in the writer's buffer.
     Frames(usize),
-    /// Nothing arrived for the keep-alive interval.
-    Quiet,
     /// Closed, and everything before the close was taken.
     Closed,
 }
@@ -96,12 +93,13 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// Waits up to `quiet` for frames, then moves all of them into `into` (which the writer
-    /// passes in empty, and which keeps its allocation from one batch to the next).
+    /// Waits for frames, then moves all of them into `into` (which the writer passes in
+    /// empty, and which keeps its allocation from one batch to the next).
     ///
-    /// Cancel safe: frames are only moved out by a call that returns them.
-    pub(super) async fn take(&self, into: &mut Vec<u8>, quiet: Duration) -> Taken {
-        let deadline = tokio::time::Instant::now() + quiet;
+    /// Cancel safe: frames are only moved out by a call that returns them. No timer of its
+    /// own: the writer keeps one for its keep-alives, for the life of the connection,
+    /// rather than one made per batch.
+    pub(super) async fn take(&self, into: &mut Vec<u8>) -> Taken {
         loop {
             {
                 let mut waiting = self.lock();
@@ -114,12 +112,7 @@ impl Outbox {
                 }
             }
             // A push between the check and this wait leaves a permit: it is not missed.
-            if tokio::time::timeout_at(deadline, self.ready.notified())
-                .await
-                .is_err()
-            {
-                return Taken::Quiet;
-            }
+            self.ready.notified().await;
         }
     }
 
@@ -146,6 +139,8 @@ impl Drop for OutboxSender {
 mod tests {
     use super::*;
 
+    use std::time::Duration;
+
     const QUIET: Duration = Duration::from_millis(20);
 
     #[tokio::test]
@@ -154,11 +149,16 @@ mod tests {
         outbox.push(b"one").expect("fits");
         outbox.push(b"two!").expect("fits");
         let mut batch = Vec::new();
-        assert_eq!(outbox.take(&mut batch, QUIET).await, Taken::Frames(2));
+        assert_eq!(outbox.take(&mut batch).await, Taken::Frames(2));
         assert_eq!(batch, b"\0\0\0\x03one\0\0\0\x04two!");
         assert_eq!(outbox.len(), (0, 0));
         batch.clear();
-        assert_eq!(outbox.take(&mut batch, QUIET).await, Taken::Quiet);
+        assert!(
+            tokio::time::timeout(QUIET, outbox.take(&mut batch))
+                .await
+                .is_err(),
+            "an empty outbox waits"
+        );
     }
 
     #[tokio::test]
@@ -168,14 +168,14 @@ mod tests {
         outbox.push(b"b").expect("fits");
         assert_eq!(outbox.push(b"c"), Err(SendFailure::QueueFull));
         let mut batch = Vec::new();
-        assert_eq!(outbox.take(&mut batch, QUIET).await, Taken::Frames(2));
+        assert_eq!(outbox.take(&mut batch).await, Taken::Frames(2));
         // In bytes: 4 + 10 fits, 4 + 10 more does not; one larger than the budget goes
         // into an empty outbox alone.
         let mut batch = Vec::new();
         outbox.push(&[1; 10]).expect("fits");
         assert_eq!(outbox.push(&[2; 10]), Err(SendFailure::QueueFull));
         assert_eq!(outbox.len(), (1, 14));
-        assert_eq!(outbox.take(&mut batch, QUIET).await, Taken::Frames(1));
+        assert_eq!(outbox.take(&mut batch).await, Taken::Frames(1));
         outbox.push(&[3; 100]).expect("alone, it goes");
         assert_eq!(outbox.push(&[]), Err(SendFailure::TooLarge));
     }
@@ -188,9 +188,9 @@ mod tests {
         drop(sender);
         assert_eq!(outbox.push(b"late"), Err(SendFailure::NoRoute));
         let mut batch = Vec::new();
-        assert_eq!(outbox.take(&mut batch, QUIET).await, Taken::Frames(1));
+        assert_eq!(outbox.take(&mut batch).await, Taken::Frames(1));
         assert_eq!(batch, b"\0\0\0\x04last");
-        assert_eq!(outbox.take(&mut Vec::new(), QUIET).await, Taken::Closed);
+        assert_eq!(outbox.take(&mut Vec::new()).await, Taken::Closed);
     }
 
     #[tokio::test]
@@ -200,7 +200,7 @@ mod tests {
             let outbox = std::sync::Arc::clone(&outbox);
             tokio::spawn(async move {
                 let mut batch = Vec::new();
-                let taken = outbox.take(&mut batch, Duration::from_secs(30)).await;
+                let taken = outbox.take(&mut batch).await;
                 (taken, batch)
             })
         };

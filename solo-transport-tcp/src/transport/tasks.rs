@@ -361,23 +361,41 @@ impl<N: Network> Shared<N> {
                 writer.write_all(&keepalive).await?;
                 writer.flush().await?;
             }
+            // One timer for the connection's life, moved on only when it fires: a keep-alive
+            // goes out once nothing was written for the keep-alive interval.
+            let mut wrote_at = Instant::now();
+            let quiet = tokio::time::sleep_until(wrote_at + keepalive_interval);
+            tokio::pin!(quiet);
             loop {
-                match outbox.take(&mut batch, keepalive_interval).await {
-                    Taken::Frames(frames) => {
-                        writer.write_all(&batch).await?;
-                        frames_out.increment(frames as u64);
-                        bytes_out.increment(batch.len() as u64);
-                        if batch.capacity() > WRITE_BUFFER {
-                            // A large state went out: its room is not kept for the life of
-                            // the connection.
-                            batch = Vec::with_capacity(WRITE_BUFFER);
+                tokio::select! {
+                    biased;
+                    taken = outbox.take(&mut batch) => match taken {
+                        Taken::Frames(frames) => {
+                            writer.write_all(&batch).await?;
+                            frames_out.increment(frames as u64);
+                            bytes_out.increment(batch.len() as u64);
+                            if batch.capacity() > WRITE_BUFFER {
+                                // A large state went out: its room is not kept for the life
+                                // of the connection.
+                                batch = Vec::with_capacity(WRITE_BUFFER);
+                            }
+                            batch.clear();
                         }
-                        batch.clear();
+                        Taken::Closed => break,
+                    },
+                    () = &mut quiet => {
+                        if Instant::now() < wrote_at + keepalive_interval {
+                            quiet.as_mut().reset(wrote_at + keepalive_interval);
+                            continue;
+                        }
+                        writer.write_all(&keepalive).await?;
                     }
-                    Taken::Quiet => writer.write_all(&keepalive).await?,
-                    Taken::Closed => break,
                 }
                 writer.flush().await?;
+                wrote_at = Instant::now();
+                if quiet.is_elapsed() {
+                    quiet.as_mut().reset(wrote_at + keepalive_interval);
+                }
             }
             // The outbox is closed and the task was not aborted. If the connection was
             // retired in favour of another to the same peer, say so before closing.
