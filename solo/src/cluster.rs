@@ -915,8 +915,12 @@ impl Cluster {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
-        let started = std::time::Instant::now();
-        let result = self.call_unmeasured(name, payload, timeout).await;
+        // One clock read for the call's start and its deadline (tokio's clock, which a
+        // simulation controls, for both).
+        let started = tokio::time::Instant::now();
+        let result = self
+            .call_unmeasured(name, payload, started + timeout, timeout)
+            .await;
         self.inner.calls.call(&result, started.elapsed());
         result
     }
@@ -925,12 +929,12 @@ impl Cluster {
         &self,
         name: &ChildId,
         payload: Vec<u8>,
+        deadline: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
         // No timer per call: the driver's messenger answers `Timeout` at `deadline` (one
         // timer for all its calls). Only a full command queue is waited out here, until the
         // deadline.
-        let deadline = tokio::time::Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
         let call = Command::Call {
             target: name.clone(),

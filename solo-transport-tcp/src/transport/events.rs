@@ -35,6 +35,7 @@ pub(super) fn channel(config: &Config) -> (EventSender, EventReceiver) {
             budget,
             queued,
             max_bytes,
+            owed: 0,
         },
     )
 }
@@ -99,7 +100,15 @@ pub struct EventReceiver {
     /// part of the budget already.
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
+    /// Bytes taken out and not yet given back to the budget: given back together (the
+    /// budget's lock once per batch, not per frame), before every wait and once they reach
+    /// [`GIVE_BACK_AT`] of the budget.
+    owed: usize,
 }
+
+/// The share of the byte budget owed back at which it is given back without waiting for the
+/// next [`EventReceiver::recv`].
+const GIVE_BACK_AT: usize = 16;
 
 impl EventReceiver {
     /// The next event, or `None` once the transport is shut down and its tasks are gone.
@@ -109,6 +118,8 @@ impl EventReceiver {
     /// Cancel safe: if it is cancelled before it returns (in `tokio::select!`, say), no event
     /// was taken out.
     pub async fn recv(&mut self) -> Option<TransportEvent> {
+        // Readers may wait for these bytes while this waits for their frames.
+        self.give_back();
         let event = self.rx.recv().await?;
         Some(self.taken(event))
     }
@@ -129,11 +140,20 @@ impl EventReceiver {
         self.queued.load(Ordering::Relaxed)
     }
 
-    fn taken(&self, event: TransportEvent) -> TransportEvent {
-        let cost = cost(&event, self.max_bytes);
-        self.queued.fetch_sub(cost as usize, Ordering::Relaxed);
-        self.budget.add_permits(cost as usize);
+    fn taken(&mut self, event: TransportEvent) -> TransportEvent {
+        let cost = cost(&event, self.max_bytes) as usize;
+        self.queued.fetch_sub(cost, Ordering::Relaxed);
+        self.owed += cost;
+        if self.owed >= self.max_bytes / GIVE_BACK_AT {
+            self.give_back();
+        }
         event
+    }
+
+    fn give_back(&mut self) {
+        if self.owed > 0 {
+            self.budget.add_permits(std::mem::take(&mut self.owed));
+        }
     }
 }
 
