@@ -581,26 +581,18 @@ fn check_seed(seed: u64, tier: Tier, sabotage: bool, log: bool) -> Result<Figure
     if problems.is_empty() {
         // Traffic stops; what is open resolves.
         sim.run_for(CALL_TIMEOUT + Duration::from_secs(1));
+        // Outcomes so far are judged before recovery (faults tier) takes the log.
+        problems.extend(judge(
+            tier,
+            sim.messaging_log(),
+            &sim,
+            &traffic.abandoned,
+            &mut figures,
+        ));
         if tier == Tier::Faults {
-            // Outcomes so far are judged before recovery takes the log.
-            problems.extend(judge(
-                tier,
-                sim.messaging_log(),
-                &sim,
-                &traffic.abandoned,
-                &mut figures,
-            ));
             sim.end_faults();
             check_recovery(&mut sim, &mut traffic, &mut problems);
             problems.append(&mut traffic.problems);
-        } else {
-            problems.extend(judge(
-                tier,
-                sim.messaging_log(),
-                &sim,
-                &traffic.abandoned,
-                &mut figures,
-            ));
         }
     }
     if problems.is_empty() {

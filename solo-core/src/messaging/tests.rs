@@ -1165,9 +1165,9 @@ fn assert_given_up_without_state(lone: &mut Lone, outputs: &[MessagingOutput]) {
     assert_eq!(lone.messenger.stats().held_bytes, 0);
 }
 
-#[test]
-fn a_leave_before_the_state_was_given_reports_it_lost_and_tells_the_new_node() {
-    let mut lone = Lone::new(MessagingConfig::default());
+/// A node whose instance of `here` was asked for its state, to hand it to `b`.
+fn handing_over_to_b(config: MessagingConfig) -> Lone {
+    let mut lone = Lone::new(config);
     lone.meet("b");
     let (now, here, instance) = (lone.now, child("here"), lone.instance);
     assert!(
@@ -1175,7 +1175,14 @@ fn a_leave_before_the_state_was_given_reports_it_lost_and_tells_the_new_node() {
             .start_handoff(now, &lone.node, &here, instance, id("b"))
     );
     lone.outputs();
+    lone
+}
+
+#[test]
+fn a_leave_before_the_state_was_given_reports_it_lost_and_tells_the_new_node() {
+    let mut lone = handing_over_to_b(MessagingConfig::default());
     // The drain timeout ran out: the runtime gives the handoff up before it leaves.
+    let now = lone.now;
     lone.messenger.abandon_handoffs(now, &lone.node);
     let outputs = lone.outputs();
     assert_given_up_without_state(&mut lone, &outputs);
@@ -1185,14 +1192,7 @@ fn a_leave_before_the_state_was_given_reports_it_lost_and_tells_the_new_node() {
 fn an_instance_that_never_gives_its_state_is_reported_at_the_handoff_timeout() {
     let config = MessagingConfig::default();
     let timeout = config.handoff_timeout;
-    let mut lone = Lone::new(config);
-    lone.meet("b");
-    let (now, here, instance) = (lone.now, child("here"), lone.instance);
-    assert!(
-        lone.messenger
-            .start_handoff(now, &lone.node, &here, instance, id("b"))
-    );
-    lone.outputs();
+    let mut lone = handing_over_to_b(config);
     lone.advance(timeout / 2);
     assert!(lone.messenger.is_handing_off(), "{:?}", lone.outputs());
     lone.advance(timeout / 2);
