@@ -1376,9 +1376,14 @@ impl Messenger {
         let ids: Vec<ChildId> = self.handing_off.keys().cloned().collect();
         for id in ids {
             tracing::warn!(child = %id, "leaving before the instance gave its state: it starts fresh on its new node");
-            self.dropped(Some(id.clone()), Dropped::State, DropReason::NotGiven);
-            self.finish_handoff(now, node, &id, None);
+            self.give_up_handoff(now, node, &id);
         }
+    }
+
+    /// Ends the handoff of `id` without the state its instance did not give, and says so.
+    fn give_up_handoff(&mut self, now: Instant, node: &Node, id: &ChildId) {
+        self.dropped(Some(id.clone()), Dropped::State, DropReason::NotGiven);
+        self.finish_handoff(now, node, id, None);
     }
 
     fn finish_handoff(&mut self, now: Instant, node: &Node, id: &ChildId, handed: Option<Vec<u8>>) {
@@ -1633,8 +1638,7 @@ impl Messenger {
             .map(|(id, _)| id.clone())
             .collect();
         for id in stuck {
-            self.dropped(Some(id.clone()), Dropped::State, DropReason::NotGiven);
-            self.finish_handoff(now, node, &id, None);
+            self.give_up_handoff(now, node, &id);
         }
         if self.next_sweep <= now {
             self.next_sweep = now + SWEEP_EVERY;

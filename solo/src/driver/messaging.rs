@@ -305,15 +305,22 @@ impl<N: Network> Driver<N> {
     /// The node leaves before its handoffs finished (the drain timeout ran out): each
     /// ends without a state, reported.
     pub(super) fn abandon_handoffs(&mut self, state: &mut State) {
-        self.drain_replies(state);
-        while let Ok(done) = self.handoffs.try_recv() {
-            self.handoff_done(state, done);
-        }
+        // A state given just in time still goes.
+        self.catch_up(state);
         state
             .messaging
             .messenger
             .abandon_handoffs(now(), &self.node);
         self.run_messenger(state);
+    }
+
+    /// Carries out the answers and the handed-over states instances have given so far, in
+    /// that order: an instance answers its calls before it reports its handoff.
+    pub(super) fn catch_up(&mut self, state: &mut State) {
+        self.drain_replies(state);
+        while let Ok(done) = self.handoffs.try_recv() {
+            self.handoff_done(state, done);
+        }
     }
 
     /// Sends the answers actors have given so far. An instance answers its calls before it

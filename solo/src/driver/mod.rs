@@ -389,13 +389,10 @@ impl<N: Network> Driver<N> {
     }
 
     fn worker_exited(&mut self, state: &mut State, exited: Exited) {
-        self.drain_replies(state);
         // An instance that handed its state over reports that before it ends, on another
         // channel: the state must leave before the end is confirmed to the new owner, which
         // starts on that confirmation.
-        while let Ok(done) = self.handoffs.try_recv() {
-            self.handoff_done(state, done);
-        }
+        self.catch_up(state);
         let Exited { id, instance, exit } = exited;
         let current = state
             .instances
