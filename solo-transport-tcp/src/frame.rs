@@ -71,7 +71,7 @@ where
 pub(crate) fn buffered_frame(
     buffered: &[u8],
     max: usize,
-) -> Option<Result<(Vec<u8>, usize), FrameError>> {
+) -> Option<Result<(&[u8], usize), FrameError>> {
     let prefix: [u8; LEN_PREFIX] = buffered.get(..LEN_PREFIX)?.try_into().ok()?;
     let len = u32::from_be_bytes(prefix);
     if len == 0 {
@@ -84,7 +84,7 @@ pub(crate) fn buffered_frame(
         }));
     };
     let frame = buffered.get(LEN_PREFIX..LEN_PREFIX + len)?;
-    Some(Ok((frame.to_vec(), LEN_PREFIX + len)))
+    Some(Ok((frame, LEN_PREFIX + len)))
 }
 
 /// One frame as a single buffer: the length prefix, then the bytes.
@@ -142,7 +142,7 @@ mod tests {
         let (frame, took) = buffered_frame(&bytes, MAX_FRAME_LEN)
             .expect("whole")
             .expect("valid");
-        assert_eq!((frame.as_slice(), took), (&b"one"[..], 7));
+        assert_eq!((frame, took), (&b"one"[..], 7));
         let rest = &bytes[took..];
         for cut in 0..rest.len() {
             assert!(

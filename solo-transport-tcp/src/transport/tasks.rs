@@ -16,6 +16,7 @@ use crate::network::Network;
 use crate::tiebreak::Direction;
 use crate::{frame, handshake};
 
+use super::events::FrameRun;
 use super::lifecycle::{Installed, NewConn, emit};
 use super::outbox::Taken;
 use super::{
@@ -280,49 +281,62 @@ impl<N: Network> Shared<N> {
         let mut reader = BufReader::with_capacity(READ_BUFFER, read_half);
         let idle_timeout = self.config.idle_timeout;
         let (frames_in, bytes_in) = traffic_counters(&peer, "in");
+        // The frames one fill of the buffer holds go to the owner together, before the next
+        // read waits: one send and one wake-up per fill, and never a frame held back.
+        let mut run = FrameRun::new(peer.clone());
         loop {
             // A frame the buffer holds whole is taken at once: the timer and the clock are
             // for reads that wait, once per fill of the buffer, not once per frame.
-            let read = if let Some(taken) = frame::buffered_frame(reader.buffer(), MAX_FRAME_LEN) {
-                taken.map(|(frame, took)| {
+            let buffered = match frame::buffered_frame(reader.buffer(), MAX_FRAME_LEN) {
+                Some(Ok((frame, took))) => {
+                    if frame != KEEPALIVE {
+                        self.took_frame(&mut run, frame, &frames_in, &bytes_in);
+                    }
                     reader.consume(took);
-                    frame
-                })
-            } else {
-                // Dropping a half-read frame is fine: the connection is closed right after.
-                let Ok(read) = tokio::time::timeout(
-                    idle_timeout,
-                    frame::read_frame(&mut reader, MAX_FRAME_LEN),
-                )
-                .await
-                else {
-                    tracing::info!(
-                        ?idle_timeout,
-                        "nothing received, not even a keep-alive; replacing the connection"
-                    );
-                    return self.connection_idle(conn, &peer).await;
-                };
-                if !matches!(read, Err(FrameError::Closed | FrameError::Io(_))) {
-                    // Bytes arrived: a frame, the handover marker, or an over-long prefix.
-                    heard.hear(self.epoch, Instant::now());
+                    if run.len() < READ_BUFFER {
+                        continue;
+                    }
+                    None
                 }
-                read
+                Some(Err(error)) => Some(Err(error)),
+                None => None,
+            };
+            // Backpressure: a slow consumer slows this peer down.
+            if !run.is_empty() {
+                let full = std::mem::replace(&mut run, FrameRun::new(peer.clone()));
+                if events.send_run(full).await.is_err() {
+                    return self.shutdown();
+                }
+            }
+            let read = match buffered {
+                Some(read) => read,
+                None => {
+                    // Dropping a half-read frame is fine: the connection is closed right after.
+                    let Ok(read) = tokio::time::timeout(
+                        idle_timeout,
+                        frame::read_frame(&mut reader, MAX_FRAME_LEN),
+                    )
+                    .await
+                    else {
+                        tracing::info!(
+                            ?idle_timeout,
+                            "nothing received, not even a keep-alive; replacing the connection"
+                        );
+                        return self.connection_idle(conn, &peer).await;
+                    };
+                    if !matches!(read, Err(FrameError::Closed | FrameError::Io(_))) {
+                        // Bytes arrived: a frame, the handover marker, or an over-long prefix.
+                        heard.hear(self.epoch, Instant::now());
+                    }
+                    read.map(|frame| {
+                        if frame != KEEPALIVE {
+                            self.took_frame(&mut run, &frame, &frames_in, &bytes_in);
+                        }
+                    })
+                }
             };
             match read {
-                Ok(frame) if frame == KEEPALIVE => {}
-                Ok(frame) => {
-                    self.counters.frames_received.inc();
-                    frames_in.increment(1);
-                    bytes_in.increment((frame.len() + frame::LEN_PREFIX) as u64);
-                    let event = TransportEvent::Frame {
-                        from: peer.clone(),
-                        frame,
-                    };
-                    // Backpressure: a slow consumer slows this peer down.
-                    if events.send(event).await.is_err() {
-                        return self.shutdown();
-                    }
-                }
+                Ok(()) => {}
                 Err(FrameError::Empty) => return self.handover(conn, &peer).await,
                 Err(error) => {
                     tracing::debug!(%error, "connection closed");
@@ -330,6 +344,20 @@ impl<N: Network> Shared<N> {
                 }
             }
         }
+    }
+
+    /// Counts a frame from a peer and adds it to the run going to the owner.
+    fn took_frame(
+        &self,
+        run: &mut FrameRun,
+        frame: &[u8],
+        frames_in: &metrics::Counter,
+        bytes_in: &metrics::Counter,
+    ) {
+        self.counters.frames_received.inc();
+        frames_in.increment(1);
+        bytes_in.increment((frame.len() + frame::LEN_PREFIX) as u64);
+        run.push(frame);
     }
 
     /// Writes what waits in the outbox, all of it in one write, then flushes; ends when the

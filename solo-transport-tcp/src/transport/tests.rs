@@ -1252,20 +1252,23 @@ async fn frames_waiting_for_their_owner_are_bounded_in_bytes() {
             message: message.clone(),
         });
     }
-    // Three frames fit; the reader holds a fourth and waits for room.
-    let stops_at = b.stats().frames_received + fit as u64 + 1;
+    // Three frames fit. The reader holds the run of frames it read next, at most one fill of
+    // its buffer and a frame, while it waits for room.
+    let before = b.stats().frames_received;
     eventually("b read as many frames as fit", || {
-        b.stats().frames_received >= stops_at
+        b.stats().frames_received > before + fit as u64
     })
     .await;
     // Time for a build without the byte bound to read all forty; this one never reads on.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        b.stats().frames_received,
-        stops_at,
-        "the reader stopped at the byte budget"
+    let held = usize::try_from(b.stats().frames_received - before).expect("small");
+    let bound = fit + READ_BUFFER / len + 1;
+    assert!(
+        held <= bound && held < SENT,
+        "the reader stopped at the byte budget: {held} frames read, at most {bound} may wait"
     );
-    assert_eq!(b_events.queued_bytes(), fit * len);
+    let queued = b_events.queued_bytes();
+    assert!(queued > 0 && queued <= 100_000, "{queued} bytes queued");
 
     for _ in 0..SENT {
         assert_eq!(expect_frame(&mut b_events, a.node()).await, message);
