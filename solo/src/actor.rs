@@ -22,7 +22,7 @@ use crate::{Cluster, Error};
 
 mod answers;
 
-pub(crate) use answers::{AnswerReceiver, AnswerSender, channel as answer_channel};
+pub(crate) use answers::{AnswerReceiver, AnswerSender, DirectReply, channel as answer_channel};
 
 /// A worker with a mailbox: solo routes [`Cluster::call`] and [`Cluster::send`] to the one
 /// node that runs it, and hands its state over when it moves on purpose.

@@ -508,7 +508,8 @@ impl ClusterBuilder {
         // and are up to a megabyte each, so their channel is bounded in bytes.
         let (exits_tx, exits) = mpsc::unbounded_channel();
         let (handoffs_tx, handoffs) = mpsc::unbounded_channel();
-        let (replies_tx, replies) = crate::actor::answer_channel();
+        let direct = crate::driver::ReplyToCaller::new(transport.clone(), id.clone());
+        let (replies_tx, replies) = crate::actor::answer_channel(Some(Arc::new(direct)));
         // Subscribed before the driver runs, so that the first `events()` call sees what
         // happened while the node joined.
         let (events, first_events) = broadcast::channel(4096);

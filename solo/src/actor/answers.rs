@@ -8,6 +8,13 @@
 //! waits with it); the driver gives the bytes back as it takes each answer. One answer
 //! larger than the whole budget still passes, alone. The driver takes answers before any
 //! other input but an instance's end, so the wait is short.
+//!
+//! An answer for a caller on another node skips the driver when it can: the actor queues
+//! the reply on the caller's connection itself ([`DirectReply`]), one task hop and one
+//! wake-up of the driver fewer per call. The messenger keeps nothing of a reply it sends to
+//! another node (no journal entry, no count), so it need not see one. What cannot go that way
+//! (the caller is on this node, the connection is missing or its queue is full, an error
+//! answer) goes through the driver as before, whose messenger retries it or reports it.
 
 use std::sync::Arc;
 
@@ -15,21 +22,34 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{FromActor, Mail};
-use solo_core::wire::RemoteError;
+use solo_core::wire::{CallRef, RemoteError};
 
 /// The bytes of answers the node's actors may have waiting for the driver.
 pub(crate) const MAX_ANSWER_BYTES: usize = 16 << 20;
 /// What an answer costs beyond its bytes (its envelope), so that their number is bounded too.
 const ANSWER_OVERHEAD: usize = 128;
 
-/// A channel of [`FromActor`]s bounded by [`MAX_ANSWER_BYTES`].
-pub(crate) fn channel() -> (AnswerSender, AnswerReceiver) {
+/// The way an actor sends a caller on another node its answer without the driver.
+pub(crate) trait DirectReply: Send + Sync + 'static {
+    /// Queues `answer` to the call `to` on the caller's connection, or gives it back when it
+    /// cannot go that way now (then the driver sends it).
+    ///
+    /// # Errors
+    ///
+    /// The call and its answer, untouched, when they must go through the driver.
+    fn try_reply(&self, to: CallRef, answer: Vec<u8>) -> Result<(), (CallRef, Vec<u8>)>;
+}
+
+/// A channel of [`FromActor`]s bounded by [`MAX_ANSWER_BYTES`]; with `direct`, answers to
+/// callers on other nodes go straight to their connections when they can.
+pub(crate) fn channel(direct: Option<Arc<dyn DirectReply>>) -> (AnswerSender, AnswerReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     let budget = Arc::new(Semaphore::new(MAX_ANSWER_BYTES));
     (
         AnswerSender {
             tx,
             budget: Arc::clone(&budget),
+            direct,
         },
         AnswerReceiver { rx, budget },
     )
@@ -53,16 +73,42 @@ fn cost(reply: &FromActor) -> u32 {
 }
 
 /// The actors' end, one clone per instance.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct AnswerSender {
     tx: mpsc::UnboundedSender<FromActor>,
     budget: Arc<Semaphore>,
+    direct: Option<Arc<dyn DirectReply>>,
+}
+
+impl std::fmt::Debug for AnswerSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerSender")
+            .field("direct", &self.direct.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AnswerSender {
-    /// Sends `reply`, waiting for room in the budget first. Once the driver is gone there is
-    /// nobody to answer: the reply is dropped with it.
+    /// Sends `reply`: straight to a caller on another node when it can, else to the driver,
+    /// waiting for room in the budget first. Once the driver is gone there is nobody to
+    /// answer: the reply is dropped with it.
     pub(crate) async fn send(&self, reply: FromActor) {
+        let reply = match (reply, &self.direct) {
+            (
+                FromActor::Answer {
+                    to,
+                    result: Ok(answer),
+                },
+                Some(direct),
+            ) => match direct.try_reply(to, answer) {
+                Ok(()) => return,
+                Err((to, answer)) => FromActor::Answer {
+                    to,
+                    result: Ok(answer),
+                },
+            },
+            (reply, _) => reply,
+        };
         let Ok(permit) = self.budget.acquire_many(cost(&reply)).await else {
             return;
         };
@@ -107,12 +153,80 @@ impl Drop for AnswerReceiver {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
     use std::time::Duration;
 
-    use solo_core::wire::CallRef;
     use solo_core::{Incarnation, NodeId, NodeName};
 
     use super::*;
+
+    /// Takes answers to even-numbered calls, gives the others back.
+    #[derive(Default)]
+    struct EvenCallsOnly {
+        taken: Mutex<Vec<(u64, Vec<u8>)>>,
+    }
+
+    impl DirectReply for EvenCallsOnly {
+        fn try_reply(&self, to: CallRef, answer: Vec<u8>) -> Result<(), (CallRef, Vec<u8>)> {
+            if to.call % 2 == 1 {
+                return Err((to, answer));
+            }
+            self.taken
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((to.call, answer));
+            Ok(())
+        }
+    }
+
+    fn answer_to(call: u64, result: Result<Vec<u8>, RemoteError>) -> FromActor {
+        FromActor::Answer {
+            to: CallRef {
+                caller: NodeId::new(NodeName::new("a").expect("name"), Incarnation(1)),
+                call,
+                token: 1,
+            },
+            result,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_the_direct_way_takes_skip_the_driver_and_the_rest_reach_it_unchanged() {
+        let direct = Arc::new(EvenCallsOnly::default());
+        let (tx, mut rx) = channel(Some(Arc::clone(&direct) as Arc<dyn DirectReply>));
+        tx.send(answer_to(2, Ok(b"two".to_vec()))).await;
+        tx.send(answer_to(3, Ok(b"three".to_vec()))).await;
+        // An error answer is the messenger's to shape (cut to length): never sent directly.
+        tx.send(answer_to(4, Err(RemoteError::Failed("no".into()))))
+            .await;
+        let taken = direct
+            .taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert_eq!(taken, vec![(2, b"two".to_vec())]);
+        match rx.try_recv() {
+            Ok(FromActor::Answer { to, result }) => {
+                assert_eq!((to.call, result), (3, Ok(b"three".to_vec())));
+            }
+            other => panic!("expected the answer given back, got {other:?}"),
+        }
+        match rx.try_recv() {
+            Ok(FromActor::Answer { to, result }) => {
+                assert_eq!(
+                    (to.call, result),
+                    (4, Err(RemoteError::Failed("no".into())))
+                );
+            }
+            other => panic!("expected the error answer, got {other:?}"),
+        }
+        assert!(rx.try_recv().is_err());
+        assert_eq!(
+            rx.budget.available_permits(),
+            MAX_ANSWER_BYTES,
+            "all given back"
+        );
+    }
 
     fn answer(len: usize) -> FromActor {
         FromActor::Answer {
@@ -127,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_actor_waits_for_room_while_the_budget_is_spent_and_goes_on_once_taken() {
-        let (tx, mut rx) = channel();
+        let (tx, mut rx) = channel(None);
         // Most of the budget in one answer, then one that does not fit beside it.
         tx.send(answer(MAX_ANSWER_BYTES - 1_000)).await;
         let second = {
@@ -149,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_actor_is_let_go_when_the_driver_is_gone() {
-        let (tx, rx) = channel();
+        let (tx, rx) = channel(None);
         tx.send(answer(MAX_ANSWER_BYTES)).await;
         let waiting = {
             let tx = tx.clone();

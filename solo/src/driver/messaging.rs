@@ -9,15 +9,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use solo_core::messaging::{CallFailure, CallId, MessagingConfig, MessagingOutput, Messenger};
-use solo_core::wire::{AppMessage, RemoteError};
-use solo_core::{ChildId, InstanceId, NodeId};
-use solo_transport_tcp::Network;
+use solo_core::messaging::{
+    CallFailure, CallId, MAX_PAYLOAD_LEN, MessagingConfig, MessagingOutput, Messenger,
+};
+use solo_core::wire::{AppMessage, CallRef, Message, RemoteError};
+use solo_core::{ChildId, InstanceId, NodeId, Transmit};
+use solo_transport_tcp::{Network, Transport};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Driver, State, now};
 use crate::Event;
-use crate::actor::{CallError, FromActor, HandoffDone, Mail};
+use crate::actor::{CallError, DirectReply, FromActor, HandoffDone, Mail};
 use crate::worker::{CONTROL_MAIL_PLACES, WorkerStopReason};
 
 /// A call made on this node, until its outcome.
@@ -69,6 +71,48 @@ impl Messaging {
     /// Whether an instance is still handing over (a leave waits for it).
     pub(crate) fn is_handing_off(&self) -> bool {
         self.messenger.is_handing_off()
+    }
+}
+
+/// The way this node's actors answer callers on other nodes without the driver: the reply
+/// goes on the caller's connection as the messenger would have sent it (see
+/// `actor::answers`). Anything else, or a reply the connection does not take now, is given
+/// back for the driver to send.
+pub(crate) struct ReplyToCaller<N: Network> {
+    transport: Transport<N>,
+    me: NodeId,
+}
+
+impl<N: Network> ReplyToCaller<N> {
+    pub(crate) fn new(transport: Transport<N>, me: NodeId) -> Self {
+        Self { transport, me }
+    }
+}
+
+impl<N: Network> DirectReply for ReplyToCaller<N> {
+    fn try_reply(&self, to: CallRef, answer: Vec<u8>) -> Result<(), (CallRef, Vec<u8>)> {
+        // A caller here is the messenger's to answer; an over-long answer its to refuse.
+        if to.caller == self.me || answer.len() > MAX_PAYLOAD_LEN {
+            return Err((to, answer));
+        }
+        let transmit = Transmit {
+            to: Some(to.caller.clone()),
+            addr: None,
+            message: Message::App(AppMessage::Reply {
+                call: to.call,
+                token: to.token,
+                result: Ok(answer),
+            }),
+        };
+        if self.transport.try_send(&transmit).is_ok() {
+            return Ok(());
+        }
+        match transmit.message {
+            Message::App(AppMessage::Reply {
+                result: Ok(answer), ..
+            }) => Err((to, answer)),
+            _ => unreachable!("built as a reply above"),
+        }
     }
 }
 
@@ -389,6 +433,42 @@ impl<N: Network> Driver<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use solo_core::{Incarnation, NodeName};
+    use solo_transport_tcp::{Config, TokioNetwork};
+
+    fn node(name: &str) -> NodeId {
+        NodeId::new(NodeName::new(name).expect("name"), Incarnation(1))
+    }
+
+    #[tokio::test]
+    async fn a_reply_the_caller_connection_cannot_take_now_is_given_back_for_the_driver() {
+        let me = node("b");
+        let (transport, _frames) =
+            Transport::builder(me.clone(), Config::new("t", "cookie-0123456789abcdef"))
+                .bind(TokioNetwork, "127.0.0.1:0".parse().expect("addr"))
+                .await
+                .expect("binds");
+        let direct = ReplyToCaller::new(transport, me.clone());
+        let call = |caller: NodeId| CallRef {
+            caller,
+            call: 7,
+            token: 9,
+        };
+        // No connection to the caller: the messenger knows its address and dials.
+        let (to, answer) = direct
+            .try_reply(call(node("a")), b"42".to_vec())
+            .expect_err("no connection");
+        assert_eq!((to, answer), (call(node("a")), b"42".to_vec()));
+        // A caller on this node is the messenger's to answer.
+        assert!(direct.try_reply(call(me.clone()), b"42".to_vec()).is_err());
+        // As is an answer too long to send.
+        let long = vec![0; MAX_PAYLOAD_LEN + 1];
+        let (_, back) = direct
+            .try_reply(call(node("a")), long.clone())
+            .expect_err("too long");
+        assert_eq!(back, long);
+    }
 
     #[test]
     fn a_peers_failures_map_to_the_errors_they_name() {

@@ -32,7 +32,7 @@ const BATCH: usize = 64;
 /// Misconfigured peers remembered so as to report each once; forgotten all at once beyond.
 const MAX_MISCONFIGURED: usize = 64;
 
-pub(crate) use messaging::Messaging;
+pub(crate) use messaging::{Messaging, ReplyToCaller};
 
 /// What the public API asks of the driver.
 pub(crate) enum Command {
