@@ -670,3 +670,31 @@ fn a_singleton_moves_to_a_joining_node_within_round_trips() {
     }
     assert!(rebalances > 0, "no newcomer won the rendezvous in 8 rounds");
 }
+
+/// The ownership epoch moves whenever what `which_children` says may have changed (a child
+/// added elsewhere, a member come), and only then: the runtime reads the view again on it.
+#[test]
+fn the_ownership_epoch_moves_when_an_owner_may_have_changed_and_stays_put_otherwise() {
+    let mut sim = cluster(3);
+    let epoch = |sim: &Sim| sim.node(0).expect("running").ownership_epoch();
+    let quiet = epoch(&sim);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(epoch(&sim), quiet, "nothing changed, nothing moved");
+
+    start(&mut sim, 1, "heard-of-elsewhere");
+    let known = sim.run_until(Duration::from_secs(5), |sim| {
+        sim.node(0).is_some_and(|n| {
+            n.which_children(Scope::Global)
+                .iter()
+                .any(|c| c.id == id("heard-of-elsewhere") && c.assigned_to.is_some())
+        })
+    });
+    assert!(known.is_some(), "node 0 hears of the child");
+    let after_child = epoch(&sim);
+    assert_ne!(after_child, quiet, "a child added elsewhere moves it");
+
+    sim.add_node_with_seeds(&[0]);
+    let formed = sim.run_until(Duration::from_secs(5), Sim::converged);
+    assert!(formed.is_some(), "the fourth node joins");
+    assert_ne!(epoch(&sim), after_child, "a member come moves it");
+}

@@ -197,6 +197,8 @@ pub(crate) struct DriverMetrics {
     handing_off: HashMap<ChildId, Instant>,
     /// When `assigned` was last read from the view.
     refreshed_at: Option<Instant>,
+    /// The node's ownership epoch when `assigned` was last read.
+    read_at_epoch: Option<u64>,
 }
 
 impl DriverMetrics {
@@ -227,12 +229,15 @@ impl DriverMetrics {
         self.refresh(node);
     }
 
-    /// Reads the view again if it was last read a second ago or more: children declared
-    /// or started since have an owner to remember too.
+    /// Reads the view again once an owner in it may have changed (a member came without
+    /// an event yet, a child was added or claimed), or a second after the last read: a
+    /// node killed right after it came to own a child is counted as a failover too.
     pub(crate) fn tick(&mut self, node: &Node, now: Instant) {
-        if self
-            .refreshed_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= REFRESH_EVERY)
+        let moved = self.read_at_epoch != Some(node.ownership_epoch());
+        if moved
+            || self
+                .refreshed_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= REFRESH_EVERY)
         {
             self.refreshed_at = Some(now);
             self.refresh(node);
@@ -241,6 +246,7 @@ impl DriverMetrics {
 
     /// Notes each child's owner and the members by state, from `node`'s view now.
     pub(crate) fn refresh(&mut self, node: &Node) {
+        self.read_at_epoch = Some(node.ownership_epoch());
         self.assigned = node
             .which_children(Scope::Global)
             .into_iter()

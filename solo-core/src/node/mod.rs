@@ -349,6 +349,7 @@ impl NodeBuilder {
             reported_conflicts: BTreeSet::new(),
             next_child_repair_at: now,
             placement_dirty: true,
+            ownership_epoch: 0,
             unsent_starts: Vec::new(),
             id: self.id,
             addr: self.addr,
@@ -493,6 +494,9 @@ pub struct Node {
     /// whatever can change it (membership news, this node's own metadata, joining, leaving),
     /// so that inputs which change nothing skip rebuilding the view.
     placement_dirty: bool,
+    /// Moves on whenever an owner in this node's view may have changed (see
+    /// [`Node::ownership_epoch`]).
+    ownership_epoch: u64,
     /// Children started here and not yet replicated: `poll_transmit` sends them, so that a
     /// burst of `start_child` calls costs one message per peer, not one per child.
     unsent_starts: Vec<crate::supervisor::ChildRecord>,

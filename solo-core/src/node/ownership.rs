@@ -404,6 +404,16 @@ impl Node {
                 .any(|m| m.meta().singleton(id).is_some())
     }
 
+    /// A number that moves on whenever the owner of a child may have changed in this node's
+    /// view: the members placement counts changed (one came, went, or changed its roles or
+    /// draining), or a child was added, moved, claimed again or stopped. What
+    /// [`which_children`](Node::which_children) says changes only when this does, so a
+    /// caller that keeps a copy of it (the runtime's failover metrics) reads it again only
+    /// then. Only equality means anything: it wraps.
+    pub fn ownership_epoch(&self) -> u64 {
+        self.ownership_epoch
+    }
+
     /// The children and singletons running here ([`Scope::Local`]) or known cluster-wide
     /// ([`Scope::Global`]: also the singletons that only other members declared, with the
     /// member placement gives them to).
@@ -635,6 +645,7 @@ impl Node {
             .map(|(name, _)| name.clone())
             .collect();
         self.view = view;
+        self.ownership_epoch = self.ownership_epoch.wrapping_add(1);
         self.prune_claims();
         let mut moved = Vec::new();
         for (id, slot) in self.children.iter_mut() {
@@ -713,6 +724,7 @@ impl Node {
     /// that comes to own it claims it first (see [`Node::handle_claim`]), and starts it
     /// once every live peer has answered.
     fn reconcile(&mut self, id: &ChildId) {
+        self.ownership_epoch = self.ownership_epoch.wrapping_add(1);
         let (owner, live, singleton) = match self.singletons.get(id) {
             Some(s) => (s.owner.clone(), !s.ended, true),
             None => match self.children.get(id) {
