@@ -487,12 +487,52 @@ pub fn encode_frame(message: &Message) -> Result<Vec<u8>, EncodeError> {
     // Room for the common small message up front: grown from one byte, a 40-byte call
     // would cost four reallocations.
     let mut buffer = Vec::with_capacity(SMALL_FRAME);
-    buffer.push(PROTOCOL_VERSION);
-    let frame = postcard::to_extend(message, buffer).map_err(EncodeError::Serialize)?;
-    if frame.len() > MAX_FRAME_LEN {
-        return Err(EncodeError::Oversized(frame.len()));
+    encode_frame_onto(message, &mut buffer)?;
+    Ok(buffer)
+}
+
+/// Appends `message`, encoded as one frame as [`encode_frame`] does, to `out`, and returns the
+/// frame's length: a sender that keeps its frames in one buffer (a connection's outbox) pays
+/// no allocation of its own per frame.
+///
+/// # Errors
+///
+/// As [`encode_frame`]; `out` is then as it was.
+pub fn encode_frame_onto(message: &Message, out: &mut Vec<u8>) -> Result<usize, EncodeError> {
+    let start = out.len();
+    out.push(PROTOCOL_VERSION);
+    if let Err(error) = postcard::serialize_with_flavor(message, AppendTo(out)) {
+        out.truncate(start);
+        return Err(EncodeError::Serialize(error));
     }
-    Ok(frame)
+    let len = out.len() - start;
+    if len > MAX_FRAME_LEN {
+        out.truncate(start);
+        return Err(EncodeError::Oversized(len));
+    }
+    Ok(len)
+}
+
+/// The postcard output that appends to a `Vec` it borrows (postcard's own takes the `Vec` by
+/// value, and gives nothing back on an error).
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// Decodes one frame written by [`encode_frame`].
@@ -582,6 +622,26 @@ mod tests {
         let frame = encode_frame(&sample()).expect("encode");
         assert_eq!(frame[0], PROTOCOL_VERSION);
         assert_eq!(decode_frame(&frame), Ok(sample()));
+    }
+
+    #[test]
+    fn a_frame_appended_to_a_buffer_is_the_frame_alone_and_a_refused_one_leaves_it_as_it_was() {
+        let mut out = b"before".to_vec();
+        let len = encode_frame_onto(&sample(), &mut out).expect("encode");
+        let alone = encode_frame(&sample()).expect("encode");
+        assert_eq!((len, &out[6..]), (alone.len(), &alone[..]));
+        assert_eq!(&out[..6], b"before");
+        let oversized = Message::App(AppMessage::Reply {
+            call: 1,
+            token: 2,
+            result: Ok(vec![0; MAX_FRAME_LEN]),
+        });
+        let before = out.clone();
+        assert!(matches!(
+            encode_frame_onto(&oversized, &mut out),
+            Err(EncodeError::Oversized(_))
+        ));
+        assert_eq!(out, before);
     }
 
     #[test]

@@ -337,7 +337,11 @@ impl<N: Network> Shared<N> {
         };
         self.counters.idle_timeouts.inc();
         // A keep-alive that finds no room is not needed: the queue is busy with frames.
-        let _ = self.route(Some(peer.clone()), Some(addr), KEEPALIVE.to_vec());
+        let _ = self.route(
+            Some(peer.clone()),
+            Some(addr),
+            super::send::Outgoing::Bytes(KEEPALIVE.to_vec()),
+        );
     }
 
     /// The peer retired connection `conn` in favour of another between the same two

@@ -29,7 +29,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use solo_core::wire::{self, EncodeError, Hello, PROTOCOL_VERSION};
+use solo_core::wire::{EncodeError, Hello, PROTOCOL_VERSION};
 use solo_core::{Link, NodeId, SendFailure, Transmit};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -49,6 +49,7 @@ mod stats;
 mod table;
 mod tasks;
 
+use send::Outgoing;
 use stats::Counters;
 use table::{PendingHandshakes, State};
 #[cfg(test)]
@@ -432,10 +433,11 @@ impl<N: Network> Transport<N> {
     /// [`SendFailure::NoRoute`] when there is no connection and none can be made now,
     /// [`SendFailure::TooLarge`] when the message encodes to more than [`MAX_FRAME_LEN`](solo_core::wire::MAX_FRAME_LEN).
     pub fn try_send(&self, transmit: &Transmit) -> Result<(), SendFailure> {
-        let frame =
-            wire::encode_frame(&transmit.message).map_err(|_oversized| SendFailure::TooLarge)?;
-        self.shared()
-            .route(transmit.to.clone(), transmit.addr, frame)
+        self.shared().route(
+            transmit.to.clone(),
+            transmit.addr,
+            Outgoing::Message(&transmit.message),
+        )
     }
 
     /// This node's id.
@@ -541,7 +543,11 @@ impl<N: Network> Transport<N> {
         tracing::debug!(node = %self.node(), %peer, "replacing a silent connection to a suspect");
         shared.counters.idle_timeouts.inc();
         // A keep-alive that finds no room is not needed: the queue is busy with frames.
-        let _ = shared.route(Some(peer.clone()), Some(addr), KEEPALIVE.to_vec());
+        let _ = shared.route(
+            Some(peer.clone()),
+            Some(addr),
+            Outgoing::Bytes(KEEPALIVE.to_vec()),
+        );
         true
     }
 

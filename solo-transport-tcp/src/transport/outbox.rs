@@ -10,7 +10,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use solo_core::SendFailure;
-use solo_core::wire::MAX_FRAME_LEN;
+use solo_core::wire::{self, MAX_FRAME_LEN, Message};
 use tokio::sync::Notify;
 
 use crate::frame::{self, LEN_PREFIX};
@@ -65,19 +65,55 @@ impl Outbox {
     /// [`SendFailure::NoRoute`] once closed, [`SendFailure::TooLarge`] beyond
     /// [`MAX_FRAME_LEN`] (or empty, which no encoder produces).
     pub(super) fn push(&self, frame: &[u8]) -> Result<(), SendFailure> {
-        let prefix = frame::prefix_for(frame, MAX_FRAME_LEN).map_err(|_| SendFailure::TooLarge)?;
+        frame::prefix_for(frame, MAX_FRAME_LEN).map_err(|_| SendFailure::TooLarge)?;
+        self.push_with(|bytes| {
+            bytes.extend_from_slice(frame);
+            Ok(frame.len())
+        })
+    }
+
+    /// Appends the frame `message` encodes to, encoded straight into the outbox (no buffer of
+    /// its own on the way), within the same limits as [`push`](Self::push):
+    /// [`SendFailure::TooLarge`] if it encodes to more than [`MAX_FRAME_LEN`].
+    pub(super) fn push_message(&self, message: &Message) -> Result<(), SendFailure> {
+        self.push_with(|bytes| {
+            wire::encode_frame_onto(message, bytes).map_err(|_oversized| SendFailure::TooLarge)
+        })
+    }
+
+    /// Appends a frame that `write` appends to the buffer (returning its length, at most
+    /// [`MAX_FRAME_LEN`], never 0), behind a length prefix; everything is as it was if
+    /// `write` fails or the frame does not fit.
+    fn push_with(
+        &self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<usize, SendFailure>,
+    ) -> Result<(), SendFailure> {
         let mut waiting = self.lock();
         if waiting.closed {
             return Err(SendFailure::NoRoute);
         }
-        let queued = waiting.bytes.len();
-        if waiting.frames >= self.max_frames
-            || (queued > 0 && queued + LEN_PREFIX + frame.len() > self.max_bytes)
-        {
+        if waiting.frames >= self.max_frames {
             return Err(SendFailure::QueueFull);
         }
-        waiting.bytes.extend_from_slice(&prefix);
-        waiting.bytes.extend_from_slice(frame);
+        let start = waiting.bytes.len();
+        waiting.bytes.extend_from_slice(&[0; LEN_PREFIX]);
+        let written = write(&mut waiting.bytes);
+        let len = match written {
+            // A frame larger than the byte limit still goes into an empty outbox.
+            Ok(len) if start == 0 || start + LEN_PREFIX + len <= self.max_bytes => {
+                u32::try_from(len).map_err(|_| SendFailure::TooLarge)
+            }
+            Ok(_) => Err(SendFailure::QueueFull),
+            Err(why) => Err(why),
+        };
+        let len = match len {
+            Ok(len) => len,
+            Err(why) => {
+                waiting.bytes.truncate(start);
+                return Err(why);
+            }
+        };
+        waiting.bytes[start..start + LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
         waiting.frames += 1;
         let first = waiting.frames == 1;
         drop(waiting);

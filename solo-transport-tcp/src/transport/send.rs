@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use solo_core::wire::{self, Message};
 use solo_core::{NodeId, SendFailure};
 use tracing::Instrument;
 
@@ -13,9 +14,31 @@ use crate::network::Network;
 use super::Shared;
 use super::table::{Conn, Dial, Queued, State};
 
+/// A frame to send: its bytes, or the message it encodes (encoded straight into the
+/// connection's outbox when there is one).
+pub(super) enum Outgoing<'a> {
+    Bytes(Vec<u8>),
+    Message(&'a Message),
+}
+
+impl Outgoing<'_> {
+    /// The frame as bytes of its own (for a dial's queue).
+    fn into_bytes(self) -> Result<Vec<u8>, SendFailure> {
+        match self {
+            Outgoing::Bytes(bytes) => Ok(bytes),
+            Outgoing::Message(message) => {
+                wire::encode_frame(message).map_err(|_oversized| SendFailure::TooLarge)
+            }
+        }
+    }
+}
+
 impl<N: Network> Shared<N> {
-    pub(super) fn enqueue(&self, conn: &Conn, frame: Vec<u8>) -> Result<(), SendFailure> {
-        conn.outbox.0.push(&frame)?;
+    pub(super) fn enqueue(&self, conn: &Conn, frame: Outgoing<'_>) -> Result<(), SendFailure> {
+        match frame {
+            Outgoing::Bytes(bytes) => conn.outbox.0.push(&bytes)?,
+            Outgoing::Message(message) => conn.outbox.0.push_message(message)?,
+        }
         self.counters.frames_queued.inc();
         Ok(())
     }
@@ -24,7 +47,7 @@ impl<N: Network> Shared<N> {
         self: &Arc<Self>,
         to: Option<NodeId>,
         addr: Option<SocketAddr>,
-        frame: Vec<u8>,
+        frame: Outgoing<'_>,
     ) -> Result<(), SendFailure> {
         let mut st = self.state();
         if st.closed || to.as_ref() == Some(self.me.node()) {
@@ -57,6 +80,7 @@ impl<N: Network> Shared<N> {
         if addr == self.me.hello().addr || addr == self.local_addr {
             return Err(SendFailure::NoRoute);
         }
+        let frame = frame.into_bytes()?;
         if let Some(dial) = st.dials.get_mut(&addr) {
             let bytes: usize = dial.queue.iter().map(|q| q.frame.len()).sum();
             if dial.queue.len() >= self.config.max_queued_frames_dialing

@@ -14,6 +14,7 @@ use super::*;
 use crate::frame::FrameError;
 use crate::handshake::tests::{HELLO_WITHIN, id, identity};
 use crate::handshake::{self, Verdict};
+use solo_core::wire;
 
 /// Long enough never to be hit on a loaded machine; the tests pass in milliseconds.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
