@@ -508,7 +508,19 @@ impl ClusterBuilder {
         // and are up to a megabyte each, so their channel is bounded in bytes.
         let (exits_tx, exits) = mpsc::unbounded_channel();
         let (handoffs_tx, handoffs) = mpsc::unbounded_channel();
-        let direct = crate::driver::ReplyToCaller::new(transport.clone(), id.clone());
+        let messaging = crate::driver::Messaging::new(
+            {
+                let mut messaging = solo_core::messaging::MessagingConfig::default();
+                messaging.handoff_timeout = self.handoff_timeout;
+                messaging
+            },
+            self.simulation_seed,
+        );
+        let direct = crate::driver::ReplyToCaller::new(
+            transport.clone(),
+            id.clone(),
+            messaging.backlog_flag(),
+        );
         let (replies_tx, replies) = crate::actor::answer_channel(Some(Arc::new(direct)));
         // Subscribed before the driver runs, so that the first `events()` call sees what
         // happened while the node joined.
@@ -522,14 +534,7 @@ impl ClusterBuilder {
             exits,
             handoffs,
             replies,
-            messaging: Some(crate::driver::Messaging::new(
-                {
-                    let mut messaging = solo_core::messaging::MessagingConfig::default();
-                    messaging.handoff_timeout = self.handoff_timeout;
-                    messaging
-                },
-                self.simulation_seed,
-            )),
+            messaging: Some(messaging),
             events: events.clone(),
             spawner: Spawner {
                 registry: self.registry,

@@ -900,14 +900,17 @@ fn a_cast_to_a_node_whose_backlog_is_full_is_refused_while_its_sender_can_wait()
         Ok(())
     );
     assert_eq!(lone.sent().len(), 1, "sent");
+    assert!(!lone.messenger.has_backlog());
     lone.answer_for_b(1, vec![0; 2_000]);
     assert!(lone.outputs_refused().is_empty());
+    assert!(lone.messenger.has_backlog(), "the refused reply waits");
     assert_eq!(
         lone.messenger.cast(now, &lone.node, there.clone(), vec![1]),
         Err(CallFailure::Full)
     );
     lone.advance(unsent::RESEND_PAUSE);
     assert_eq!(replies(&lone.sent()), [1]);
+    assert!(!lone.messenger.has_backlog(), "offered again and taken");
     lone.advance(unsent::MAX_RESEND_PAUSE);
     assert_eq!(
         lone.messenger.cast(lone.now, &lone.node, there, vec![1]),

@@ -172,6 +172,16 @@ impl Messenger {
         self.backlogs.get(peer).map_or(0, |backlog| backlog.bytes)
     }
 
+    /// Whether messages the transport did not take at first wait to be offered again, to
+    /// some peer. What is sent to that peer meanwhile waits behind them, in order: a runtime
+    /// that sends some replies without the messenger (straight from the actor) must give
+    /// them to the messenger while this holds.
+    pub fn has_backlog(&self) -> bool {
+        self.backlogs
+            .values()
+            .any(|backlog| !backlog.entries.is_empty())
+    }
+
     /// Whether what is sent to `peer` now must wait behind its backlog.
     pub(super) fn is_backlogged(&self, peer: &NodeId) -> bool {
         self.backlogs

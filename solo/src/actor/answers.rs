@@ -12,9 +12,12 @@
 //! An answer for a caller on another node skips the driver when it can: the actor queues
 //! the reply on the caller's connection itself ([`DirectReply`]), one task hop and one
 //! wake-up of the driver fewer per call. The messenger keeps nothing of a reply it sends to
-//! another node (no journal entry, no count), so it need not see one. What cannot go that way
-//! (the caller is on this node, the connection is missing or its queue is full, an error
-//! answer) goes through the driver as before, whose messenger retries it or reports it.
+//! another node (no journal entry, no count): all it would do is send the frame the actor
+//! sends, or wait behind the messages to that node it could not send at first. So the
+//! direct way is taken only while it holds no such backlog (as of its driver's last turn).
+//! What cannot go that way (a caller on this node, an error answer, a backlog, a missing
+//! connection, a full queue) goes through the driver as before, whose messenger retries it
+//! or reports it.
 
 use std::sync::Arc;
 

@@ -7,6 +7,8 @@
 //! which lets the new owner start.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use solo_core::messaging::{
@@ -33,6 +35,9 @@ struct Caller {
 pub(crate) struct Messaging {
     messenger: Messenger,
     callers: HashMap<CallId, Caller>,
+    /// Whether the messenger held a backlog at the end of the last turn of the loop, for
+    /// the actors' direct replies ([`ReplyToCaller`]).
+    backlog: Arc<AtomicBool>,
 }
 
 impl Messaging {
@@ -53,7 +58,22 @@ impl Messaging {
         Self {
             messenger,
             callers: HashMap::new(),
+            backlog: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The flag the actors' direct replies read: set while the messenger holds a backlog.
+    pub(crate) fn backlog_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.backlog)
+    }
+
+    /// Tells the actors' direct replies whether the messenger holds a backlog now. Once per
+    /// turn of the driver's loop: a reply sent directly in the same turn as a message was
+    /// parked may go ahead of it (an answer to another call, which nothing orders against
+    /// it); none goes ahead of a backlog once the turn ends.
+    pub(crate) fn share_backlog(&self) {
+        self.backlog
+            .store(self.messenger.has_backlog(), Ordering::Release);
     }
 
     /// The earliest moment the messenger needs a look.
@@ -75,24 +95,35 @@ impl Messaging {
 }
 
 /// The way this node's actors answer callers on other nodes without the driver: the reply
-/// goes on the caller's connection as the messenger would have sent it (see
-/// `actor::answers`). Anything else, or a reply the connection does not take now, is given
-/// back for the driver to send.
+/// goes on the caller's connection, the frame the messenger would have sent (see
+/// `actor::answers`). The messenger alone decides while messages it could not send at
+/// first wait to be offered again (the reply takes its place behind them), for a caller
+/// here, for an error answer or one too long, and when the connection does not take the
+/// reply now (it is missing: the messenger knows the address to dial; or full): the answer
+/// is given back for the driver to send.
 pub(crate) struct ReplyToCaller<N: Network> {
     transport: Transport<N>,
     me: NodeId,
+    backlog: Arc<AtomicBool>,
 }
 
 impl<N: Network> ReplyToCaller<N> {
-    pub(crate) fn new(transport: Transport<N>, me: NodeId) -> Self {
-        Self { transport, me }
+    /// `backlog`: set while the messenger holds a backlog ([`Messaging::share_backlog`]).
+    pub(crate) fn new(transport: Transport<N>, me: NodeId, backlog: Arc<AtomicBool>) -> Self {
+        Self {
+            transport,
+            me,
+            backlog,
+        }
     }
 }
 
 impl<N: Network> DirectReply for ReplyToCaller<N> {
     fn try_reply(&self, to: CallRef, answer: Vec<u8>) -> Result<(), (CallRef, Vec<u8>)> {
-        // A caller here is the messenger's to answer; an over-long answer its to refuse.
-        if to.caller == self.me || answer.len() > MAX_PAYLOAD_LEN {
+        if to.caller == self.me
+            || answer.len() > MAX_PAYLOAD_LEN
+            || self.backlog.load(Ordering::Acquire)
+        {
             return Err((to, answer));
         }
         let transmit = Transmit {
@@ -441,33 +472,82 @@ mod tests {
         NodeId::new(NodeName::new(name).expect("name"), Incarnation(1))
     }
 
-    #[tokio::test]
-    async fn a_reply_the_caller_connection_cannot_take_now_is_given_back_for_the_driver() {
-        let me = node("b");
-        let (transport, _frames) =
-            Transport::builder(me.clone(), Config::new("t", "cookie-0123456789abcdef"))
-                .bind(TokioNetwork, "127.0.0.1:0".parse().expect("addr"))
+    async fn bound(name: &str) -> (Transport, solo_transport_tcp::EventReceiver) {
+        Transport::builder(node(name), Config::new("t", "cookie-0123456789abcdef"))
+            .bind(TokioNetwork, "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("binds")
+    }
+
+    /// The next frame from the transport's events, decoded, skipping link events.
+    async fn next_frame(events: &mut solo_transport_tcp::EventReceiver) -> Message {
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
                 .await
-                .expect("binds");
-        let direct = ReplyToCaller::new(transport, me.clone());
+                .expect("an event in time")
+                .expect("open");
+            if let solo_transport_tcp::TransportEvent::Frame { frame, .. } = event {
+                return solo_core::wire::decode_frame(&frame).expect("decodes");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_goes_straight_to_a_connected_caller_and_anything_else_is_given_back_whole() {
+        let (a, mut a_events) = bound("a").await;
+        let (b, mut b_events) = bound("b").await;
+        // `a` dials `b`: a connection both ends know.
+        a.send(Transmit {
+            to: None,
+            addr: Some(b.advertised_addr()),
+            message: Message::App(AppMessage::Reply {
+                call: 0,
+                token: 0,
+                result: Ok(Vec::new()),
+            }),
+        });
+        next_frame(&mut b_events).await;
+        let backlog = Arc::new(AtomicBool::new(false));
+        let direct = ReplyToCaller::new(b, node("b"), Arc::clone(&backlog));
         let call = |caller: NodeId| CallRef {
             caller,
             call: 7,
             token: 9,
         };
-        // No connection to the caller: the messenger knows its address and dials.
-        let (to, answer) = direct
+        let given_back = |result: Result<(), (CallRef, Vec<u8>)>, answer: &[u8]| {
+            let (to, back) = result.expect_err("given back");
+            assert_eq!((to, back.as_slice()), (call(node("a")), answer));
+        };
+
+        direct
             .try_reply(call(node("a")), b"42".to_vec())
+            .expect("sent straight");
+        assert_eq!(
+            next_frame(&mut a_events).await,
+            Message::App(AppMessage::Reply {
+                call: 7,
+                token: 9,
+                result: Ok(b"42".to_vec()),
+            })
+        );
+
+        // While the messenger holds a backlog, the reply takes its place behind it.
+        backlog.store(true, Ordering::Release);
+        given_back(direct.try_reply(call(node("a")), b"43".to_vec()), b"43");
+        backlog.store(false, Ordering::Release);
+        // No connection to the caller: the messenger knows its address and dials.
+        let (to, back) = direct
+            .try_reply(call(node("c")), b"44".to_vec())
             .expect_err("no connection");
-        assert_eq!((to, answer), (call(node("a")), b"42".to_vec()));
+        assert_eq!((to, back), (call(node("c")), b"44".to_vec()));
         // A caller on this node is the messenger's to answer.
-        assert!(direct.try_reply(call(me.clone()), b"42".to_vec()).is_err());
+        let (to, back) = direct
+            .try_reply(call(node("b")), b"45".to_vec())
+            .expect_err("a caller here");
+        assert_eq!((to, back), (call(node("b")), b"45".to_vec()));
         // As is an answer too long to send.
         let long = vec![0; MAX_PAYLOAD_LEN + 1];
-        let (_, back) = direct
-            .try_reply(call(node("a")), long.clone())
-            .expect_err("too long");
-        assert_eq!(back, long);
+        given_back(direct.try_reply(call(node("a")), long.clone()), &long);
     }
 
     #[test]

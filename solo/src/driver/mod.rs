@@ -129,6 +129,7 @@ impl<N: Network> Driver<N> {
             self.drain(&mut state);
             self.messaging_tick(&mut state);
             self.drain(&mut state);
+            state.messaging.share_backlog();
             state.metrics.tick(&self.node, now());
             let deadline = [
                 self.node.poll_timeout().map(Instant::from_std),
@@ -509,6 +510,7 @@ impl<N: Network> Driver<N> {
                 self.drain(state);
                 self.messaging_tick(state);
                 self.drain(state);
+                state.messaging.share_backlog();
             }
         }
         // Handoffs still under way lose their state, reported, and their new nodes hear so
@@ -545,6 +547,7 @@ impl<N: Network> Driver<N> {
             // Calls made here end by their deadline even now: the messenger is their timer.
             self.messaging_tick(state);
             self.drain(state);
+            state.messaging.share_backlog();
         }
         self.drain_replies(state);
         self.transport.shutdown();
