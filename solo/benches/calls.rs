@@ -22,7 +22,10 @@
 //!   solo's ratio to it (target: 0.8). The four throughput runs take turns, round after
 //!   round (solo pipelined, baseline pipelined, solo 64 tasks, baseline 64 tasks), so that
 //!   a noisy moment of the machine lands on both sides; the table gives each kind's median
-//!   and range over the rounds, and the median of the rounds' ratios.
+//!   and range over the rounds, and the median of the rounds' ratios. It also gives each
+//!   kind's CPU time per call (the process's user + system time over the run, median of the
+//!   rounds) and the baseline's over solo's: on a machine whose cores are the limit, that
+//!   decides the rate, and it swings far less between runs than the rate does.
 //! * Handoff gap: a caller task on `a` calls the counter in a tight loop (one call in flight)
 //!   while the counter moves gracefully: it is declared by two nodes other than `a`; the one
 //!   that runs it leaves (`Cluster::leave`, which hands the state over to the other), then a
@@ -33,8 +36,8 @@
 //!   count exactly one more than the one before (the state moved, each call counted once).
 //!
 //! `--profile KIND` (`solo-pipelined`, `solo-tasks`, `bare-pipelined`, `bare-tasks`) runs only
-//! that throughput kind, 20 rounds of 100 000 calls, printing each round's rate: a steady
-//! load to record with `perf record`, with nothing else in the profile.
+//! that throughput kind, 20 rounds of 100 000 calls, printing each round's rate and CPU time
+//! per call: a steady load to record with `perf record`, with nothing else in the profile.
 //!
 //! Every wait is bounded; a handoff round that cannot complete ends that measurement and is
 //! reported. The table goes to stdout, progress to stderr; when the count broke, stderr also
@@ -242,12 +245,47 @@ struct Throughput {
     elapsed: Duration,
     errors: usize,
     counted_once: bool,
+    /// The process's CPU time (user + system, every thread) over the run: nothing else
+    /// runs meanwhile, so it is this kind's cost. Wall rates on a shared machine swing far
+    /// more than this does.
+    cpu: Duration,
 }
 
 impl Throughput {
     fn per_second(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
     }
+
+    fn cpu_us_per_call(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.calls.max(1) as f64
+    }
+}
+
+/// The process's CPU time so far, user and system, of all its threads.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |usage| {
+        let micros = |t: nix::sys::time::TimeVal| {
+            Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+                + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+        };
+        micros(usage.user_time()) + micros(usage.system_time())
+    })
+}
+
+/// Runs one throughput run and notes the CPU time it took.
+async fn with_cpu(run: impl Future<Output = Throughput>) -> Throughput {
+    let before = cpu_time();
+    let mut throughput = run.await;
+    throughput.cpu = cpu_time().saturating_sub(before);
+    throughput
+}
+
+/// The median of the runs' CPU time per call, in µs.
+fn median_cpu(runs: &[Throughput]) -> f64 {
+    let mut cpu: Vec<f64> = runs.iter().map(Throughput::cpu_us_per_call).collect();
+    cpu.sort_by(f64::total_cmp);
+    cpu.get(cpu.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The throughput runs of every round, by kind.
@@ -331,6 +369,7 @@ impl Run {
             elapsed: self.elapsed,
             errors: self.errors,
             counted_once: once,
+            cpu: Duration::ZERO,
         }
     }
 }
@@ -879,14 +918,18 @@ async fn run(settings: Settings) {
             settings.rounds
         );
         let calls = settings.throughput_calls;
-        rounds.pipelined.push(pipelined(&a, &id, calls).await);
+        rounds
+            .pipelined
+            .push(with_cpu(pipelined(&a, &id, calls)).await);
         rounds
             .bare_pipelined
-            .push(pipelined_bare(&client, calls).await);
-        rounds.concurrent.push(concurrent(&a, &id, calls).await);
+            .push(with_cpu(pipelined_bare(&client, calls)).await);
+        rounds
+            .concurrent
+            .push(with_cpu(concurrent(&a, &id, calls)).await);
         rounds
             .bare_concurrent
-            .push(concurrent_bare(&client, calls).await);
+            .push(with_cpu(concurrent_bare(&client, calls)).await);
     }
     drop(client);
     let last: Reading = a
@@ -980,6 +1023,21 @@ async fn run(settings: Settings) {
             format!("{ratio:.2}"),
             ">= 0.80",
             Some(ratio >= 0.8),
+        );
+        // On a machine whose cores are the limit, the CPU a call costs decides the rate,
+        // and varies far less from run to run than the rate does.
+        let (solo_cpu, bare_cpu) = (median_cpu(ours), median_cpu(bare));
+        row(
+            &format!("  CPU us per call, solo / bare tokio, {what}"),
+            format!("{solo_cpu:.2} / {bare_cpu:.2}"),
+            "",
+            None,
+        );
+        row(
+            &format!("  bare tokio's CPU per call / solo's, {what}"),
+            format!("{:.2}", bare_cpu / solo_cpu.max(f64::MIN_POSITIVE)),
+            "",
+            None,
         );
     }
     let gap_count = gaps.len();
@@ -1088,15 +1146,16 @@ async fn profile(a: &Cluster, id: &ChildId, kind: Profile) {
     let client = bare_tokio::start().await.expect("the baseline connects");
     for round in 1..=ROUNDS {
         let run = match kind {
-            Profile::SoloPipelined => pipelined(a, id, CALLS).await,
-            Profile::SoloTasks => concurrent(a, id, CALLS).await,
-            Profile::BarePipelined => pipelined_bare(&client, CALLS).await,
-            Profile::BareTasks => concurrent_bare(&client, CALLS).await,
+            Profile::SoloPipelined => with_cpu(pipelined(a, id, CALLS)).await,
+            Profile::SoloTasks => with_cpu(concurrent(a, id, CALLS)).await,
+            Profile::BarePipelined => with_cpu(pipelined_bare(&client, CALLS)).await,
+            Profile::BareTasks => with_cpu(concurrent_bare(&client, CALLS)).await,
         };
         println!(
-            "{kind:?} round {round}: {:.0} calls/s, {} errors",
+            "{kind:?} round {round}: {:.0} calls/s, {} errors, {:.2} us CPU per call",
             run.per_second(),
-            run.errors
+            run.errors,
+            run.cpu_us_per_call()
         );
     }
 }
