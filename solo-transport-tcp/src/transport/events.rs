@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 use solo_core::NodeId;
 
 use crate::config::Config;
-use crate::frame::LEN_PREFIX;
+use crate::frame;
 use crate::transport::TransportEvent;
 
 /// What travels on the channel: an event, or the frames of one fill of a reader's buffer.
@@ -76,11 +76,11 @@ impl FrameRun {
 
     /// The next frame, taken out; `None` once all were.
     fn pop(&mut self) -> Option<Vec<u8>> {
+        // The frames were checked on the way in: no limit applies on the way out.
         let rest = self.bytes.get(self.next..)?;
-        let prefix: [u8; LEN_PREFIX] = rest.get(..LEN_PREFIX)?.try_into().ok()?;
-        let len = u32::from_be_bytes(prefix) as usize;
-        let frame = rest.get(LEN_PREFIX..LEN_PREFIX + len)?.to_vec();
-        self.next += LEN_PREFIX + len;
+        let (frame, took) = frame::buffered_frame(rest, usize::MAX)?.ok()?;
+        let frame = frame.to_vec();
+        self.next += took;
         Some(frame)
     }
 
