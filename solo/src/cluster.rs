@@ -955,13 +955,25 @@ impl Cluster {
                 return Err(CallError::from(Error::Closed));
             }
             Err(mpsc::error::TrySendError::Full(call)) => {
-                tokio::time::timeout_at(deadline, self.inner.commands.send(call))
-                    .await
-                    .map_err(|_| CallError::Timeout(timeout))?
-                    .map_err(|_| CallError::from(Error::Closed))?;
+                // Boxed: the wait's timer and the channel's `send` are most of what this
+                // future would hold, and every call would carry (and its spawn copy) them.
+                Box::pin(self.wait_for_room(call, deadline, timeout)).await?;
             }
         }
         answer.await.map_err(|_| CallError::from(Error::Closed))?
+    }
+
+    /// Queues `command` once the command queue has room, by `deadline`.
+    async fn wait_for_room(
+        &self,
+        command: Command,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        tokio::time::timeout_at(deadline, self.inner.commands.send(command))
+            .await
+            .map_err(|_| CallError::Timeout(timeout))?
+            .map_err(|_| CallError::from(Error::Closed))
     }
 
     /// Sends `message` to the actor that runs `name`, one way. It waits for an owner as a

@@ -54,13 +54,15 @@
 //!   starts afresh).
 
 mod journal;
+mod pending;
 mod room;
 mod unsent;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use journal::Delivered;
+use pending::{PendingCall, PendingCalls};
 use room::BackedUp;
 
 use crate::node::{Node, Status};
@@ -301,18 +303,6 @@ pub struct MessagingStats {
     pub unsent: u64,
 }
 
-/// A call this node made, until it is answered (or its deadline passes).
-#[derive(Debug)]
-struct PendingCall {
-    target: ChildId,
-    /// The secret its answer must carry.
-    token: u64,
-    payload: Vec<u8>,
-    deadline: Instant,
-    /// The node it was last sent to, if it is in flight.
-    sent_to: Option<NodeId>,
-}
-
 /// A message with nowhere to go yet.
 #[derive(Debug)]
 enum Waiting {
@@ -410,9 +400,9 @@ struct Local {
 pub struct Messenger {
     config: MessagingConfig,
     next_call: u64,
-    calls: BTreeMap<u64, PendingCall>,
-    /// Calls by deadline, for timeouts without a timer per call.
-    deadlines: BTreeSet<(Instant, u64)>,
+    /// Calls made here that wait for their answer, by number and by deadline (for
+    /// timeouts without a timer per call).
+    calls: PendingCalls,
     waiting: VecDeque<Waiting>,
     /// Instances running here.
     local: BTreeMap<ChildId, Local>,
@@ -506,8 +496,7 @@ impl Messenger {
             delivered: Delivered::new(config.dedupe_window),
             config,
             next_call: 0,
-            calls: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
+            calls: PendingCalls::default(),
             waiting: VecDeque::new(),
             local: BTreeMap::new(),
             claimed: BTreeMap::new(),
@@ -545,7 +534,7 @@ impl Messenger {
             Waiting::Cast { until, .. } => (*until).min(self.cast_retry_at),
         });
         let handing = self.handing_off.values().map(|h| h.deadline);
-        let calls = self.deadlines.first().map(|(at, _)| *at);
+        let calls = self.calls.next_deadline();
         let backlogs = self.backlogs.values().map(|backlog| backlog.retry_at);
         let room =
             (!self.backed_up.is_empty() || !self.orphans.is_empty()).then_some(self.room_check_at);
@@ -577,7 +566,7 @@ impl Messenger {
     /// input).
     #[cfg(any(test, feature = "testing"))]
     pub fn recount_held_bytes(&self) -> usize {
-        let calls: usize = self.calls.values().map(|c| c.payload.len()).sum();
+        let calls: usize = self.calls.iter().map(|(_, c)| c.payload.len()).sum();
         let waiting: usize = self
             .waiting
             .iter()
@@ -733,7 +722,6 @@ impl Messenger {
                 sent_to: None,
             },
         );
-        self.deadlines.insert((deadline, call));
         self.route_call(now, node, call);
         CallId(call)
     }
@@ -744,8 +732,7 @@ impl Messenger {
     }
 
     fn forget_call(&mut self, call: u64) -> Option<PendingCall> {
-        let pending = self.calls.remove(&call)?;
-        self.deadlines.remove(&(pending.deadline, call));
+        let pending = self.calls.remove(call)?;
         self.release(pending.payload.len());
         Some(pending)
     }
@@ -761,7 +748,7 @@ impl Messenger {
 
     /// Sends call `call` to the owner of its target, or parks it until there is one.
     fn route_call(&mut self, now: Instant, node: &Node, call: u64) {
-        let Some(pending) = self.calls.get(&call) else {
+        let Some(pending) = self.calls.get(call) else {
             return;
         };
         let target = pending.target.clone();
@@ -771,7 +758,7 @@ impl Messenger {
             return;
         }
         let owner = Self::owner(node, &target);
-        let Some(pending) = self.calls.get_mut(&call) else {
+        let Some(pending) = self.calls.get_mut(call) else {
             return;
         };
         pending.sent_to = owner.clone();
@@ -898,12 +885,12 @@ impl Messenger {
     ) {
         if self
             .calls
-            .get(&call)
+            .get(call)
             .is_none_or(|pending| pending.token != token)
         {
             // Not an answer to a call this node is waiting for: late (the call is over),
             // or from a node the call never reached.
-            if self.calls.contains_key(&call) {
+            if self.calls.contains(call) {
                 self.stats.forged += 1;
                 tracing::debug!(call, "an answer without its call's token; ignored");
             }
@@ -911,7 +898,7 @@ impl Messenger {
         }
         match result {
             Err(RemoteError::NotHere) => {
-                if let Some(pending) = self.calls.get_mut(&call) {
+                if let Some(pending) = self.calls.get_mut(call) {
                     pending.sent_to = None;
                     self.waiting.push_back(Waiting::Call {
                         call,
@@ -1569,11 +1556,11 @@ impl Messenger {
     pub fn peer_gone(&mut self, now: Instant, node: &Node, peer: &NodeId) {
         self.abandon_backlog(now, node, peer);
         self.moved.retain(|_, moved| moved.to != *peer);
-        for (call, pending) in &mut self.calls {
+        for (call, pending) in self.calls.iter_mut() {
             if pending.sent_to.as_ref() == Some(peer) {
                 pending.sent_to = None;
                 self.waiting.push_back(Waiting::Call {
-                    call: *call,
+                    call,
                     not_before: now,
                 });
             }
@@ -1589,10 +1576,7 @@ impl Messenger {
             self.room_check_at = now + room::ROOM_RECHECK;
         }
         self.resend_due(now, node);
-        while let Some(&(deadline, call)) = self.deadlines.first() {
-            if deadline > now {
-                break;
-            }
+        while let Some(call) = self.calls.first_expired(now) {
             self.finish_call(call, Err(CallFailure::Timeout));
         }
         if !self.waiting.is_empty() {

@@ -213,7 +213,7 @@ impl Messenger {
         until: Option<Instant>,
     ) -> Option<Parked> {
         let until = match own_call(node, &transmit) {
-            Some(call) => self.calls.get(&call)?.deadline,
+            Some(call) => self.calls.get(call)?.deadline,
             None => until.unwrap_or(now + self.config.resend_wait),
         };
         let entry = Parked::Message { transmit, until };
@@ -256,7 +256,7 @@ impl Messenger {
                     Parked::Message { transmit, until } => {
                         let live_call = own_call(node, &transmit).is_none_or(|call| {
                             self.calls
-                                .get(&call)
+                                .get(call)
                                 .is_some_and(|pending| pending.sent_to.as_ref() == Some(&peer))
                         });
                         if !live_call {
