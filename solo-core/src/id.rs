@@ -1,8 +1,10 @@
 //! Typed identifiers: a node's name, the incarnation that tells one process from the next,
 //! and the instance that tells one run of a child on a node from the next.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
+use std::thread::LocalKey;
 
 use serde::{Deserialize, Serialize};
 
@@ -99,25 +101,83 @@ impl Serialize for NodeName {
 // and never reaches the state machine.
 impl<'de> Deserialize<'de> for NodeName {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = deserializer.deserialize_str(SharedStr)?;
-        NodeName::check(&raw).map_err(serde::de::Error::custom)?;
-        Ok(NodeName(raw))
+        thread_local! {
+            static RECENT: RefCell<RecentStrs> = const { RefCell::new(RecentStrs::new()) };
+        }
+        deserializer
+            .deserialize_str(SharedStr::new(&RECENT, NodeName::check))
+            .map(NodeName)
     }
 }
 
-/// Deserialises a string into one allocation of the size of its bytes (not a `String`
-/// grown, then copied into an `Arc<str>`), borrowing from the input where it allows.
-pub(crate) struct SharedStr;
+/// How many strings of one kind a thread keeps for [`SharedStr`]: the nodes and names a
+/// node hears from at once are few, and a miss costs one comparison per place.
+const RECENT_STRS: usize = 8;
 
-impl serde::de::Visitor<'_> for SharedStr {
+/// The strings of one kind (node names, child ids) a thread decoded last, already checked.
+pub(crate) struct RecentStrs {
+    places: [Option<Arc<str>>; RECENT_STRS],
+    /// The place the next new string takes (the oldest).
+    next: usize,
+}
+
+impl RecentStrs {
+    pub(crate) const fn new() -> Self {
+        Self {
+            places: [const { None }; RECENT_STRS],
+            next: 0,
+        }
+    }
+
+    fn find(&self, value: &str) -> Option<Arc<str>> {
+        self.places
+            .iter()
+            .flatten()
+            .find(|kept| ***kept == *value)
+            .cloned()
+    }
+
+    fn keep(&mut self, value: Arc<str>) {
+        self.places[self.next] = Some(value);
+        self.next = (self.next + 1) % RECENT_STRS;
+    }
+}
+
+/// Deserialises and checks a string into an `Arc<str>`: a string this thread decoded lately
+/// is shared, not allocated and checked again (every call frame names its child and its
+/// caller, and the same few come again and again); a new one takes one allocation of the
+/// size of its bytes.
+pub(crate) struct SharedStr<E: 'static> {
+    recent: &'static LocalKey<RefCell<RecentStrs>>,
+    check: fn(&str) -> Result<(), E>,
+}
+
+impl<E> SharedStr<E> {
+    pub(crate) fn new(
+        recent: &'static LocalKey<RefCell<RecentStrs>>,
+        check: fn(&str) -> Result<(), E>,
+    ) -> Self {
+        Self { recent, check }
+    }
+}
+
+impl<E: fmt::Display> serde::de::Visitor<'_> for SharedStr<E> {
     type Value = Arc<str>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
 
-    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Arc<str>, E> {
-        Ok(Arc::from(value))
+    fn visit_str<D: serde::de::Error>(self, value: &str) -> Result<Arc<str>, D> {
+        // Only checked strings are kept, so a hit needs no check.
+        if let Some(kept) = self.recent.with_borrow(|recent| recent.find(value)) {
+            return Ok(kept);
+        }
+        (self.check)(value).map_err(D::custom)?;
+        let shared: Arc<str> = Arc::from(value);
+        self.recent
+            .with_borrow_mut(|recent| recent.keep(Arc::clone(&shared)));
+        Ok(shared)
     }
 }
 
@@ -203,6 +263,32 @@ impl fmt::Display for InstanceId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name decoded again is the same allocation, and a bad one is refused every time
+    /// (it is never kept), whatever this thread decoded before.
+    #[test]
+    fn decoded_names_are_shared_and_bad_ones_never_kept() {
+        let decode = |name: &str| {
+            let bytes = postcard::to_allocvec(name).expect("a str encodes");
+            postcard::from_bytes::<NodeName>(&bytes)
+        };
+        let first = decode("node-a").expect("a valid name");
+        let again = decode("node-a").expect("a valid name");
+        assert!(Arc::ptr_eq(&first.0, &again.0));
+        assert!(decode("bad name").is_err());
+        assert!(decode("bad name").is_err());
+        // More names than places: the oldest is decoded afresh, still equal and checked.
+        for n in 0..2 * RECENT_STRS {
+            assert_eq!(
+                decode(&format!("n{n}")).expect("valid").as_str(),
+                format!("n{n}")
+            );
+        }
+        let later = decode("node-a").expect("a valid name");
+        assert_eq!(later, first);
+        assert!(!Arc::ptr_eq(&later.0, &first.0));
+        assert!(decode("").is_err());
+    }
 
     #[test]
     fn names_are_checked() {

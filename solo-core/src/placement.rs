@@ -12,12 +12,13 @@
 //! would move children when nodes built by different compilers disagree. The test vector at
 //! the bottom of this file pins it.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::{NodeName, SharedStr};
+use crate::id::{NodeName, RecentStrs, SharedStr};
 
 /// The longest child id accepted, in bytes.
 pub const MAX_CHILD_ID_LEN: usize = 256;
@@ -95,9 +96,12 @@ impl Serialize for ChildId {
 
 impl<'de> Deserialize<'de> for ChildId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = deserializer.deserialize_str(SharedStr)?;
-        ChildId::check(&raw).map_err(serde::de::Error::custom)?;
-        Ok(ChildId(raw))
+        thread_local! {
+            static RECENT: RefCell<RecentStrs> = const { RefCell::new(RecentStrs::new()) };
+        }
+        deserializer
+            .deserialize_str(SharedStr::new(&RECENT, ChildId::check))
+            .map(ChildId)
     }
 }
 

@@ -183,6 +183,24 @@ impl CallRanges {
 
     /// Adds `first..=last`, merging it with every range it overlaps or touches.
     fn insert(&mut self, first: u64, last: u64, at: Instant) {
+        // The usual case, a caller's next call: the range it extends grows in place.
+        if let Some((&before, &(before_last, before_at))) = self.ranges.range(..=first).next_back()
+            && before_last.saturating_add(1) >= first
+        {
+            let end = last.max(before_last);
+            let reaches_next = before_last.checked_add(1).is_some_and(|after| {
+                self.ranges
+                    .range(after..=end.saturating_add(1))
+                    .next()
+                    .is_some()
+            });
+            if !reaches_next {
+                if let Some(range) = self.ranges.get_mut(&before) {
+                    *range = (end, at.max(before_at));
+                }
+                return;
+            }
+        }
         let mut start = first;
         let mut end = last;
         let mut grew = at;

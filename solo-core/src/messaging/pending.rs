@@ -196,6 +196,7 @@ impl PendingCalls {
     }
 
     /// The waiting calls, in the order they were made.
+    #[cfg(any(test, feature = "testing"))]
     pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &PendingCall)> {
         let old = self.old.iter().map(|(&call, (pending, _))| (call, pending));
         let recent = (self.base..)
