@@ -126,6 +126,7 @@ impl<N: Network> Driver<N> {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         let ending = loop {
+            let turn = Turn::begin();
             self.drain(&mut state);
             self.messaging_tick(&mut state);
             self.drain(&mut state);
@@ -144,11 +145,19 @@ impl<N: Network> Driver<N> {
                 }
                 armed = deadline;
             }
+            drop(turn);
             tokio::select! {
                 biased;
-                Some(exited) = self.exits.recv() => self.worker_exited(&mut state, exited),
-                Some(done) = self.handoffs.recv() => self.handoff_done(&mut state, done),
+                Some(exited) = self.exits.recv() => {
+                    let _turn = Turn::begin();
+                    self.worker_exited(&mut state, exited);
+                }
+                Some(done) = self.handoffs.recv() => {
+                    let _turn = Turn::begin();
+                    self.handoff_done(&mut state, done);
+                }
                 Some(reply) = self.replies.recv() => {
+                    let _turn = Turn::begin();
                     self.actor_replied(&mut state, reply);
                     for _ in 1..BATCH {
                         let Ok(reply) = self.replies.try_recv() else { break };
@@ -156,6 +165,7 @@ impl<N: Network> Driver<N> {
                     }
                 }
                 event = self.frames.recv() => {
+                    let _turn = Turn::begin();
                     let Some(event) = event else { break Ending::Leave(None) };
                     self.transport_event(&mut state, event);
                     for _ in 1..BATCH {
@@ -165,6 +175,7 @@ impl<N: Network> Driver<N> {
                     }
                 }
                 command = self.commands.recv() => {
+                    let _turn = Turn::begin();
                     let mut next = command;
                     let mut taken = 0;
                     // Every `Cluster` handle dropped (`None`) leaves as if asked.
@@ -190,6 +201,7 @@ impl<N: Network> Driver<N> {
                     }
                 }
                 () = &mut timer, if armed.is_some() => {
+                    let _turn = Turn::begin();
                     armed = None;
                     self.node.handle_timeout(now());
                 }
@@ -612,7 +624,70 @@ impl<N: Network> Driver<N> {
     }
 }
 
-/// The driver's clock: tokio's, so that a simulation (turmoil) controls it.
+/// The driver's clock: tokio's, so that a simulation (turmoil) controls it. Within a turn of
+/// the driver's loop ([`Turn`]) it is read once, on first use, and that instant serves the
+/// whole turn: a turn is a batch of inputs handled without a pause, microseconds long, and
+/// a clock read per input was a tenth of the driver's time under load.
 fn now() -> std::time::Instant {
-    Instant::now().into_std()
+    TURN_NOW.with(|turn| match turn.get() {
+        TurnNow::Outside => Instant::now().into_std(),
+        TurnNow::Unread => {
+            let now = Instant::now().into_std();
+            turn.set(TurnNow::Read(now));
+            now
+        }
+        TurnNow::Read(now) => now,
+    })
+}
+
+/// What [`now`] answers on this thread.
+#[derive(Clone, Copy)]
+enum TurnNow {
+    /// No turn runs: every read is fresh.
+    Outside,
+    /// A turn runs and has not read the clock yet.
+    Unread,
+    Read(std::time::Instant),
+}
+
+thread_local! {
+    static TURN_NOW: std::cell::Cell<TurnNow> = const { std::cell::Cell::new(TurnNow::Outside) };
+}
+
+/// One turn of the driver's loop, from an input to the next wait: [`now`] reads the clock
+/// once while it lives. Never held across an `.await` (the task may move to another
+/// thread, or another driver run on this one).
+struct Turn;
+
+impl Turn {
+    fn begin() -> Self {
+        TURN_NOW.with(|turn| turn.set(TurnNow::Unread));
+        Turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        TURN_NOW.with(|turn| turn.set(TurnNow::Outside));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Within a turn the clock is read once; outside one, and in the next turn, afresh.
+    #[test]
+    fn a_turn_reads_the_clock_once() {
+        let turn = Turn::begin();
+        let first = now();
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(now(), first);
+        drop(turn);
+        let outside = now();
+        assert!(outside > first);
+        let _next = Turn::begin();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(now() > outside);
+    }
 }
