@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use bytes::Bytes;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -37,7 +38,11 @@ enum Item {
 #[derive(Debug)]
 pub(super) struct FrameRun {
     from: NodeId,
+    /// The frames, while the reader adds them.
     bytes: Vec<u8>,
+    /// The same bytes once handing out began: each frame goes out as a slice of them, with
+    /// no copy and no allocation of its own.
+    shared: Bytes,
     /// Where the next frame to hand out starts.
     next: usize,
     /// The frames' bytes, without their prefixes.
@@ -50,14 +55,24 @@ impl FrameRun {
         Self {
             from,
             bytes: Vec::new(),
+            shared: Bytes::new(),
             next: 0,
             payload: 0,
         }
     }
 
+    /// Makes room for `bytes` more bytes of frames and prefixes.
+    pub(super) fn reserve(&mut self, bytes: usize) {
+        self.bytes.reserve(bytes);
+    }
+
     /// Appends a checked frame.
     pub(super) fn push(&mut self, frame: &[u8]) {
         debug_assert!(!frame.is_empty() && u32::try_from(frame.len()).is_ok());
+        debug_assert!(
+            self.shared.is_empty(),
+            "frames are added before any is taken"
+        );
         let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         self.bytes.extend_from_slice(&len.to_be_bytes());
         self.bytes.extend_from_slice(frame);
@@ -66,26 +81,30 @@ impl FrameRun {
 
     /// Whether it holds no frame.
     pub(super) fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.len() == 0
     }
 
     /// The bytes it holds, prefixes included.
     pub(super) fn len(&self) -> usize {
-        self.bytes.len()
+        self.bytes.len() + self.shared.len()
     }
 
     /// The next frame, taken out; `None` once all were.
-    fn pop(&mut self) -> Option<Vec<u8>> {
+    fn pop(&mut self) -> Option<Bytes> {
+        if !self.bytes.is_empty() {
+            self.shared = Bytes::from(std::mem::take(&mut self.bytes));
+        }
         // The frames were checked on the way in: no limit applies on the way out.
-        let rest = self.bytes.get(self.next..)?;
+        let rest = self.shared.get(self.next..)?;
         let (frame, took) = frame::buffered_frame(rest, usize::MAX)?.ok()?;
-        let frame = frame.to_vec();
+        let start = self.next + (took - frame.len());
+        let frame = self.shared.slice(start..self.next + took);
         self.next += took;
         Some(frame)
     }
 
     fn is_spent(&self) -> bool {
-        self.next >= self.bytes.len()
+        self.next >= self.len()
     }
 }
 
@@ -312,7 +331,7 @@ mod tests {
     fn frame(from: &NodeId, bytes: &[u8]) -> TransportEvent {
         TransportEvent::Frame {
             from: from.clone(),
-            frame: bytes.to_vec(),
+            frame: Bytes::copy_from_slice(bytes),
         }
     }
 

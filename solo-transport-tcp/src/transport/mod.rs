@@ -91,7 +91,8 @@ pub enum TransportEvent {
         /// The peer, as authenticated by the handshake.
         from: NodeId,
         /// The frame's bytes, at most [`MAX_FRAME_LEN`](solo_core::wire::MAX_FRAME_LEN); not yet decoded.
-        frame: Vec<u8>,
+        /// A slice of the buffer the frames read with it share: drop it once decoded.
+        frame: bytes::Bytes,
     },
     /// A connection to `peer` was established ([`Link::Up`]), or the established connection
     /// closed or failed ([`Link::Down`]), reported the moment its read side saw it.

@@ -290,6 +290,11 @@ impl<N: Network> Shared<N> {
             let buffered = match frame::buffered_frame(reader.buffer(), MAX_FRAME_LEN) {
                 Some(Ok((frame, took))) => {
                     if frame != KEEPALIVE {
+                        if run.is_empty() {
+                            // One allocation per run: the frames of this fill are all in
+                            // the buffer, prefixes included.
+                            run.reserve(reader.buffer().len());
+                        }
                         self.took_frame(&mut run, frame, &frames_in, &bytes_in);
                     }
                     reader.consume(took);
