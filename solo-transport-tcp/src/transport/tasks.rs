@@ -284,6 +284,10 @@ impl<N: Network> Shared<N> {
         // The frames one fill of the buffer holds go to the owner together, before the next
         // read waits: one send and one wake-up per fill, and never a frame held back.
         let mut run = FrameRun::new(peer.clone());
+        // One timer for the connection's life, for waits on an empty buffer: moved only when
+        // it fires early, not made and dropped (a lock on the timer wheel each) per wait.
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
         loop {
             // A frame the buffer holds whole is taken at once: the timer and the clock are
             // for reads that wait, once per fill of the buffer, not once per frame.
@@ -315,6 +319,38 @@ impl<N: Network> Shared<N> {
             }
             let read = match buffered {
                 Some(read) => read,
+                None if reader.buffer().is_empty() => {
+                    // Waiting for bytes between frames: `fill_buf` loses nothing if the wait
+                    // ends without them, so the timer can be re-armed around it.
+                    let waited_from = Instant::now();
+                    let filled = loop {
+                        tokio::select! {
+                            biased;
+                            filled = reader.fill_buf() => break filled.map(<[u8]>::len),
+                            () = &mut idle => {
+                                let until = waited_from + idle_timeout;
+                                if Instant::now() < until {
+                                    idle.as_mut().reset(until);
+                                    continue;
+                                }
+                                tracing::info!(
+                                    ?idle_timeout,
+                                    "nothing received, not even a keep-alive; replacing the \
+                                     connection"
+                                );
+                                return self.connection_idle(conn, &peer).await;
+                            }
+                        }
+                    };
+                    match filled {
+                        Ok(0) => Err(FrameError::Closed),
+                        Ok(_) => {
+                            heard.hear(self.epoch, Instant::now());
+                            continue;
+                        }
+                        Err(error) => Err(FrameError::Io(error)),
+                    }
+                }
                 None => {
                     // Dropping a half-read frame is fine: the connection is closed right after.
                     let Ok(read) = tokio::time::timeout(
