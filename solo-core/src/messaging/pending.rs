@@ -117,22 +117,23 @@ impl PendingCalls {
         }
     }
 
+    /// Where call `call` sits: its place in the window, or `None` for a number before it
+    /// (in `old`, if it waits at all). A number past the window finds no place there.
+    fn place(&self, call: u64) -> Option<usize> {
+        let at = call.checked_sub(self.base)?;
+        Some(usize::try_from(at).unwrap_or(usize::MAX))
+    }
+
     pub(super) fn get(&self, call: u64) -> Option<&PendingCall> {
-        match call.checked_sub(self.base) {
-            Some(at) => usize::try_from(at)
-                .ok()
-                .and_then(|at| self.recent.get(at))
-                .and_then(|slot| slot.call.as_ref()),
+        match self.place(call) {
+            Some(at) => self.recent.get(at).and_then(|slot| slot.call.as_ref()),
             None => self.old.get(&call).map(|(call, _)| call),
         }
     }
 
     pub(super) fn get_mut(&mut self, call: u64) -> Option<&mut PendingCall> {
-        match call.checked_sub(self.base) {
-            Some(at) => usize::try_from(at)
-                .ok()
-                .and_then(|at| self.recent.get_mut(at))
-                .and_then(|slot| slot.call.as_mut()),
+        match self.place(call) {
+            Some(at) => self.recent.get_mut(at).and_then(|slot| slot.call.as_mut()),
             None => self.old.get_mut(&call).map(|(call, _)| call),
         }
     }
@@ -143,11 +144,9 @@ impl PendingCalls {
 
     /// Takes call `call` out, if it waits.
     pub(super) fn remove(&mut self, call: u64) -> Option<PendingCall> {
-        let (pending, early) = match call.checked_sub(self.base) {
+        let (pending, early) = match self.place(call) {
             Some(at) => {
-                let slot = usize::try_from(at)
-                    .ok()
-                    .and_then(|at| self.recent.get_mut(at))?;
+                let slot = self.recent.get_mut(at)?;
                 let pending = slot.call.take()?;
                 let early = slot.early;
                 self.trim();
