@@ -409,6 +409,15 @@ impl Node {
             .and_then(|seen| seen.iter().find(|e| matches(e)).cloned())
     }
 
+    /// Every event seen so far that satisfies `matches`, in the order printed (without
+    /// waiting).
+    pub fn all_seen(&self, mut matches: impl FnMut(&NodeEvent) -> bool) -> Vec<NodeEvent> {
+        self.seen
+            .lock()
+            .map(|seen| seen.iter().filter(|e| matches(e)).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Waits up to `timeout` until an event satisfying `matches` has been seen, counting the
     /// events seen before the call too (unlike [`wait_for`](Node::wait_for), which only
     /// looks at events it has not consumed yet); returns the first such event.

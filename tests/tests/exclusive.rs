@@ -156,43 +156,63 @@ fn a_killed_owner_is_replaced_under_a_larger_token(wire: WireKind) {
 fn sigterm_hands_the_exclusive_singleton_over_with_its_state(wire: WireKind) {
     let (_binary, nodes) = exclusive_cluster(wire);
     let (old, old_token) = owner_and_token(&nodes);
-    let roar = |node: &Node, since: u64| {
-        node.wait_seen(WAIT, |e| {
-            e.event == "roar" && e.field("name") == Some(LOCK) && e.ts_us >= since
+    let roars_of = |node: &Node, token: u64| {
+        node.all_seen(|e| {
+            e.event == "roar"
+                && e.field("name") == Some(LOCK)
+                && e.field("token").and_then(|t| t.parse().ok()) == Some(token)
         })
     };
-    let counted = roar(&nodes[old], 0).expect("the owner roars");
-    let count: u64 = counted
-        .field("count")
-        .and_then(|c| c.parse().ok())
-        .expect("a count");
+    nodes[old]
+        .wait_seen(WAIT, |e| e.event == "roar" && e.field("name") == Some(LOCK))
+        .expect("the owner roars");
     let term_at = now_us();
     nodes[old].signal("TERM");
     let (new, started) = next_start(&nodes, old, term_at)
         .unwrap_or_else(|| panic!("nobody took over\n{}", dump_all(&nodes)));
-    let stopped = nodes[old]
-        .wait_seen(WAIT, |e| {
-            e.event == "worker_stopped" && e.field("name") == Some(LOCK)
-        })
-        .expect("the old instance stopped");
-    assert!(
-        stopped.ts_us <= started.ts_us,
-        "the old instance ended before the new began"
-    );
-    assert!(token(&started) > old_token, "a larger token");
+    let new_token = token(&started);
+    assert!(new_token > old_token, "a larger token");
     // A graceful move releases the lease: no lease is waited out.
     assert!(
         started.ts_us - term_at < 1_500_000,
         "the move waited a lease out"
     );
-    let next = roar(&nodes[new], started.ts_us).expect("the new owner roars");
-    let next_count: u64 = next
-        .field("count")
-        .and_then(|c| c.parse().ok())
-        .expect("a count");
+    nodes[old]
+        .wait_seen(WAIT, |e| {
+            e.event == "worker_stopped" && e.field("name") == Some(LOCK)
+        })
+        .expect("the old instance stopped");
+    // The order of the two runs is read from their roars, which each worker prints itself as
+    // it roars: `worker_started` and `worker_stopped` are printed by a task that follows the
+    // cluster's events, a few milliseconds late under load, so their stamps bound nothing.
+    // Every roar of the old run (all printed: its end is) comes before the first of the new
+    // one, and the new run goes on from the count the old one handed over, not one lost.
+    nodes[new]
+        .wait_seen(WAIT, |e| {
+            e.event == "roar"
+                && e.field("name") == Some(LOCK)
+                && e.field("token").and_then(|t| t.parse().ok()) == Some(new_token)
+        })
+        .expect("the new owner roars");
+    let count = |e: &NodeEvent| -> u64 {
+        e.field("count")
+            .and_then(|c| c.parse().ok())
+            .expect("a count")
+    };
+    let old_roars = roars_of(&nodes[old], old_token);
+    let last_old = old_roars.last().expect("the old run roared");
+    let new_roars = roars_of(&nodes[new], new_token);
+    let first_new = new_roars.first().expect("the new run roared");
     assert!(
-        next_count > count,
-        "the count went on: {count} then {next_count}"
+        last_old.ts_us < first_new.ts_us,
+        "the runs overlapped: the old one roared at {} µs, the new one at {} µs",
+        last_old.ts_us,
+        first_new.ts_us
+    );
+    assert_eq!(
+        count(first_new),
+        count(last_old) + 1,
+        "the new run goes on from the count handed over"
     );
 }
 

@@ -43,7 +43,9 @@
 //!   `singleton`, `mode`, `owner`, and `running_here`: `null`, or `instance`, `since_ms`
 //!   and `token` on the node that runs it); port 0 picks one, which `ready` names).
 //! * `--json` prints one JSON object per line, each with `ts_us` (microseconds since the Unix
-//!   epoch), `node` and `event`: `ready` (with `listen`, and `metrics` with `--metrics`), `member_up` / `member_down` /
+//!   epoch, read as the line is printed: by the worker itself for `roar`, as the node's
+//!   events reach the printer for the rest, which under load can be milliseconds after the
+//!   event), `node` and `event`: `ready` (with `listen`, and `metrics` with `--metrics`), `member_up` / `member_down` /
 //!   `member_left` (with `member`), `worker_started` (with `name`, and `token` for an
 //!   exclusive singleton, once the worker task runs), `worker_stopped` (with `name` and
 //!   `reason`, once the task has ended), `roar` (with `name`, `count`, and `token` when
