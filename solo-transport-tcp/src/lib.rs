@@ -161,7 +161,7 @@ pub use frame::FrameError;
 pub use handshake::HandshakeError;
 #[doc(hidden)]
 pub use handshake::fuzzing;
-pub use network::{Network, TokioNetwork};
+pub use network::{Network, StreamReader, StreamWriter, TokioNetwork};
 pub use random::{RandomError, Randomness};
 pub use solo_core::wire::{MAX_FRAME_LEN, PROTOCOL_VERSION};
 pub use tiebreak::Direction;

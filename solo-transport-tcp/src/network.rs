@@ -6,7 +6,16 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The half of a connected stream its reader task reads, from [`Network::split`].
+pub type StreamReader = Box<dyn AsyncRead + Unpin + Send>;
+
+/// The half of a connected stream its writer task writes, from [`Network::split`].
+pub type StreamWriter = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// A network of reliable, ordered byte streams: [`TokioNetwork`] for real TCP sockets, a
 /// simulator's, TLS over either (`tls::TlsNetwork`, with the `tls` feature), or QUIC
@@ -59,6 +68,19 @@ pub trait Network: Send + Sync + 'static {
         let _ = (stream, name);
         true
     }
+
+    /// Splits an established stream into the half its reader task reads and the half its
+    /// writer task writes, which run on different threads at once. Dropping both halves
+    /// must close the stream as dropping it does; dropping one alone must not close
+    /// anything (the transport shuts the writing side down itself when it means to).
+    ///
+    /// The default, [`tokio::io::split`], puts the stream behind a lock the halves share,
+    /// which they then contend for under load: a network whose streams split without one
+    /// (as [`TokioNetwork`]'s do) should say so here.
+    fn split(&self, stream: Self::Stream) -> (StreamReader, StreamWriter) {
+        let (read, write) = tokio::io::split(stream);
+        (Box::new(read), Box::new(write))
+    }
 }
 
 /// Real TCP through tokio. Streams have `TCP_NODELAY` set: the transport batches writes
@@ -91,5 +113,127 @@ impl Network for TokioNetwork {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+
+    /// Splits without a lock: a socket can be read and written at once.
+    fn split(&self, stream: Self::Stream) -> (StreamReader, StreamWriter) {
+        let (read, write) = stream.into_split();
+        (Box::new(read), Box::new(TcpWriter(Some(write))))
+    }
+}
+
+/// A TCP stream's write half that, dropped, leaves the socket open until the read half is
+/// dropped too, as [`tokio::io::split`]'s halves do: tokio's own half shuts the writing
+/// side down on drop, and a writer task ending on an error must not half-close a
+/// connection its reader still reads. Always `Some` until dropped.
+struct TcpWriter(Option<tokio::net::tcp::OwnedWriteHalf>);
+
+impl TcpWriter {
+    fn half(&mut self) -> io::Result<Pin<&mut tokio::net::tcp::OwnedWriteHalf>> {
+        self.0
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| io::ErrorKind::NotConnected.into())
+    }
+}
+
+impl AsyncWrite for TcpWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.half() {
+            Ok(half) => half.poll_write(cx, buf),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.half() {
+            Ok(half) => half.poll_write_vectored(cx, bufs),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.as_ref().is_some_and(AsyncWrite::is_write_vectored)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.half() {
+            Ok(half) => half.poll_flush(cx),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.half() {
+            Ok(half) => half.poll_shutdown(cx),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+impl Drop for TcpWriter {
+    fn drop(&mut self) {
+        if let Some(half) = self.0.take() {
+            half.forget();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Two ends of a loopback TCP connection; the first from `TokioNetwork::connect`.
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let network = TokioNetwork;
+        let mut listener = network
+            .bind("127.0.0.1:0".parse().expect("an address"))
+            .await
+            .expect("bind");
+        let addr = network.local_addr(&listener).expect("an address");
+        let (ours, theirs) = tokio::join!(network.connect(addr), network.accept(&mut listener));
+        (ours.expect("connect"), theirs.expect("accept").0)
+    }
+
+    #[tokio::test]
+    async fn a_tcp_writer_dropped_alone_leaves_the_connection_open() {
+        let (ours, mut theirs) = pair().await;
+        let (mut reader, mut writer) = TokioNetwork.split(ours);
+        writer.write_all(b"ping").await.expect("write");
+        writer.flush().await.expect("flush");
+        drop(writer);
+        let mut got = [0; 4];
+        theirs
+            .read_exact(&mut got)
+            .await
+            .expect("the bytes written");
+        assert_eq!(&got, b"ping");
+        // A half-close would reach the peer as end-of-file within microseconds on loopback:
+        // none in 200 ms is a pass, and a writer that shuts down on drop fails every time.
+        let mut byte = [0; 1];
+        let read = tokio::time::timeout(Duration::from_millis(200), theirs.read(&mut byte)).await;
+        assert!(
+            read.is_err(),
+            "the peer read {read:?}: the writer's drop half-closed"
+        );
+        // The reading half still reads, and dropping it too closes the connection.
+        theirs.write_all(b"pong").await.expect("write back");
+        reader.read_exact(&mut got).await.expect("the reply");
+        assert_eq!(&got, b"pong");
+        drop(reader);
+        let closed = theirs.read(&mut byte).await.expect("a clean close");
+        assert_eq!(closed, 0, "end-of-file once both halves are dropped");
     }
 }

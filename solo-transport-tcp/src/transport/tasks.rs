@@ -6,13 +6,13 @@ use std::sync::atomic::Ordering;
 
 use solo_core::NodeId;
 use solo_core::wire::MAX_FRAME_LEN;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, WriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 use crate::frame::FrameError;
 use crate::handshake::{HandshakeError, Verdict};
-use crate::network::Network;
+use crate::network::{Network, StreamWriter};
 use crate::tiebreak::Direction;
 use crate::{frame, handshake};
 
@@ -264,7 +264,7 @@ impl<N: Network> Shared<N> {
     ) {
         let conn = new.id;
         let heard = new.heard.clone();
-        let (read_half, write_half) = tokio::io::split(stream);
+        let (read_half, write_half) = self.network.split(stream);
         {
             // Spawned even if the connection was retired since it was installed: the writer
             // then sends the handover marker at once.
@@ -405,7 +405,7 @@ impl<N: Network> Shared<N> {
     /// connection is removed (its outbox closed) or the socket fails.
     pub(super) async fn run_writer(
         self: Arc<Self>,
-        half: WriteHalf<N::Stream>,
+        half: StreamWriter,
         conn: NewConn,
         peer: NodeId,
         task: u64,
