@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -129,53 +128,46 @@ impl Network for TokioNetwork {
 struct TcpWriter(Option<tokio::net::tcp::OwnedWriteHalf>);
 
 impl TcpWriter {
-    fn half(&mut self) -> io::Result<Pin<&mut tokio::net::tcp::OwnedWriteHalf>> {
-        self.0
-            .as_mut()
-            .map(Pin::new)
-            .ok_or_else(|| io::ErrorKind::NotConnected.into())
+    /// Polls the half; it is gone only once the writer is dropped, so the error is never
+    /// seen in practice.
+    fn poll_half<T>(
+        self: Pin<&mut Self>,
+        poll: impl FnOnce(Pin<&mut tokio::net::tcp::OwnedWriteHalf>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match self.get_mut().0.as_mut() {
+            Some(half) => poll(Pin::new(half)),
+            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
     }
 }
 
 impl AsyncWrite for TcpWriter {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.half() {
-            Ok(half) => half.poll_write(cx, buf),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.poll_half(|half| half.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.half() {
-            Ok(half) => half.poll_write_vectored(cx, bufs),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.poll_half(|half| half.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
         self.0.as_ref().is_some_and(AsyncWrite::is_write_vectored)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.half() {
-            Ok(half) => half.poll_flush(cx),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_half(|half| half.poll_flush(cx))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.half() {
-            Ok(half) => half.poll_shutdown(cx),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_half(|half| half.poll_shutdown(cx))
     }
 }
 

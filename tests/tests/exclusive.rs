@@ -156,12 +156,10 @@ fn a_killed_owner_is_replaced_under_a_larger_token(wire: WireKind) {
 fn sigterm_hands_the_exclusive_singleton_over_with_its_state(wire: WireKind) {
     let (_binary, nodes) = exclusive_cluster(wire);
     let (old, old_token) = owner_and_token(&nodes);
-    let roars_of = |node: &Node, token: u64| {
-        node.all_seen(|e| {
-            e.event == "roar"
-                && e.field("name") == Some(LOCK)
-                && e.field("token").and_then(|t| t.parse().ok()) == Some(token)
-        })
+    let roared_under = |wanted: u64| {
+        move |e: &NodeEvent| {
+            e.event == "roar" && e.field("name") == Some(LOCK) && token(e) == wanted
+        }
     };
     nodes[old]
         .wait_seen(WAIT, |e| e.event == "roar" && e.field("name") == Some(LOCK))
@@ -188,20 +186,16 @@ fn sigterm_hands_the_exclusive_singleton_over_with_its_state(wire: WireKind) {
     // Every roar of the old run (all printed: its end is) comes before the first of the new
     // one, and the new run goes on from the count the old one handed over, not one lost.
     nodes[new]
-        .wait_seen(WAIT, |e| {
-            e.event == "roar"
-                && e.field("name") == Some(LOCK)
-                && e.field("token").and_then(|t| t.parse().ok()) == Some(new_token)
-        })
+        .wait_seen(WAIT, roared_under(new_token))
         .expect("the new owner roars");
     let count = |e: &NodeEvent| -> u64 {
         e.field("count")
             .and_then(|c| c.parse().ok())
             .expect("a count")
     };
-    let old_roars = roars_of(&nodes[old], old_token);
+    let old_roars = nodes[old].all_seen(roared_under(old_token));
     let last_old = old_roars.last().expect("the old run roared");
-    let new_roars = roars_of(&nodes[new], new_token);
+    let new_roars = nodes[new].all_seen(roared_under(new_token));
     let first_new = new_roars.first().expect("the new run roared");
     assert!(
         last_old.ts_us < first_new.ts_us,

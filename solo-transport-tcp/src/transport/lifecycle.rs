@@ -322,6 +322,10 @@ impl<N: Network> Shared<N> {
     /// failure detector judges the peer. If the successor cannot be dialed, the peer's side
     /// reports `Down` after its handshake timeout.
     pub(super) async fn connection_idle(self: &Arc<Self>, conn: u64, peer: &NodeId) {
+        tracing::info!(
+            idle_timeout = ?self.config.idle_timeout,
+            "nothing received, not even a keep-alive; replacing the connection"
+        );
         let addr = {
             let _link = self.link_lock.lock().await;
             let mut st = self.state();

@@ -333,11 +333,6 @@ impl<N: Network> Shared<N> {
                                     idle.as_mut().reset(until);
                                     continue;
                                 }
-                                tracing::info!(
-                                    ?idle_timeout,
-                                    "nothing received, not even a keep-alive; replacing the \
-                                     connection"
-                                );
                                 return self.connection_idle(conn, &peer).await;
                             }
                         }
@@ -359,10 +354,6 @@ impl<N: Network> Shared<N> {
                     )
                     .await
                     else {
-                        tracing::info!(
-                            ?idle_timeout,
-                            "nothing received, not even a keep-alive; replacing the connection"
-                        );
                         return self.connection_idle(conn, &peer).await;
                     };
                     if !matches!(read, Err(FrameError::Closed | FrameError::Io(_))) {
