@@ -166,6 +166,6 @@ pub use random::{RandomError, Randomness};
 pub use solo_core::wire::{MAX_FRAME_LEN, PROTOCOL_VERSION};
 pub use tiebreak::Direction;
 pub use transport::{
-    ConnectionInfo, EventReceiver, Transport, TransportBuilder, TransportEvent,
+    ConnectionInfo, Cork, EventReceiver, Transport, TransportBuilder, TransportEvent,
     TransportStartError, TransportStats,
 };

@@ -348,7 +348,7 @@ pub(crate) struct Mailbox {
 }
 
 async fn answer(to: CallRef, result: Result<Vec<u8>, RemoteError>, replies: &AnswerSender) {
-    replies.send(FromActor::Answer { to, result }).await;
+    replies.send(FromActor::Answer { to, result }, false).await;
 }
 
 /// Runs one instance of actor `A` on its mailbox until it ends. Calls and casts still
@@ -369,10 +369,13 @@ pub(crate) async fn run_actor<A: Actor>(
     while let Ok(left) = mail.try_recv() {
         if matches!(left, Mail::Call { .. } | Mail::Cast { .. }) {
             replies
-                .send(FromActor::Unhandled {
-                    id: ctx.id().clone(),
-                    mail: left,
-                })
+                .send(
+                    FromActor::Unhandled {
+                        id: ctx.id().clone(),
+                        mail: left,
+                    },
+                    false,
+                )
                 .await;
         }
     }
@@ -470,7 +473,17 @@ async fn serve<A: Actor>(
                         let encoded = postcard::to_allocvec(&value).map_err(|e| {
                             RemoteError::Failed(format!("reply does not encode: {e}"))
                         });
-                        answer(reply, encoded, replies).await;
+                        // With no more mail waiting, the reply is written at once.
+                        let at_once = mail.is_empty();
+                        replies
+                            .send(
+                                FromActor::Answer {
+                                    to: reply,
+                                    result: encoded,
+                                },
+                                at_once,
+                            )
+                            .await;
                     }
                     Err(error) => {
                         answer(reply, Err(RemoteError::Failed(error.to_string())), replies).await;

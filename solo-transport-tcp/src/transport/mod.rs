@@ -13,7 +13,8 @@
 //!
 //! * `table.rs`: the connection table ([`State`]) and its rows.
 //! * `send.rs`: a frame's way to a connection's outbox, or to a dial's queue.
-//! * `outbox.rs`: a connection's frames waiting for its writer, as one buffer of bytes.
+//! * `outbox.rs`: a connection's frames waiting for its writer, as one buffer of bytes, and
+//!   the [`Cork`] under which a sender writes them itself.
 //! * `lifecycle.rs`: install after a handshake (with the tiebreak between two connections
 //!   to one peer), retirement and handover, loss, idleness, dial failures and backoff.
 //! * `tasks.rs`: the accept loop, the handshakes, the readers and the writers.
@@ -57,6 +58,7 @@ pub(crate) mod tests;
 
 pub use events::EventReceiver;
 use events::EventSender;
+pub use outbox::Cork;
 
 /// Read buffer per connection: many small frames cost one system call.
 const READ_BUFFER: usize = 64 * 1024;

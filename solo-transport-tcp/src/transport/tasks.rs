@@ -18,7 +18,7 @@ use crate::{frame, handshake};
 
 use super::events::FrameRun;
 use super::lifecycle::{Installed, NewConn, emit};
-use super::outbox::Taken;
+use super::outbox::{Pen, Quiet, Taken};
 use super::{
     ACCEPT_ERROR_PAUSE, Events, HANDOVER_MARKER, KEEPALIVE, READ_BUFFER, Shared, TransportEvent,
     WRITE_BUFFER,
@@ -393,7 +393,9 @@ impl<N: Network> Shared<N> {
     }
 
     /// Writes what waits in the outbox, all of it in one write, then flushes; ends when the
-    /// connection is removed (its outbox closed) or the socket fails.
+    /// connection is removed (its outbox closed) or the socket fails. A sender at the end
+    /// of a cork writes without it when the socket takes its frames at once (see
+    /// `outbox.rs`): this task writes what it leaves, and the keep-alives.
     pub(super) async fn run_writer(
         self: Arc<Self>,
         half: StreamWriter,
@@ -409,60 +411,68 @@ impl<N: Network> Shared<N> {
             confirm,
             ..
         } = conn;
-        let mut writer = half;
         let keepalive_interval = self.config.keepalive_interval;
         let (frames_out, bytes_out) = traffic_counters(&peer, "out");
-        // Kept from one batch to the next: swapped with the outbox's, so that neither side
-        // allocates once both have grown to the usual batch.
-        let mut batch = Vec::with_capacity(WRITE_BUFFER);
+        let mut pen = Some(Pen::new(half, WRITE_BUFFER, frames_out, bytes_out));
         let result: Result<(), FrameError> = async {
             let keepalive = frame::framed(&KEEPALIVE, MAX_FRAME_LEN)?;
-            if confirm {
-                writer.write_all(&keepalive).await?;
-                writer.flush().await?;
+            if confirm && let Some(pen) = pen.as_mut() {
+                pen.half().write_all(&keepalive).await?;
+                pen.half().flush().await?;
+            }
+            if let Some(pen) = pen.take() {
+                outbox.put_back(pen);
             }
             // One timer for the connection's life, moved on only when it fires: a keep-alive
             // goes out once nothing was written for the keep-alive interval.
             let mut wrote_at = Instant::now();
+            let mut seen_direct = 0;
             let quiet = tokio::time::sleep_until(wrote_at + keepalive_interval);
             tokio::pin!(quiet);
-            loop {
-                tokio::select! {
+            let mut closing = loop {
+                let mut writing = tokio::select! {
                     biased;
-                    taken = outbox.take(&mut batch) => match taken {
-                        Taken::Frames(frames) => {
-                            writer.write_all(&batch).await?;
-                            frames_out.increment(frames as u64);
-                            bytes_out.increment(batch.len() as u64);
-                            if batch.capacity() > WRITE_BUFFER {
-                                // A large state went out: its room is not kept for the life
-                                // of the connection.
-                                batch = Vec::with_capacity(WRITE_BUFFER);
-                            }
-                            batch.clear();
-                        }
-                        Taken::Closed => break,
+                    taken = outbox.take() => match taken {
+                        Taken::Work(writing) => writing,
+                        Taken::Closed(closing) => break closing,
                     },
                     () = &mut quiet => {
                         if Instant::now() < wrote_at + keepalive_interval {
                             quiet.as_mut().reset(wrote_at + keepalive_interval);
                             continue;
                         }
-                        writer.write_all(&keepalive).await?;
+                        match outbox.quiet(&mut seen_direct) {
+                            Quiet::Idle(mut idle) => {
+                                let half = idle.half();
+                                let written = match half.write_all(&keepalive).await {
+                                    Ok(()) => half.flush().await,
+                                    Err(error) => Err(error),
+                                };
+                                outbox.put_back(idle);
+                                written?;
+                            }
+                            Quiet::Busy => {}
+                        }
+                        wrote_at = Instant::now();
+                        quiet.as_mut().reset(wrote_at + keepalive_interval);
+                        continue;
                     }
-                }
-                writer.flush().await?;
+                };
+                let written = writing.write_all().await;
+                outbox.put_back(writing);
+                written?;
                 wrote_at = Instant::now();
                 if quiet.is_elapsed() {
                     quiet.as_mut().reset(wrote_at + keepalive_interval);
                 }
-            }
+            };
             // The outbox is closed and the task was not aborted. If the connection was
             // retired in favour of another to the same peer, say so before closing.
+            let half = closing.half();
             if retired.load(Ordering::Acquire) {
-                writer.write_all(&HANDOVER_MARKER).await?;
+                half.write_all(&HANDOVER_MARKER).await?;
             }
-            writer.shutdown().await?;
+            half.shutdown().await?;
             Ok(())
         }
         .await;

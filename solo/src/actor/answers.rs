@@ -35,12 +35,20 @@ const ANSWER_OVERHEAD: usize = 128;
 /// The way an actor sends a caller on another node its answer without the driver.
 pub(crate) trait DirectReply: Send + Sync + 'static {
     /// Queues `answer` to the call `to` on the caller's connection, or gives it back when it
-    /// cannot go that way now (then the driver sends it).
+    /// cannot go that way now (then the driver sends it). `at_once`: the actor has no more
+    /// mail waiting, so the reply is written now, by the actor's own thread, rather than
+    /// left for the connection's writer task (whose batches help only while more replies
+    /// follow).
     ///
     /// # Errors
     ///
     /// The call and its answer, untouched, when they must go through the driver.
-    fn try_reply(&self, to: CallRef, answer: Vec<u8>) -> Result<(), (CallRef, Vec<u8>)>;
+    fn try_reply(
+        &self,
+        to: CallRef,
+        answer: Vec<u8>,
+        at_once: bool,
+    ) -> Result<(), (CallRef, Vec<u8>)>;
 }
 
 /// A channel of [`FromActor`]s bounded by [`MAX_ANSWER_BYTES`]; with `direct`, answers to
@@ -95,7 +103,9 @@ impl AnswerSender {
     /// Sends `reply`: straight to a caller on another node when it can, else to the driver,
     /// waiting for room in the budget first. Once the driver is gone there is nobody to
     /// answer: the reply is dropped with it.
-    pub(crate) async fn send(&self, reply: FromActor) {
+    ///
+    /// `at_once`: the actor has no more mail waiting ([`DirectReply::try_reply`]).
+    pub(crate) async fn send(&self, reply: FromActor, at_once: bool) {
         let reply = match (reply, &self.direct) {
             (
                 FromActor::Answer {
@@ -103,7 +113,7 @@ impl AnswerSender {
                     result: Ok(answer),
                 },
                 Some(direct),
-            ) => match direct.try_reply(to, answer) {
+            ) => match direct.try_reply(to, answer, at_once) {
                 Ok(()) => return,
                 Err((to, answer)) => FromActor::Answer {
                     to,
@@ -170,7 +180,12 @@ mod tests {
     }
 
     impl DirectReply for EvenCallsOnly {
-        fn try_reply(&self, to: CallRef, answer: Vec<u8>) -> Result<(), (CallRef, Vec<u8>)> {
+        fn try_reply(
+            &self,
+            to: CallRef,
+            answer: Vec<u8>,
+            _at_once: bool,
+        ) -> Result<(), (CallRef, Vec<u8>)> {
             if to.call % 2 == 1 {
                 return Err((to, answer));
             }
@@ -197,10 +212,10 @@ mod tests {
     async fn answers_the_direct_way_takes_skip_the_driver_and_the_rest_reach_it_unchanged() {
         let direct = Arc::new(EvenCallsOnly::default());
         let (tx, mut rx) = channel(Some(Arc::clone(&direct) as Arc<dyn DirectReply>));
-        tx.send(answer_to(2, Ok(b"two".to_vec()))).await;
-        tx.send(answer_to(3, Ok(b"three".to_vec()))).await;
+        tx.send(answer_to(2, Ok(b"two".to_vec())), false).await;
+        tx.send(answer_to(3, Ok(b"three".to_vec())), false).await;
         // An error answer is the messenger's to shape (cut to length): never sent directly.
-        tx.send(answer_to(4, Err(RemoteError::Failed("no".into()))))
+        tx.send(answer_to(4, Err(RemoteError::Failed("no".into()))), false)
             .await;
         let taken = direct
             .taken
@@ -246,10 +261,10 @@ mod tests {
     async fn an_actor_waits_for_room_while_the_budget_is_spent_and_goes_on_once_taken() {
         let (tx, mut rx) = channel(None);
         // Most of the budget in one answer, then one that does not fit beside it.
-        tx.send(answer(MAX_ANSWER_BYTES - 1_000)).await;
+        tx.send(answer(MAX_ANSWER_BYTES - 1_000), false).await;
         let second = {
             let tx = tx.clone();
-            tokio::spawn(async move { tx.send(answer(10_000)).await })
+            tokio::spawn(async move { tx.send(answer(10_000), false).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!second.is_finished(), "waits for room");
@@ -260,17 +275,17 @@ mod tests {
             .expect("sent");
         assert!(matches!(rx.try_recv(), Ok(FromActor::Answer { .. })));
         // One larger than the whole budget passes alone.
-        tx.send(answer(MAX_ANSWER_BYTES * 2)).await;
+        tx.send(answer(MAX_ANSWER_BYTES * 2), false).await;
         assert!(matches!(rx.try_recv(), Ok(FromActor::Answer { .. })));
     }
 
     #[tokio::test]
     async fn a_waiting_actor_is_let_go_when_the_driver_is_gone() {
         let (tx, rx) = channel(None);
-        tx.send(answer(MAX_ANSWER_BYTES)).await;
+        tx.send(answer(MAX_ANSWER_BYTES), false).await;
         let waiting = {
             let tx = tx.clone();
-            tokio::spawn(async move { tx.send(answer(1)).await })
+            tokio::spawn(async move { tx.send(answer(1), false).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(rx);

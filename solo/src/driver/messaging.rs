@@ -17,7 +17,7 @@ use solo_core::messaging::{
 };
 use solo_core::wire::{AppMessage, CallRef, Message, RemoteError};
 use solo_core::{ChildId, InstanceId, NodeId, Transmit};
-use solo_transport_tcp::{Network, Transport};
+use solo_transport_tcp::{Cork, Network, Transport};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Driver, State, now};
@@ -144,7 +144,12 @@ impl<N: Network> ReplyToCaller<N> {
 }
 
 impl<N: Network> DirectReply for ReplyToCaller<N> {
-    fn try_reply(&self, to: CallRef, answer: Vec<u8>) -> Result<(), (CallRef, Vec<u8>)> {
+    fn try_reply(
+        &self,
+        to: CallRef,
+        answer: Vec<u8>,
+        at_once: bool,
+    ) -> Result<(), (CallRef, Vec<u8>)> {
         if to.caller == self.me
             || answer.len() > MAX_PAYLOAD_LEN
             || self.backlog.load(Ordering::Acquire)
@@ -160,6 +165,8 @@ impl<N: Network> DirectReply for ReplyToCaller<N> {
                 result: Ok(answer),
             }),
         };
+        // Uncorked as this function returns: the reply goes on the wire from here.
+        let _written_at_once = at_once.then(Cork::new);
         if self.transport.try_send(&transmit).is_ok() {
             return Ok(());
         }
@@ -545,7 +552,7 @@ mod tests {
         };
 
         direct
-            .try_reply(call(node("a")), b"42".to_vec())
+            .try_reply(call(node("a")), b"42".to_vec(), false)
             .expect("sent straight");
         assert_eq!(
             next_frame(&mut a_events).await,
@@ -558,21 +565,27 @@ mod tests {
 
         // While the messenger holds a backlog, the reply takes its place behind it.
         backlog.store(true, Ordering::Release);
-        given_back(direct.try_reply(call(node("a")), b"43".to_vec()), b"43");
+        given_back(
+            direct.try_reply(call(node("a")), b"43".to_vec(), false),
+            b"43",
+        );
         backlog.store(false, Ordering::Release);
         // No connection to the caller: the messenger knows its address and dials.
         let (to, back) = direct
-            .try_reply(call(node("c")), b"44".to_vec())
+            .try_reply(call(node("c")), b"44".to_vec(), false)
             .expect_err("no connection");
         assert_eq!((to, back), (call(node("c")), b"44".to_vec()));
         // A caller on this node is the messenger's to answer.
         let (to, back) = direct
-            .try_reply(call(node("b")), b"45".to_vec())
+            .try_reply(call(node("b")), b"45".to_vec(), false)
             .expect_err("a caller here");
         assert_eq!((to, back), (call(node("b")), b"45".to_vec()));
         // As is an answer too long to send.
         let long = vec![0; MAX_PAYLOAD_LEN + 1];
-        given_back(direct.try_reply(call(node("a")), long.clone()), &long);
+        given_back(
+            direct.try_reply(call(node("a")), long.clone(), false),
+            &long,
+        );
     }
 
     #[test]

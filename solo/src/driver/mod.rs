@@ -14,7 +14,7 @@ use solo_core::{
     Action, ChildId, ChildInfo, ChildSpec, DeclareError, Exit, MemberEvent, Node, NodeId, Scope,
     StartChildError, StopReason, SupervisorEvent, TerminateError,
 };
-use solo_transport_tcp::{EventReceiver, Network, Transport, TransportEvent};
+use solo_transport_tcp::{Cork, EventReceiver, Network, Transport, TransportEvent};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -655,14 +655,19 @@ thread_local! {
 }
 
 /// One turn of the driver's loop, from an input to the next wait: [`now`] reads the clock
-/// once while it lives. Never held across an `.await` (the task may move to another
-/// thread, or another driver run on this one).
-struct Turn;
+/// once while it lives, and the frames it sends are corked ([`Cork`]): written when it
+/// ends, by this thread, in one write per connection. Never held across an `.await` (the
+/// task may move to another thread, or another driver run on this one).
+struct Turn {
+    _frames: Cork,
+}
 
 impl Turn {
     fn begin() -> Self {
         TURN_NOW.with(|turn| turn.set(TurnNow::Unread));
-        Turn
+        Turn {
+            _frames: Cork::new(),
+        }
     }
 }
 
