@@ -18,6 +18,8 @@ use crate::id::{NodeId, NodeName};
 use crate::membership::{MemberState, NodeMeta};
 use crate::supervisor::ChildRecord;
 
+mod byte_strings;
+
 /// The protocol this build speaks. Bumped on any incompatible change to [`Message`].
 pub const PROTOCOL_VERSION: u8 = 9;
 
@@ -359,6 +361,7 @@ pub enum AppMessage {
         /// The call's [`CallRef::token`], as the call carried it.
         token: u64,
         /// The worker's encoded reply, or why there is none.
+        #[serde(with = "byte_strings::result")]
         result: Result<Vec<u8>, RemoteError>,
     },
     /// The state a worker handed over when its child moved here on purpose (or lost a
@@ -367,6 +370,7 @@ pub enum AppMessage {
         /// The child.
         id: crate::placement::ChildId,
         /// The encoded state, if the old instance chose to hand it over.
+        #[serde(with = "byte_strings::option")]
         state: Option<Vec<u8>>,
         /// Calls the old instance took in lately, per caller as ranges of call numbers
         /// (first, last): a caller that routes one of them again (it saw the old node leave
@@ -384,6 +388,7 @@ pub struct Delivery {
     /// Where the answer goes; `None` for a one-way message (a cast).
     pub reply_to: Option<CallRef>,
     /// The encoded message.
+    #[serde(with = "byte_strings::vec")]
     pub payload: Vec<u8>,
     /// How many nodes passed it on already: a node that does not run `to` forwards it to
     /// the owner it knows, a bounded number of times.
