@@ -19,8 +19,10 @@ pub const MAX_NODE_NAME_LEN: usize = 64;
 /// restarts under the same name gets the same children back.
 ///
 /// Shared, not copied: a clone (every message names its nodes) is a reference count.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone)]
 pub struct NodeName(Arc<str>);
+
+shared_str_comparisons!(NodeName);
 
 /// Why a string is not a valid [`NodeName`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +111,43 @@ impl<'de> Deserialize<'de> for NodeName {
             .map(NodeName)
     }
 }
+
+/// Equality, order and hash of a name held as one `Arc<str>`, as its string's: one
+/// allocation is one name, which answers most comparisons without reading the bytes (a
+/// decoded name shares the allocation of the same name decoded before, see [`SharedStr`]).
+macro_rules! shared_str_comparisons {
+    ($name:ty) => {
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                std::sync::Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                if std::sync::Arc::ptr_eq(&self.0, &other.0) {
+                    return std::cmp::Ordering::Equal;
+                }
+                self.0.cmp(&other.0)
+            }
+        }
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.0.hash(state);
+            }
+        }
+    };
+}
+pub(crate) use shared_str_comparisons;
 
 /// How many strings of one kind a thread keeps for [`SharedStr`]: the nodes and names a
 /// node hears from at once are few, and a miss costs one comparison per place.
@@ -288,6 +327,27 @@ mod tests {
         assert_eq!(later, first);
         assert!(!Arc::ptr_eq(&later.0, &first.0));
         assert!(decode("").is_err());
+    }
+
+    /// Names compare, order and hash by their strings, whether they share an allocation
+    /// (the quick way) or not.
+    #[test]
+    fn names_compare_by_their_strings_shared_or_not() {
+        use std::hash::BuildHasher;
+        let shared = NodeName::new("node-a").expect("valid");
+        let same = shared.clone();
+        let apart = NodeName::new("node-a").expect("valid");
+        let other = NodeName::new("node-b").expect("valid");
+        assert!(Arc::ptr_eq(&shared.0, &same.0) && !Arc::ptr_eq(&shared.0, &apart.0));
+        assert_eq!(shared, same);
+        assert_eq!(shared, apart);
+        assert_ne!(shared, other);
+        assert_eq!(shared.cmp(&apart), std::cmp::Ordering::Equal);
+        assert_eq!(shared.cmp(&other), std::cmp::Ordering::Less);
+        assert_eq!(other.cmp(&apart), std::cmp::Ordering::Greater);
+        let hasher = std::hash::RandomState::new();
+        assert_eq!(hasher.hash_one(&shared), hasher.hash_one(&apart));
+        assert_eq!(hasher.hash_one(&shared), hasher.hash_one("node-a"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::{NodeName, RecentStrs, SharedStr};
+use crate::id::{NodeName, RecentStrs, SharedStr, shared_str_comparisons};
 
 /// The longest child id accepted, in bytes.
 pub const MAX_CHILD_ID_LEN: usize = 256;
@@ -26,8 +26,10 @@ pub const MAX_CHILD_ID_LEN: usize = 256;
 /// The name of a distributed child or of a singleton, unique in the cluster.
 ///
 /// Shared, not copied: a clone (every call names its target) is a reference count.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone)]
 pub struct ChildId(Arc<str>);
+
+shared_str_comparisons!(ChildId);
 
 /// Why a string is not a valid [`ChildId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
