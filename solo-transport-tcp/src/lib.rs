@@ -122,7 +122,10 @@
 //! [`Transport::send`] is synchronous and never blocks: it encodes the message and puts the
 //! frame in the peer's bounded queue, or in the queue of a dial it starts on demand; what does
 //! not fit is dropped and counted ([`TransportStats`]). Each connection's writer writes all
-//! queued frames, then flushes once. After a failed dial, the next dial to that address waits
+//! queued frames, then flushes once. A sender that sends many frames in one go can hold a
+//! [`Cork`] meanwhile: its frames then go out when the cork comes out, written by its own
+//! thread in one write per connection without waiting, and the writer task writes only
+//! what a socket did not take at once (the driver corks each turn of its loop). After a failed dial, the next dial to that address waits
 //! `50 ms · 2^(failures − 1)`, capped at 2 s, with equal jitter (defaults); a successful
 //! handshake resets it.
 //!

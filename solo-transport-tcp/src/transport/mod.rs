@@ -1,7 +1,8 @@
 //! [`Transport`]: the handle, and the tasks behind it.
 //!
 //! One task accepts connections; one task per connection runs its handshake and then reads
-//! it; one more per established connection writes it; one task per address being dialed
+//! it; one more per established connection writes what its senders did not write
+//! themselves (see `outbox.rs`) and the keep-alives; one task per address being dialed
 //! connects and runs the initiator's handshake (then becomes that connection's reader). All
 //! of them share a [`State`] behind a `std` mutex that is never held across an `.await`.
 //!
