@@ -413,16 +413,15 @@ impl<N: Network> Shared<N> {
         } = conn;
         let keepalive_interval = self.config.keepalive_interval;
         let (frames_out, bytes_out) = traffic_counters(&peer, "out");
-        let mut pen = Some(Pen::new(half, WRITE_BUFFER, frames_out, bytes_out));
+        let mut pen = Pen::new(half, WRITE_BUFFER, frames_out, bytes_out);
         let result: Result<(), FrameError> = async {
             let keepalive = frame::framed(&KEEPALIVE, MAX_FRAME_LEN)?;
-            if confirm && let Some(pen) = pen.as_mut() {
+            if confirm {
                 pen.half().write_all(&keepalive).await?;
                 pen.half().flush().await?;
             }
-            if let Some(pen) = pen.take() {
-                outbox.put_back(pen);
-            }
+            // From here on, whoever writes takes the pen from the outbox.
+            outbox.put_back(pen);
             // One timer for the connection's life, moved on only when it fires: a keep-alive
             // goes out once nothing was written for the keep-alive interval.
             let mut wrote_at = Instant::now();
