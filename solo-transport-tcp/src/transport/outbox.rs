@@ -579,12 +579,18 @@ mod tests {
         }
         assert_eq!(outbox.len(), (0, 0));
         let mut wire = [0; 21];
-        pipe.read_exact(&mut wire).await.expect("written");
+        tokio::time::timeout(BOUND, pipe.read_exact(&mut wire))
+            .await
+            .expect("the cork wrote the frames itself")
+            .expect("read");
         assert_eq!(&wire, b"\0\0\0\x03one\0\0\0\x03two\0\0\0\x03six");
         assert!(
-            tokio::time::timeout(QUIET, outbox.take()).await.is_err(),
-            "the writer task has nothing to do, and was not woken for it"
+            tokio::time::timeout(QUIET, outbox.ready.notified())
+                .await
+                .is_err(),
+            "the writer task was not woken (a wake-up leaves a permit)"
         );
+        assert_eq!(outbox.len(), (0, 0), "nothing is left for it");
     }
 
     #[tokio::test]
