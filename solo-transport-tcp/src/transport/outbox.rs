@@ -29,6 +29,8 @@ use tokio::sync::Notify;
 use crate::frame::{self, LEN_PREFIX};
 use crate::network::StreamWriter;
 
+use super::WRITE_BUFFER;
+
 /// The frames waiting for one connection's writer, and the limits on them.
 pub(super) struct Outbox {
     waiting: Mutex<Waiting>,
@@ -67,7 +69,7 @@ struct Waiting {
 pub(super) struct Pen {
     half: StreamWriter,
     /// The bytes taken from the outbox; `batch[sent..]` is not written yet.
-    pub(super) batch: Vec<u8>,
+    batch: Vec<u8>,
     sent: usize,
     /// Written in full but not yet flushed (a TLS stream may buffer).
     unflushed: bool,
@@ -80,13 +82,12 @@ impl Pen {
     /// A pen for `half`, counting what it writes into the connection's traffic counters.
     pub(super) fn new(
         half: StreamWriter,
-        batch_capacity: usize,
         frames_out: metrics::Counter,
         bytes_out: metrics::Counter,
     ) -> Self {
         Self {
             half,
-            batch: Vec::with_capacity(batch_capacity),
+            batch: Vec::with_capacity(WRITE_BUFFER),
             sent: 0,
             unflushed: false,
             frames: 0,
@@ -154,9 +155,9 @@ impl Pen {
             self.frames_out.increment(self.frames as u64);
             self.bytes_out.increment(self.batch.len() as u64);
         }
-        if self.batch.capacity() > WRITE_BUFFER_KEPT {
+        if self.batch.capacity() > WRITE_BUFFER {
             // A large state went out: its room is not kept for the life of the connection.
-            self.batch = Vec::with_capacity(WRITE_BUFFER_KEPT);
+            self.batch = Vec::with_capacity(WRITE_BUFFER);
         }
         self.batch.clear();
         self.sent = 0;
@@ -164,9 +165,6 @@ impl Pen {
         self.frames = 0;
     }
 }
-
-/// The batch buffer a pen keeps between batches.
-const WRITE_BUFFER_KEPT: usize = super::WRITE_BUFFER;
 
 /// What the writer task found in the outbox.
 pub(super) enum Taken {
@@ -343,8 +341,7 @@ impl Outbox {
             }
             match waiting.pen.take() {
                 // Leftovers are the writer task's, which has been woken for them.
-                Some(pen) if !pen.has_leftover() => {
-                    let mut pen = pen;
+                Some(mut pen) if !pen.has_leftover() => {
                     pen.take_from(&mut waiting);
                     waiting.written_directly += 1;
                     pen
@@ -490,7 +487,7 @@ mod tests {
         let (ours, theirs) = tokio::io::duplex(room);
         let outbox = Arc::new(Outbox::new(max_frames, max_bytes));
         let counter = metrics::Counter::noop;
-        outbox.put_back(Pen::new(Box::new(ours), 1024, counter(), counter()));
+        outbox.put_back(Pen::new(Box::new(ours), counter(), counter()));
         (outbox, theirs)
     }
 

@@ -21,7 +21,6 @@ use super::lifecycle::{Installed, NewConn, emit};
 use super::outbox::{Pen, Quiet, Taken};
 use super::{
     ACCEPT_ERROR_PAUSE, Events, HANDOVER_MARKER, KEEPALIVE, READ_BUFFER, Shared, TransportEvent,
-    WRITE_BUFFER,
 };
 
 impl<N: Network> Shared<N> {
@@ -413,7 +412,7 @@ impl<N: Network> Shared<N> {
         } = conn;
         let keepalive_interval = self.config.keepalive_interval;
         let (frames_out, bytes_out) = traffic_counters(&peer, "out");
-        let mut pen = Pen::new(half, WRITE_BUFFER, frames_out, bytes_out);
+        let mut pen = Pen::new(half, frames_out, bytes_out);
         let result: Result<(), FrameError> = async {
             let keepalive = frame::framed(&KEEPALIVE, MAX_FRAME_LEN)?;
             if confirm {
